@@ -1,0 +1,33 @@
+# The two commands of the README, plus the pieces CI calls.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install lint types check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m batchyard.demo
+
+lint: install
+	$(VENV)/bin/ruff check batchyard tests bench
+	$(VENV)/bin/ruff format --check batchyard tests bench
+
+types: install
+	$(VENV)/bin/mypy
+
+test: lint types
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) -m pip install --quiet 'huey>=2.5'
+	$(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""TaskContext: what a running task can learn about its item and tell batchyard about it.
+
+A context belongs to one attempt of one item. Its methods only set fields; the worker
+reads them when it heartbeats and when it records the outcome, so they are cheap and safe
+to call from a sync task's thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from batchyard.models import JSON, Usage
+
+MAX_LOG_LINES = 200
+MAX_MESSAGE = 2000
+
+
+class TaskContext:
+    """Passed to a task as its second argument."""
+
+    __slots__ = (
+        "_cancelled",
+        "_logs",
+        "attempt",
+        "batch_id",
+        "key",
+        "max_attempts",
+        "message",
+        "metrics",
+        "params",
+        "progress_changed",
+        "progress_value",
+        "usage_total",
+    )
+
+    def __init__(
+        self, batch_id: str, key: str, attempt: int, max_attempts: int, params: dict[str, JSON]
+    ) -> None:
+        self.batch_id = batch_id
+        self.key = key
+        #: 1 for the first attempt of this item, 2 for its first retry, and so on.
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        #: The batch's task parameters (``submit(params=...)``, ``--param``).
+        self.params = params
+        self.progress_value: float | None = None
+        self.message: str | None = None
+        self.progress_changed = False
+        self.usage_total = Usage()
+        self.metrics: dict[str, float] = {}
+        self._logs: list[tuple[float, str, str]] | None = None
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the batch was cancelled or this attempt timed out or lost its lease.
+
+        A sync task should check it between steps and return (or raise ``Cancelled``).
+        """
+        return self._cancelled
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far this item is, from 0.0 to 1.0, with an optional message."""
+        if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
+            raise ValueError(f"progress must be between 0 and 1, not {fraction!r}")
+        self.progress_value = fraction
+        if message is not None:
+            self.message = message[:MAX_MESSAGE]
+            self.log(message, kind="progress")
+        self.progress_changed = True
+
+    def usage(self, tokens_in: int = 0, tokens_out: int = 0, cost: float = 0.0) -> None:
+        """Add tokens and cost this item used; they roll up into the batch's usage."""
+        if tokens_in < 0 or tokens_out < 0 or cost < 0:
+            raise ValueError("usage must not be negative")
+        self.usage_total = self.usage_total + Usage(int(tokens_in), int(tokens_out), float(cost))
+
+    def metric(self, name: str, value: float) -> None:
+        """Record a number about this item (the last value per name wins); reports summarise
+        each metric over the batch."""
+        number = float(value)
+        if math.isnan(number) or math.isinf(number):
+            raise ValueError(f"metric {name!r} must be a finite number, not {value!r}")
+        self.metrics[name] = number
+
+    def log(self, message: str, *, kind: str = "log") -> None:
+        """Keep a line in this item's log (``batchyard logs BATCH KEY``)."""
+        if self._logs is None:
+            self._logs = []
+        if len(self._logs) < MAX_LOG_LINES:
+            self._logs.append((time.time(), kind, str(message)[:MAX_MESSAGE]))
+
+    def take_logs(self) -> list[tuple[float, str, str]]:
+        logs, self._logs = self._logs or [], None
+        return logs
+
+    def __repr__(self) -> str:
+        return f"TaskContext(batch_id={self.batch_id!r}, key={self.key!r}, attempt={self.attempt})"

@@ -1,0 +1,161 @@
+"""Every exception batchyard raises, and the signals a task raises to steer its own item.
+
+::
+
+    BatchyardError
+    ├── ConfigError                  bad options, a bad store URL
+    │   └── TaskNotRegistered        a task name nothing can resolve
+    ├── InputError                   a bad item; nothing was written
+    │   ├── InvalidItem              not a dict, a bad key, too large
+    │   ├── DuplicateKey             two items with one key in a batch
+    │   └── NotSerializable          a payload that is not JSON
+    ├── BatchNotFound
+    ├── ItemNotFound
+    ├── InvalidTransition            a state change the lifecycle forbids
+    ├── StoreError                   the database failed
+    │   ├── StoreUnavailable         it cannot be reached
+    │   ├── Conflict                 the batch is not in a state for that
+    │   └── SchemaTooNew             the file was made by a newer batchyard
+    └── TaskSignal                   raised by a task about its own item
+        ├── Retry                    try again, after a delay
+        ├── Fail                     fail now, no further attempts
+        └── Cancelled                stop: the item ends cancelled
+"""
+
+from __future__ import annotations
+
+
+class BatchyardError(Exception):
+    """The root of every error batchyard raises."""
+
+
+class ConfigError(BatchyardError):
+    """An option, a URL or a task definition is not usable as given."""
+
+
+class TaskNotRegistered(ConfigError):
+    """A task name that is neither registered nor importable as ``module:function``."""
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        self.name = name
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"unknown task {name!r}{detail}. Register it with @yard.task or name it "
+            f"as 'module:function' with the module importable"
+        )
+
+
+class InputError(BatchyardError):
+    """An item cannot be accepted; the submission wrote nothing.
+
+    ``position`` is the 1-based place of the item in its submission and ``key`` its key
+    when one is known; ``source`` and ``line`` name a file and line when the items came
+    from one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        position: int | None = None,
+        key: str | None = None,
+        source: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.position = position
+        self.key = key
+        self.source = source
+        self.line = line
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where: list[str] = []
+        if self.source is not None:
+            where.append(f"{self.source}:{self.line}" if self.line else self.source)
+        elif self.position is not None:
+            where.append(f"item {self.position}")
+        if self.key is not None:
+            where.append(f"key {self.key!r}")
+        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+
+
+class InvalidItem(InputError):
+    """An item is not a JSON object, its key field is unusable, or it is too large."""
+
+
+class DuplicateKey(InputError):
+    """Two items of one batch have the same key."""
+
+
+class NotSerializable(InputError):
+    """An item payload cannot be encoded as JSON."""
+
+
+class BatchNotFound(BatchyardError):
+    """No batch has this id."""
+
+    def __init__(self, batch_id: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(f"no batch {batch_id!r}")
+
+
+class ItemNotFound(BatchyardError):
+    """The batch has no item with this key."""
+
+    def __init__(self, batch_id: str, key: str) -> None:
+        self.batch_id = batch_id
+        self.key = key
+        super().__init__(f"batch {batch_id!r} has no item with key {key!r}")
+
+
+class InvalidTransition(BatchyardError):
+    """A state change the lifecycle does not allow (see ``batchyard.states``)."""
+
+    def __init__(self, kind: str, current: str, new: str) -> None:
+        self.kind = kind
+        self.current = current
+        self.new = new
+        super().__init__(f"a {kind} cannot go from {current!r} to {new!r}")
+
+
+class StoreError(BatchyardError):
+    """The store failed to carry out an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or opened."""
+
+
+class Conflict(StoreError):
+    """The batch is not in a state that allows this operation."""
+
+    def __init__(self, batch_id: str, message: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(f"batch {batch_id}: {message}")
+
+
+class SchemaTooNew(StoreError):
+    """The database was made by a newer batchyard than this one."""
+
+
+class TaskSignal(BatchyardError):
+    """Raised by a task to decide the outcome of its own item."""
+
+
+class Retry(TaskSignal):
+    """Try this item again after ``after`` seconds (if attempts remain)."""
+
+    def __init__(self, after: float = 0.0, reason: str = "retry requested") -> None:
+        if after < 0:
+            raise ValueError("Retry(after=...) must not be negative")
+        self.after = after
+        super().__init__(reason)
+
+
+class Fail(TaskSignal):
+    """Fail this item now; it is not retried whatever attempts remain."""
+
+
+class Cancelled(TaskSignal):
+    """Stop this item; it ends ``cancelled``."""

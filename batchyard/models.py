@@ -1,0 +1,220 @@
+"""The values batchyard passes around: batches, items, usage, events. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from batchyard.states import BatchState, ItemState
+
+T = TypeVar("T")
+JSON = Any  # a value json.dumps accepts: dict, list, str, int, float, bool or None
+
+
+def new_batch_id(now: float | None = None) -> str:
+    """A batch id such as ``batch_1728556800_a1b2c3d4``: unix seconds, then 8 random hex."""
+    seconds = int(time.time() if now is None else now)
+    return f"batch_{seconds}_{os.urandom(4).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and money an item (or a batch, summed) has used."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.tokens_in + other.tokens_in,
+            self.tokens_out + other.tokens_out,
+            self.cost + other.cost,
+        )
+
+    @property
+    def is_zero(self) -> bool:
+        return self.tokens_in == 0 and self.tokens_out == 0 and self.cost == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How many items of a batch are in each state; kept by the store with every change."""
+
+    pending: int = 0
+    running: int = 0
+    retry_wait: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.remaining + self.finished
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def remaining(self) -> int:
+        return self.pending + self.running + self.retry_wait
+
+    def as_dict(self) -> dict[str, int]:
+        return {state.value: getattr(self, state.value) for state in ItemState}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """What a submission asks for; the store keeps it with the batch."""
+
+    task: str
+    name: str | None = None
+    concurrency: int | None = None
+    max_attempts: int = 3
+    timeout: float | None = None
+    priority: int = 0
+    metadata: dict[str, JSON] = field(default_factory=dict)
+    params: dict[str, JSON] = field(default_factory=dict)
+    sealed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """A batch as the store last saw it. Reading it is O(1) whatever the batch's size."""
+
+    id: str
+    name: str | None
+    task: str
+    state: BatchState
+    counts: Counts
+    usage: Usage
+    sealed: bool
+    concurrency: int | None
+    max_attempts: int
+    timeout: float | None
+    priority: int
+    metadata: dict[str, JSON]
+    params: dict[str, JSON]
+    round: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @property
+    def progress(self) -> float:
+        """The share of items that are finished, from 0.0 to 1.0 (1.0 for no items)."""
+        total = self.counts.total
+        return self.counts.finished / total if total else 1.0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.is_terminal
+
+    def as_dict(self) -> dict[str, JSON]:
+        """A JSON-ready view (the shape ``--json`` prints)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "task": self.task,
+            "state": self.state.value,
+            "counts": {**self.counts.as_dict(), "total": self.counts.total},
+            "progress": round(self.progress, 6),
+            "usage": {
+                "tokens_in": self.usage.tokens_in,
+                "tokens_out": self.usage.tokens_out,
+                "cost": self.usage.cost,
+            },
+            "sealed": self.sealed,
+            "concurrency": self.concurrency,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "priority": self.priority,
+            "metadata": self.metadata,
+            "params": self.params,
+            "round": self.round,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One item of a batch and everything recorded about it."""
+
+    batch_id: str
+    key: str
+    position: int
+    state: ItemState
+    payload: JSON
+    result: JSON
+    error: str | None
+    error_type: str | None
+    attempts: int
+    usage: Usage
+    metrics: dict[str, float]
+    progress: float | None
+    message: str | None
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    seq: int
+
+    def as_dict(self) -> dict[str, JSON]:
+        return {
+            "batch_id": self.batch_id,
+            "key": self.key,
+            "position": self.position,
+            "state": self.state.value,
+            "payload": self.payload,
+            "result": self.result,
+            "error": self.error,
+            "error_type": self.error_type,
+            "attempts": self.attempts,
+            "usage": {
+                "tokens_in": self.usage.tokens_in,
+                "tokens_out": self.usage.tokens_out,
+                "cost": self.usage.cost,
+            },
+            "metrics": self.metrics,
+            "progress": self.progress,
+            "message": self.message,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration": self.duration,
+            "seq": self.seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the change feed. ``seq`` is the cursor: it only ever grows."""
+
+    seq: int
+    batch_id: str | None
+    kind: str
+    data: dict[str, JSON]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A line an item's task logged, a progress message, or an attempt's error."""
+
+    attempt: int
+    at: float
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next`` back as ``after`` for the following page."""
+
+    rows: list[T]
+    next: str | None

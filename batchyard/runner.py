@@ -1,0 +1,198 @@
+"""Running one attempt of one item and turning whatever happened into an Outcome.
+
+Async tasks run on the worker's event loop; sync tasks run in daemon threads (so a hung
+sync task can never keep the process from exiting). A sync task cannot be interrupted:
+when its batch is cancelled or its time is up it sees ``ctx.cancelled`` and the worker
+stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from batchyard.clock import Clock
+from batchyard.context import TaskContext
+from batchyard.errors import Cancelled, Fail, Retry
+from batchyard.states import ItemState
+from batchyard.store.base import Claim, Outcome
+from batchyard.tasks import TaskSpec
+
+MAX_ERROR = 8000
+
+
+class Job:
+    """An attempt in flight: its claim, its task, its context and why it may be stopped."""
+
+    __slots__ = ("cancel_reason", "claim", "ctx", "lane", "renewed_at", "spec", "started_at")
+
+    def __init__(self, claim: Claim, spec: TaskSpec, started_at: float) -> None:
+        self.claim = claim
+        self.spec = spec
+        self.started_at = started_at
+        self.renewed_at = started_at
+        self.ctx = TaskContext(
+            claim.batch.id, claim.key, claim.attempt, claim.max_attempt, claim.batch.params
+        )
+        self.cancel_reason: str | None = None
+        self.lane: asyncio.Task[None] | None = None
+
+    def stop(self, reason: str) -> None:
+        """Ask this attempt to stop: an async one is cancelled, a sync one told to."""
+        if self.cancel_reason is not None:
+            return
+        self.cancel_reason = reason
+        self.ctx.cancel()
+        if self.lane is not None and self.spec.is_async:
+            self.lane.cancel()
+
+
+class DaemonThreads:
+    """A fixed set of daemon threads that run sync tasks and report to an event loop."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
+        if len(self._threads) < self._size:
+            thread = threading.Thread(target=self._serve, name="batchyard-task", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn, args = job
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop closed while the task ran
+                pass
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Runner:
+    """Runs attempts and builds their outcomes."""
+
+    def __init__(self, clock: Clock, threads: DaemonThreads) -> None:
+        self._clock = clock
+        self._threads = threads
+
+    async def run(self, job: Job) -> Outcome | None:
+        """Run one attempt. None means it was stopped for the worker's own shutdown and
+        must be released, not recorded. Raises nothing but CancelledError."""
+        try:
+            payload = json.loads(job.claim.payload)
+            result = await self._call(job, payload)
+        except asyncio.CancelledError:
+            if job.cancel_reason is None or job.cancel_reason == "shutdown":
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self._stopped(job)
+        except Cancelled as exc:
+            return self._outcome(job, ItemState.CANCELLED, error=_describe(exc))
+        except Exception as exc:
+            return self._failure(job, exc)
+        try:
+            encoded = None if result is None else json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            return self._failure(
+                job, Fail(f"the task returned a result that is not JSON: {exc}"), trace=False
+            )
+        return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
+
+    async def _call(self, job: Job, payload: Any) -> Any:
+        spec, ctx, timeout = job.spec, job.ctx, job.claim.batch.timeout
+        args = (payload, ctx) if spec.takes_context else (payload,)
+        if spec.is_async:
+            if timeout is None:
+                return await spec.fn(*args)
+            async with asyncio.timeout(timeout):
+                return await spec.fn(*args)
+        future = self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
+        try:
+            # shield: a timeout or a stop abandons the thread's future, it cannot end it.
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            ctx.cancel()
+            raise TimeoutError(
+                f"timed out after {timeout:g}s (a sync task keeps running "
+                "in its thread until it checks ctx.cancelled)"
+            ) from None
+
+    def _stopped(self, job: Job) -> Outcome:
+        return self._outcome(
+            job,
+            ItemState.CANCELLED,
+            error=f"Cancelled: {job.cancel_reason}",
+            error_type="Cancelled",
+        )
+
+    def _failure(self, job: Job, exc: BaseException, *, trace: bool = True) -> Outcome:
+        claim = job.claim
+        if isinstance(exc, TimeoutError) and not str(exc):
+            exc = TimeoutError(f"timed out after {claim.batch.timeout:g}s")
+        delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt)
+        text = _describe(exc)
+        if trace and not isinstance(exc, (Retry, Fail)):
+            text = "".join(traceback.format_exception(exc))[-MAX_ERROR:]
+        if delay is None:
+            return self._outcome(job, ItemState.FAILED, error=text, error_type=type(exc).__name__)
+        return self._outcome(
+            job,
+            ItemState.RETRY_WAIT,
+            error=text,
+            error_type=type(exc).__name__,
+            run_after=self._clock.now() + delay,
+        )
+
+    def _outcome(self, job: Job, state: ItemState, **fields: Any) -> Outcome:
+        ctx, claim = job.ctx, job.claim
+        return Outcome(
+            item_id=claim.item_id,
+            batch_pk=claim.batch.pk,
+            key=claim.key,
+            attempt=claim.attempt,
+            state=state,
+            started_at=job.started_at,
+            finished_at=self._clock.now(),
+            usage=ctx.usage_total,
+            metrics=json.dumps(ctx.metrics) if ctx.metrics else None,
+            progress=ctx.progress_value,
+            message=ctx.message,
+            logs=ctx.take_logs(),
+            **fields,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

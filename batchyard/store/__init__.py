@@ -1,0 +1,38 @@
+"""Stores: where batches live. ``open_store`` picks one by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchyard.errors import ConfigError
+from batchyard.store.base import Store
+from batchyard.store.sqlite import SqliteStore
+
+__all__ = ["SqliteStore", "Store", "open_store", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite:///path`` URL (or a bare path) names; None for other URLs."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    if "://" in url:
+        return None
+    return url
+
+
+def open_store(url: str | Path) -> Store:
+    """Open the store a URL names: ``sqlite:///file.db`` (relative), ``sqlite:////abs.db``,
+    or a bare file path. Raises ConfigError for anything else."""
+    text = str(url)
+    path = sqlite_path(text)
+    if path is not None:
+        if not path or path == ":memory:":
+            raise ConfigError(
+                f"store URL {text!r}: give SQLite a file path (workers in other threads and "
+                "processes must share it), e.g. sqlite:///batchyard.db"
+            )
+        return SqliteStore(path)
+    scheme = text.split("://", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        raise ConfigError("the PostgreSQL store is not part of this version yet")
+    raise ConfigError(f"store URL {text!r}: unknown scheme {scheme!r}; use sqlite:///path.db")

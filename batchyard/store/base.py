@@ -1,0 +1,241 @@
+"""The store seam: the domain operations every store implements, and what they exchange.
+
+A store is the single source of truth. Methods are blocking (the worker calls them from a
+thread of its own), take the time as an argument where it matters, and apply every state
+change with compare-and-set, so a race surfaces as a rejected change, never a corrupt row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batchyard.models import (
+    JSON,
+    BatchOptions,
+    BatchStatus,
+    Counts,
+    Event,
+    Item,
+    LogLine,
+    Page,
+    Usage,
+)
+from batchyard.states import BatchState, ItemState
+
+#: How long an unfinished upload may go without a new chunk before its batch is removed.
+UPLOAD_LEASE = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An item ready to be written: its key, 1-based position and JSON-encoded payload."""
+
+    key: str
+    position: int
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """What a worker needs to know about the batch of an item it claimed."""
+
+    pk: int
+    id: str
+    task: str
+    timeout: float | None
+    params: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An item leased to a worker. ``attempt`` is the lease's fencing token."""
+
+    item_id: int
+    batch: ClaimedBatch
+    key: str
+    payload: str
+    attempt: int
+    max_attempt: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The end of one attempt, as a worker reports it."""
+
+    item_id: int
+    batch_pk: int
+    key: str
+    attempt: int
+    state: ItemState
+    started_at: float
+    finished_at: float
+    result: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    run_after: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    metrics: str | None = None
+    progress: float | None = None
+    message: str | None = None
+    logs: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseUpdate:
+    """A running item a worker still holds, with its latest progress."""
+
+    item_id: int
+    attempt: int
+    progress: float | None = None
+    message: str | None = None
+    changed: bool = False
+    logs: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record`` did: outcomes it refused (their lease was taken over) and batches
+    that ended with this commit."""
+
+    rejected: list[Outcome]
+    ended: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """Work left for a set of tasks: items not finished in claimable batches, and when the
+    earliest item waiting for a retry comes due (None if none waits)."""
+
+    remaining: int
+    next_due: float | None
+    callbacks_due: int
+
+
+class Store(Protocol):
+    """The operations batchyard needs from a database."""
+
+    url: str
+
+    # -- submitting -------------------------------------------------------------------
+    def create_batch(
+        self, batch_id: str, options: BatchOptions, chunks: Iterable[list[NewItem]], now: float
+    ) -> BatchStatus:
+        """Create a batch with all its items, or nothing at all if anything fails
+        (a bad chunk, a duplicate key, an exception from ``chunks``)."""
+        ...
+
+    def append_items(self, batch_id: str, chunks: Iterable[list[NewItem]], now: float) -> int:
+        """Add items to an open batch in one transaction; returns how many were added."""
+        ...
+
+    def seal(self, batch_id: str, now: float) -> BatchStatus:
+        """Stop an open batch accepting items; it ends once its items are done."""
+        ...
+
+    # -- reading ----------------------------------------------------------------------
+    def get_batch(self, batch_id: str) -> BatchStatus: ...
+
+    def list_batches(
+        self,
+        *,
+        state: BatchState | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page[BatchStatus]:
+        """Batches newest first; ``after`` is the ``next`` of the previous page."""
+        ...
+
+    def items(
+        self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
+    ) -> list[Item]:
+        """Items in submission order with position greater than ``after``."""
+        ...
+
+    def item(self, batch_id: str, key: str) -> Item: ...
+
+    def item_logs(self, batch_id: str, key: str) -> list[LogLine]: ...
+
+    def events(self, batch_id: str | None = None, since: int = 0, limit: int = 1000) -> list[Event]:
+        """Feed events with a cursor greater than ``since``, oldest first."""
+        ...
+
+    def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
+        """Items of a batch changed after cursor ``since``, in cursor order."""
+        ...
+
+    def cursor(self) -> int:
+        """The newest cursor of the change feed."""
+        ...
+
+    def recount(self, batch_id: str) -> Counts:
+        """Count the item rows of a batch by state (a check on the kept counters)."""
+        ...
+
+    # -- controlling ------------------------------------------------------------------
+    def pause(self, batch_id: str, now: float) -> BatchStatus: ...
+
+    def resume(self, batch_id: str, now: float) -> BatchStatus: ...
+
+    def cancel(self, batch_id: str, now: float) -> BatchStatus: ...
+
+    def retry_failed(self, batch_id: str, now: float) -> int:
+        """Send a finished batch's failed items back, ahead of fresh work; returns how many."""
+        ...
+
+    def delete_batch(self, batch_id: str, now: float) -> None: ...
+
+    def prune(self, finished_before: float, now: float) -> int:
+        """Delete finished batches that ended before the given time; returns how many."""
+        ...
+
+    # -- working ----------------------------------------------------------------------
+    def claim(
+        self,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` runnable items of the tasks in ``capacity`` (task name to
+        free slots), highest priority first, within each batch's concurrency."""
+        ...
+
+    def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
+        """Extend leases and save progress; returns the item ids whose lease is lost."""
+        ...
+
+    def record(self, outcomes: Sequence[Outcome], now: float) -> Recorded:
+        """Save outcomes in one transaction, refusing any whose lease was taken over."""
+        ...
+
+    def release(self, leases: Sequence[tuple[int, int]], now: float) -> int:
+        """Give back leased items (item id, attempt) unfinished, without spending the
+        attempt, so another worker can take them at once."""
+        ...
+
+    def reclaim_expired(self, now: float) -> int:
+        """Return items whose lease expired to the queue (or fail them when their attempts
+        are spent), and remove uploads abandoned mid-way."""
+        ...
+
+    def active_tasks(self) -> set[str]:
+        """The task names of batches workers may claim from now."""
+        ...
+
+    def batch_states(self, batch_pks: Collection[int]) -> dict[int, BatchState]: ...
+
+    def outlook(self, tasks: Collection[str], now: float) -> Outlook: ...
+
+    def claim_callbacks(
+        self, tasks: Collection[str], now: float, lease: float
+    ) -> list[tuple[BatchStatus, int]]:
+        """Lease batch endings whose callbacks have not run: (status, round) pairs."""
+        ...
+
+    def finish_callbacks(self, batch_id: str, round_: int) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,190 @@
+"""Tasks: the functions batches run, their options, and how a name finds its function.
+
+A task is named ``module:function`` by default, so any worker process that can import the
+module can run it; ``@task(name="...")`` gives it a shorter name that only processes which
+registered it know.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from batchyard.errors import ConfigError, TaskNotRegistered
+from batchyard.models import BatchStatus
+from batchyard.retry import RetryPolicy
+
+F = TypeVar("F", bound=Callable[..., Any])
+Callback = Callable[[BatchStatus], Any]
+
+#: The per-item time limit when a task names none: long enough for any sane call,
+#: short enough that a hung item does not hold its batch forever.
+DEFAULT_TIMEOUT = 1800.0
+DEFAULT_MAX_ATTEMPTS = 3
+_ATTR = "__batchyard_task__"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task function with its options.
+
+    ``concurrency`` caps the items of this task one worker process runs at once; a batch's
+    own ``concurrency`` (by default the task's) caps them across all workers.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    concurrency: int | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float | None = DEFAULT_TIMEOUT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_complete: Callback | None = None
+    on_success: Callback | None = None
+    on_failure: Callback | None = None
+    is_async: bool = False
+    takes_context: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"task {self.name}: concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError(f"task {self.name}: max_attempts must be at least 1")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"task {self.name}: timeout must be positive (or None)")
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` for a function, naming a script by its file so workers find it."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif getattr(main, "__file__", None):
+            module = Path(main.__file__ or "").stem
+    return f"{module}:{fn.__qualname__}"
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if not positional:
+        raise ConfigError(f"task {function_name(fn)} must take the item as its first argument")
+    return len(positional) >= 2 or positional[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+def make_spec(fn: Callable[..., Any], name: str | None = None, **options: Any) -> TaskSpec:
+    """A TaskSpec for ``fn``; ``options`` are TaskSpec fields (``retry_backoff`` and
+    ``retry_backoff_max`` build its RetryPolicy)."""
+    if not callable(fn):
+        raise ConfigError(f"a task must be a function, not {type(fn).__name__}")
+    base = options.pop("retry_backoff", None)
+    cap = options.pop("retry_backoff_max", None)
+    if base is not None or cap is not None:
+        default = RetryPolicy()
+        options["retry"] = RetryPolicy(
+            base=default.base if base is None else base, cap=default.cap if cap is None else cap
+        )
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
+    )
+    return TaskSpec(
+        name=name or function_name(fn),
+        fn=fn,
+        is_async=is_async,
+        takes_context=_takes_context(fn),
+        **options,
+    )
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(*, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
+def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+    """Mark a function as a batchyard task with its options, without registering it.
+
+    Any Yard can then run it by reference or by its ``module:function`` name. Options:
+    ``concurrency``, ``max_attempts``, ``timeout``, ``retry_backoff``, ``retry_backoff_max``,
+    ``on_complete``, ``on_success``, ``on_failure``.
+    """
+
+    def mark(f: F) -> F:
+        setattr(f, _ATTR, make_spec(f, name, **options))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def spec_of(fn: Callable[..., Any]) -> TaskSpec:
+    """The spec a function was marked with, or one with default options."""
+    spec = getattr(fn, _ATTR, None)
+    return spec if isinstance(spec, TaskSpec) else make_spec(fn)
+
+
+class TaskRegistry:
+    """The tasks one process knows by name; ``module:function`` names are imported on demand."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+
+    def add(self, spec: TaskSpec) -> TaskSpec:
+        known = self._specs.get(spec.name)
+        if known is not None and known.fn is not spec.fn:
+            raise ConfigError(f"two different functions are registered as task {spec.name!r}")
+        self._specs[spec.name] = spec
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def resolve(self, ref: str | Callable[..., Any] | TaskSpec) -> TaskSpec:
+        """The spec for a name, a function or a spec; raises TaskNotRegistered."""
+        if isinstance(ref, TaskSpec):
+            return self.add(ref)
+        if callable(ref):
+            return self.add(spec_of(ref))
+        if not isinstance(ref, str):
+            raise TaskNotRegistered(repr(ref), "a task is a function or a name")
+        found = self._specs.get(ref)
+        if found is not None:
+            return found
+        return self.add(replace(_import(ref), name=ref))
+
+    def find(self, name: str) -> TaskSpec | None:
+        """Like resolve, but None for a name this process cannot run."""
+        try:
+            return self.resolve(name)
+        except TaskNotRegistered:
+            return None
+
+
+def _import(ref: str) -> TaskSpec:
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise TaskNotRegistered(ref, "not registered in this process")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskNotRegistered(ref, f"cannot import module {module_name!r} ({exc})") from exc
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise TaskNotRegistered(ref, f"module {module_name!r} has no {attr!r}")
+    if not callable(target):
+        raise TaskNotRegistered(ref, f"{attr!r} is not a function")
+    return spec_of(target)

@@ -1,0 +1,369 @@
+"""Yard: the entry object. A store URL plus the tasks this process knows; submit, find and
+control batches, and run workers.
+
+Everything a Yard returns is read from the store, so any process holding a Yard on the
+same URL sees the same batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from itertools import chain
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from batchyard import items as item_codec
+from batchyard.clock import Clock, SystemClock
+from batchyard.errors import ConfigError, InputError
+from batchyard.models import (
+    JSON,
+    BatchOptions,
+    BatchStatus,
+    Event,
+    Item,
+    LogLine,
+    Page,
+    new_batch_id,
+)
+from batchyard.states import BatchState, ItemState
+from batchyard.store import Store, open_store
+from batchyard.tasks import TaskRegistry, TaskSpec, make_spec
+from batchyard.worker import Worker, WorkerConfig, WorkerStats
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("batchyard")
+
+#: Where a Yard keeps its batches when given no URL.
+DEFAULT_URL = "sqlite:///batchyard.db"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<task default>"
+
+
+UNSET: Any = _Unset()
+
+
+class Yard:
+    """A store plus a task registry.
+
+    ``Yard("sqlite:///leads.db")`` opens (and on first use creates) the file ``leads.db``.
+    """
+
+    def __init__(self, url: str | Path = DEFAULT_URL, *, clock: Clock | None = None) -> None:
+        self.url = str(url)
+        self.store: Store = open_store(url)
+        self.registry = TaskRegistry()
+        self.clock: Clock = clock or SystemClock()
+        self._workers: list[Worker] = []
+
+    def __enter__(self) -> Yard:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- tasks ------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: F, /) -> F: ...
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[F], F]: ...
+    def task(self, fn: Any = None, /, **options: Any) -> Any:
+        """Register a function as a task of this Yard (a decorator, with or without options).
+
+        Options: ``concurrency`` (per worker process), ``max_attempts``, ``timeout`` (seconds
+        per attempt, None for no limit), ``retry_backoff``, ``retry_backoff_max``,
+        ``on_complete``, ``on_success``, ``on_failure``.
+        """
+
+        name = options.pop("name", None)
+
+        def register(f: F) -> F:
+            spec = make_spec(f, name, **options)
+            self.registry.add(spec)
+            setattr(f, "__batchyard_task__", spec)  # noqa: B010 - marks f for other Yards
+            return f
+
+        return register(fn) if fn is not None else register
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(
+        self,
+        task: str | Callable[..., Any] | TaskSpec,
+        items: Iterable[Any],
+        *,
+        name: str | None = None,
+        concurrency: int | None = UNSET,
+        max_attempts: int | None = None,
+        timeout: float | None = UNSET,
+        priority: int = 0,
+        metadata: dict[str, JSON] | None = None,
+        params: dict[str, JSON] | None = None,
+        open: bool = False,
+        key_field: str | None = "id",
+    ) -> Batch:
+        """Create a batch of ``items`` for ``task`` and queue it.
+
+        Items stream from any iterable of dicts; each gets a key, its ``key_field`` value or
+        else its 1-based position. All items are written or none: a bad item raises an
+        InputError naming its position and leaves no batch. With ``open=True`` the batch
+        takes more items (``Batch.add``) until ``Batch.seal``.
+        """
+        spec = self.registry.resolve(task)
+        options = BatchOptions(
+            task=spec.name,
+            name=name,
+            concurrency=spec.concurrency if concurrency is UNSET else concurrency,
+            max_attempts=spec.max_attempts if max_attempts is None else max_attempts,
+            timeout=spec.timeout if timeout is UNSET else timeout,
+            priority=priority,
+            metadata=dict(metadata or {}),
+            params=dict(params or {}),
+            sealed=not open,
+        )
+        _check_options(options)
+        stream = _stream(items)
+        first = next(stream, _END)
+        if first is _END and not open:
+            raise InputError("no items: a batch needs at least one (or submit it with open=True)")
+        if first is not _END:
+            stream = chain([first], stream)
+        status = self.store.create_batch(
+            new_batch_id(self.clock.now()),
+            options,
+            item_codec.chunks(stream, key_field=key_field),
+            self.clock.now(),
+        )
+        self._wake_workers()
+        return Batch(self, status.id)
+
+    def batch(self, batch_id: str) -> Batch:
+        """The batch with this id; raises BatchNotFound."""
+        self.store.get_batch(batch_id)
+        return Batch(self, batch_id)
+
+    def batches(
+        self,
+        *,
+        state: BatchState | str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page[BatchStatus]:
+        """Batches newest first, a page at a time."""
+        wanted = None if state is None else BatchState(state)
+        return self.store.list_batches(state=wanted, task=task, limit=limit, after=after)
+
+    def prune(self, older_than: float | timedelta) -> int:
+        """Delete finished batches that ended more than ``older_than`` (seconds) ago."""
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        now = self.clock.now()
+        return self.store.prune(now - age, now)
+
+    # -- working ----------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker over this Yard's store and tasks; ``options`` are WorkerConfig fields."""
+        worker = Worker(self.store, self.registry, WorkerConfig(**options), self.clock)
+        self._workers.append(worker)
+        return worker
+
+    def run_until_idle(self, **options: Any) -> WorkerStats:
+        """Run a worker in this process until no batch has anything left to run."""
+        return self._serve(self.worker(**options), until_idle=True)
+
+    def work(self, **options: Any) -> WorkerStats:
+        """Run a worker until SIGTERM or Ctrl-C: the first lets running items finish (up
+        to ``grace`` seconds) and gives the rest back; a second stops at once."""
+        return self._serve(self.worker(**options), until_idle=False)
+
+    def _serve(self, worker: Worker, *, until_idle: bool) -> WorkerStats:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(_serve_with_signals(worker, until_idle))
+        # Called from inside an event loop (a notebook): run on a thread of its own.
+        result: list[WorkerStats] = []
+        thread = threading.Thread(
+            target=lambda: result.append(asyncio.run(worker.run(until_idle=until_idle)))
+        )
+        thread.start()
+        thread.join()
+        return result[0]
+
+    def _wake_workers(self) -> None:
+        for worker in self._workers:
+            worker.wake()
+
+
+class Batch:
+    """A handle on one batch. It holds only the id; every call reads the store."""
+
+    def __init__(self, yard: Yard, batch_id: str) -> None:
+        self.yard = yard
+        self.id = batch_id
+
+    def __repr__(self) -> str:
+        return f"Batch({self.id!r})"
+
+    @property
+    def _store(self) -> Store:
+        return self.yard.store
+
+    def _now(self) -> float:
+        return self.yard.clock.now()
+
+    def status(self) -> BatchStatus:
+        """State, counts per item state, progress, usage and timestamps (O(1) to read)."""
+        return self._store.get_batch(self.id)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> BatchStatus:
+        """Block until the batch ends (some worker must be running); TimeoutError after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            status = self.status()
+            if status.is_finished:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {self.id} still {status.state.value} after {timeout}s")
+            time.sleep(delay)
+            delay = min(poll, delay * 2)
+
+    def cancel(self) -> BatchStatus:
+        """Cancel: no more claims, waiting items cancelled, running ones told to stop."""
+        return self._store.cancel(self.id, self._now())
+
+    def pause(self) -> BatchStatus:
+        """Stop claims; running items finish."""
+        return self._store.pause(self.id, self._now())
+
+    def resume(self) -> BatchStatus:
+        status = self._store.resume(self.id, self._now())
+        self.yard._wake_workers()
+        return status
+
+    def retry_failed(self) -> int:
+        """Send the failed items back, ahead of fresh work; returns how many."""
+        sent = self._store.retry_failed(self.id, self._now())
+        self.yard._wake_workers()
+        return sent
+
+    def add(self, items: Iterable[Any], *, key_field: str | None = "id") -> int:
+        """Add items to an open batch, all or none; returns how many were added."""
+        start = self.status().counts.total + 1
+        added = self._store.append_items(
+            self.id, item_codec.chunks(items, key_field=key_field, start=start), self._now()
+        )
+        self.yard._wake_workers()
+        return added
+
+    def seal(self) -> BatchStatus:
+        """An open batch stops taking items; it ends when they are done."""
+        return self._store.seal(self.id, self._now())
+
+    def delete(self) -> None:
+        """Delete a finished batch and everything recorded about it."""
+        self._store.delete_batch(self.id, self._now())
+
+    def items(self, state: ItemState | str | None = None, *, page: int = 1000) -> Iterator[Item]:
+        """Every item in submission order (optionally in one state), read a page at a time."""
+        wanted = None if state is None else ItemState(state)
+        after = 0
+        while True:
+            rows = self._store.items(self.id, state=wanted, after=after, limit=page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].position
+
+    def results(self) -> Iterator[Item]:
+        """The finished items (succeeded, failed or cancelled) in submission order."""
+        return (item for item in self.items() if item.state.is_terminal)
+
+    def item(self, key: str) -> Item:
+        return self._store.item(self.id, str(key))
+
+    def logs(self, key: str) -> list[LogLine]:
+        """Log lines, progress messages and every attempt's error of one item."""
+        return self._store.item_logs(self.id, str(key))
+
+    def events(self, since: int = 0, limit: int = 1000) -> list[Event]:
+        """This batch's events in the change feed after cursor ``since``."""
+        return self._store.events(self.id, since, limit)
+
+    def changes(self, since: int = 0, limit: int = 1000) -> list[Item]:
+        """Items changed after cursor ``since``, oldest change first."""
+        return self._store.item_changes(self.id, since, limit)
+
+
+_END: Any = object()
+
+
+def _stream(items: Iterable[Any]) -> Iterator[Any]:
+    if isinstance(items, (dict, str, bytes)):
+        raise InputError(f"items must be an iterable of dicts, not a single {type(items).__name__}")
+    try:
+        return iter(items)
+    except TypeError:
+        raise InputError(f"items must be iterable, not {type(items).__name__}") from None
+
+
+def _check_options(options: BatchOptions) -> None:
+    if options.concurrency is not None and options.concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    if options.max_attempts < 1:
+        raise ConfigError("max_attempts must be at least 1")
+    if options.timeout is not None and options.timeout <= 0:
+        raise ConfigError("timeout must be positive (or None for no limit)")
+
+
+async def _serve_with_signals(worker: Worker, until_idle: bool) -> WorkerStats:
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+
+    def on_signal() -> None:
+        if worker.stopping:
+            log.warning("stopping now; unfinished items go back to the queue")
+            worker.stop(immediately=True)
+        else:
+            log.warning(
+                "stopping: running items get %ss to finish (signal again to stop now)",
+                worker.config.grace,
+            )
+            worker.stop()
+
+    installed: list[signal.Signals] = []
+    for sig in signals:
+        try:
+            if sys.platform == "win32":
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(on_signal))
+            else:
+                loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread, or no such signal here: run without handlers
+    try:
+        return await worker.run(until_idle=until_idle)
+    finally:
+        for sig in installed:
+            if sys.platform == "win32":
+                signal.signal(sig, signal.SIG_DFL)
+            else:
+                loop.remove_signal_handler(sig)
