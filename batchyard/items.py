@@ -5,10 +5,10 @@ Nothing here holds more than one chunk: a million-item iterable streams through.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from batchyard import codec
 from batchyard.errors import InvalidItem, NotSerializable
 from batchyard.store.base import NewItem
 
@@ -45,7 +45,7 @@ def encode(item: Any, position: int, key_field: str | None) -> NewItem:
         )
     key = item_key(item, key_field, position)
     try:
-        payload = json.dumps(item, ensure_ascii=False, allow_nan=False)
+        payload = codec.dumps(item)
     except (TypeError, ValueError) as exc:
         raise NotSerializable(
             f"the item is not JSON-serialisable: {exc}", position=position, key=key

@@ -9,13 +9,13 @@ stops waiting for it.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from batchyard import codec
 from batchyard.clock import Clock
 from batchyard.context import TaskContext
 from batchyard.errors import Cancelled, Fail, Retry
@@ -24,15 +24,31 @@ from batchyard.store.base import Claim, Outcome
 from batchyard.tasks import TaskSpec
 
 MAX_ERROR = 8000
+TIMEOUT = "timeout"
+SHUTDOWN = "shutdown"
+_ABANDON = frozenset({TIMEOUT, SHUTDOWN})
 
 
 class Job:
     """An attempt in flight: its claim, its task, its context and why it may be stopped."""
 
-    __slots__ = ("cancel_reason", "claim", "ctx", "lane", "renewed_at", "spec", "started_at")
+    __slots__ = (
+        "cancel_reason",
+        "claim",
+        "ctx",
+        "deadline",
+        "lane",
+        "renewed_at",
+        "spec",
+        "started_at",
+    )
 
-    def __init__(self, claim: Claim, spec: TaskSpec, started_at: float) -> None:
+    def __init__(
+        self, claim: Claim, spec: TaskSpec, started_at: float, deadline: float | None = None
+    ) -> None:
         self.claim = claim
+        #: When (on the event loop's clock) this attempt times out; None for never.
+        self.deadline = deadline
         self.spec = spec
         self.started_at = started_at
         self.renewed_at = started_at
@@ -43,12 +59,14 @@ class Job:
         self.lane: asyncio.Task[None] | None = None
 
     def stop(self, reason: str) -> None:
-        """Ask this attempt to stop: an async one is cancelled, a sync one told to."""
+        """Ask this attempt to stop: an async one is cancelled, a sync one told to through
+        ``ctx.cancelled``. On a timeout or a shutdown the worker also stops waiting for a
+        sync one (its thread runs on until the function returns)."""
         if self.cancel_reason is not None:
             return
         self.cancel_reason = reason
         self.ctx.cancel()
-        if self.lane is not None and self.spec.is_async:
+        if self.lane is not None and (self.spec.is_async or reason in _ABANDON):
             self.lane.cancel()
 
 
@@ -108,21 +126,23 @@ class Runner:
         """Run one attempt. None means it was stopped for the worker's own shutdown and
         must be released, not recorded. Raises nothing but CancelledError."""
         try:
-            payload = json.loads(job.claim.payload)
+            payload = codec.loads(job.claim.payload)
             result = await self._call(job, payload)
         except asyncio.CancelledError:
-            if job.cancel_reason is None or job.cancel_reason == "shutdown":
+            if job.cancel_reason is None or job.cancel_reason == SHUTDOWN:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return self._stopped(job)
+            if job.cancel_reason == TIMEOUT:
+                return self._failure(job, _timed_out(job))
+            return self.stopped(job)
         except Cancelled as exc:
             return self._outcome(job, ItemState.CANCELLED, error=_describe(exc))
         except Exception as exc:
             return self._failure(job, exc)
         try:
-            encoded = None if result is None else json.dumps(result)
+            encoded = None if result is None else codec.dumps(result)
         except (TypeError, ValueError) as exc:
             return self._failure(
                 job, Fail(f"the task returned a result that is not JSON: {exc}"), trace=False
@@ -130,25 +150,14 @@ class Runner:
         return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
 
     async def _call(self, job: Job, payload: Any) -> Any:
-        spec, ctx, timeout = job.spec, job.ctx, job.claim.batch.timeout
-        args = (payload, ctx) if spec.takes_context else (payload,)
+        # No timer per call: the worker's watchdog stops attempts past their deadline.
+        spec = job.spec
+        args = (payload, job.ctx) if spec.takes_context else (payload,)
         if spec.is_async:
-            if timeout is None:
-                return await spec.fn(*args)
-            async with asyncio.timeout(timeout):
-                return await spec.fn(*args)
-        future = self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
-        try:
-            # shield: a timeout or a stop abandons the thread's future, it cannot end it.
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            ctx.cancel()
-            raise TimeoutError(
-                f"timed out after {timeout:g}s (a sync task keeps running "
-                "in its thread until it checks ctx.cancelled)"
-            ) from None
+            return await spec.fn(*args)
+        return await self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
 
-    def _stopped(self, job: Job) -> Outcome:
+    def stopped(self, job: Job) -> Outcome:
         return self._outcome(
             job,
             ItemState.CANCELLED,
@@ -158,8 +167,6 @@ class Runner:
 
     def _failure(self, job: Job, exc: BaseException, *, trace: bool = True) -> Outcome:
         claim = job.claim
-        if isinstance(exc, TimeoutError) and not str(exc):
-            exc = TimeoutError(f"timed out after {claim.batch.timeout:g}s")
         delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt)
         text = _describe(exc)
         if trace and not isinstance(exc, (Retry, Fail)):
@@ -185,12 +192,22 @@ class Runner:
             started_at=job.started_at,
             finished_at=self._clock.now(),
             usage=ctx.usage_total,
-            metrics=json.dumps(ctx.metrics) if ctx.metrics else None,
+            metrics=codec.dumps(ctx.metrics) if ctx.metrics else None,
             progress=ctx.progress_value,
             message=ctx.message,
             logs=ctx.take_logs(),
             **fields,
         )
+
+
+def _timed_out(job: Job) -> TimeoutError:
+    limit = job.claim.batch.timeout or 0.0
+    if job.spec.is_async:
+        return TimeoutError(f"timed out after {limit:g}s")
+    return TimeoutError(
+        f"timed out after {limit:g}s (a sync task runs on in its thread until it returns; "
+        "check ctx.cancelled to stop early)"
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import inspect
 import logging
 import os
 import socket
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 
 from batchyard.clock import Clock, SystemClock
 from batchyard.models import BatchStatus
-from batchyard.runner import DaemonThreads, Job, Runner
+from batchyard.runner import SHUTDOWN, TIMEOUT, DaemonThreads, Job, Runner
 from batchyard.states import BatchState
 from batchyard.store.base import Claim, LeaseUpdate, Outcome, Store
 from batchyard.tasks import TaskRegistry, TaskSpec
 
 log = logging.getLogger("batchyard.worker")
+#: How often attempts are checked against their deadline: the precision of timeouts.
+WATCHDOG_INTERVAL = 0.05
 T = TypeVar("T")
 
 
@@ -98,7 +100,10 @@ class Worker:
         self._hard_stop = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Job] | None = None
+        self._specs: dict[str, TaskSpec] = {}
+        self._ready: deque[Job] = deque()
+        self._idle: list[asyncio.Future[None]] = []
+        self._waking = 0
         self._db: ThreadPoolExecutor | None = None
         self._threads = DaemonThreads(self.config.concurrency)
         self._runner = Runner(self.clock, self._threads)
@@ -130,7 +135,6 @@ class Worker:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._queue = asyncio.Queue()
         self._db = ThreadPoolExecutor(1, thread_name_prefix="batchyard-db")
         lanes = [asyncio.create_task(self._lane()) for _ in range(cfg.concurrency)]
         chores = [
@@ -138,6 +142,7 @@ class Worker:
                 self._every(min(cfg.progress_interval, cfg.lease / 3), self._heartbeat)
             ),
             asyncio.create_task(self._every(cfg.poll_interval, self._run_callbacks)),
+            asyncio.create_task(self._every(WATCHDOG_INTERVAL, self._watchdog)),
             asyncio.create_task(self._every(cfg.control_interval, self._control)),
             asyncio.create_task(self._every(min(cfg.lease / 2, 5.0), self._reclaim)),
         ]
@@ -197,8 +202,7 @@ class Worker:
         outcomes, self._outcomes = self._outcomes, []
         limit = min(free, cfg.claim_chunk)
         claims = await self._db_call(self._flush_then_claim, outcomes, capacity, limit)
-        for claim in claims:
-            self._dispatch(claim)
+        self._dispatch(claims)
         return claims
 
     def _flush_then_claim(
@@ -238,41 +242,69 @@ class Worker:
                 capacity[name] = room
         return capacity
 
+    def _spec(self, name: str) -> TaskSpec:
+        spec = self.registry.find(name)
+        if spec is None:  # pragma: no cover - capacity only lists resolvable tasks
+            raise RuntimeError(f"claimed an item of unknown task {name}")
+        self._specs[name] = spec
+        return spec
+
     def _known_tasks(self) -> list[str]:
         if self.config.tasks is not None:
             return list(self.config.tasks)
         return self.registry.names()
 
-    def _dispatch(self, claim: Claim) -> None:
-        assert self._queue is not None
-        spec = self.registry.find(claim.batch.task)
-        if spec is None:  # pragma: no cover - capacity only lists resolvable tasks
-            raise RuntimeError(f"claimed an item of unknown task {claim.batch.task}")
-        job = Job(claim, spec, self._now())
-        self._inflight[claim.item_id] = job
-        self._by_task[spec.name] += 1
-        self.stats.claimed += 1
-        self._queue.put_nowait(job)
+    def _dispatch(self, claims: list[Claim]) -> None:
+        assert self._loop is not None
+        now, clock = self._now(), self._loop.time()
+        for claim in claims:
+            spec = self._specs.get(claim.batch.task) or self._spec(claim.batch.task)
+            limit = claim.batch.timeout
+            job = Job(claim, spec, now, None if limit is None else clock + limit)
+            self._inflight[claim.item_id] = job
+            self._by_task[spec.name] += 1
+            self._ready.append(job)
+        self.stats.claimed += len(claims)
+        self._wake_lane()
+
+    def _wake_lane(self) -> None:
+        # One lane at a time is woken; a lane that takes a job wakes the next. Jobs that
+        # never suspend run back to back in one lane without waking any other.
+        if self._ready and self._idle and not self._waking:
+            self._idle.pop().set_result(None)
+            self._waking += 1
 
     async def _lane(self) -> None:
-        assert self._queue is not None
+        assert self._loop is not None
         task = asyncio.current_task()
+        assert task is not None
         while True:
-            job = await self._queue.get()
-            job.lane = task
-            outcome: Outcome | None = None
-            try:
-                outcome = await self._runner.run(job)
-            except asyncio.CancelledError:
-                if job.cancel_reason != "shutdown":
-                    raise
-                if task is not None:
-                    task.uncancel()
-            finally:
-                job.lane = None
-            if job.cancel_reason is not None and task is not None and task.cancelling():
-                await _absorb_cancel(task)
-            self._finish(job, outcome)
+            while self._ready:
+                job = self._ready.popleft()
+                self._wake_lane()
+                await self._run(job, task)
+            idle = self._loop.create_future()
+            self._idle.append(idle)
+            await idle
+            self._waking -= 1
+
+    async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
+        if job.cancel_reason is not None:  # stopped before it started
+            self._finish(job, self._runner.stopped(job))
+            return
+        job.lane = task
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._runner.run(job)
+        except asyncio.CancelledError:
+            if job.cancel_reason != SHUTDOWN:
+                raise
+            task.uncancel()
+        finally:
+            job.lane = None
+        if job.cancel_reason is not None and task.cancelling():
+            await _absorb_cancel(task)
+        self._finish(job, outcome)
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._inflight.pop(job.claim.item_id, None)
@@ -297,9 +329,9 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.config.flush_interval * 5)
         left = list(self._inflight.values())
         for job in left:
-            job.stop("shutdown")
-            if job.lane is not None and not job.spec.is_async:
-                job.lane.cancel()
+            job.stop(SHUTDOWN)
+        while self._ready:  # claimed, never started
+            self._finish(self._ready.popleft(), None)
         await asyncio.sleep(0)  # let cancelled lanes unwind before their leases go back
         await self._flush()
         leases = [(job.claim.item_id, job.claim.attempt) for job in left]
@@ -360,6 +392,13 @@ class Worker:
             state = states.get(job.claim.batch.pk)
             if state is None or state is BatchState.CANCELLED:
                 job.stop("batch cancelled" if state else "batch deleted")
+
+    async def _watchdog(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        for job in list(self._inflight.values()):
+            if job.deadline is not None and job.deadline <= now and job.lane is not None:
+                job.stop(TIMEOUT)
 
     async def _reclaim(self) -> None:
         await self._db_call(self._discover_tasks)

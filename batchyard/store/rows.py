@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from batchyard import codec
 from batchyard.models import BatchStatus, Counts, Item, Usage
 from batchyard.states import BatchState, ItemState
 
@@ -36,8 +36,8 @@ def batch_from_row(row: Any) -> BatchStatus:
         max_attempts=row[7],
         timeout=row[8],
         priority=row[9],
-        metadata=json.loads(row[10]),
-        params=json.loads(row[11]),
+        metadata=codec.loads(row[10]),
+        params=codec.loads(row[11]),
         round=row[12],
         counts=Counts(*row[13:19]),
         usage=Usage(row[19], row[20], row[21]),
@@ -55,13 +55,13 @@ def item_from_row(batch_id: str, row: Any) -> Item:
         key=row[0],
         position=row[1],
         state=ItemState(row[2]),
-        payload=json.loads(row[3]),
-        result=None if row[4] is None else json.loads(row[4]),
+        payload=codec.loads(row[3]),
+        result=None if row[4] is None else codec.loads(row[4]),
         error=row[5],
         error_type=row[6],
         attempts=row[7],
         usage=Usage(row[8], row[9], row[10]),
-        metrics={} if row[11] is None else json.loads(row[11]),
+        metrics={} if row[11] is None else codec.loads(row[11]),
         progress=row[12],
         message=row[13],
         started_at=row[14],

@@ -61,6 +61,13 @@ S = ItemState
 _CLAIMABLE = "('queued', 'processing', 'retrying')"
 _ENDABLE = frozenset({B.QUEUED, B.PROCESSING, B.RETRYING})
 _LOG_INSERT = "INSERT INTO item_logs (item_id, attempt, at, kind, message) VALUES (?, ?, ?, ?, ?)"
+_POSITION_BITS = 32
+MAX_POSITION = (1 << _POSITION_BITS) - 1
+
+
+def _span(pk: int) -> tuple[int, int]:
+    """The rowids a batch's items may have: [low, high)."""
+    return pk << _POSITION_BITS, (pk + 1) << _POSITION_BITS
 
 
 class _Tx:
@@ -309,11 +316,16 @@ class SqliteStore:
     ) -> None:
         if not chunk:
             return
-        seq = tx.seq
+        if chunk[-1].position > MAX_POSITION:
+            raise StoreError(f"a batch holds at most {MAX_POSITION:,} items")
+        base = pk << _POSITION_BITS
         cur = tx.conn.executemany(
-            "INSERT INTO items (batch_pk, key, position, state, payload, max_attempt, seq) "
-            "VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (batch_pk, key) DO NOTHING",
-            [(pk, it.key, it.position, it.payload, max_attempts, seq) for it in chunk],
+            "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?, 0) ON CONFLICT (batch_pk, key) DO NOTHING",
+            [
+                (base + it.position, pk, it.key, it.position, it.payload, max_attempts)
+                for it in chunk
+            ],
         )
         if cur.rowcount != len(chunk):
             self._raise_duplicate(tx, pk, chunk)
@@ -346,11 +358,8 @@ class SqliteStore:
 
     @staticmethod
     def _delete_rows(tx: _Tx, pk: int) -> None:
-        tx.conn.execute(
-            "DELETE FROM item_logs WHERE item_id IN (SELECT id FROM items WHERE batch_pk = ?)",
-            (pk,),
-        )
-        tx.conn.execute("DELETE FROM items WHERE batch_pk = ?", (pk,))
+        tx.conn.execute("DELETE FROM item_logs WHERE item_id >= ? AND item_id < ?", _span(pk))
+        tx.conn.execute("DELETE FROM items WHERE id >= ? AND id < ?", _span(pk))
         tx.conn.execute(
             "DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,)
         )
@@ -430,17 +439,12 @@ class SqliteStore:
     def items(
         self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
     ) -> list[Item]:
-        pk = self._pk(batch_id)
-        if state is None:
-            sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE batch_pk = ? AND position > ? "
-            params: tuple[Any, ...] = (pk, after, limit)
-        else:
-            sql = (
-                f"SELECT {ITEM_COLUMNS} FROM items WHERE batch_pk = ? AND state = ? "
-                "AND position > ? "
-            )
-            params = (pk, state.value, after, limit)
-        rows = self._read(sql + "ORDER BY position LIMIT ?", params)
+        low, high = _span(self._pk(batch_id))
+        where = "" if state is None else f" AND state = '{state.value}'"
+        rows = self._read(
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE id > ? AND id < ?{where} ORDER BY id LIMIT ?",
+            (low + max(0, after), high, limit),
+        )
         return [item_from_row(batch_id, row) for row in rows]
 
     def item(self, batch_id: str, key: str) -> Item:
@@ -480,7 +484,8 @@ class SqliteStore:
 
     def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE batch_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE batch_pk = ? AND seq > 0 AND seq > ? "
+            "ORDER BY seq LIMIT ?",
             (self._pk(batch_id), since, limit),
         )
         return [item_from_row(batch_id, row) for row in rows]
@@ -490,8 +495,8 @@ class SqliteStore:
 
     def recount(self, batch_id: str) -> Counts:
         rows = self._read(
-            "SELECT state, COUNT(*) FROM items WHERE batch_pk = ? GROUP BY state",
-            (self._pk(batch_id),),
+            "SELECT state, COUNT(*) FROM items WHERE id >= ? AND id < ? GROUP BY state",
+            _span(self._pk(batch_id)),
         )
         return Counts(**{state: n for state, n in rows})
 
@@ -527,12 +532,17 @@ class SqliteStore:
             if state.is_terminal:
                 raise Conflict(batch_id, f"has already ended ({state.value})")
             stopped = 0
-            for waiting in (S.PENDING, S.RETRY_WAIT):
-                stopped += tx.conn.execute(
-                    "UPDATE items SET state = 'cancelled', finished_at = ?, seq = ? "
-                    "WHERE batch_pk = ? AND state = ?",
-                    (now, tx.seq, row[0], waiting.value),
-                ).rowcount
+            cursor = tx.conn.execute(
+                "SELECT claim_cursor FROM batches WHERE pk = ?", (row[0],)
+            ).fetchone()[0]
+            low, high = _span(row[0])
+            cancel = "UPDATE items SET state = 'cancelled', finished_at = ?, seq = ? WHERE "
+            for where, params in (
+                ("id >= ? AND id < ? AND state = 'pending'", (max(low, cursor), high)),
+                ("batch_pk = ? AND state = 'pending' AND attempts > 0", (row[0],)),
+                ("batch_pk = ? AND state = 'retry_wait'", (row[0],)),
+            ):
+                stopped += tx.conn.execute(cancel + where, (now, tx.seq, *params)).rowcount
             tx.conn.execute(
                 "UPDATE batches SET n_cancelled = n_cancelled + ?, n_pending = 0, "
                 "n_retry_wait = 0 WHERE pk = ?",
@@ -593,7 +603,7 @@ class SqliteStore:
         """Claimable batches of the given tasks with something runnable now, best first."""
         rows = self._read(
             "SELECT pk, id, task, state, concurrency, n_running, n_pending, n_retry_wait, "
-            f"timeout, params FROM batches WHERE state IN {_CLAIMABLE} "
+            f"timeout, params, claim_cursor FROM batches WHERE state IN {_CLAIMABLE} "
             "AND (n_pending > 0 OR n_retry_wait > 0) "
             "ORDER BY priority DESC, state = 'retrying' DESC, pk"
         )
@@ -657,14 +667,34 @@ class SqliteStore:
             ).rowcount
             if due:
                 tx.move_counts(pk, {"n_pending": due, "n_retry_wait": -due}, now)
-        got = tx.conn.execute(
+        take = (
             "UPDATE items SET state = 'running', attempts = attempts + 1, worker = ?, "
             "lease_expires = ?, started_at = ?, progress = NULL, message = NULL, seq = ? "
-            "WHERE id IN (SELECT id FROM items WHERE batch_pk = ? AND state = 'pending' "
-            "ORDER BY priority DESC, id LIMIT ?) "
-            "RETURNING id, key, payload, attempts, max_attempt",
-            (worker_id, now + lease, now, tx.seq, pk, room),
+            "WHERE id IN (SELECT id FROM items WHERE {} LIMIT ?) "
+            "RETURNING id, key, payload, attempts, max_attempt"
+        )
+        lease_args = (worker_id, now + lease, now, tx.seq)
+        # Items that came back (retries, leases taken back) go first, then fresh ones.
+        got = tx.conn.execute(
+            take.format(
+                "batch_pk = ? AND state = 'pending' AND attempts > 0 ORDER BY priority DESC, id"
+            ),
+            (*lease_args, pk, room),
         ).fetchall()
+        if len(got) < room:
+            low, high = _span(pk)
+            fresh = tx.conn.execute(
+                take.format(
+                    "id >= ? AND id < ? AND state = 'pending' AND attempts = 0 ORDER BY id"
+                ),
+                (*lease_args, max(low, row[10]), high, room - len(got)),
+            ).fetchall()
+            if fresh:
+                tx.conn.execute(
+                    "UPDATE batches SET claim_cursor = ? WHERE pk = ?",
+                    (max(r[0] for r in fresh) + 1, pk),
+                )
+                got += fresh
         if not got:
             return []
         tx.move_counts(pk, {"n_pending": -len(got), "n_running": len(got)}, now)

@@ -35,6 +35,8 @@ CREATE TABLE batches (
     ended_round INTEGER NOT NULL DEFAULT 0,
     callbacks_round INTEGER NOT NULL DEFAULT 0,
     callback_lease REAL,
+    -- Every fresh (never claimed) pending item of the batch has a rowid at or above this.
+    claim_cursor INTEGER NOT NULL DEFAULT 0,
     upload_expires REAL,
     created_at REAL NOT NULL,
     started_at REAL,
@@ -44,6 +46,8 @@ CREATE TABLE batches (
 CREATE INDEX batches_state ON batches (state, priority);
 CREATE INDEX batches_callbacks ON batches (pk) WHERE ended_round > callbacks_round;
 
+-- An item's rowid is (batch pk << 32) | position: the items of a batch are one range of
+-- the table in submission order, so paging, counting and deleting them need no index.
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
     batch_pk INTEGER NOT NULL,
@@ -72,14 +76,16 @@ CREATE TABLE items (
     seq INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX items_key ON items (batch_pk, key);
-CREATE INDEX items_position ON items (batch_pk, position);
--- Partial indexes: a claim, a promotion of due retries and a lease sweep each read only
--- the rows in their own state.
-CREATE INDEX items_pending ON items (batch_pk, priority DESC, id) WHERE state = 'pending';
+-- Partial indexes, so that inserting a fresh item touches none of them: fresh items are
+-- claimed by walking the batch's rowid range from claim_cursor; items that come back
+-- (a retry, a lease taken back) are found here and claimed first.
+CREATE INDEX items_requeued ON items (batch_pk, priority DESC, id)
+    WHERE state = 'pending' AND attempts > 0;
 CREATE INDEX items_waiting ON items (batch_pk, run_after) WHERE state = 'retry_wait';
 CREATE INDEX items_running ON items (batch_pk, lease_expires) WHERE state = 'running';
--- The item side of the change feed: "what changed in batch B since cursor C".
-CREATE INDEX items_seq ON items (batch_pk, seq);
+-- The item side of the change feed: "what changed in batch B since cursor C". An item
+-- enters it with its first change after it was added (seq 0 = never changed).
+CREATE INDEX items_seq ON items (batch_pk, seq) WHERE seq > 0;
 
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,

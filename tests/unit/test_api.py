@@ -1,0 +1,145 @@
+"""The public surface: bad input is refused whole, with its position; names are exported."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import batchyard
+from batchyard import (
+    BatchNotFound,
+    BatchyardError,
+    ConfigError,
+    Conflict,
+    DuplicateKey,
+    InputError,
+    InvalidItem,
+    ItemNotFound,
+    NotSerializable,
+    RetryPolicy,
+    TaskNotRegistered,
+    Yard,
+)
+from batchyard.errors import Fail, Retry
+from batchyard.store import open_store
+
+
+async def noop(item: dict[str, Any]) -> None:
+    return None
+
+
+def assert_nothing_written(yard: Yard) -> None:
+    assert yard.batches().rows == []
+    assert yard.store.cursor() == 0
+
+
+def test_public_names_are_exported() -> None:
+    for name in batchyard.__all__:
+        assert hasattr(batchyard, name), name
+    assert {"Yard", "task", "Batch", "BatchState", "ItemState", "Retry", "Fail"} <= set(
+        batchyard.__all__
+    )
+    assert issubclass(TaskNotRegistered, BatchyardError)
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "words"),
+    [
+        ([{"a": 1}, "text", {"a": 2}], InvalidItem, "item 2: an item must be a JSON object"),
+        ([{"id": "x"}, {"id": "y"}, {"id": "x"}], DuplicateKey, "item 3, key 'x': duplicate"),
+        ([{"v": math.nan}], NotSerializable, "item 1, key '1': the item is not JSON"),
+        ([{"v": {1, 2}}], NotSerializable, "item 1"),
+        ([{"id": [1]}], InvalidItem, "field 'id' must be a string or an integer"),
+        ([], InputError, "no items"),
+    ],
+)
+def test_bad_items_are_refused_whole(
+    tmp_path: Path, items: list[Any], error: type[Exception], words: str
+) -> None:
+    with Yard(tmp_path / "y.db") as yard:
+        with pytest.raises(error, match=words.replace("(", r"\(")):
+            yard.submit(noop, items)
+        assert_nothing_written(yard)
+
+
+def test_a_duplicate_far_into_a_large_submission_leaves_no_batch(tmp_path: Path) -> None:
+    def rows() -> Iterator[dict[str, Any]]:
+        for n in range(12_000):
+            yield {"id": n}
+        yield {"id": 7}
+
+    with Yard(tmp_path / "y.db") as yard:
+        with pytest.raises(DuplicateKey) as caught:
+            yard.submit(noop, rows())
+        assert caught.value.position == 12_001 and caught.value.key == "7"
+        assert "first used by item 8" in str(caught.value)
+        assert yard.batches().rows == []
+        assert yard.store.events() == []
+
+
+def test_an_exception_while_reading_items_leaves_no_batch(tmp_path: Path) -> None:
+    def rows() -> Iterator[dict[str, Any]]:
+        yield from ({"n": n} for n in range(9_000))
+        raise OSError("disk went away")
+
+    with Yard(tmp_path / "y.db") as yard:
+        with pytest.raises(OSError, match="disk went away"):
+            yard.submit(noop, rows())
+        assert yard.batches().rows == []
+
+
+def test_unknown_tasks_and_bad_options_are_config_errors(yard: Yard) -> None:
+    with pytest.raises(TaskNotRegistered, match="unknown task 'nope'"):
+        yard.submit("nope", [{"a": 1}])
+    with pytest.raises(TaskNotRegistered, match="cannot import module 'no_such_mod'"):
+        yard.submit("no_such_mod:fn", [{"a": 1}])
+    with pytest.raises(TaskNotRegistered, match="has no 'missing'"):
+        yard.submit("json:missing", [{"a": 1}])
+    with pytest.raises(ConfigError, match="concurrency must be at least 1"):
+        yard.submit(noop, [{"a": 1}], concurrency=0)
+    with pytest.raises(ConfigError, match="timeout must be positive"):
+        yard.submit(noop, [{"a": 1}], timeout=-1)
+    with pytest.raises(InputError, match="not a single dict"):
+        yard.submit(noop, {"a": 1})
+    with pytest.raises(ConfigError, match="unknown scheme 'mysql'"):
+        open_store("mysql://x")
+    assert_nothing_written(yard)
+
+
+def test_lookups_of_missing_things_name_them(yard: Yard) -> None:
+    with pytest.raises(BatchNotFound, match="no batch 'batch_1_deadbeef'"):
+        yard.batch("batch_1_deadbeef")
+    batch = yard.submit(noop, [{"id": "a"}])
+    with pytest.raises(ItemNotFound, match="no item with key 'zz'"):
+        batch.item("zz")
+    with pytest.raises(Conflict, match="cancel it before deleting it"):
+        batch.delete()
+    with pytest.raises(Conflict, match="takes no items"):
+        batch.add([{"id": "b"}])
+
+
+def test_batch_ids_and_listing(yard: Yard) -> None:
+    ids = [yard.submit(noop, [{"n": n}], name=f"b{n}").id for n in range(5)]
+    assert all(len(i.split("_")) == 3 and len(i.split("_")[2]) == 8 for i in ids)
+    first = yard.batches(limit=2)
+    assert [b.id for b in first.rows] == ids[::-1][:2]
+    second = yard.batches(limit=2, after=first.next)
+    assert [b.id for b in second.rows] == ids[::-1][2:4]
+    assert yard.batches(state="processing").rows == []
+
+
+def test_retry_policy_backs_off_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(base=1.0, cap=10.0)
+    assert policy.delay(1, draw=0.0) == 0.5 and policy.delay(1, draw=1.0) == 1.0
+    assert policy.delay(3, draw=0.0) == 2.0
+    assert policy.delay(30, draw=1.0) == 10.0
+    assert policy.decide(ValueError(), attempt=1, max_attempt=3, draw=0.0) == 0.5
+    assert policy.decide(ValueError(), attempt=3, max_attempt=3) is None
+    assert policy.decide(Fail("x"), attempt=1, max_attempt=3) is None
+    assert policy.decide(Retry(after=7), attempt=1, max_attempt=3) == 7
+    with pytest.raises(ValueError):
+        Retry(after=-1)
