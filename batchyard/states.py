@@ -51,22 +51,12 @@ B = BatchState
 I = ItemState  # noqa: E741 - a one-letter alias keeps the tables readable
 
 BATCH_TRANSITIONS: dict[BatchState, frozenset[BatchState]] = {
-    B.CREATED: frozenset({B.UPLOADING, B.QUEUED, B.CANCELLED}),
+    B.CREATED: frozenset({B.UPLOADING, B.CANCELLED}),
     B.UPLOADING: frozenset({B.QUEUED, B.CANCELLED}),
-    # queued -> completed: an open batch sealed before any item was added.
-    B.QUEUED: frozenset({B.PROCESSING, B.PAUSED, B.CANCELLED, B.COMPLETED}),
+    B.QUEUED: frozenset({B.PROCESSING, B.PAUSED, B.CANCELLED}),
     B.PROCESSING: frozenset({B.COMPLETED, B.PARTIALLY_COMPLETED, B.FAILED, B.PAUSED, B.CANCELLED}),
-    B.PAUSED: frozenset(
-        {
-            B.QUEUED,
-            B.PROCESSING,
-            B.RETRYING,
-            B.COMPLETED,
-            B.PARTIALLY_COMPLETED,
-            B.FAILED,
-            B.CANCELLED,
-        }
-    ),
+    # A retry round can be paused too; resume returns a batch to the state it left.
+    B.PAUSED: frozenset({B.QUEUED, B.PROCESSING, B.RETRYING, B.CANCELLED}),
     B.RETRYING: frozenset({B.COMPLETED, B.PARTIALLY_COMPLETED, B.FAILED, B.PAUSED, B.CANCELLED}),
     B.COMPLETED: frozenset(),
     B.PARTIALLY_COMPLETED: frozenset({B.RETRYING}),

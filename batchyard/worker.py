@@ -50,7 +50,6 @@ class WorkerConfig:
     lease: float = 30.0
     poll_interval: float = 0.5
     flush_interval: float = 0.02
-    flush_size: int = 2000
     claim_chunk: int = 512
     grace: float = 30.0
     progress_interval: float = 1.0
@@ -94,7 +93,6 @@ class Worker:
         self._inflight: dict[int, Job] = {}
         self._by_task: Counter[str] = Counter()
         self._outcomes: list[Outcome] = []
-        self._oldest_outcome = 0.0
         self._unknown_tasks: set[str] = set()
         self._stop_requested = False
         self._hard_stop = False
@@ -192,12 +190,10 @@ class Worker:
         return wait
 
     async def _flush_and_claim(self, free: int) -> list[Claim]:
+        # No artificial linger: outcomes gather by themselves while the store thread is
+        # busy with the previous commit, so a loaded worker commits hundreds at once and an
+        # idle one commits at once.
         cfg = self.config
-        if self._outcomes and free < min(cfg.claim_chunk, cfg.concurrency) // 2:
-            # Linger: let a few more outcomes gather, up to the bounded delay.
-            linger = self._oldest_outcome + cfg.flush_interval - self._now()
-            if linger > 0 and len(self._outcomes) < cfg.flush_size:
-                return []
         capacity = self._capacity(free)
         outcomes, self._outcomes = self._outcomes, []
         limit = min(free, cfg.claim_chunk)
@@ -310,8 +306,6 @@ class Worker:
         self._inflight.pop(job.claim.item_id, None)
         self._by_task[job.spec.name] -= 1
         if outcome is not None:
-            if not self._outcomes:
-                self._oldest_outcome = self._now()
             self._outcomes.append(outcome)
         assert self._wake is not None
         self._wake.set()

@@ -267,9 +267,11 @@ class Batch:
 
     def add(self, items: Iterable[Any], *, key_field: str | None = "id") -> int:
         """Add items to an open batch, all or none; returns how many were added."""
-        start = self.status().counts.total + 1
+        stream = _stream(items)
         added = self._store.append_items(
-            self.id, item_codec.chunks(items, key_field=key_field, start=start), self._now()
+            self.id,
+            lambda start: item_codec.chunks(stream, key_field=key_field, start=start),
+            self._now(),
         )
         self.yard._wake_workers()
         return added

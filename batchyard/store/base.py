@@ -7,7 +7,7 @@ change with compare-and-set, so a race surfaces as a rejected change, never a co
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -126,8 +126,12 @@ class Store(Protocol):
         (a bad chunk, a duplicate key, an exception from ``chunks``)."""
         ...
 
-    def append_items(self, batch_id: str, chunks: Iterable[list[NewItem]], now: float) -> int:
-        """Add items to an open batch in one transaction; returns how many were added."""
+    def append_items(
+        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+    ) -> int:
+        """Add items to an open batch in one transaction; returns how many were added.
+        ``chunks(start)`` yields them with positions from ``start``, which the store picks
+        while it holds the batch, so concurrent appends never take the same positions."""
         ...
 
     def seal(self, batch_id: str, now: float) -> BatchStatus:

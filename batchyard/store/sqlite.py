@@ -11,8 +11,9 @@ import json
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from batchyard.models import (
     LogLine,
     Page,
 )
-from batchyard.states import BatchState, ItemState, check_batch, ending_state
+from batchyard.states import BatchState, ItemState, check_batch, check_item, ending_state
 from batchyard.store.base import (
     UPLOAD_LEASE,
     Claim,
@@ -61,6 +62,12 @@ S = ItemState
 _CLAIMABLE = "('queued', 'processing', 'retrying')"
 _ENDABLE = frozenset({B.QUEUED, B.PROCESSING, B.RETRYING})
 _LOG_INSERT = "INSERT INTO item_logs (item_id, attempt, at, kind, message) VALUES (?, ?, ?, ?, ?)"
+# A page of the feed holds whole transactions: everything up to the cursor of the
+# limit-th row, so a page never ends half-way through the rows of one cursor value.
+_WHOLE_GROUPS = (
+    "COALESCE((SELECT seq FROM {table} WHERE {where} ORDER BY seq LIMIT 1 OFFSET ?), "
+    "9223372036854775807)"
+)
 _POSITION_BITS = 32
 MAX_POSITION = (1 << _POSITION_BITS) - 1
 
@@ -129,6 +136,9 @@ class _Tx:
         state = B(row[1])
         if state not in _ENDABLE:
             return None
+        if state is B.QUEUED:  # an open batch sealed before it got any item
+            self.set_state(pk, row[0], state, B.PROCESSING, now, started_at=now)
+            state = B.PROCESSING
         self.set_state(pk, row[0], state, ending_state(row[4], row[5], row[6]), now)
         return str(row[0])
 
@@ -263,9 +273,9 @@ class SqliteStore:
         if second is None:
             # Small batch: one transaction, never visible half-made.
             with self._write() as tx:
-                pk = self._insert_batch(tx, batch_id, options, B.QUEUED, now)
+                pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
                 self._insert_items(tx, pk, first, options.max_attempts, now)
-                tx.event(batch_id, "batch.state", {"from": None, "to": "queued"}, now)
+                tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
                 tx.end_if_done(pk, now)
             return self.get_batch(batch_id)
         with self._write() as tx:
@@ -365,7 +375,9 @@ class SqliteStore:
         )
         tx.conn.execute("DELETE FROM batches WHERE pk = ?", (pk,))
 
-    def append_items(self, batch_id: str, chunks: Iterable[list[NewItem]], now: float) -> int:
+    def append_items(
+        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+    ) -> int:
         added = 0
         with self._write() as tx:
             row = tx.batch_row(batch_id)
@@ -374,16 +386,14 @@ class SqliteStore:
                 raise Conflict(
                     batch_id, f"is {'sealed' if sealed else state.value}; it takes no items"
                 )
-            for chunk in chunks:
+            # Positions are taken under the write lock, so concurrent appends never clash.
+            start = sum(row[13:19]) + 1
+            for chunk in chunks(start):
                 self._insert_items(tx, pk, chunk, row[7], now)
                 added += len(chunk)
             if added:
                 tx.event(batch_id, "batch.items_added", {"count": added}, now)
         return added
-
-    def next_position(self, batch_id: str) -> int:
-        """The position the next appended item of a batch takes."""
-        return self.get_batch(batch_id).counts.total + 1
 
     def seal(self, batch_id: str, now: float) -> BatchStatus:
         with self._write() as tx:
@@ -468,25 +478,28 @@ class SqliteStore:
         return [LogLine(*row) for row in rows]
 
     def events(self, batch_id: str | None = None, since: int = 0, limit: int = 1000) -> list[Event]:
-        if batch_id is None:
-            rows = self._read(
-                "SELECT seq, batch_id, kind, data, at FROM events WHERE seq > ? "
-                "ORDER BY seq, id LIMIT ?",
-                (since, limit),
+        where, params = (
+            ("seq > ?", (since,))
+            if batch_id is None
+            else (
+                "batch_id = ? AND seq > ?",
+                (batch_id, since),
             )
-        else:
-            rows = self._read(
-                "SELECT seq, batch_id, kind, data, at FROM events WHERE batch_id = ? "
-                "AND seq > ? ORDER BY seq, id LIMIT ?",
-                (batch_id, since, limit),
-            )
+        )
+        rows = self._read(
+            f"SELECT seq, batch_id, kind, data, at FROM events WHERE {where} "
+            f"AND seq <= {_WHOLE_GROUPS.format(table='events', where=where)} ORDER BY seq, id",
+            (*params, *params, max(1, limit) - 1),
+        )
         return [Event(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in rows]
 
     def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
+        where = "batch_pk = ? AND seq > 0 AND seq > ?"
+        params = (self._pk(batch_id), since)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE batch_pk = ? AND seq > 0 AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (self._pk(batch_id), since, limit),
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
+            f"AND seq <= {_WHOLE_GROUPS.format(table='items', where=where)} ORDER BY seq, id",
+            (*params, *params, max(1, limit) - 1),
         )
         return [item_from_row(batch_id, row) for row in rows]
 
@@ -755,7 +768,10 @@ class SqliteStore:
     def record(self, outcomes: Sequence[Outcome], now: float) -> Recorded:
         if not outcomes:
             return Recorded([], [])
+        for o in outcomes:
+            check_item(S.RUNNING, o.state)
         with self._write() as tx:
+            outcomes = self._no_retry_when_cancelled(tx, outcomes)
             seq = tx.seq
             cur = tx.conn.executemany(
                 "UPDATE items SET state = ?, result = ?, error = ?, error_type = ?, "
@@ -780,19 +796,49 @@ class SqliteStore:
         return Recorded(rejected, ended)
 
     @staticmethod
+    def _no_retry_when_cancelled(tx: _Tx, outcomes: Sequence[Outcome]) -> Sequence[Outcome]:
+        """An attempt that failed in a batch cancelled meanwhile ends cancelled: nothing
+        would ever run its retry."""
+        waiting = {o.batch_pk for o in outcomes if o.state is S.RETRY_WAIT}
+        if not waiting:
+            return outcomes
+        marks = ",".join("?" * len(waiting))
+        cancelled = {
+            row[0]
+            for row in tx.conn.execute(
+                f"SELECT pk FROM batches WHERE pk IN ({marks}) AND state = 'cancelled'",
+                tuple(waiting),
+            )
+        }
+        return [
+            replace(o, state=S.CANCELLED, run_after=None)
+            if o.state is S.RETRY_WAIT and o.batch_pk in cancelled
+            else o
+            for o in outcomes
+        ]
+
+    @staticmethod
     def _split_by_seq(
         tx: _Tx, outcomes: Sequence[Outcome], seq: int
     ) -> tuple[list[Outcome], list[Outcome]]:
+        """Which outcomes this commit applied: the rows it stamped with its cursor, at the
+        attempt the outcome was for. Of two outcomes for one attempt only the first applied."""
         marks = ",".join("?" * len(outcomes))
         stamped = {
-            row[0]
+            (row[0], row[1])
             for row in tx.conn.execute(
-                f"SELECT id FROM items WHERE id IN ({marks}) AND seq = ?",
+                f"SELECT id, attempts FROM items WHERE id IN ({marks}) AND seq = ?",
                 (*(o.item_id for o in outcomes), seq),
             )
         }
-        accepted = [o for o in outcomes if o.item_id in stamped]
-        return accepted, [o for o in outcomes if o.item_id not in stamped]
+        accepted, rejected = [], []
+        for o in outcomes:
+            if (o.item_id, o.attempt) in stamped:
+                stamped.discard((o.item_id, o.attempt))
+                accepted.append(o)
+            else:
+                rejected.append(o)
+        return accepted, rejected
 
     def _apply_outcomes(self, tx: _Tx, accepted: Sequence[Outcome], now: float) -> list[str]:
         deltas: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(int))
@@ -853,6 +899,7 @@ class SqliteStore:
         extra_params: tuple[Any, ...] = (),
     ) -> int:
         """Move one running item off its lease to ``target``; 1 if it moved, else 0."""
+        check_item(S.RUNNING, target)
         changed = tx.conn.execute(
             "UPDATE items SET state = ?, worker = NULL, lease_expires = NULL, "
             "max_attempt = max_attempt + ?, error = COALESCE(?, error), "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from batchyard import (
     Yard,
 )
 from batchyard.errors import Fail, Retry
-from batchyard.store import open_store
+from batchyard.store import SqliteStore, open_store
 
 
 async def noop(item: dict[str, Any]) -> None:
@@ -143,3 +144,37 @@ def test_retry_policy_backs_off_with_jitter_and_a_cap() -> None:
     assert policy.decide(Retry(after=7), attempt=1, max_attempt=3) == 7
     with pytest.raises(ValueError):
         Retry(after=-1)
+
+
+def test_concurrent_appends_take_distinct_positions(yard: Yard) -> None:
+    batch = yard.submit(noop, [], open=True)
+    appenders = [Yard(yard.url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def append(other: Yard, n: int) -> None:
+        try:
+            other.batch(batch.id).add([{"n": n, "k": k} for k in range(50)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(y, n)) for n, y in enumerate(appenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for other in appenders:
+        other.close()
+    assert errors == []
+    positions = [item.position for item in batch.items()]
+    assert positions == list(range(1, 201))
+
+
+def test_the_sqlite_url_takes_a_durability_option(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}?synchronous=full")
+    assert isinstance(store, SqliteStore) and store.path.endswith("d.db")
+    assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
+    with pytest.raises(ConfigError, match="synchronous must be one of"):
+        open_store(f"sqlite:///{tmp_path / 'd.db'}?synchronous=maybe")
+    with pytest.raises(ConfigError, match="unknown option 'wal'"):
+        open_store(f"sqlite:///{tmp_path / 'd.db'}?wal=1")
