@@ -170,16 +170,16 @@ def _clock(seconds: float | None) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def _counts(status: BatchStatus, pad: int = 0) -> list[str]:
+def _counts(status: BatchStatus) -> list[str]:
     c = status.counts
     shown = [
-        f"ok {c.succeeded:>{pad}}",
-        f"failed {c.failed:>{pad}}",
-        f"running {c.running:>{pad}}",
-        f"retry {c.retry_wait:>{pad}}",
-        f"pending {c.pending:>{pad}}",
+        f"ok {c.succeeded}",
+        f"failed {c.failed}",
+        f"running {c.running}",
+        f"retry {c.retry_wait}",
+        f"pending {c.pending}",
     ]
-    return [*shown, f"cancelled {c.cancelled:>{pad}}"] if c.cancelled else shown
+    return [*shown, f"cancelled {c.cancelled}"] if c.cancelled else shown
 
 
 def _drop_one(counts: list[str]) -> bool:
@@ -197,9 +197,9 @@ def live_line(status: BatchStatus, meter: Meter, width: int, fancy: bool = True)
     """One line for a terminal: a bar, the pace, the time left and the counts per state,
     fitted to ``width`` (the bar shrinks first, then the least telling counts go)."""
     c = status.counts
-    pace = f"{meter.rate:5.1f}/s ETA {_clock(meter.eta(c.remaining)):>5}"
-    pad = len(str(c.total))  # numbers keep their width, so the bar does not jump
-    counts = _counts(status, pad)
+    pace = f"{meter.rate:5.1f}/s ETA {_clock(meter.eta(c.remaining))}"
+    pad = len(str(c.total))  # the count keeps its width, so the bar does not jump
+    counts = _counts(status)
     while True:
         done = f"{c.finished:>{pad}}/{c.total}"
         text = f" {status.progress:4.0%} {done}  {pace}  {'  '.join(counts)}"
