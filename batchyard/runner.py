@@ -43,15 +43,14 @@ class Job:
         "started_at",
     )
 
-    def __init__(
-        self, claim: Claim, spec: TaskSpec, started_at: float, deadline: float | None = None
-    ) -> None:
+    def __init__(self, claim: Claim, spec: TaskSpec, claimed_at: float) -> None:
         self.claim = claim
-        #: When (on the event loop's clock) this attempt times out; None for never.
-        self.deadline = deadline
+        #: When (on the event loop's clock) this attempt times out; None for never. Set
+        #: when it starts, like ``started_at``: a prefetched item waits without a clock.
+        self.deadline: float | None = None
         self.spec = spec
-        self.started_at = started_at
-        self.renewed_at = started_at
+        self.started_at = claimed_at
+        self.renewed_at = claimed_at
         self.ctx = TaskContext(
             claim.batch.id, claim.key, claim.attempt, claim.max_attempt, claim.batch.params
         )

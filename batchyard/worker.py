@@ -27,12 +27,14 @@ from batchyard.clock import Clock, SystemClock
 from batchyard.models import BatchStatus
 from batchyard.runner import SHUTDOWN, TIMEOUT, DaemonThreads, Job, Runner
 from batchyard.states import BatchState
-from batchyard.store.base import Claim, LeaseUpdate, Outcome, Store
+from batchyard.store.base import Claim, LeaseUpdate, Outcome, Recorded, Store
 from batchyard.tasks import TaskRegistry, TaskSpec
 
 log = logging.getLogger("batchyard.worker")
 #: How often attempts are checked against their deadline: the precision of timeouts.
 WATCHDOG_INTERVAL = 0.05
+#: Items shorter than this on average (seconds) make a worker prefetch (see _prefetch).
+SHORT_ITEM = 0.25
 T = TypeVar("T")
 
 
@@ -51,6 +53,7 @@ class WorkerConfig:
     poll_interval: float = 0.5
     flush_interval: float = 0.02
     claim_chunk: int = 512
+    prefetch: int | None = None
     grace: float = 30.0
     progress_interval: float = 1.0
     control_interval: float = 0.5
@@ -99,6 +102,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._specs: dict[str, TaskSpec] = {}
+        self._mean_duration: float | None = None
         self._ready: deque[Job] = deque()
         self._idle: list[asyncio.Future[None]] = []
         self._waking = 0
@@ -163,7 +167,7 @@ class Worker:
         quiet_since: float | None = None
         while not self._stop_requested:
             wake.clear()
-            free = cfg.concurrency - len(self._inflight)
+            free = cfg.concurrency + self._prefetch() - len(self._inflight)
             claims = await self._flush_and_claim(free) if free > 0 else []
             if claims:
                 quiet_since = None
@@ -201,20 +205,34 @@ class Worker:
         self._dispatch(claims)
         return claims
 
+    def _prefetch(self) -> int:
+        """How many items to hold beyond ``concurrency``, so lanes never wait a round trip
+        for work. Only while items are short: a long item's prefetched neighbours would sit
+        leased here while another worker could run them."""
+        cfg = self.config
+        if cfg.prefetch is not None:
+            return cfg.prefetch
+        if self._mean_duration is not None and self._mean_duration < SHORT_ITEM:
+            return min(cfg.claim_chunk, cfg.concurrency)
+        return 0
+
     def _flush_then_claim(
         self, outcomes: list[Outcome], capacity: dict[str, int], limit: int
     ) -> list[Claim]:
-        # Runs on the store thread: one round trip for both.
-        self._record(outcomes)
-        if not capacity or self._stop_requested:
-            return []
-        now = self.clock.now()
-        return self.store.claim(self.config.worker_id, capacity, limit, now, self.config.lease)
+        # Runs on the store thread: one transaction for both.
+        if self._stop_requested:
+            capacity = {}
+        done, claims = self.store.record_and_claim(
+            outcomes, self.config.worker_id, capacity, limit, self.clock.now(), self.config.lease
+        )
+        self._note(outcomes, done)
+        return claims
 
     def _record(self, outcomes: list[Outcome]) -> None:
-        if not outcomes:
-            return
-        done = self.store.record(outcomes, self.clock.now())
+        if outcomes:
+            self._note(outcomes, self.store.record(outcomes, self.clock.now()))
+
+    def _note(self, outcomes: list[Outcome], done: Recorded) -> None:
         self.stats.recorded += len(outcomes) - len(done.rejected)
         self.stats.rejected += len(done.rejected)
         self.stats.batches_ended.extend(done.ended)
@@ -252,11 +270,10 @@ class Worker:
 
     def _dispatch(self, claims: list[Claim]) -> None:
         assert self._loop is not None
-        now, clock = self._now(), self._loop.time()
+        now = self._now()
         for claim in claims:
             spec = self._specs.get(claim.batch.task) or self._spec(claim.batch.task)
-            limit = claim.batch.timeout
-            job = Job(claim, spec, now, None if limit is None else clock + limit)
+            job = Job(claim, spec, now)
             self._inflight[claim.item_id] = job
             self._by_task[spec.name] += 1
             self._ready.append(job)
@@ -289,6 +306,10 @@ class Worker:
             self._finish(job, self._runner.stopped(job))
             return
         job.lane = task
+        job.started_at = self._now()
+        limit = job.claim.batch.timeout
+        if limit is not None:
+            job.deadline = task.get_loop().time() + limit
         outcome: Outcome | None = None
         try:
             outcome = await self._runner.run(job)
@@ -307,6 +328,9 @@ class Worker:
         self._by_task[job.spec.name] -= 1
         if outcome is not None:
             self._outcomes.append(outcome)
+            took = outcome.finished_at - outcome.started_at
+            mean = self._mean_duration
+            self._mean_duration = took if mean is None else 0.9 * mean + 0.1 * took
         assert self._wake is not None
         self._wake.set()
 

@@ -208,6 +208,18 @@ class Store(Protocol):
         free slots), highest priority first, within each batch's concurrency."""
         ...
 
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+    ) -> tuple[Recorded, list[Claim]]:
+        """``record`` then ``claim`` in one transaction: a worker's one round trip."""
+        ...
+
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
         """Extend leases and save progress; returns the item ids whose lease is lost."""
         ...

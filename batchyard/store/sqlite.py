@@ -650,22 +650,53 @@ class SqliteStore:
         now: float,
         lease: float,
     ) -> list[Claim]:
-        if limit <= 0 or not self._claimable(capacity, now):
-            return []
+        return self.record_and_claim([], worker_id, capacity, limit, now, lease)[1]
+
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+    ) -> tuple[Recorded, list[Claim]]:
+        # Outcomes free slots under batch caps, so with outcomes the claim always looks
+        # inside the transaction; without, a read first spares idle polls the write lock.
+        want = (
+            limit > 0
+            and bool(capacity)
+            and (bool(outcomes) or bool(self._claimable(capacity, now)))
+        )
+        if not outcomes and not want:
+            return Recorded([], []), []
+        with self._write() as tx:
+            done = self._record_in(tx, outcomes, now) if outcomes else Recorded([], [])
+            claims = self._claim_in(tx, worker_id, capacity, limit, now, lease) if want else []
+        return done, claims
+
+    def _claim_in(
+        self,
+        tx: _Tx,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+    ) -> list[Claim]:
         left = dict(capacity)
         claims: list[Claim] = []
-        with self._write() as tx:
-            for row in self._claimable(capacity, now):
-                room = min(limit - len(claims), left.get(row[2], 0))
-                if row[4] is not None:
-                    room = min(room, row[4] - row[5])
-                if room <= 0:
-                    continue
-                got = self._claim_from(tx, row, worker_id, room, now, lease)
-                left[row[2]] -= len(got)
-                claims.extend(got)
-                if len(claims) >= limit:
-                    break
+        for row in self._claimable(capacity, now):
+            room = min(limit - len(claims), left.get(row[2], 0))
+            if row[4] is not None:
+                room = min(room, row[4] - row[5])
+            if room <= 0:
+                continue
+            got = self._claim_from(tx, row, worker_id, room, now, lease)
+            left[row[2]] -= len(got)
+            claims.extend(got)
+            if len(claims) >= limit:
+                break
         return claims
 
     def _claim_from(
@@ -768,31 +799,34 @@ class SqliteStore:
     def record(self, outcomes: Sequence[Outcome], now: float) -> Recorded:
         if not outcomes:
             return Recorded([], [])
+        with self._write() as tx:
+            return self._record_in(tx, outcomes, now)
+
+    def _record_in(self, tx: _Tx, outcomes: Sequence[Outcome], now: float) -> Recorded:
         for o in outcomes:
             check_item(S.RUNNING, o.state)
-        with self._write() as tx:
-            outcomes = self._no_retry_when_cancelled(tx, outcomes)
-            seq = tx.seq
-            cur = tx.conn.executemany(
-                "UPDATE items SET state = ?, result = ?, error = ?, error_type = ?, "
-                "run_after = ?, finished_at = ?, duration = ?, tokens_in = tokens_in + ?, "
-                "tokens_out = tokens_out + ?, cost = cost + ?, metrics = ?, "
-                "progress = COALESCE(?, progress), message = COALESCE(?, message), "
-                "lease_expires = NULL, worker = NULL, seq = ? "
-                "WHERE id = ? AND attempts = ? AND state = 'running'",
-                [_outcome_params(o, seq) for o in outcomes],
+        outcomes = self._no_retry_when_cancelled(tx, outcomes)
+        seq = tx.seq
+        cur = tx.conn.executemany(
+            "UPDATE items SET state = ?, result = ?, error = ?, error_type = ?, "
+            "run_after = ?, finished_at = ?, duration = ?, tokens_in = tokens_in + ?, "
+            "tokens_out = tokens_out + ?, cost = cost + ?, metrics = ?, "
+            "progress = COALESCE(?, progress), message = COALESCE(?, message), "
+            "lease_expires = NULL, worker = NULL, seq = ? "
+            "WHERE id = ? AND attempts = ? AND state = 'running'",
+            [_outcome_params(o, seq) for o in outcomes],
+        )
+        accepted, rejected = list(outcomes), list[Outcome]()
+        if cur.rowcount != len(outcomes):
+            accepted, rejected = self._split_by_seq(tx, outcomes, seq)
+        for o in rejected:
+            tx.event(
+                None,
+                "item.outcome_rejected",
+                {"item_id": o.item_id, "key": o.key, "attempt": o.attempt, "state": o.state},
+                now,
             )
-            accepted, rejected = list(outcomes), list[Outcome]()
-            if cur.rowcount != len(outcomes):
-                accepted, rejected = self._split_by_seq(tx, outcomes, seq)
-            for o in rejected:
-                tx.event(
-                    None,
-                    "item.outcome_rejected",
-                    {"item_id": o.item_id, "key": o.key, "attempt": o.attempt, "state": o.state},
-                    now,
-                )
-            ended = self._apply_outcomes(tx, accepted, now)
+        ended = self._apply_outcomes(tx, accepted, now)
         return Recorded(rejected, ended)
 
     @staticmethod
