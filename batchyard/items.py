@@ -5,12 +5,17 @@ Nothing here holds more than one chunk: a million-item iterable streams through.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
+from typing import Any, Generic, TypeVar, cast
 
 from batchyard import codec
 from batchyard.errors import InvalidItem, NotSerializable
 from batchyard.store.base import NewItem
+
+T = TypeVar("T")
 
 #: The largest JSON encoding of one item that a batch accepts.
 MAX_ITEM_BYTES = 1_000_000
@@ -75,3 +80,77 @@ def chunks(
             chunk = []
     if chunk:
         yield chunk
+
+
+_DONE: Any = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _WriteBehind(Generic[T]):
+    """A writer thread fed chunks through a small queue."""
+
+    def __init__(self, write: Callable[[Iterator[list[NewItem]]], T]) -> None:
+        self._pipe: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._write = write
+        self._outcome: list[Any] = []
+        self._thread = threading.Thread(target=self._run, name="batchyard-submit", daemon=True)
+        self._thread.start()
+
+    def _chunks(self) -> Iterator[list[NewItem]]:
+        while (chunk := self._pipe.get()) is not _DONE:
+            if isinstance(chunk, _Failed):
+                raise chunk.error
+            yield chunk
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(self._write(self._chunks()))
+        except BaseException as exc:
+            self._outcome.append(_Failed(exc))
+
+    def feed(self, chunk: Any) -> bool:
+        """Hand a chunk over; False once the writer has stopped (it failed)."""
+        while self._thread.is_alive():
+            try:
+                self._pipe.put(chunk, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def result(self) -> T:
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, _Failed):
+            raise outcome.error
+        return cast(T, outcome)
+
+
+def write_behind(
+    chunks: Iterator[list[NewItem]], write: Callable[[Iterator[list[NewItem]]], T]
+) -> T:
+    """``write(chunks)`` on a thread of its own while this thread makes the chunks.
+
+    Encoding is Python (it holds the GIL) and inserting is mostly SQLite (it releases it),
+    so the two overlap. The caller's iterable stays on the caller's thread (it may be a
+    cursor bound to it); a failure on either side stops the other and is raised here.
+    """
+    first = next(chunks, None)
+    second = next(chunks, None)
+    if second is None:  # one chunk: nothing to overlap
+        return write(iter([] if first is None else [first]))
+    writer = _WriteBehind(write)
+    try:
+        for chunk in chain([first, second], chunks):
+            if not writer.feed(chunk):
+                break
+        writer.feed(_DONE)
+    except BaseException as exc:
+        writer.feed(_Failed(exc))
+        writer.result()
+        raise
+    return writer.result()

@@ -143,11 +143,10 @@ class Yard:
             raise InputError("no items: a batch needs at least one (or submit it with open=True)")
         if first is not _END:
             stream = chain([first], stream)
-        status = self.store.create_batch(
-            new_batch_id(self.clock.now()),
-            options,
+        batch_id, now = new_batch_id(self.clock.now()), self.clock.now()
+        status = item_codec.write_behind(
             item_codec.chunks(stream, key_field=key_field),
-            self.clock.now(),
+            lambda chunks: self.store.create_batch(batch_id, options, chunks, now),
         )
         self._wake_workers()
         return Batch(self, status.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -75,6 +76,18 @@ MAX_POSITION = (1 << _POSITION_BITS) - 1
 def _span(pk: int) -> tuple[int, int]:
     """The rowids a batch's items may have: [low, high)."""
     return pk << _POSITION_BITS, (pk + 1) << _POSITION_BITS
+
+
+class _Owned:
+    """A thread's connection; closed when its thread (and so its thread-local) goes."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
 
 
 class _Tx:
@@ -163,7 +176,8 @@ class SqliteStore:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        # Weak: a thread's connection lives in its thread-local and closes with the thread.
+        self._conns: weakref.WeakSet[_Owned] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         if self.path != ":memory:":
@@ -175,9 +189,9 @@ class SqliteStore:
     # -- connections and transactions ------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        owned: _Owned | None = getattr(self._local, "conn", None)
+        if owned is not None:
+            return owned.conn
         if self._closed:
             raise StoreError("the store is closed")
         try:
@@ -193,9 +207,10 @@ class SqliteStore:
             conn.execute("PRAGMA cache_size = -16000")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
-        self._local.conn = conn
+        owned = _Owned(conn)
+        self._local.conn = owned
         with self._lock:
-            self._conns.append(conn)
+            self._conns.add(owned)
         return conn
 
     @contextmanager
@@ -257,8 +272,8 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            for conn in self._conns:
-                conn.close()
+            for owned in list(self._conns):
+                owned.conn.close()
             self._conns.clear()
         self._local = threading.local()
 

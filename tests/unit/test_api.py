@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from collections.abc import Iterator
@@ -178,3 +179,16 @@ def test_the_sqlite_url_takes_a_durability_option(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path / 'd.db'}?synchronous=maybe")
     with pytest.raises(ConfigError, match="unknown option 'wal'"):
         open_store(f"sqlite:///{tmp_path / 'd.db'}?wal=1")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts file descriptors via /proc")
+def test_large_submissions_do_not_leak_connections(yard: Yard) -> None:
+    def open_files() -> int:
+        gc.collect()
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    yard.submit(noop, ({"n": n} for n in range(6_000)))  # the first may open what stays open
+    before = open_files()
+    for _ in range(5):
+        yard.submit(noop, ({"n": n} for n in range(6_000)))
+    assert open_files() == before
