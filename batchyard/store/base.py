@@ -149,7 +149,8 @@ class Store(Protocol):
         limit: int = 50,
         after: str | None = None,
     ) -> Page[BatchStatus]:
-        """Batches newest first; ``after`` is the ``next`` of the previous page."""
+        """Batches newest first; ``after`` is the ``next`` of the previous page (an opaque
+        cursor that stays valid when batches are deleted)."""
         ...
 
     def items(
@@ -163,11 +164,13 @@ class Store(Protocol):
     def item_logs(self, batch_id: str, key: str) -> list[LogLine]: ...
 
     def events(self, batch_id: str | None = None, since: int = 0, limit: int = 1000) -> list[Event]:
-        """Feed events with a cursor greater than ``since``, oldest first."""
+        """Feed events with a cursor greater than ``since``, oldest first. A page holds
+        whole transactions (rows sharing one cursor), so it may exceed ``limit``."""
         ...
 
     def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
-        """Items of a batch changed after cursor ``since``, in cursor order."""
+        """Items of a batch changed after cursor ``since``, in cursor order; whole
+        transactions per page, as with ``events``."""
         ...
 
     def cursor(self) -> int:
@@ -221,7 +224,8 @@ class Store(Protocol):
         ...
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
-        """Extend leases and save progress; returns the item ids whose lease is lost."""
+        """Extend leases and save progress; returns the item ids whose lease is lost. Give
+        at most one lease per item."""
         ...
 
     def record(self, outcomes: Sequence[Outcome], now: float) -> Recorded:

@@ -21,6 +21,7 @@ from typing import Any
 
 from batchyard.errors import (
     BatchNotFound,
+    ConfigError,
     Conflict,
     DuplicateKey,
     ItemNotFound,
@@ -437,7 +438,7 @@ class SqliteStore:
         limit: int = 50,
         after: str | None = None,
     ) -> Page[BatchStatus]:
-        where, params = ["1 = 1"], []
+        where, params = ["1 = 1"], list[Any]()
         if state is not None:
             where.append("state = ?")
             params.append(state.value)
@@ -445,15 +446,16 @@ class SqliteStore:
             where.append("task = ?")
             params.append(task)
         if after is not None:
-            where.append("pk < (SELECT pk FROM batches WHERE id = ?)")
-            params.append(after)
+            # The cursor is the last row's key, so it holds even if that batch is deleted.
+            where.append("pk < ?")
+            params.append(_page_key(after))
         rows = self._read(
             f"SELECT {BATCH_COLUMNS} FROM batches WHERE {' AND '.join(where)} "
             "ORDER BY pk DESC LIMIT ?",
             (*params, limit + 1),
         )
         page = [batch_from_row(row) for row in rows[:limit]]
-        return Page(page, page[-1].id if len(rows) > limit else None)
+        return Page(page, f"p{rows[limit - 1][0]}" if len(rows) > limit else None)
 
     def _pk(self, batch_id: str) -> int:
         rows = self._read("SELECT pk FROM batches WHERE id = ?", (batch_id,))
@@ -1080,6 +1082,12 @@ class SqliteStore:
                 "callback_lease = NULL WHERE id = ?",
                 (round_, batch_id),
             )
+
+
+def _page_key(after: str) -> int:
+    if not after.startswith("p") or not after[1:].isdigit():
+        raise ConfigError(f"{after!r} is not a page cursor (use the `next` of a previous page)")
+    return int(after[1:])
 
 
 def _outcome_params(o: Outcome, seq: int) -> tuple[Any, ...]:

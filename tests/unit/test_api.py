@@ -192,3 +192,13 @@ def test_large_submissions_do_not_leak_connections(yard: Yard) -> None:
     for _ in range(5):
         yard.submit(noop, ({"n": n} for n in range(6_000)))
     assert open_files() == before
+
+
+def test_a_page_cursor_survives_deleting_its_batch(yard: Yard) -> None:
+    ids = [yard.submit(noop, [{"n": n}]).id for n in range(4)]
+    yard.run_until_idle(poll_interval=0.01)
+    first = yard.batches(limit=2)
+    yard.batch(first.rows[-1].id).delete()
+    assert [b.id for b in yard.batches(limit=2, after=first.next).rows] == ids[1::-1]
+    with pytest.raises(ConfigError, match="not a page cursor"):
+        yard.batches(after="batch_1_x")

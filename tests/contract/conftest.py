@@ -1,0 +1,52 @@
+"""The store factories the contract suite runs over.
+
+Add a backend by adding its name to ``STORES`` and a branch to ``make_store``; every test
+taking the ``store`` fixture then runs against it too. Each test gets a fresh store, and
+after each test every batch's kept counters must equal a recount of its item rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from batchyard.store.base import Store
+from batchyard.store.sqlite import SqliteStore
+
+STORES = ["sqlite"]
+
+
+def make_store(kind: str, tmp_path: Path) -> Store:
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "x.db")
+    raise AssertionError(f"unknown store kind {kind!r}")  # pragma: no cover
+
+
+def assert_counters_agree(store: Store) -> None:
+    """Every batch's kept counters equal a recount of its item rows."""
+    after = None
+    while True:
+        page = store.list_batches(limit=100, after=after)
+        for status in page.rows:
+            assert status.counts == store.recount(status.id), status.id
+        if page.next is None:
+            return
+        after = page.next
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened = make_store(request.param, tmp_path)
+    try:
+        yield opened
+        assert_counters_agree(opened)
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def agree(store: Store) -> Callable[[], None]:
+    """Call it mid-scenario to check counters against a recount."""
+    return lambda: assert_counters_agree(store)

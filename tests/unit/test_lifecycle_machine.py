@@ -1,0 +1,374 @@
+"""A Hypothesis state machine over a real SQLite store: random submissions, claims, outcomes,
+lease expiries and control operations, checked after every step against the lifecycle.
+
+Time is a number the machine moves by hand; no step sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from batchyard.errors import Conflict, InvalidTransition
+from batchyard.models import BatchOptions, BatchStatus
+from batchyard.states import (
+    BATCH_TRANSITIONS,
+    ITEM_TRANSITIONS,
+    BatchState,
+    ItemState,
+    ending_state,
+)
+from batchyard.store.base import Claim, LeaseUpdate, NewItem, Outcome
+from batchyard.store.sqlite import SqliteStore
+
+B = BatchState
+S = ItemState
+T0 = 1_700_000_000.0
+LEASE = 30.0
+TASK = "t"
+
+
+def _item_move_allowed(old: ItemState, new: ItemState) -> bool:
+    # One claim promotes a due retry and leases it in the same transaction.
+    return old is new or new in ITEM_TRANSITIONS[old] or (old, new) == (S.RETRY_WAIT, S.RUNNING)
+
+
+class Lifecycle(RuleBasedStateMachine):
+    batches = Bundle("batches")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.TemporaryDirectory()
+        self.store = SqliteStore(Path(self.folder.name) / "machine.db")
+        self.now = T0
+        self.claims: list[Claim] = []  # every lease ever handed out, live or stale
+        self.leases: dict[int, tuple[int, float]] = {}  # item id -> (attempt, expiry)
+        self.batch_state: dict[str, BatchState] = {}  # followed through the event feed
+        self.item_state: dict[tuple[str, str], ItemState] = {}  # through item_changes
+        self.item_cursor: dict[str, int] = {}
+        self.event_cursor = 0
+        self.cursor = 0
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.folder.cleanup()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _known_items(self, batch_id: str, start: int, n: int) -> list[NewItem]:
+        items = [NewItem(str(p), p, json.dumps({"p": p})) for p in range(start, start + n)]
+        for it in items:
+            self.item_state[(batch_id, it.key)] = S.PENDING
+        return items
+
+    def _is_live(self, claim: Claim) -> bool:
+        item = self.store.item(claim.batch.id, claim.key)
+        return item.state is S.RUNNING and item.attempts == claim.attempt
+
+    def _refused_and_unchanged(self, batch_id: str, operation) -> None:
+        before = self.store.get_batch(batch_id)
+        items = self.store.items(batch_id)
+        cursor = self.store.cursor()
+        with pytest.raises((Conflict, InvalidTransition)):
+            operation()
+        assert self.store.get_batch(batch_id) == before
+        assert self.store.items(batch_id) == items
+        assert self.store.cursor() == cursor
+
+    def _distinct(self, data, most: int) -> list[Claim]:
+        """Up to ``most`` claims, at most one per item (one outcome per item per commit;
+        test_store covers a stale and a fresh outcome of one item in one commit). Mostly
+        live leases, sometimes any lease ever handed out, stale ones included."""
+        live = [c for c in self.claims if self._is_live(c)]
+        pool = live if live and data.draw(st.integers(0, 5)) else self.claims
+        picked = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
+        return list({c.item_id: c for c in picked}.values())
+
+    # -- rules -------------------------------------------------------------------------
+
+    @initialize(target=batches)
+    def first_batch(self) -> str:
+        return self._submit(2, 0, 2, None, 0, True)
+
+    @rule(
+        target=batches,
+        n=st.integers(0, 3),
+        chunk=st.integers(0, 3),
+        max_attempts=st.integers(1, 3),
+        concurrency=st.none() | st.integers(1, 2),
+        priority=st.integers(0, 2),
+        sealed=st.booleans(),
+    )
+    def submit(self, n, chunk, max_attempts, concurrency, priority, sealed) -> str:
+        return self._submit(n, chunk, max_attempts, concurrency, priority, sealed)
+
+    def _submit(self, n, chunk, max_attempts, concurrency, priority, sealed) -> str:
+        batch_id = f"b{len(self.item_cursor)}"
+        items = self._known_items(batch_id, 1, n)
+        if chunk:
+            chunks = [items[i : i + chunk] for i in range(0, n, chunk)]
+        else:
+            chunks = [items] if items else []
+        options = BatchOptions(
+            task=TASK,
+            max_attempts=max_attempts,
+            concurrency=concurrency,
+            priority=priority,
+            sealed=sealed,
+        )
+        status = self.store.create_batch(batch_id, options, chunks, self.now)
+        assert status.counts.total == n
+        self.item_cursor[batch_id] = 0
+        return batch_id
+
+    @rule(batch_id=batches, n=st.integers(1, 3))
+    def append(self, batch_id, n) -> None:
+        status = self.store.get_batch(batch_id)
+        if status.sealed or status.state.is_terminal:
+            self._refused_and_unchanged(
+                batch_id,
+                lambda: self.store.append_items(
+                    batch_id, lambda start: [[NewItem("x", start, "{}")]], self.now
+                ),
+            )
+            return
+        starts: list[int] = []
+
+        def chunks(start: int) -> list[list[NewItem]]:
+            starts.append(start)
+            return [self._known_items(batch_id, start, n)]
+
+        assert self.store.append_items(batch_id, chunks, self.now) == n
+        assert starts == [status.counts.total + 1]
+
+    @rule(batch_id=batches)
+    def seal(self, batch_id) -> None:
+        assert self.store.seal(batch_id, self.now).sealed
+
+    # NOTE: Hypothesis favours rules with fewer arguments, so the rules that move work
+    # forward (claim, record) take one argument each.
+    @rule(ask=st.tuples(st.integers(1, 4), st.sampled_from([1, 4])))
+    def claim(self, ask) -> None:
+        limit, capacity = ask
+        got = self.store.claim("w", {TASK: capacity}, limit, self.now, LEASE)
+        assert len(got) <= min(limit, capacity)
+        for c in got:
+            assert self.store.get_batch(c.batch.id).state.is_active
+            assert self.store.item(c.batch.id, c.key).attempts == c.attempt
+            self.leases[c.item_id] = (c.attempt, self.now + LEASE)
+        self.claims.extend(got)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def record(self, data) -> None:
+        self._record(data, self._distinct(data, 3))
+
+    @rule(data=st.data())
+    def claim_and_record(self, data) -> None:
+        """A worker's whole round trip in one step, so batches get to their ends."""
+        got = self.store.claim("w", {TASK: 4}, data.draw(st.integers(1, 3)), self.now, LEASE)
+        for c in got:
+            self.leases[c.item_id] = (c.attempt, self.now + LEASE)
+        self.claims.extend(got)
+        self.item_moves_follow_the_table()  # see the items running before they finish
+        if got:
+            self._record(data, got)
+
+    def _record(self, data, picked: list[Claim]) -> None:
+        kind = data.draw(st.sampled_from([S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.CANCELLED]))
+        delay = data.draw(st.integers(0, 20))
+        before = {c.item_id: self.store.item(c.batch.id, c.key) for c in picked}
+        live = {c.item_id for c in picked if self._is_live(c)}
+        outcomes = []
+        for c in picked:
+            state = S.FAILED if kind is S.RETRY_WAIT and c.attempt >= c.max_attempt else kind
+            outcomes.append(
+                Outcome(
+                    item_id=c.item_id,
+                    batch_pk=c.batch.pk,
+                    key=c.key,
+                    attempt=c.attempt,
+                    state=state,
+                    started_at=self.now,
+                    finished_at=self.now,
+                    result=json.dumps(c.key) if state is S.SUCCEEDED else None,
+                    error=None if state is S.SUCCEEDED else "x",
+                    run_after=self.now + delay if state is S.RETRY_WAIT else None,
+                )
+            )
+        cancelled = {
+            c.item_id for c in picked if self.store.get_batch(c.batch.id).state is B.CANCELLED
+        }
+        done = self.store.record(outcomes, self.now)
+        assert {o.item_id for o in done.rejected} == set(before) - live
+        for o in outcomes:
+            after = self.store.item(before[o.item_id].batch_id, o.key)
+            if o.item_id in live:
+                # A retry in a cancelled batch would never run: the item ends cancelled.
+                waits = o.state is S.RETRY_WAIT and o.item_id in cancelled
+                expected = S.CANCELLED if waits else o.state
+                assert (after.state, after.attempts) == (expected, o.attempt)
+                self.leases.pop(o.item_id, None)
+            else:
+                assert after == before[o.item_id]  # a stale outcome changes nothing
+
+    @rule(seconds=st.sampled_from([1, 3, 10, LEASE + 1]))
+    def wait_and_reclaim(self, seconds) -> None:
+        self.now += seconds
+        expired = {i for i, (_, until) in self.leases.items() if until < self.now}
+        assert self.store.reclaim_expired(self.now) == len(expired)
+        for item_id in expired:
+            del self.leases[item_id]
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def heartbeat(self, data) -> None:
+        picked = self._distinct(data, 4)
+        live = {c.item_id for c in picked if self._is_live(c)}
+        updates = [LeaseUpdate(c.item_id, c.attempt, progress=0.5, changed=True) for c in picked]
+        lost = self.store.heartbeat(updates, self.now, LEASE)
+        assert lost == {c.item_id for c in picked} - live
+        for c in picked:
+            if c.item_id in live:
+                self.leases[c.item_id] = (c.attempt, self.now + LEASE)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def release(self, data) -> None:
+        (c,) = self._distinct(data, 1)
+        live = self._is_live(c)
+        assert self.store.release([(c.item_id, c.attempt)], self.now) == int(live)
+        if live:
+            self.leases.pop(c.item_id, None)
+            cancelled = self.store.get_batch(c.batch.id).state is B.CANCELLED
+            expected = S.CANCELLED if cancelled else S.PENDING
+            assert self.store.item(c.batch.id, c.key).state is expected
+
+    @rule(batch_id=batches)
+    def pause(self, batch_id) -> None:
+        state = self.store.get_batch(batch_id).state
+        if state in (B.QUEUED, B.PROCESSING, B.RETRYING, B.PAUSED):
+            assert self.store.pause(batch_id, self.now).state is B.PAUSED
+        else:
+            self._refused_and_unchanged(batch_id, lambda: self.store.pause(batch_id, self.now))
+
+    @rule(batch_id=batches)
+    def resume(self, batch_id) -> None:
+        state = self.store.get_batch(batch_id).state
+        if state is B.PAUSED or state.is_active:
+            assert self.store.resume(batch_id, self.now).state is not B.PAUSED
+        else:
+            self._refused_and_unchanged(batch_id, lambda: self.store.resume(batch_id, self.now))
+
+    @rule(batch_id=batches, roll=st.integers(0, 3))
+    def cancel(self, batch_id, roll) -> None:
+        if roll:
+            return  # cancel ends a batch for good: try it less often than the other moves
+        state = self.store.get_batch(batch_id).state
+        if state.is_terminal and state is not B.CANCELLED:
+            self._refused_and_unchanged(batch_id, lambda: self.store.cancel(batch_id, self.now))
+            return
+        status = self.store.cancel(batch_id, self.now)
+        assert status.state is B.CANCELLED
+        assert (status.counts.pending, status.counts.retry_wait) == (0, 0)
+
+    @rule(batch_id=batches)
+    def retry_failed(self, batch_id) -> None:
+        status = self.store.get_batch(batch_id)
+        if status.state in (B.FAILED, B.PARTIALLY_COMPLETED) and status.counts.failed:
+            assert self.store.retry_failed(batch_id, self.now) == status.counts.failed
+            after = self.store.get_batch(batch_id)
+            assert (after.state, after.round) == (B.RETRYING, status.round + 1)
+        else:
+            self._refused_and_unchanged(
+                batch_id, lambda: self.store.retry_failed(batch_id, self.now)
+            )
+
+    # -- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def cursor_never_goes_back(self) -> None:
+        cursor = self.store.cursor()
+        assert cursor >= self.cursor
+        self.cursor = cursor
+
+    @invariant()
+    def batch_moves_follow_the_table(self) -> None:
+        cursor = self.store.cursor()
+        for event in self.store.events(since=self.event_cursor, limit=100_000):
+            assert self.event_cursor < event.seq <= cursor
+            if event.kind != "batch.state":
+                continue
+            assert event.batch_id is not None
+            old, new = event.data["from"], B(event.data["to"])
+            if event.batch_id not in self.batch_state:
+                # A batch enters the feed queued (in one chunk) or leaving its upload.
+                assert old in (None, B.UPLOADING.value), event
+            else:
+                assert old == self.batch_state[event.batch_id].value, event
+                assert new in BATCH_TRANSITIONS[B(old)], event
+            self.batch_state[event.batch_id] = new
+        self.event_cursor = cursor
+        for batch_id in self.item_cursor:
+            assert self.batch_state[batch_id] is self.store.get_batch(batch_id).state
+
+    @invariant()
+    def item_moves_follow_the_table(self) -> None:
+        cursor = self.store.cursor()
+        for batch_id, since in self.item_cursor.items():
+            for item in self.store.item_changes(batch_id, since=since, limit=100_000):
+                assert since < item.seq <= cursor
+                old = self.item_state[(batch_id, item.key)]
+                assert _item_move_allowed(old, item.state), (batch_id, item.key, old, item.state)
+                self.item_state[(batch_id, item.key)] = item.state
+            self.item_cursor[batch_id] = cursor
+            # Every change showed up in the feed: the followed states are the real ones.
+            for item in self.store.items(batch_id):
+                assert self.item_state[(batch_id, item.key)] is item.state, item
+
+    @invariant()
+    def counters_agree_and_batches_end(self) -> None:
+        for batch_id in self.item_cursor:
+            status = self.store.get_batch(batch_id)
+            assert status.counts == self.store.recount(batch_id)
+            self._check_ending(status)
+
+    @staticmethod
+    def _check_ending(status: BatchStatus) -> None:
+        counts = status.counts
+        if status.concurrency is not None:
+            assert counts.running <= status.concurrency
+        if status.sealed and counts.remaining == 0 and status.state is not B.PAUSED:
+            assert status.state.is_terminal, status
+        if status.state in (B.COMPLETED, B.PARTIALLY_COMPLETED, B.FAILED):
+            assert counts.remaining == 0, status
+            assert status.state is ending_state(counts.succeeded, counts.failed, counts.cancelled)
+            assert status.finished_at is not None
+        if status.state is B.CANCELLED:
+            # Only attempts already running may still finish; nothing waits to run.
+            assert (counts.pending, counts.retry_wait) == (0, 0), status
+        if status.state.is_active or status.state is B.PAUSED:
+            assert status.finished_at is None
+
+
+Lifecycle.TestCase.settings = settings(
+    max_examples=80,
+    stateful_step_count=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_lifecycle = Lifecycle.TestCase
