@@ -103,6 +103,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._specs: dict[str, TaskSpec] = {}
         self._mean_duration: float | None = None
+        self._alone: Job | None = None
         self._ready: deque[Job] = deque()
         self._idle: list[asyncio.Future[None]] = []
         self._waking = 0
@@ -168,6 +169,8 @@ class Worker:
         while not self._stop_requested:
             wake.clear()
             free = cfg.concurrency + self._prefetch() - len(self._inflight)
+            if self._alone is not None:  # a suspect runs by itself
+                free = 0
             claims = await self._flush_and_claim(free) if free > 0 else []
             if claims:
                 quiet_since = None
@@ -223,7 +226,13 @@ class Worker:
         if self._stop_requested:
             capacity = {}
         done, claims = self.store.record_and_claim(
-            outcomes, self.config.worker_id, capacity, limit, self.clock.now(), self.config.lease
+            outcomes,
+            self.config.worker_id,
+            capacity,
+            limit,
+            self.clock.now(),
+            self.config.lease,
+            alone=not self._inflight,
         )
         self._note(outcomes, done)
         return claims
@@ -274,6 +283,8 @@ class Worker:
         for claim in claims:
             spec = self._specs.get(claim.batch.task) or self._spec(claim.batch.task)
             job = Job(claim, spec, now)
+            if claim.alone:
+                self._alone = job
             self._inflight[claim.item_id] = job
             self._by_task[spec.name] += 1
             self._ready.append(job)
@@ -325,6 +336,8 @@ class Worker:
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._inflight.pop(job.claim.item_id, None)
+        if self._alone is job:
+            self._alone = None
         self._by_task[job.spec.name] -= 1
         if outcome is not None:
             self._outcomes.append(outcome)

@@ -58,6 +58,8 @@ class Claim:
     payload: str
     attempt: int
     max_attempt: int
+    #: Run this item alone: its lease expired before while its worker held others.
+    alone: bool = False
 
 
 @dataclass(slots=True)
@@ -206,9 +208,13 @@ class Store(Protocol):
         limit: int,
         now: float,
         lease: float,
+        alone: bool = False,
     ) -> list[Claim]:
         """Lease up to ``limit`` runnable items of the tasks in ``capacity`` (task name to
-        free slots), highest priority first, within each batch's concurrency."""
+        free slots), highest priority first, within each batch's concurrency.
+
+        ``alone`` says the worker holds nothing else: it may then get one suspect item
+        (see ``reclaim_expired``) to run by itself, and nothing with it."""
         ...
 
     def record_and_claim(
@@ -219,6 +225,7 @@ class Store(Protocol):
         limit: int,
         now: float,
         lease: float,
+        alone: bool = False,
     ) -> tuple[Recorded, list[Claim]]:
         """``record`` then ``claim`` in one transaction: a worker's one round trip."""
         ...
@@ -239,7 +246,12 @@ class Store(Protocol):
 
     def reclaim_expired(self, now: float) -> int:
         """Return items whose lease expired to the queue (or fail them when their attempts
-        are spent), and remove uploads abandoned mid-way."""
+        are spent), and remove uploads abandoned mid-way.
+
+        An expiry counts as an attempt only when it is surely the item's own: it was the
+        only item its worker held, or it already ran alone. Items that died in a crowd are
+        not charged; they become suspects and each runs alone next, so a poison item that
+        kills its worker is found and fails without taking its neighbours with it."""
         ...
 
     def active_tasks(self) -> set[str]:

@@ -666,8 +666,9 @@ class SqliteStore:
         limit: int,
         now: float,
         lease: float,
+        alone: bool = False,
     ) -> list[Claim]:
-        return self.record_and_claim([], worker_id, capacity, limit, now, lease)[1]
+        return self.record_and_claim([], worker_id, capacity, limit, now, lease, alone)[1]
 
     def record_and_claim(
         self,
@@ -677,6 +678,7 @@ class SqliteStore:
         limit: int,
         now: float,
         lease: float,
+        alone: bool = False,
     ) -> tuple[Recorded, list[Claim]]:
         # Outcomes free slots under batch caps, so with outcomes the claim always looks
         # inside the transaction; without, a read first spares idle polls the write lock.
@@ -689,7 +691,9 @@ class SqliteStore:
             return Recorded([], []), []
         with self._write() as tx:
             done = self._record_in(tx, outcomes, now) if outcomes else Recorded([], [])
-            claims = self._claim_in(tx, worker_id, capacity, limit, now, lease) if want else []
+            claims = (
+                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone) if want else []
+            )
         return done, claims
 
     def _claim_in(
@@ -700,10 +704,18 @@ class SqliteStore:
         limit: int,
         now: float,
         lease: float,
+        alone: bool,
     ) -> list[Claim]:
+        rows = self._claimable(capacity, now)
+        if alone:
+            for row in rows:
+                if row[4] is None or row[5] < row[4]:
+                    suspect = self._claim_from(tx, row, worker_id, 1, now, lease, suspect=True)
+                    if suspect:
+                        return suspect
         left = dict(capacity)
         claims: list[Claim] = []
-        for row in self._claimable(capacity, now):
+        for row in rows:
             room = min(limit - len(claims), left.get(row[2], 0))
             if row[4] is not None:
                 room = min(room, row[4] - row[5])
@@ -717,7 +729,15 @@ class SqliteStore:
         return claims
 
     def _claim_from(
-        self, tx: _Tx, row: Any, worker_id: str, room: int, now: float, lease: float
+        self,
+        tx: _Tx,
+        row: Any,
+        worker_id: str,
+        room: int,
+        now: float,
+        lease: float,
+        *,
+        suspect: bool = False,
     ) -> list[Claim]:
         pk, batch_id, state = row[0], row[1], B(row[3])
         if row[7]:
@@ -738,11 +758,12 @@ class SqliteStore:
         # Items that came back (retries, leases taken back) go first, then fresh ones.
         got = tx.conn.execute(
             take.format(
-                "batch_pk = ? AND state = 'pending' AND attempts > 0 ORDER BY priority DESC, id"
+                "batch_pk = ? AND state = 'pending' AND attempts > 0 AND suspect = ? "
+                "ORDER BY priority DESC, id"
             ),
-            (*lease_args, pk, room),
+            (*lease_args, pk, int(suspect), room),
         ).fetchall()
-        if len(got) < room:
+        if len(got) < room and not suspect:
             low, high = _span(pk)
             fresh = tx.conn.execute(
                 take.format(
@@ -762,7 +783,7 @@ class SqliteStore:
         if state is B.QUEUED:
             tx.set_state(pk, batch_id, B.QUEUED, B.PROCESSING, now, started_at=now)
         batch = ClaimedBatch(pk, batch_id, row[2], row[8], json.loads(row[9]))
-        return [Claim(r[0], batch, r[1], r[2], r[3], r[4]) for r in got]
+        return [Claim(r[0], batch, r[1], r[2], r[3], r[4], suspect) for r in got]
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
         if not leases:
@@ -829,7 +850,7 @@ class SqliteStore:
             "run_after = ?, finished_at = ?, duration = ?, tokens_in = tokens_in + ?, "
             "tokens_out = tokens_out + ?, cost = cost + ?, metrics = ?, "
             "progress = COALESCE(?, progress), message = COALESCE(?, message), "
-            "lease_expires = NULL, worker = NULL, seq = ? "
+            "lease_expires = NULL, worker = NULL, suspect = 0, seq = ? "
             "WHERE id = ? AND attempts = ? AND state = 'running'",
             [_outcome_params(o, seq) for o in outcomes],
         )
@@ -945,6 +966,7 @@ class SqliteStore:
         now: float,
         *,
         spend: bool,
+        suspect: bool | None = None,
         error: str | None = None,
         extra_where: str = "",
         extra_params: tuple[Any, ...] = (),
@@ -955,13 +977,14 @@ class SqliteStore:
             "UPDATE items SET state = ?, worker = NULL, lease_expires = NULL, "
             "max_attempt = max_attempt + ?, error = COALESCE(?, error), "
             "error_type = CASE WHEN ? IS NULL THEN error_type ELSE 'LeaseExpired' END, "
-            "finished_at = ?, seq = ? "
+            "suspect = COALESCE(?, suspect), finished_at = ?, seq = ? "
             f"WHERE id = ? AND attempts = ? AND state = 'running'{extra_where}",
             (
                 target.value,
                 0 if spend else 1,
                 error,
                 error,
+                None if suspect is None else int(suspect),
                 now if target.is_terminal else None,
                 tx.seq,
                 item_id,
@@ -978,20 +1001,24 @@ class SqliteStore:
 
     def reclaim_expired(self, now: float) -> int:
         expired = self._read(
-            "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, b.state FROM batches b "
-            "JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
+            "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, b.state, i.worker, i.suspect "
+            "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
             "AND i.state = 'running' AND i.lease_expires < ?",
             (now,),
         )
         moved = 0
         if expired:
             with self._write() as tx:
-                for item_id, pk, attempts, max_attempt, batch_state in expired:
-                    if B(batch_state) is B.CANCELLED:
-                        target = S.CANCELLED
-                    else:
-                        target = S.FAILED if attempts >= max_attempt else S.PENDING
-                    error = f"lease expired on attempt {attempts}: its worker stopped answering"
+                held = dict(
+                    tx.conn.execute(
+                        "SELECT worker, COUNT(*) FROM items WHERE state = 'running' GROUP BY worker"
+                    ).fetchall()
+                )
+                for item_id, pk, attempts, max_attempt, batch_state, worker, suspect in expired:
+                    others = held.get(worker, 1) - 1
+                    target, spend, error = _expiry(
+                        B(batch_state), attempts, max_attempt, others, bool(suspect)
+                    )
                     moved += self._unlease(
                         tx,
                         pk,
@@ -999,7 +1026,8 @@ class SqliteStore:
                         attempts,
                         target,
                         now,
-                        spend=True,
+                        spend=spend,
+                        suspect=True,
                         error=error,
                         extra_where=" AND lease_expires < ?",
                         extra_params=(now,),
@@ -1082,6 +1110,32 @@ class SqliteStore:
                 "callback_lease = NULL WHERE id = ?",
                 (round_, batch_id),
             )
+
+
+def _expiry(
+    batch_state: BatchState, attempt: int, max_attempt: int, others: int, suspect: bool
+) -> tuple[ItemState, bool, str]:
+    """Where an item whose lease expired goes, whether that spends the attempt, and why."""
+    if batch_state is B.CANCELLED:
+        return S.CANCELLED, True, f"lease expired on attempt {attempt} in a cancelled batch"
+    if suspect or others == 0:
+        target = S.FAILED if attempt >= max_attempt else S.PENDING
+        return (
+            target,
+            True,
+            (
+                f"lease expired on attempt {attempt} while it ran alone: its worker died or "
+                "stopped answering"
+            ),
+        )
+    return (
+        S.PENDING,
+        False,
+        (
+            f"lease expired on attempt {attempt} while its worker held {others} other item(s): "
+            "not counted against it; it runs alone next"
+        ),
+    )
 
 
 def _page_key(after: str) -> int:

@@ -106,8 +106,11 @@ def outcome(
     )
 
 
-def claim(store: Store, limit: int = 100, *, now: float = T0, **capacity: int) -> list[Claim]:
-    return store.claim("w1", capacity or ALL, limit, now, LEASE)
+def claim(
+    store: Store, limit: int = 100, *, now: float = T0, alone: bool = True, **capacity: int
+) -> list[Claim]:
+    """Claim as worker w1, by default as one that holds nothing (so it may get a suspect)."""
+    return store.claim("w1", capacity or ALL, limit, now, LEASE, alone=alone)
 
 
 def finish(store: Store, claims: list[Claim], state: ItemState = S.SUCCEEDED, at: float = T0 + 1):
@@ -600,9 +603,11 @@ def test_reclaim_returns_expired_items_to_the_queue(store: Store) -> None:
     assert store.reclaim_expired(T0 + LEASE + 1) == 2
     item = store.item("b1", "1")
     assert (item.state, item.attempts, item.error_type) == (S.PENDING, 1, "LeaseExpired")
-    assert "lease expired" in (item.error or "")
+    assert "not counted against it; it runs alone next" in (item.error or "")
     assert store.get_batch("b1").state is B.PROCESSING
-    assert [c.attempt for c in claim(store, now=T0 + LEASE + 2)] == [2, 2]
+    # Both died with their worker together: each comes back alone, its attempt not spent.
+    (again,) = claim(store, now=T0 + LEASE + 2)
+    assert (again.attempt, again.max_attempt - again.attempt, again.alone) == (2, 2, True)
 
 
 def test_reclaim_fails_items_whose_attempts_are_spent(store: Store) -> None:
@@ -639,7 +644,14 @@ def test_release_gives_items_back_without_spending_the_attempt(store: Store) -> 
     # only once its own attempts are spent.
     assert store.release([(first[0].item_id, first[0].attempt)], T0 + 3) == 0  # stale
     assert store.release([], T0 + 3) == 0
+    # Both leases expire in one worker: neither is charged; each then runs alone, and
+    # dying alone spends its one attempt.
     assert store.reclaim_expired(T0 + 2 + LEASE + 1) == 2
+    assert set(states(store, "b1").values()) == {S.PENDING}
+    for n in range(2):
+        now = T0 + 100 * (n + 1)
+        assert len(claim(store, now=now)) == 1
+        assert store.reclaim_expired(now + LEASE + 1) == 1
     assert set(states(store, "b1").values()) == {S.FAILED}
 
 
@@ -1132,3 +1144,30 @@ def test_batch_states(store: Store) -> None:
         pks["b2"]: B.CANCELLED,
     }
     assert store.batch_states([]) == {}
+
+
+def test_items_that_die_together_are_not_charged_and_then_run_alone(store: Store, agree) -> None:
+    submit(store, "b1", 4, max_attempts=1)
+    crowd = store.claim("w1", ALL, 3, T0, LEASE)
+    (loner,) = store.claim("w2", ALL, 1, T0, LEASE)
+    assert store.reclaim_expired(T0 + LEASE + 1) == 4
+    items = {item.key: item for item in store.items("b1")}
+    # w2 held one item: its death is surely that item's doing, and its one attempt is spent.
+    assert items[loner.key].state is S.FAILED
+    # w1 held three: none is charged, each becomes a suspect.
+    assert {items[c.key].state for c in crowd} == {S.PENDING}
+    agree()
+    # A worker that holds something gets no suspect; one that holds nothing gets exactly one.
+    assert store.claim("w3", ALL, 10, T0 + 40, LEASE, alone=False) == []
+    (suspect,) = store.claim("w3", ALL, 10, T0 + 40, LEASE, alone=True)
+    assert suspect.alone and suspect.key == crowd[0].key
+    # It dies alone: now it is charged and, its attempt spent, it fails.
+    assert store.reclaim_expired(T0 + 40 + LEASE + 1) == 1
+    assert store.item("b1", suspect.key).state is S.FAILED
+    # The others run alone in turn and succeed.
+    for n in range(2):
+        (other,) = store.claim("w3", ALL, 10, T0 + 100 + n, LEASE, alone=True)
+        finish(store, [other], at=T0 + 100 + n)
+    status = store.get_batch("b1")
+    assert (status.counts.succeeded, status.counts.failed) == (2, 2)
+    assert status.state is B.PARTIALLY_COMPLETED

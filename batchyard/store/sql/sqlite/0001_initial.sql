@@ -61,6 +61,9 @@ CREATE TABLE items (
     error_type TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     max_attempt INTEGER NOT NULL,
+    -- 1 when a lease of this item expired while its worker held other items too: it may
+    -- be what killed that worker, so it next runs alone (see reclaim_expired).
+    suspect INTEGER NOT NULL DEFAULT 0,
     run_after REAL,
     lease_expires REAL,
     worker TEXT,

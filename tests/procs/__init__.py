@@ -1,0 +1,1 @@
+"""Task functions and a worker entry point for the tests that run workers as processes."""
