@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any, Generic, TypeVar, cast
 
 from batchyard import codec
 from batchyard.errors import InvalidItem, NotSerializable
-from batchyard.store.base import NewItem
+from batchyard.store.base import Chunk, NewItem
 
 T = TypeVar("T")
 
@@ -28,6 +29,8 @@ def item_key(item: dict[str, Any], key_field: str | None, position: int) -> str:
     raw = item.get(key_field) if key_field else None
     if raw is None:
         return str(position)
+    if type(raw) is str and 0 < len(raw) <= MAX_KEY_LENGTH:  # the common case, first
+        return raw
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise InvalidItem(
             f"field {key_field!r} must be a string or an integer to serve as the item's key, "
@@ -61,7 +64,12 @@ def encode(item: Any, position: int, key_field: str | None) -> NewItem:
             position=position,
             key=key,
         )
-    return NewItem(key, position, payload)
+    # tuple.__new__ skips the named tuple's Python-level __new__: a submission makes one
+    # of these per item.
+    return _new_item(NewItem, (key, position, payload))
+
+
+_new_item = tuple.__new__
 
 
 def chunks(
@@ -76,10 +84,10 @@ def chunks(
     for position, item in enumerate(items, start):
         chunk.append(encode(item, position, key_field))
         if len(chunk) >= size:
-            yield chunk
+            yield Chunk(chunk)
             chunk = []
     if chunk:
-        yield chunk
+        yield Chunk(chunk)
 
 
 _DONE: Any = object()
@@ -90,21 +98,38 @@ class _Failed:
         self.error = error
 
 
+class _Feed(Iterator[list[NewItem]]):
+    """The writer's side of the pipe. ``ready()`` tells a store whether the next chunk can
+    be had without waiting, so it may keep its transaction open for it."""
+
+    def __init__(self, pipe: queue.Queue[Any]) -> None:
+        self._pipe = pipe
+
+    def __next__(self) -> list[NewItem]:
+        chunk = self._pipe.get()
+        if chunk is _DONE:
+            self._pipe.put(_DONE)  # stay exhausted
+            raise StopIteration
+        if isinstance(chunk, _Failed):
+            raise chunk.error
+        return cast(list[NewItem], chunk)
+
+    def ready(self) -> bool:
+        return not self._pipe.empty()
+
+
 class _WriteBehind(Generic[T]):
     """A writer thread fed chunks through a small queue."""
 
     def __init__(self, write: Callable[[Iterator[list[NewItem]]], T]) -> None:
-        self._pipe: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._pipe: queue.Queue[Any] = queue.Queue(maxsize=3)
         self._write = write
         self._outcome: list[Any] = []
         self._thread = threading.Thread(target=self._run, name="batchyard-submit", daemon=True)
         self._thread.start()
 
     def _chunks(self) -> Iterator[list[NewItem]]:
-        while (chunk := self._pipe.get()) is not _DONE:
-            if isinstance(chunk, _Failed):
-                raise chunk.error
-            yield chunk
+        return _Feed(self._pipe)
 
     def _run(self) -> None:
         try:
@@ -117,6 +142,9 @@ class _WriteBehind(Generic[T]):
         while self._thread.is_alive():
             try:
                 self._pipe.put(chunk, timeout=0.1)
+                # Let the writer have the GIL now: a busy encoder would otherwise keep it
+                # for a whole switch interval (5 ms) while the writer waits to start.
+                time.sleep(0)
                 return True
             except queue.Full:
                 continue

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+import orjson
 
 from batchyard.models import (
     JSON,
@@ -28,13 +30,23 @@ from batchyard.states import BatchState, ItemState
 UPLOAD_LEASE = 600.0
 
 
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    """An item ready to be written: its key, 1-based position and JSON-encoded payload."""
+class NewItem(NamedTuple):
+    """An item ready to be written: its key, 1-based position and JSON-encoded payload.
+    (A named tuple: a submission makes one per item, and a tuple is the cheapest.)"""
 
     key: str
     position: int
     payload: str
+
+
+class Chunk(list[NewItem]):
+    """Items of one insert, with their ``[[key, payload], ...]`` JSON array made in advance
+    by whoever made the chunk (a store may insert a chunk from that array in one statement;
+    a plain list of NewItem works too)."""
+
+    def __init__(self, items: list[NewItem]) -> None:
+        super().__init__(items)
+        self.rows_json = orjson.dumps([[key, payload] for key, _, payload in items]).decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from batchyard.models import (
 from batchyard.states import BatchState, ItemState, check_batch, check_item, ending_state
 from batchyard.store.base import (
     UPLOAD_LEASE,
+    Chunk,
     Claim,
     ClaimedBatch,
     LeaseUpdate,
@@ -70,6 +71,10 @@ _WHOLE_GROUPS = (
     "COALESCE((SELECT seq FROM {table} WHERE {where} ORDER BY seq LIMIT 1 OFFSET ?), "
     "9223372036854775807)"
 )
+#: At most this many items go in one transaction of an upload.
+COMMIT_ITEMS = 50_000
+#: UPDATE ... RETURNING arrived in SQLite 3.35 (2021).
+MIN_SQLITE = (3, 35, 0)
 _POSITION_BITS = 32
 MAX_POSITION = (1 << _POSITION_BITS) - 1
 
@@ -181,6 +186,11 @@ class SqliteStore:
         self._conns: weakref.WeakSet[_Owned] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreUnavailable(
+                f"batchyard needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python "
+                f"has {sqlite3.sqlite_version}"
+            )
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
@@ -297,19 +307,39 @@ class SqliteStore:
         with self._write() as tx:
             pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
         try:
-            for chunk in chain([first, second], it):
-                with self._write() as tx:
-                    self._insert_items(tx, pk, chunk, options.max_attempts, now)
-                    tx.conn.execute(
-                        "UPDATE batches SET upload_expires = ? WHERE pk = ?",
-                        (now + UPLOAD_LEASE, pk),
-                    )
+            self._upload(pk, chain([first, second], it), _readiness(chunks), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
         except BaseException:
             self._discard(pk)
             raise
         return self.get_batch(batch_id)
+
+    def _upload(
+        self,
+        pk: int,
+        chunks: Iterator[list[NewItem]],
+        ready: Callable[[], bool],
+        options: BatchOptions,
+        now: float,
+    ) -> None:
+        """Insert chunks, one transaction for as many as are ready without waiting (up to
+        COMMIT_ITEMS): never hold the write lock while the source is slow."""
+        for chunk in chunks:
+            with self._write() as tx:
+                written = 0
+                while True:
+                    self._insert_items(tx, pk, chunk, options.max_attempts, now)
+                    written += len(chunk)
+                    if written >= COMMIT_ITEMS or not ready():
+                        break
+                    following = next(chunks, None)
+                    if following is None:
+                        break
+                    chunk = following
+                tx.conn.execute(
+                    "UPDATE batches SET upload_expires = ? WHERE pk = ?", (now + UPLOAD_LEASE, pk)
+                )
 
     def _insert_batch(
         self, tx: _Tx, batch_id: str, options: BatchOptions, state: BatchState, now: float
@@ -344,16 +374,21 @@ class SqliteStore:
             return
         if chunk[-1].position > MAX_POSITION:
             raise StoreError(f"a batch holds at most {MAX_POSITION:,} items")
-        base = pk << _POSITION_BITS
-        cur = tx.conn.executemany(
-            "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
-            "VALUES (?, ?, ?, ?, 'pending', ?, ?, 0) ON CONFLICT (batch_pk, key) DO NOTHING",
-            [
-                (base + it.position, pk, it.key, it.position, it.payload, max_attempts)
-                for it in chunk
-            ],
-        )
-        if cur.rowcount != len(chunk):
+        start = chunk[0].position
+        if chunk[-1].position - start != len(chunk) - 1:
+            raise StoreError("a chunk's positions must follow each other")  # pragma: no cover
+        # One statement per chunk over a JSON array: SQLite inserts the whole chunk without
+        # the GIL (the caller encodes the next chunk meanwhile) and without binding each row.
+        # A duplicate key fails the statement, and with it the whole submission.
+        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
+        try:
+            tx.conn.execute(
+                "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, "
+                "seq) SELECT ?1 + key, ?2, json_extract(value, '$[0]'), ?3 + key, 'pending', "
+                "json_extract(value, '$[1]'), ?4, 0 FROM json_each(?5)",
+                ((pk << _POSITION_BITS) + start, pk, start, max_attempts, rows),
+            )
+        except sqlite3.IntegrityError:
             self._raise_duplicate(tx, pk, chunk)
         tx.move_counts(pk, {"n_pending": len(chunk)}, now)
 
@@ -372,7 +407,7 @@ class SqliteStore:
             row = tx.conn.execute(
                 "SELECT position FROM items WHERE batch_pk = ? AND key = ?", (pk, it.key)
             ).fetchone()
-            if row is not None and row[0] != it.position:
+            if row is not None:
                 raise DuplicateKey(
                     f"duplicate key (first used by item {row[0]})", position=it.position, key=it.key
                 )
@@ -1110,6 +1145,12 @@ class SqliteStore:
                 "callback_lease = NULL WHERE id = ?",
                 (round_, batch_id),
             )
+
+
+def _readiness(chunks: Iterable[Any]) -> Callable[[], bool]:
+    """Whether the next chunk is at hand, if the iterable can tell (see items._Feed)."""
+    ready = getattr(chunks, "ready", None)
+    return ready if callable(ready) else lambda: False
 
 
 def _expiry(
