@@ -7,6 +7,7 @@ gets its own connection; the worker does all its writes from one thread.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -785,7 +786,7 @@ class SqliteStore:
                 tx.move_counts(pk, {"n_pending": due, "n_retry_wait": -due}, now)
         take = (
             "UPDATE items SET state = 'running', attempts = attempts + 1, worker = ?, "
-            "lease_expires = ?, started_at = ?, progress = NULL, message = NULL, seq = ? "
+            "lease_expires = ?, started_at = ?, seq = ?{} "
             "WHERE id IN (SELECT id FROM items WHERE {} LIMIT ?) "
             "RETURNING id, key, payload, attempts, max_attempt"
         )
@@ -793,8 +794,9 @@ class SqliteStore:
         # Items that came back (retries, leases taken back) go first, then fresh ones.
         got = tx.conn.execute(
             take.format(
+                ", progress = NULL, message = NULL",  # a fresh item has neither yet
                 "batch_pk = ? AND state = 'pending' AND attempts > 0 AND suspect = ? "
-                "ORDER BY priority DESC, id"
+                "ORDER BY priority DESC, id",
             ),
             (*lease_args, pk, int(suspect), room),
         ).fetchall()
@@ -802,7 +804,7 @@ class SqliteStore:
             low, high = _span(pk)
             fresh = tx.conn.execute(
                 take.format(
-                    "id >= ? AND id < ? AND state = 'pending' AND attempts = 0 ORDER BY id"
+                    "", "id >= ? AND id < ? AND state = 'pending' AND attempts = 0 ORDER BY id"
                 ),
                 (*lease_args, max(low, row[10]), high, room - len(got)),
             ).fetchall()
@@ -880,17 +882,11 @@ class SqliteStore:
             check_item(S.RUNNING, o.state)
         outcomes = self._no_retry_when_cancelled(tx, outcomes)
         seq = tx.seq
-        cur = tx.conn.executemany(
-            "UPDATE items SET state = ?, result = ?, error = ?, error_type = ?, "
-            "run_after = ?, finished_at = ?, duration = ?, tokens_in = tokens_in + ?, "
-            "tokens_out = tokens_out + ?, cost = cost + ?, metrics = ?, "
-            "progress = COALESCE(?, progress), message = COALESCE(?, message), "
-            "lease_expires = NULL, worker = NULL, suspect = 0, seq = ? "
-            "WHERE id = ? AND attempts = ? AND state = 'running'",
-            [_outcome_params(o, seq) for o in outcomes],
-        )
+        changed = 0
+        for sql, params in _outcome_updates(outcomes, seq):
+            changed += tx.conn.executemany(sql, params).rowcount
         accepted, rejected = list(outcomes), list[Outcome]()
-        if cur.rowcount != len(outcomes):
+        if changed != len(outcomes):
             accepted, rejected = self._split_by_seq(tx, outcomes, seq)
         for o in rejected:
             tx.event(
@@ -1185,22 +1181,65 @@ def _page_key(after: str) -> int:
     return int(after[1:])
 
 
-def _outcome_params(o: Outcome, seq: int) -> tuple[Any, ...]:
-    return (
-        o.state.value,
-        o.result,
-        o.error,
-        o.error_type,
-        o.run_after,
-        o.finished_at if o.state.is_terminal else None,
-        o.finished_at - o.started_at,
-        o.usage.tokens_in,
-        o.usage.tokens_out,
-        o.usage.cost,
-        o.metrics,
-        o.progress,
-        o.message,
-        seq,
-        o.item_id,
-        o.attempt,
-    )
+def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, list[Any]]]:
+    """UPDATE statements for outcomes, one per shape: each sets only the columns its
+    outcomes carry (every column set costs SQLite time on every row). The WHERE clause is
+    the fence: the item must still be running this attempt."""
+    groups: dict[tuple[bool, ...], list[Any]] = {}
+    for o in outcomes:
+        later = o.attempt > 1  # an earlier attempt may have left an error, metrics, a flag
+        shape = (
+            o.state.is_terminal,
+            o.result is not None,
+            o.error is not None,
+            o.run_after is not None,
+            not o.usage.is_zero,
+            o.metrics is not None,
+            o.progress is not None or o.message is not None,
+            later,
+        )
+        params: list[Any] = [o.state.value, seq, o.finished_at - o.started_at]
+        if shape[0]:
+            params.append(o.finished_at)
+        if shape[1]:
+            params.append(o.result)
+        if shape[2]:
+            params += (o.error, o.error_type)
+        if shape[3]:
+            params.append(o.run_after)
+        if shape[4]:
+            params += (o.usage.tokens_in, o.usage.tokens_out, o.usage.cost)
+        if shape[5]:
+            params.append(o.metrics)
+        if shape[6]:
+            params += (o.progress, o.message)
+        params += (o.item_id, o.attempt)
+        groups.setdefault(shape, []).append(params)
+    return [(_update_sql(shape), rows) for shape, rows in groups.items()]
+
+
+# Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
+# outcome carries it, and what to set when it does not but an earlier attempt may have.
+_OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
+    ("finished_at = ?", None),
+    ("result = ?", None),
+    ("error = ?, error_type = ?", "error = NULL, error_type = NULL"),
+    ("run_after = ?", None),
+    ("tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?", None),
+    ("metrics = ?", "metrics = NULL"),
+    ("progress = COALESCE(?, progress), message = COALESCE(?, message)", None),
+)
+
+
+@functools.cache
+def _update_sql(shape: tuple[bool, ...]) -> str:
+    *carried, later = shape
+    sets = ["state = ?", "seq = ?", "duration = ?"]
+    for has, (present, cleared) in zip(carried, _OPTIONAL_SETS, strict=True):
+        if has:
+            sets.append(present)
+        elif later and cleared:
+            sets.append(cleared)
+    if later:
+        sets.append("suspect = 0")
+    return f"UPDATE items SET {', '.join(sets)} WHERE id = ? AND attempts = ? AND state = 'running'"
