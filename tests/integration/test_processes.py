@@ -403,3 +403,54 @@ def test_two_workers_never_run_an_item_twice(yard: Yard, workers: Workers, tmp_p
         assert item.attempts == 1
         assert item.result == expected(item.payload["n"])
     assert not [e for e in yard.store.events(None, since=0) if e.kind.endswith("rejected")]
+
+
+# -- 5. SIGTERM: finish what fits in the grace period, give the rest back ----------------------
+
+
+def test_sigterm_lets_short_items_finish_and_gives_long_ones_back(
+    yard: Yard, workers: Workers, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    sleeps = {"quick1": 0.3, "quick2": 0.3, "long1": 120, "long2": 120}
+    batch = yard.submit(
+        f"{TASKS}:slow_first",
+        (
+            {"id": key, "n": n, "sleep": sleeps[key], "ledger": str(ledger)}
+            for n, key in enumerate(sleeps)
+        ),
+    )
+    proc = workers.start("--forever", "--lease", "30", "--grace", "5", "--concurrency", "8")
+    wait_for(
+        lambda: len(read_ledger(ledger)) == 4,
+        30,
+        "all four items to start",
+        workers.report,
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert workers.finish(proc) == 0, workers.stderr(proc)
+
+    stats = workers.stats(proc)
+    assert (stats["recorded"], stats["released"]) == (2, 2)
+    states = {item.key: (item.state, item.attempts) for item in batch.items()}
+    assert states == {
+        "quick1": (ItemState.SUCCEEDED, 1),
+        "quick2": (ItemState.SUCCEEDED, 1),
+        # Given back at once, unfinished: pending again, not waiting out a 30 s lease.
+        "long1": (ItemState.PENDING, 1),
+        "long2": (ItemState.PENDING, 1),
+    }
+    check_counters(yard, batch.id)
+
+    # Another worker takes them straight away; the released attempt was not spent.
+    finisher = workers.start("--lease", "30", "--concurrency", "8")
+    assert workers.finish(finisher) == 0, workers.stderr(finisher)
+    assert batch.status().state is BatchState.COMPLETED
+    assert {(r["key"], r["attempt"]) for r in read_ledger(ledger)} == {
+        ("quick1", 1),
+        ("quick2", 1),
+        ("long1", 1),
+        ("long2", 1),
+        ("long1", 2),
+        ("long2", 2),
+    }

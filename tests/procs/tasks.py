@@ -76,3 +76,11 @@ def gated(item, ctx):
         {"key": ctx.key, "attempt": ctx.attempt, "pid": os.getpid(), "event": "end"},
     )
     return {**expected(item["n"]), "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+async def slow_first(item, ctx):
+    """Sleeps ``sleep`` seconds on its first attempt only; leaves a ledger line per start."""
+    append_line(item["ledger"], {"key": ctx.key, "attempt": ctx.attempt, "pid": os.getpid()})
+    if ctx.attempt == 1:
+        await asyncio.sleep(item["sleep"])
+    return expected(item["n"])
