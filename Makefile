@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,7 +26,7 @@ test: lint types
 	$(VENV)/bin/pytest
 
 bench: install
-	$(PY) -m pip install --quiet 'huey>=2.5'
+	$(PY) -m pip install -qq 'huey>=2.5'
 	$(PY) bench/core.py
 
 clean:
