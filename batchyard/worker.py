@@ -58,6 +58,7 @@ class WorkerConfig:
     progress_interval: float = 1.0
     control_interval: float = 0.5
     tasks: tuple[str, ...] | None = None
+    batches: tuple[str, ...] | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def __post_init__(self) -> None:
@@ -149,11 +150,13 @@ class Worker:
             asyncio.create_task(self._every(cfg.control_interval, self._control)),
             asyncio.create_task(self._every(min(cfg.lease / 2, 5.0), self._reclaim)),
         ]
+        stop_listening = self.store.on_change(self.wake)
         try:
             await self._reclaim()
             await self._work(until_idle)
             await self._drain()
         finally:
+            stop_listening()
             for task in lanes + chores:
                 task.cancel()
             await asyncio.gather(*lanes, *chores, return_exceptions=True)
@@ -177,7 +180,9 @@ class Worker:
                 continue
             if not self._inflight and not self._outcomes:
                 await self._run_callbacks()
-                outlook = await self._db_call(self.store.outlook, self._known_tasks(), self._now())
+                outlook = await self._db_call(
+                    self.store.outlook, self._known_tasks(), self._now(), self.config.batches
+                )
                 if until_idle and outlook.remaining == 0 and outlook.callbacks_due == 0:
                     return
                 quiet_since = quiet_since or self._now()
@@ -233,6 +238,7 @@ class Worker:
             self.clock.now(),
             self.config.lease,
             alone=not self._inflight,
+            only=self.config.batches,
         )
         self._note(outcomes, done)
         return claims

@@ -221,12 +221,14 @@ class Store(Protocol):
         now: float,
         lease: float,
         alone: bool = False,
+        only: Collection[str] | None = None,
     ) -> list[Claim]:
         """Lease up to ``limit`` runnable items of the tasks in ``capacity`` (task name to
         free slots), highest priority first, within each batch's concurrency.
 
         ``alone`` says the worker holds nothing else: it may then get one suspect item
-        (see ``reclaim_expired``) to run by itself, and nothing with it."""
+        (see ``reclaim_expired``) to run by itself, and nothing with it. ``only`` limits
+        the claim to the batches with these ids."""
         ...
 
     def record_and_claim(
@@ -238,6 +240,7 @@ class Store(Protocol):
         now: float,
         lease: float,
         alone: bool = False,
+        only: Collection[str] | None = None,
     ) -> tuple[Recorded, list[Claim]]:
         """``record`` then ``claim`` in one transaction: a worker's one round trip."""
         ...
@@ -272,7 +275,15 @@ class Store(Protocol):
 
     def batch_states(self, batch_pks: Collection[int]) -> dict[int, BatchState]: ...
 
-    def outlook(self, tasks: Collection[str], now: float) -> Outlook: ...
+    def outlook(
+        self, tasks: Collection[str], now: float, only: Collection[str] | None = None
+    ) -> Outlook: ...
+
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from any thread) whenever items may have become claimable through
+        another process (a new batch, a resume, a retry); returns a function that stops it.
+        A store without notifications returns a no-op: workers poll anyway."""
+        ...
 
     def claim_callbacks(
         self, tasks: Collection[str], now: float, lease: float

@@ -376,3 +376,15 @@ def test_events_and_changes_follow_a_growing_cursor(yard: Yard) -> None:
     assert {c.key for c in changes} == {"1", "2", "3", "4", "5"}
     assert batch.changes(since=max(c.seq for c in changes)) == []
     assert batch.events(since=events[-1].seq) == []
+
+
+def test_a_worker_can_serve_only_some_batches(yard: Yard) -> None:
+    @yard.task
+    async def echo(item: dict[str, Any]) -> Any:
+        return item["v"]
+
+    mine = yard.submit(echo, [{"v": 1}, {"v": 2}])
+    other = yard.submit(echo, [{"v": 3}])
+    run(yard, batches=(mine.id,))  # idle once its own batch is done
+    assert mine.status().state is BatchState.COMPLETED
+    assert other.status().state is BatchState.QUEUED and other.status().counts.pending == 1

@@ -8,7 +8,7 @@ import json
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,10 @@ LOG_INSERT = "INSERT INTO item_logs (item_id, attempt, at, kind, message) VALUES
 MIN_SQLITE = (3, 35, 0)
 POSITION_BITS = 32
 MAX_POSITION = (1 << POSITION_BITS) - 1
+
+
+def _nothing() -> None:
+    return None
 
 
 def span(pk: int) -> tuple[int, int]:
@@ -236,6 +240,10 @@ class SqliteBase:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """SQLite has no notifications across processes: workers poll. A no-op."""
+        return _nothing
 
     def schema_version(self) -> int:
         return int(self._read("SELECT MAX(version) FROM schema_version")[0][0])

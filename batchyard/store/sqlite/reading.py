@@ -150,15 +150,21 @@ class Reading(SqliteBase):
         rows = self._read(f"SELECT pk, state FROM batches WHERE pk IN ({marks})", tuple(batch_pks))
         return {pk: B(state) for pk, state in rows}
 
-    def outlook(self, tasks: Collection[str], now: float) -> Outlook:
+    def outlook(
+        self, tasks: Collection[str], now: float, only: Collection[str] | None = None
+    ) -> Outlook:
         if not tasks:
             return Outlook(0, None, 0)
         marks = ",".join("?" * len(tasks))
-        rows = self._read(
-            "SELECT pk, n_pending + n_running + n_retry_wait, n_retry_wait FROM batches "
-            f"WHERE state IN {CLAIMABLE} AND task IN ({marks})",
-            tuple(tasks),
-        )
+        rows = [
+            row
+            for row in self._read(
+                "SELECT pk, n_pending + n_running + n_retry_wait, n_retry_wait, id FROM batches "
+                f"WHERE state IN {CLAIMABLE} AND task IN ({marks})",
+                tuple(tasks),
+            )
+            if only is None or row[3] in only
+        ]
         remaining = sum(row[1] for row in rows)
         dues = [self._next_due(row[0]) for row in rows if row[2]]
         callbacks = self._read(

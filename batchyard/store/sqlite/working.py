@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from batchyard.states import BatchState, ItemState, check_item
@@ -32,8 +32,11 @@ from batchyard.store.sqlite.recording import Recording
 class Working(Recording):
     """What workers do to items: claim, heartbeat, release; and the lease sweep."""
 
-    def _claimable(self, capacity: Mapping[str, int], now: float) -> list[Any]:
-        """Claimable batches of the given tasks with something runnable now, best first."""
+    def _claimable(
+        self, capacity: Mapping[str, int], now: float, only: Collection[str] | None = None
+    ) -> list[Any]:
+        """Claimable batches of the given tasks (and ids, if ``only``) with something
+        runnable now, best first."""
         rows = self._read(
             "SELECT pk, id, task, state, concurrency, n_running, n_pending, n_retry_wait, "
             f"timeout, params, claim_cursor FROM batches WHERE state IN {CLAIMABLE} "
@@ -42,7 +45,7 @@ class Working(Recording):
         )
         out = []
         for row in rows:
-            if capacity.get(row[2], 0) <= 0:
+            if capacity.get(row[2], 0) <= 0 or (only is not None and row[1] not in only):
                 continue
             if row[4] is not None and row[5] >= row[4]:
                 continue
@@ -59,8 +62,11 @@ class Working(Recording):
         now: float,
         lease: float,
         alone: bool = False,
+        only: Collection[str] | None = None,
     ) -> list[Claim]:
-        return self.record_and_claim([], worker_id, capacity, limit, now, lease, alone)[1]
+        return self.record_and_claim(
+            [], worker_id, capacity, limit, now, lease, alone=alone, only=only
+        )[1]
 
     def record_and_claim(
         self,
@@ -71,20 +77,23 @@ class Working(Recording):
         now: float,
         lease: float,
         alone: bool = False,
+        only: Collection[str] | None = None,
     ) -> tuple[Recorded, list[Claim]]:
         # Outcomes free slots under batch caps, so with outcomes the claim always looks
         # inside the transaction; without, a read first spares idle polls the write lock.
         want = (
             limit > 0
             and bool(capacity)
-            and (bool(outcomes) or bool(self._claimable(capacity, now)))
+            and (bool(outcomes) or bool(self._claimable(capacity, now, only)))
         )
         if not outcomes and not want:
             return Recorded([], []), []
         with self._write() as tx:
             done = self._record_in(tx, outcomes, now) if outcomes else Recorded([], [])
             claims = (
-                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone) if want else []
+                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone, only)
+                if want
+                else []
             )
         return done, claims
 
@@ -97,8 +106,9 @@ class Working(Recording):
         now: float,
         lease: float,
         alone: bool,
+        only: Collection[str] | None,
     ) -> list[Claim]:
-        rows = self._claimable(capacity, now)
+        rows = self._claimable(capacity, now, only)
         if alone:
             for row in rows:
                 if row[4] is None or row[5] < row[4]:

@@ -1,0 +1,92 @@
+"""What every command shares: opening the store, printing JSON, a Rich console, durations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time: --help must not pay for them
+    from rich.console import Console
+
+    from batchyard.yard import Yard
+
+#: Where the CLI keeps batches when neither --db nor $BATCHYARD_DB says.
+DEFAULT_DB = "sqlite:///batchyard.db"
+DB_HELP = (
+    "the store: sqlite:///path.db or postgresql://user@host/db "
+    f"(default: $BATCHYARD_DB, else {DEFAULT_DB}, a file in the current folder)"
+)
+
+
+class CommandError(Exception):
+    """A command was used wrongly (a bad option value, a missing file): exit status 2."""
+
+
+def db_url(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("BATCHYARD_DB") or DEFAULT_DB)
+
+
+def open_yard(args: argparse.Namespace) -> Yard:
+    from batchyard.yard import Yard
+
+    return Yard(db_url(args))
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (documented shape) instead of text"
+    )
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout, indented, keys in a stable order."""
+    import orjson
+
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value = text.strip().lower()
+    factor = units.get(value[-1:], None)
+    number = value[:-1] if factor else value
+    try:
+        seconds = float(number) * (factor or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (use e.g. 90s, 15m, 12h, 7d)"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
