@@ -2,38 +2,104 @@
 
 ``Yard`` is the entry point: ``Yard("sqlite:///work.db")``, ``@yard.task``,
 ``yard.submit(task, items)``, ``yard.run_until_idle()``.
+
+Names are imported on first use (PEP 562), so ``import batchyard`` and the command line
+start fast; ``from batchyard import Yard`` works as usual.
 """
 
-from batchyard.clock import Clock, FakeClock, SystemClock
-from batchyard.context import TaskContext
-from batchyard.errors import (
-    BatchNotFound,
-    BatchyardError,
-    Cancelled,
-    ConfigError,
-    Conflict,
-    DuplicateKey,
-    Fail,
-    InputError,
-    InvalidItem,
-    InvalidTransition,
-    ItemNotFound,
-    NotSerializable,
-    Retry,
-    SchemaTooNew,
-    StoreError,
-    StoreUnavailable,
-    TaskNotRegistered,
-    TaskSignal,
-)
-from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
-from batchyard.retry import RetryPolicy
-from batchyard.states import BatchState, ItemState
-from batchyard.tasks import TaskSpec, task
-from batchyard.worker import Worker, WorkerConfig, WorkerStats
-from batchyard.yard import Batch, Yard
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchyard.clock import Clock, FakeClock, SystemClock
+    from batchyard.context import TaskContext
+    from batchyard.errors import (
+        BatchNotFound,
+        BatchyardError,
+        Cancelled,
+        ConfigError,
+        Conflict,
+        DuplicateKey,
+        Fail,
+        InputError,
+        InvalidItem,
+        InvalidTransition,
+        ItemNotFound,
+        NotSerializable,
+        Retry,
+        SchemaTooNew,
+        StoreError,
+        StoreUnavailable,
+        TaskNotRegistered,
+        TaskSignal,
+    )
+    from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
+    from batchyard.retry import RetryPolicy
+    from batchyard.states import BatchState, ItemState
+    from batchyard.tasks import TaskSpec, task
+    from batchyard.worker import Worker, WorkerConfig, WorkerStats
+    from batchyard.yard import Batch, Yard
 
 __version__ = "0.1.0"
+
+# Where each public name lives.
+_HOME = {
+    "Batch": "batchyard.yard",
+    "BatchNotFound": "batchyard.errors",
+    "BatchState": "batchyard.states",
+    "BatchStatus": "batchyard.models",
+    "BatchyardError": "batchyard.errors",
+    "Cancelled": "batchyard.errors",
+    "Clock": "batchyard.clock",
+    "ConfigError": "batchyard.errors",
+    "Conflict": "batchyard.errors",
+    "Counts": "batchyard.models",
+    "DuplicateKey": "batchyard.errors",
+    "Event": "batchyard.models",
+    "Fail": "batchyard.errors",
+    "FakeClock": "batchyard.clock",
+    "InputError": "batchyard.errors",
+    "InvalidItem": "batchyard.errors",
+    "InvalidTransition": "batchyard.errors",
+    "Item": "batchyard.models",
+    "ItemNotFound": "batchyard.errors",
+    "ItemState": "batchyard.states",
+    "LogLine": "batchyard.models",
+    "NotSerializable": "batchyard.errors",
+    "Page": "batchyard.models",
+    "Retry": "batchyard.errors",
+    "RetryPolicy": "batchyard.retry",
+    "SchemaTooNew": "batchyard.errors",
+    "StoreError": "batchyard.errors",
+    "StoreUnavailable": "batchyard.errors",
+    "SystemClock": "batchyard.clock",
+    "TaskContext": "batchyard.context",
+    "TaskNotRegistered": "batchyard.errors",
+    "TaskSignal": "batchyard.errors",
+    "TaskSpec": "batchyard.tasks",
+    "Usage": "batchyard.models",
+    "Worker": "batchyard.worker",
+    "WorkerConfig": "batchyard.worker",
+    "WorkerStats": "batchyard.worker",
+    "Yard": "batchyard.yard",
+    "task": "batchyard.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchyard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Batch",
