@@ -202,9 +202,8 @@ class Worker:
         return wait
 
     async def _flush_and_claim(self, free: int) -> list[Claim]:
-        # No artificial linger: outcomes gather by themselves while the store thread is
-        # busy with the previous commit, so a loaded worker commits hundreds at once and an
-        # idle one commits at once.
+        # Outcomes also gather by themselves while the store thread is busy with the
+        # previous commit (see _finish for when the loop is woken to come here).
         cfg = self.config
         capacity = self._capacity(free)
         outcomes, self._outcomes = self._outcomes, []
@@ -350,8 +349,16 @@ class Worker:
             took = outcome.finished_at - outcome.started_at
             mean = self._mean_duration
             self._mean_duration = took if mean is None else 0.9 * mean + 0.1 * took
-        assert self._wake is not None
-        self._wake.set()
+        # Group commit with a bounded delay: while prefetched work keeps every lane busy,
+        # outcomes wait (at most flush_interval, the main loop's timeout) to be committed
+        # together; once the queue runs low, or a chunk of them has gathered, commit and
+        # claim at once so no lane goes idle.
+        if (
+            len(self._ready) <= self._prefetch() // 2
+            or len(self._outcomes) >= self.config.claim_chunk
+        ):
+            assert self._wake is not None
+            self._wake.set()
 
     # -- stopping ---------------------------------------------------------------------
 
