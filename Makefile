@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m batchyard.demo
+	$(VENV)/bin/batchyard demo
 
 lint: install
 	$(VENV)/bin/ruff check batchyard tests bench

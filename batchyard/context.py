@@ -94,6 +94,12 @@ class TaskContext:
         if len(self._logs) < MAX_LOG_LINES:
             self._logs.append((time.time(), kind, str(message)[:MAX_MESSAGE]))
 
+    def log_raw(self, kind: str, message: str) -> None:
+        """Keep a line as it is (the worker's own lines: a traceback can be long)."""
+        if self._logs is None:
+            self._logs = []
+        self._logs.append((time.time(), kind, message))
+
     def take_logs(self) -> list[tuple[float, str, str]]:
         logs, self._logs = self._logs or [], None
         return logs

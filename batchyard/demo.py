@@ -1,8 +1,9 @@
 """The demo: a batch of sample sales leads scored by a built-in task, shown live, then reported.
 
-``python -m batchyard.demo`` (or ``make demo``) makes ~300 fake leads, submits them to a fresh
-SQLite file, runs a worker in this process and redraws the batch's progress as read from the
-store, then prints a report. The task does real work with realistic latency, and some of its
+``batchyard demo`` (or ``make demo``) writes ~300 fake leads to ``demo-leads.jsonl``, submits
+them, runs a worker in this process while the live view (``batchyard.live``) follows the
+batch in the store, then prints a report. ``python -m batchyard.demo`` does the same in a
+fresh SQLite file of its own. The task does real work with realistic latency, and some of its
 attempts fail: a few transiently (retried), two items for good.
 """
 
@@ -10,28 +11,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import math
 import os
 import random
-import shutil
-import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
+
 from batchyard.context import TaskContext
 from batchyard.errors import Fail
-from batchyard.models import BatchStatus
 from batchyard.tasks import task
-from batchyard.worker import Worker
 from batchyard.yard import Batch, Yard
 
 DEFAULT_DB = "batchyard-demo.db"
+#: The sample input the demo writes, in the current folder.
+SAMPLE = Path("demo-leads.jsonl")
 DEFAULT_ITEMS = 300
 #: Set to a number to change the default item count (the tests make the demo small with it).
 ITEMS_ENV = "BATCHYARD_DEMO_ITEMS"
@@ -136,148 +135,6 @@ async def score_lead(lead: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return result
 
 
-# -- live progress ------------------------------------------------------------------------
-
-
-class Meter:
-    """Items per second over the last few seconds, and the time left at that pace."""
-
-    def __init__(self, window: float = 5.0) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, finished: int) -> None:
-        self._samples.append((at, finished))
-        while len(self._samples) > 2 and at - self._samples[0][0] > self.window:
-            self._samples.popleft()
-
-    @property
-    def rate(self) -> float:
-        if len(self._samples) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-
-    def eta(self, remaining: int) -> float | None:
-        rate = self.rate
-        return remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    whole = round(seconds)
-    return f"{whole // 60}:{whole % 60:02d}"
-
-
-def _counts(status: BatchStatus) -> list[str]:
-    c = status.counts
-    shown = [
-        f"ok {c.succeeded}",
-        f"failed {c.failed}",
-        f"running {c.running}",
-        f"retry {c.retry_wait}",
-        f"pending {c.pending}",
-    ]
-    return [*shown, f"cancelled {c.cancelled}"] if c.cancelled else shown
-
-
-def _drop_one(counts: list[str]) -> bool:
-    """Drop the least telling count to make room: pending (the rest imply it), then retry.
-    By label, not by value, so the line keeps its layout while the numbers change."""
-    for label in ("pending", "retry", "running"):
-        for i, text in enumerate(counts):
-            if text.startswith(label):
-                del counts[i]
-                return True
-    return False
-
-
-def live_line(status: BatchStatus, meter: Meter, width: int, fancy: bool = True) -> str:
-    """One line for a terminal: a bar, the pace, the time left and the counts per state,
-    fitted to ``width`` (the bar shrinks first, then the least telling counts go)."""
-    c = status.counts
-    pace = f"{meter.rate:5.1f}/s ETA {_clock(meter.eta(c.remaining))}"
-    pad = len(str(c.total))  # the count keeps its width, so the bar does not jump
-    counts = _counts(status)
-    while True:
-        done = f"{c.finished:>{pad}}/{c.total}"
-        text = f" {status.progress:4.0%} {done}  {pace}  {'  '.join(counts)}"
-        room = width - 1 - max(10, len(status.state.value)) - 3 - len(text)
-        if room >= 8 or not _drop_one(counts):
-            break
-    room = max(8, min(30, room))
-    full, empty = ("\u2588", "\u2591") if fancy else ("#", ".")
-    filled = int(status.progress * room)
-    line = f"{status.state.value:<10} |{full * filled}{empty * (room - filled)}|{text}"
-    return line[: max(1, width - 1)]
-
-
-def plain_line(status: BatchStatus, meter: Meter, elapsed: float) -> str:
-    """One status line for a log or a pipe."""
-    c = status.counts
-    eta = _clock(meter.eta(c.remaining))
-    return (
-        f"[{elapsed:6.1f}s] {status.state.value} {c.finished}/{c.total} ({status.progress:.0%})  "
-        f"{'  '.join(_counts(status))}  {meter.rate:.1f} items/s  ETA {eta}"
-    )
-
-
-class Display:
-    """Shows a batch's status: redrawn in place on a terminal, a plain line every
-    ``interval`` seconds otherwise (never a cursor code then)."""
-
-    def __init__(self, out: TextIO, *, tty: bool | None = None) -> None:
-        self.out = out
-        self.tty = _is_terminal(out) if tty is None else tty
-        self.interval = 0.1 if self.tty else 2.0
-        self.fancy = _can_encode(out, "\u2588\u2591")
-        self.meter = Meter()
-        self._started = time.monotonic()
-        self._width = 0
-
-    def show(self, status: BatchStatus) -> None:
-        now = time.monotonic()
-        self.meter.add(now, status.counts.finished)
-        if self.tty:
-            columns = shutil.get_terminal_size((100, 24)).columns
-            line = live_line(status, self.meter, columns, self.fancy)
-            # Pad over the previous line instead of a clear-line code: works on any console.
-            self.out.write("\r" + line.ljust(min(self._width, columns - 1)))
-            self._width = len(line)
-        else:
-            self.out.write(plain_line(status, self.meter, now - self._started) + "\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.tty and self._width:
-            self.out.write("\n")
-            self.out.flush()
-
-    async def follow(self, batch: Batch, done: asyncio.Event) -> None:
-        """Show the batch's status from the store until ``done`` is set, then once more."""
-        while True:
-            finished = done.is_set()
-            self.show(await asyncio.to_thread(batch.status))
-            if finished:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.interval)
-        self.close()
-
-
-def _is_terminal(out: TextIO) -> bool:
-    return out.isatty() and os.environ.get("TERM") != "dumb"
-
-
-def _can_encode(out: TextIO, text: str) -> bool:
-    try:
-        text.encode(out.encoding or "ascii")
-    except (LookupError, UnicodeEncodeError):
-        return False
-    return True
-
-
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -326,31 +183,59 @@ def _last_line(error: str) -> str:
 # -- running it ---------------------------------------------------------------------------
 
 
-async def run(yard: Yard, batch: Batch, display: Display, concurrency: int) -> bool:
-    """Work the batch in this process while ``display`` follows it; True unless stopped."""
-    worker = yard.worker(concurrency=concurrency)
-    _stop_on_signals(worker)
-    done = asyncio.Event()
-    follower = asyncio.create_task(display.follow(batch, done))
-    try:
-        await worker.run(until_idle=True)
-    finally:
-        done.set()
-        await follower
-    return not worker.stopping
+def write_sample(path: Path, count: int, seed: int = 7) -> Path:
+    """Write ``count`` sample leads to ``path`` as JSONL (replacing it); returns the path."""
+    with path.open("wb") as out:
+        for lead in sample_leads(count, seed):
+            out.write(orjson.dumps(lead) + b"\n")
+    return path
 
 
-def _stop_on_signals(worker: Worker) -> None:
-    """Ctrl-C or SIGTERM: the first lets running items finish, a second stops at once."""
-    loop = asyncio.get_running_loop()
+def play(
+    url: str,
+    *,
+    items: int | None = None,
+    concurrency: int = 8,
+    seed: int = 7,
+    sample: Path = SAMPLE,
+    out: TextIO | None = None,
+    cli: str = "batchyard",
+) -> int:
+    """The demo: write the sample input, submit it to the store at ``url``, work it here
+    with the live view, print a report and the commands (``cli``) to look further. Returns
+    0 once the batch ended (however it ended: two leads fail on purpose), 130 when a signal
+    stopped it first."""
+    from batchyard.inputs import open_input
+    from batchyard.live import work_and_follow
 
-    def on_signal() -> None:
-        worker.stop(immediately=worker.stopping)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Windows has no loop signal handlers: Ctrl-C then ends the demo the default way.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal)
+    out = out or sys.stdout
+    count = items or _default_items()
+    write_sample(sample, count, seed)
+    with Yard(url) as yard, open_input(str(sample)) as leads:
+        batch = yard.submit(
+            score_lead,
+            leads,
+            name=f"demo: score {count} leads",
+            concurrency=concurrency,
+            params={"seed": seed, "failure_rate": 0.05},
+            metadata={"input": str(sample)},
+        )
+        status = batch.status()
+        out.write(
+            f"batchyard demo: scoring {count} sample leads from {sample} in {yard.url}\n"
+            f"batch {batch.id}, task {status.task}, concurrency {concurrency}\n"
+        )
+        out.flush()
+        final = asyncio.run(work_and_follow(yard, batch.id, concurrency=concurrency, out=out))
+        out.write("\n".join(["", *report(batch), ""]))
+        if not final.is_finished:
+            out.write(f"stopped early: the unfinished items wait in {yard.url} for a worker\n")
+        out.write(
+            f"\nlook further: {cli} report {batch.id}\n"
+            f"              {cli} items {batch.id} --state failed\n"
+        )
+        out.flush()
+    return 0 if final.is_finished else 130
 
 
 def _default_items() -> int:
@@ -361,9 +246,10 @@ def _default_items() -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m batchyard.demo",
-        description="Score sample leads in a batch, with live progress and a report.",
+        description="Score sample leads in a batch, with live progress and a report "
+        "(the same as 'batchyard demo', in a fresh database file of its own).",
     )
-    parser.add_argument("--items", type=int, default=_default_items(), help="how many leads")
+    parser.add_argument("--items", type=int, default=None, help="how many leads")
     parser.add_argument("--db", default=DEFAULT_DB, help="SQLite file, replaced if present")
     parser.add_argument("--concurrency", type=int, default=8, help="items run at once")
     parser.add_argument("--seed", type=int, default=7, help="fixes the input and the failures")
@@ -376,32 +262,22 @@ def _fresh(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the demo; 0 when its batch ended (however it ended), 1 when it was stopped."""
-    args = _parser().parse_args(argv)
-    out = out or sys.stdout
-    if args.items < 1 or args.concurrency < 1:
-        _parser().error("--items and --concurrency must be at least 1")
+    """``python -m batchyard.demo``: the demo in a fresh SQLite file."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.items is not None and args.items < 1) or args.concurrency < 1:
+        parser.error("--items and --concurrency must be at least 1")
     db = Path(args.db)
     _fresh(db)
-    with Yard(f"sqlite:///{db}") as yard:
-        batch = yard.submit(
-            score_lead,
-            sample_leads(args.items, args.seed),
-            name=f"demo: score {args.items} leads",
-            concurrency=args.concurrency,
-            params={"seed": args.seed, "failure_rate": 0.05},
-        )
-        out.write(
-            f"batchyard demo: scoring {args.items} sample leads in {db}\n"
-            f"batch {batch.id}, task {batch.status().task}, concurrency {args.concurrency}\n"
-        )
-        out.flush()
-        completed = asyncio.run(run(yard, batch, Display(out), args.concurrency))
-        out.write("\n".join(["", *report(batch), ""]))
-        if not completed:
-            out.write(f"stopped early: the unfinished items wait in {db} for a worker\n")
-        out.flush()
-    return 0 if completed else 1
+    url = f"sqlite:///{db}"
+    return play(
+        url,
+        items=args.items,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        out=out,
+        cli=f"batchyard --db {url}",
+    )
 
 
 if __name__ == "__main__":

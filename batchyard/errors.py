@@ -24,6 +24,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatchyardError(Exception):
     """The root of every error batchyard raises."""
@@ -85,7 +87,11 @@ class InvalidItem(InputError):
 
 
 class DuplicateKey(InputError):
-    """Two items of one batch have the same key."""
+    """Two items of one batch have the same key; ``first_position`` is the earlier one's."""
+
+    def __init__(self, reason: str, *, first_position: int | None = None, **where: Any) -> None:
+        self.first_position = first_position
+        super().__init__(reason, **where)
 
 
 class NotSerializable(InputError):

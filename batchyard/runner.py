@@ -167,9 +167,9 @@ class Runner:
     def _failure(self, job: Job, exc: BaseException, *, trace: bool = True) -> Outcome:
         claim = job.claim
         delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt)
-        text = _describe(exc)
+        text = _describe(exc)  # one line for the item; the whole traceback goes to its log
         if trace and not isinstance(exc, (Retry, Fail)):
-            text = "".join(traceback.format_exception(exc))[-MAX_ERROR:]
+            job.ctx.log_raw("traceback", "".join(traceback.format_exception(exc))[-MAX_ERROR:])
         if delay is None:
             return self._outcome(job, ItemState.FAILED, error=text, error_type=type(exc).__name__)
         return self._outcome(

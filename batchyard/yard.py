@@ -195,7 +195,7 @@ class Yard:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(_serve_with_signals(worker, until_idle))
+            return asyncio.run(serve_with_signals(worker, until_idle))
         # Called from inside an event loop (a notebook): run on a thread of its own.
         result: list[WorkerStats] = []
         thread = threading.Thread(
@@ -335,7 +335,7 @@ def _check_options(options: BatchOptions) -> None:
         raise ConfigError("timeout must be positive (or None for no limit)")
 
 
-async def _serve_with_signals(worker: Worker, until_idle: bool) -> WorkerStats:
+async def serve_with_signals(worker: Worker, until_idle: bool) -> WorkerStats:
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
 

@@ -28,10 +28,21 @@ def db_url(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("BATCHYARD_DB") or DEFAULT_DB)
 
 
-def open_yard(args: argparse.Namespace) -> Yard:
+def open_yard(args: argparse.Namespace, *, create: bool = True) -> Yard:
+    """The Yard on the command's store. Without ``create``, a SQLite file that does not exist
+    is an error (a mistyped --db must not leave an empty database behind)."""
+    from pathlib import Path
+
+    from batchyard.store import sqlite_path
     from batchyard.yard import Yard
 
-    return Yard(db_url(args))
+    url = db_url(args)
+    path = sqlite_path(url)
+    if not create and path is not None and not Path(path).exists():
+        raise CommandError(
+            f"no database at {path}: nothing was submitted there (check --db or $BATCHYARD_DB)"
+        )
+    return Yard(url)
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,187 @@
-"""Commands that run workers and show live progress: run, worker, monitor, demo."""
+"""Commands that run workers and show live progress: run, worker, monitor, demo.
+
+``run``, ``monitor`` and ``demo`` exit 0 when their batch completed and 1 when it ended
+with failures or was cancelled (the demo: 0 once its batch ended, since it fails a couple
+of items on purpose); 130 when a signal stopped them first.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from batchyard.cli.batches import INPUT_HELP, add_submit_options, submit_from_args
+from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int
+
+if TYPE_CHECKING:
+    from batchyard.models import BatchStatus
+
+EXIT_INTERRUPTED = 130
 
 
 def register(commands: Any) -> None:
     """Adds run, worker, monitor and demo."""
+    run = commands.add_parser(
+        "run",
+        help="submit a batch and work it in this process with live progress",
+        description="Submit INPUT as a batch of TASK and work it here, with a live view "
+        "(a plain status line every few seconds when stdout is not a terminal), until the "
+        "batch ends. Exit status 0 when it completed, 1 when it ended with failures or was "
+        "cancelled, 130 when Ctrl-C stopped it first (its unfinished items wait for a "
+        "worker; a second Ctrl-C stops without waiting for running items).",
+        epilog=INPUT_HELP,
+    )
+    add_submit_options(run)
+    run.set_defaults(run=run_run)
+
+    worker = commands.add_parser(
+        "worker",
+        help="work queued batches until stopped (or until idle)",
+        description="A long-running worker for every queued batch whose task this process "
+        "can import (or only the batches given with --batch). Logs to stderr (-v for INFO). "
+        "Ctrl-C or SIGTERM: running items get --grace seconds to finish; a second one "
+        "stops at once. Unfinished items go back to the queue.",
+    )
+    worker.add_argument(
+        "--concurrency", type=positive_int, default=64, metavar="N", help="items at once"
+    )
+    worker.add_argument(
+        "--batch",
+        dest="batches",
+        action="append",
+        metavar="ID",
+        help="serve only this batch (repeatable); others are left alone",
+    )
+    worker.add_argument(
+        "--until-idle", action="store_true", help="exit when nothing is left to run"
+    )
+    worker.add_argument(
+        "--lease",
+        type=parse_duration,
+        default=30.0,
+        metavar="S",
+        help="lease per item, renewed while it runs; a silent worker's items go to others "
+        "after this long (default 30s)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=30.0,
+        metavar="S",
+        help="how long running items may finish once stopped (default 30s)",
+    )
+    worker.set_defaults(run=run_worker)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="a live dashboard of a batch until it ends",
+        description="Show a batch live, as read from the store (whichever process works "
+        "it): counts, a progress bar, throughput, ETA, items in flight with their progress "
+        "and message, recent errors; redrawn about every second, a plain status line every "
+        "few seconds when stdout is not a terminal. Exits when the batch ends: 0 when it "
+        "completed, 1 when it ended with failures or was cancelled.",
+    )
+    monitor.add_argument("batch", metavar="ID", help="the batch id (batch_...)")
+    monitor.set_defaults(run=run_monitor)
+
+    demo = commands.add_parser(
+        "demo",
+        help="score sample leads in a batch, with live progress and a report",
+        description="Write sample sales leads to demo-leads.jsonl in the current folder, "
+        "run a batch of the built-in demo task (batchyard.demo:score_lead: real work, "
+        "realistic latency, a few transient failures and two bad leads) on them with live "
+        "progress, then print a report. The batch stays in the store for the other "
+        "commands (status, items, report ...).",
+    )
+    demo.add_argument(
+        "--items", type=positive_int, default=None, metavar="N", help="how many leads (300)"
+    )
+    demo.add_argument(
+        "--concurrency", type=positive_int, default=8, metavar="N", help="items at once (8)"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="fixes the leads and the failures")
+    demo.set_defaults(run=run_demo)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from batchyard.live import work_and_follow
+
+    with open_yard(args) as yard:
+        batch = submit_from_args(yard, args)
+        status = batch.status()
+        print(f"batch {batch.id}: {status.counts.total:,} items of {status.task}", flush=True)
+        final = asyncio.run(work_and_follow(yard, batch.id, concurrency=status.concurrency))
+    return _ending(final)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log = logging.getLogger("batchyard.cli")
+    with open_yard(args) as yard:
+        batches = tuple(dict.fromkeys(args.batches)) if args.batches else None
+        for batch_id in batches or ():
+            yard.batch(batch_id)  # BatchNotFound now rather than an idle worker
+        options: dict[str, Any] = {
+            "concurrency": args.concurrency,
+            "batches": batches,
+            "lease": args.lease,
+            "grace": args.grace,
+        }
+        log.info(
+            "worker on %s: %s, concurrency %d%s",
+            db_url(args),
+            "batches " + ", ".join(batches) if batches else "all batches",
+            args.concurrency,
+            ", until idle" if args.until_idle else "",
+        )
+        stats = yard.run_until_idle(**options) if args.until_idle else yard.work(**options)
+        log.info(
+            "worker done: %d item(s) recorded, %d given back, %d batch(es) ended",
+            stats.recorded,
+            stats.released,
+            len(stats.batches_ended),
+        )
+    return 0
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from batchyard.live import follow
+
+    with open_yard(args, create=False) as yard:
+        yard.batch(args.batch)  # BatchNotFound before the screen is taken over
+        return _ending(asyncio.run(follow(yard.store, args.batch)))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from batchyard.demo import play
+
+    cli = "batchyard" if args.db is None else f"batchyard --db {args.db}"
+    return play(
+        db_url(args), items=args.items, concurrency=args.concurrency, seed=args.seed, cli=cli
+    )
+
+
+def _ending(status: BatchStatus) -> int:
+    """The exit status for a batch as a command left it."""
+    from batchyard.states import BatchState
+
+    if not status.is_finished:
+        print(
+            f"stopped: batch {status.id} is {status.state.value} with "
+            f"{status.counts.remaining:,} item(s) left; 'batchyard worker --batch {status.id}' "
+            "goes on with it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return 0 if status.state is BatchState.COMPLETED else 1

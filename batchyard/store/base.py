@@ -286,7 +286,11 @@ class Store(Protocol):
         ...
 
     def claim_callbacks(
-        self, tasks: Collection[str], now: float, lease: float
+        self,
+        tasks: Collection[str],
+        now: float,
+        lease: float,
+        only: Collection[str] | None = None,
     ) -> list[tuple[BatchStatus, int]]:
         """Lease batch endings whose callbacks have not run: (status, round) pairs."""
         ...

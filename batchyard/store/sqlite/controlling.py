@@ -122,16 +122,24 @@ class Controlling(SqliteBase):
         return len(rows)
 
     def claim_callbacks(
-        self, tasks: Collection[str], now: float, lease: float
+        self,
+        tasks: Collection[str],
+        now: float,
+        lease: float,
+        only: Collection[str] | None = None,
     ) -> list[tuple[BatchStatus, int]]:
         if not tasks:
             return []
         marks = ",".join("?" * len(tasks))
-        due = self._read(
-            "SELECT pk, ended_round FROM batches WHERE ended_round > callbacks_round "
-            f"AND task IN ({marks}) AND (callback_lease IS NULL OR callback_lease < ?)",
-            (*tasks, now),
-        )
+        due = [
+            (pk, round_)
+            for pk, round_, batch_id in self._read(
+                "SELECT pk, ended_round, id FROM batches WHERE ended_round > callbacks_round "
+                f"AND task IN ({marks}) AND (callback_lease IS NULL OR callback_lease < ?)",
+                (*tasks, now),
+            )
+            if only is None or batch_id in only
+        ]
         claimed: list[tuple[BatchStatus, int]] = []
         for pk, round_ in due:
             with self._write() as tx:

@@ -31,15 +31,21 @@ from batchyard.store.rows import (
 from batchyard.store.sqlite.connection import (
     CLAIMABLE,
     B,
+    S,
     SqliteBase,
     span,
 )
 
 # A page of the feed holds whole transactions: everything up to the cursor of the
+# limit-th row, so a page never ends half-way through the rows of one cursor value.
 _WHOLE_GROUPS = (
     "COALESCE((SELECT seq FROM {table} WHERE {where} ORDER BY seq LIMIT 1 OFFSET ?), "
     "9223372036854775807)"
 )
+
+
+#: Item states with a partial index of their own (see the schema).
+_INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
 
 
 class Reading(SqliteBase):
@@ -75,11 +81,16 @@ class Reading(SqliteBase):
     def items(
         self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
     ) -> list[Item]:
-        low, high = span(self._pk(batch_id))
+        pk = self._pk(batch_id)
+        low, high = span(pk)
         where = "" if state is None else f" AND state = '{state.value}'"
+        if state in _INDEXED_STATES:
+            # Naming the batch lets SQLite use the state's partial index instead of walking
+            # the whole batch for a few running, waiting or failed items.
+            where += " AND batch_pk = ?"
         rows = self._read(
             f"SELECT {ITEM_COLUMNS} FROM items WHERE id > ? AND id < ?{where} ORDER BY id LIMIT ?",
-            (low + max(0, after), high, limit),
+            (low + max(0, after), high, *((pk,) if state in _INDEXED_STATES else ()), limit),
         )
         return [item_from_row(batch_id, row) for row in rows]
 
@@ -167,12 +178,16 @@ class Reading(SqliteBase):
         ]
         remaining = sum(row[1] for row in rows)
         dues = [self._next_due(row[0]) for row in rows if row[2]]
-        callbacks = self._read(
-            "SELECT COUNT(*) FROM batches WHERE ended_round > callbacks_round "
-            f"AND task IN ({marks}) AND (callback_lease IS NULL OR callback_lease < ?)",
-            (*tasks, now),
-        )[0][0]
-        return Outlook(remaining, min(dues) if dues else None, int(callbacks))
+        callbacks = sum(
+            1
+            for (batch_id,) in self._read(
+                "SELECT id FROM batches WHERE ended_round > callbacks_round "
+                f"AND task IN ({marks}) AND (callback_lease IS NULL OR callback_lease < ?)",
+                (*tasks, now),
+            )
+            if only is None or batch_id in only
+        )
+        return Outlook(remaining, min(dues) if dues else None, callbacks)
 
 
 def _page_key(after: str) -> int:

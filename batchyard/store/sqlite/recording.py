@@ -163,6 +163,7 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
 
 
 # Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
+# outcome carries it, and what to set when it does not but an earlier attempt may have.
 _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
     ("finished_at = ?", None),
     ("result = ?", None),

@@ -148,6 +148,7 @@ class Submitting(SqliteBase):
             if it.key in seen:
                 raise DuplicateKey(
                     f"duplicate key (first used by item {seen[it.key]})",
+                    first_position=seen[it.key],
                     position=it.position,
                     key=it.key,
                 )
@@ -158,7 +159,10 @@ class Submitting(SqliteBase):
             ).fetchone()
             if row is not None:
                 raise DuplicateKey(
-                    f"duplicate key (first used by item {row[0]})", position=it.position, key=it.key
+                    f"duplicate key (first used by item {row[0]})",
+                    first_position=row[0],
+                    position=it.position,
+                    key=it.key,
                 )
         raise StoreError("an item insert was ignored for no reason found")  # pragma: no cover
 

@@ -1,0 +1,340 @@
+"""Reports: how a batch went, in figures, read by streaming its items once.
+
+Only what the figures need stays in memory: one float per finished item for the duration
+percentiles, a counter of error classes, running sums per task metric and the first failed
+items. ``Report.as_dict()`` is the shape of ``batchyard report --format json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from batchyard.models import JSON, BatchStatus, Item
+from batchyard.states import ItemState
+
+if TYPE_CHECKING:
+    from batchyard.yard import Batch
+
+#: How many failed items a report lists; it says how many more there are.
+MAX_FAILED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """Seconds the last attempt of each finished item took (None when no item ran).
+    Percentiles interpolate linearly between the nearest ranks (numpy's default)."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, values: array[float]) -> Durations:
+        if not values:
+            return cls(0, None, None, None, None)
+        # NOTE: sorting makes a list of the durations (about 32 bytes per item); a selection
+        # in place over the array would not, but in Python it is many times slower.
+        ordered = sorted(values)
+        mean = math.fsum(ordered) / len(ordered)
+        return cls(
+            len(ordered), mean, percentile(ordered, 0.5), percentile(ordered, 0.95), ordered[-1]
+        )
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of sorted values, linearly interpolated."""
+    if not ordered:
+        raise ValueError("percentile of no values")
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """Attempts spent on the finished items: in all, per item that ran, and how many
+    items needed more than one."""
+
+    total: int
+    mean: float | None
+    retried: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricStats:
+    """One task metric over the items that recorded it (``ctx.metric(name, value)``)."""
+
+    count: int
+    mean: float
+    min: float
+    max: float
+    sum: float
+
+    def as_dict(self) -> dict[str, JSON]:
+        return _fields(self, ("count", "mean", "min", "max", "sum"))
+
+
+@dataclass(slots=True)
+class _MetricTally:
+    count: int = 0
+    sum: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    def stats(self) -> MetricStats:
+        return MetricStats(self.count, self.sum / self.count, self.min, self.max, self.sum)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedItem:
+    """A failed item: its key, error class, the last line of its error, and attempts."""
+
+    key: str
+    error_type: str | None
+    error: str | None
+    attempts: int
+
+    def as_dict(self) -> dict[str, JSON]:
+        return {
+            "key": self.key,
+            "error_type": self.error_type,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The figures of one batch at ``generated_at``.
+
+    Counts, usage totals and times come from the batch's status; every per-item figure
+    (durations, attempts, error classes, metrics, failed items) covers its finished
+    items: succeeded, failed or cancelled.
+    """
+
+    status: BatchStatus
+    generated_at: float
+    durations: Durations
+    attempts: Attempts
+    #: Items that ran at least once: what per-item usage is averaged over.
+    items_run: int
+    #: Error class (the exception's name) to the number of finished items it ended.
+    errors: dict[str, int]
+    metrics: dict[str, MetricStats]
+    failed: tuple[FailedItem, ...]
+    failed_total: int
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the first claim to the end (or to ``generated_at`` if running)."""
+        started = self.status.started_at
+        if started is None:
+            return 0.0
+        return max(0.0, (self.status.finished_at or self.generated_at) - started)
+
+    @property
+    def throughput(self) -> float:
+        """Finished items per second of ``elapsed``."""
+        elapsed = self.elapsed
+        return self.status.counts.finished / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded items over finished ones; None while none has finished."""
+        counts = self.status.counts
+        return counts.succeeded / counts.finished if counts.finished else None
+
+    @property
+    def usage_per_item(self) -> dict[str, float] | None:
+        """Mean ``tokens_in``, ``tokens_out`` and ``cost`` per item that ran; None while
+        none has."""
+        if not self.items_run:
+            return None
+        usage, n = self.status.usage, self.items_run
+        return {
+            "tokens_in": usage.tokens_in / n,
+            "tokens_out": usage.tokens_out / n,
+            "cost": usage.cost / n,
+        }
+
+    def as_dict(self) -> dict[str, JSON]:
+        """The JSON report::
+
+        {"batch": {"id", "name", "task", "state", "created_at", "started_at",
+                   "finished_at"},
+         "generated_at": unix seconds,
+         "counts": {"pending", "running", "retry_wait", "succeeded", "failed",
+                    "cancelled", "total", "finished"},
+         "success_rate": succeeded / finished, or null,
+         "elapsed": seconds, "throughput": finished items per second,
+         "durations": {"count", "mean", "p50", "p95", "max"} (seconds or null),
+         "attempts": {"total", "mean" (or null), "retried"},
+         "errors": {error class: finished items it ended, most frequent first},
+         "usage": {"tokens_in", "tokens_out", "cost", "items_run",
+                   "per_item": {"tokens_in", "tokens_out", "cost"} or null},
+         "metrics": {name: {"count", "mean", "min", "max", "sum"}},
+         "failed": {"count", "items": [{"key", "error_type", "error",
+                    "attempts"}], "more": failed items not listed}}
+        """
+        status, usage, per_item = self.status, self.status.usage, self.usage_per_item
+        return {
+            "batch": {
+                "id": status.id,
+                "name": status.name,
+                "task": status.task,
+                "state": status.state.value,
+                "created_at": status.created_at,
+                "started_at": status.started_at,
+                "finished_at": status.finished_at,
+            },
+            "generated_at": self.generated_at,
+            "counts": {
+                **status.counts.as_dict(),
+                "total": status.counts.total,
+                "finished": status.counts.finished,
+            },
+            "success_rate": self.success_rate,
+            "elapsed": self.elapsed,
+            "throughput": self.throughput,
+            "durations": _fields(self.durations, ("count", "mean", "p50", "p95", "max")),
+            "attempts": _fields(self.attempts, ("total", "mean", "retried")),
+            "errors": dict(self.errors),
+            "usage": {
+                "tokens_in": usage.tokens_in,
+                "tokens_out": usage.tokens_out,
+                "cost": usage.cost,
+                "items_run": self.items_run,
+                "per_item": per_item,
+            },
+            "metrics": {name: stats.as_dict() for name, stats in self.metrics.items()},
+            "failed": {
+                "count": self.failed_total,
+                "items": [item.as_dict() for item in self.failed],
+                "more": self.failed_total - len(self.failed),
+            },
+        }
+
+
+def _fields(value: Any, names: Iterable[str]) -> dict[str, JSON]:
+    return {name: getattr(value, name) for name in names}
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Running figures over a stream of items."""
+
+    max_failed: int
+    durations: array[float] = field(default_factory=lambda: array("d"))
+    attempts: int = 0
+    items_run: int = 0
+    finished_run: int = 0
+    retried: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, _MetricTally] = field(default_factory=dict)
+    failed: list[FailedItem] = field(default_factory=list)
+    failed_total: int = 0
+
+    def add(self, item: Item) -> None:
+        if item.attempts:
+            self.items_run += 1
+        if not item.state.is_terminal:
+            return
+        self.finished_run += item.attempts > 0
+        if item.duration is not None:
+            self.durations.append(item.duration)
+        self.attempts += item.attempts
+        self.retried += item.attempts > 1
+        if item.error_type is not None:
+            self.errors[item.error_type] += 1
+        for name, value in item.metrics.items():
+            stats = self.metrics.get(name)
+            if stats is None:
+                stats = self.metrics[name] = _MetricTally()
+            stats.add(value)
+        if item.state is ItemState.FAILED:
+            self.failed_total += 1
+            if len(self.failed) < self.max_failed:
+                self.failed.append(
+                    FailedItem(item.key, item.error_type, last_line(item.error), item.attempts)
+                )
+
+    def report(self, status: BatchStatus, now: float) -> Report:
+        ran = self.finished_run
+        return Report(
+            status=status,
+            generated_at=now,
+            durations=Durations.of(self.durations),
+            attempts=Attempts(self.attempts, self.attempts / ran if ran else None, self.retried),
+            items_run=self.items_run,
+            errors=dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+            metrics={name: self.metrics[name].stats() for name in sorted(self.metrics)},
+            failed=tuple(self.failed),
+            failed_total=self.failed_total,
+        )
+
+
+def last_line(error: str | None) -> str | None:
+    """The last non-blank line of an error: the exception and its message, for a
+    traceback."""
+    if error is None:
+        return None
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else error
+
+
+def build_report(batch: Batch, *, now: float | None = None, max_failed: int = MAX_FAILED) -> Report:
+    """Read a batch's status, then stream its items once to make its report.
+
+    Raises BatchNotFound (from the store) for an unknown batch."""
+    status = batch.status()
+    tally = _Tally(max_failed)
+    for item in batch.items():
+        tally.add(item)
+    return tally.report(status, time.time() if now is None else now)
+
+
+_COMPARED = ("counts", "success_rate", "elapsed", "throughput", "durations", "attempts")
+
+
+def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
+    """Batches side by side (``batchyard compare --json``)::
+
+        {"batches": [{"id", "name", "task", "state", "counts", "success_rate",
+                      "elapsed", "throughput", "durations", "attempts",
+                      "usage": {"tokens_in", "tokens_out", "cost", "per_item"},
+                      "metrics": {name: {"count", "mean", "min", "max", "sum"}}}],
+         "metrics": every metric name any of them recorded, sorted}
+
+    Each entry's figures have the shapes of the same keys in ``Report.as_dict()``.
+    """
+    rows: list[JSON] = []
+    names: set[str] = set()
+    for report in reports:
+        full = report.as_dict()
+        usage = dict(full["usage"])
+        del usage["items_run"]
+        rows.append(
+            {
+                **{k: full["batch"][k] for k in ("id", "name", "task", "state")},
+                **{k: full[k] for k in _COMPARED},
+                "usage": usage,
+                "metrics": full["metrics"],
+            }
+        )
+        names.update(report.metrics)
+    return {"batches": rows, "metrics": sorted(names)}
