@@ -17,11 +17,13 @@ from batchyard.cli.common import (
     CommandError,
     add_json,
     console,
+    db_url,
     format_duration,
     open_yard,
     parse_duration,
     positive_int,
     print_json,
+    store_exists,
 )
 
 if TYPE_CHECKING:
@@ -564,6 +566,14 @@ def run_list(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
 
     limit = args.limit or (50 if args.format == "table" else None)
+    if not store_exists(db_url(args)):  # nothing submitted here yet: nothing to list
+        if args.format == "json":
+            print_json([])
+        elif args.format == "csv":
+            _stream_csv(iter(()))
+        else:
+            _print_batches([])
+        return 0
     with open_yard(args, create=False) as yard:
         batches = _all_batches(yard, args.state, limit)
         if args.format == "json":

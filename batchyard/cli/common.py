@@ -31,18 +31,29 @@ def db_url(args: argparse.Namespace) -> str:
 def open_yard(args: argparse.Namespace, *, create: bool = True) -> Yard:
     """The Yard on the command's store. Without ``create``, a SQLite file that does not exist
     is an error (a mistyped --db must not leave an empty database behind)."""
-    from pathlib import Path
 
     from batchyard.store import sqlite_path
     from batchyard.yard import Yard
 
     url = db_url(args)
-    path = sqlite_path(url)
-    if not create and path is not None and not Path(path).exists():
-        raise CommandError(
-            f"no database at {path}: nothing was submitted there (check --db or $BATCHYARD_DB)"
+    if not create and not store_exists(url):
+        from batchyard.errors import StoreUnavailable
+
+        raise StoreUnavailable(
+            f"no database at {sqlite_path(url)}: nothing was submitted there "
+            "(check --db or $BATCHYARD_DB)"
         )
     return Yard(url)
+
+
+def store_exists(url: str) -> bool:
+    """False for a SQLite URL whose file does not exist (other stores: assume they do)."""
+    from pathlib import Path
+
+    from batchyard.store import sqlite_path
+
+    path = sqlite_path(url)
+    return path is None or Path(path).exists()
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -103,6 +103,9 @@ class CLI:
         return done.stderr
 
     def batches(self) -> list[dict[str, Any]]:
+        """The batches in the store; none when nothing ever created the database file."""
+        if not Path(self.db.removeprefix("sqlite:///")).exists():
+            return []
         listed: list[dict[str, Any]] = json.loads(self.ok("list", "--format", "json"))
         return listed
 
@@ -388,6 +391,10 @@ def test_pause_resume_cancel_delete_and_prune(cli: CLI) -> None:
 
 
 def test_control_of_an_unknown_batch_exits_1(cli: CLI) -> None:
+    # No database yet: said so, and none is created by asking.
+    assert "no database at" in cli.fails(1, "status", "batch_nope")
+    assert cli.batches() == []
+    cli.ok("submit", "json:dumps", jsonl(cli.folder, "in.jsonl", rows(1)))
     for command in ("seal", "retry", "cancel", "pause", "resume", "delete", "items", "status"):
         assert "no batch 'batch_nope'" in cli.fails(1, command, "batch_nope")
 
