@@ -200,7 +200,10 @@ def _why_not_json(raw: bytes, exc: Exception) -> str:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         return f"not valid UTF-8 (byte 0x{raw[bad.start]:02x} at column {bad.start + 1})"
-    return f"not valid JSON: {exc}"
+    # The decoder counts lines and columns within this one line: give the column only.
+    column = getattr(exc, "colno", None)
+    reason = getattr(exc, "msg", None) or str(exc)
+    return f"not valid JSON (column {column}: {reason})" if column else f"not valid JSON: {exc}"
 
 
 def _json_kind(value: Any) -> str:

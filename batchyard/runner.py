@@ -169,7 +169,7 @@ class Runner:
         delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt)
         text = _describe(exc)  # one line for the item; the whole traceback goes to its log
         if trace and not isinstance(exc, (Retry, Fail)):
-            job.ctx.log_raw("traceback", "".join(traceback.format_exception(exc))[-MAX_ERROR:])
+            job.ctx.log_raw("traceback", _user_traceback(exc)[-MAX_ERROR:])
         if delay is None:
             return self._outcome(job, ItemState.FAILED, error=text, error_type=type(exc).__name__)
         return self._outcome(
@@ -197,6 +197,14 @@ class Runner:
             logs=ctx.take_logs(),
             **fields,
         )
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the task's own frames on (this module's frames say nothing)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _timed_out(job: Job) -> TimeoutError:

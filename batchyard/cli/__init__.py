@@ -9,9 +9,12 @@ unless ``-v``), 130 for Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from batchyard.cli import batches, reports, work
 from batchyard.cli.common import DB_HELP, CommandError
@@ -21,8 +24,21 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean ...?" for a mistyped command or choice."""
+
+    def error(self, message: str) -> NoReturn:
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            choices = re.findall(r"'([^']*)'", wrong[2])
+            close = difflib.get_close_matches(wrong[1], choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="batchyard",
         description="Run batches of work durably: submit items, run workers, watch, report.",
         epilog="Run 'batchyard COMMAND --help' for a command's options.",
@@ -31,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show tracebacks and worker logs"
     )
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
+    )
     commands.required = True
     for module in (batches, work, reports):
         module.register(commands)
