@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must not pay for them
@@ -115,3 +116,30 @@ def format_duration(seconds: float | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+STATUS_JSON = """\
+--json prints the status object:
+  {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",
+   "succeeded", "failed", "cancelled", "total"}, "progress" (0..1), "usage": {"tokens_in",
+   "tokens_out", "cost"}, "sealed", "concurrency", "max_attempts", "timeout", "priority",
+   "metadata", "params", "round", "created_at", "started_at", "finished_at", "updated_at"
+   (unix seconds or null), "elapsed" (s), "throughput" (items/s), "eta" (s or null)}"""
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def wrap(text: str) -> str:
+    # The RAW formatter keeps the JSON shapes of an epilog as written; wrap the prose here.
+    import textwrap
+
+    return textwrap.fill(text, 88)
+
+
+ITEM_STATES = ("pending", "running", "retry_wait", "succeeded", "failed", "cancelled")
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from batchyard.cli.batches import INPUT_HELP, add_submit_options, submit_from_args
 from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int
+from batchyard.cli.submit import INPUT_HELP, add_submit_options, submit_from_args
 
 if TYPE_CHECKING:
     from batchyard.models import BatchStatus

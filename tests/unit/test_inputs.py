@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from batchyard import Yard
-from batchyard.cli.batches import add_submit_options, submit_from_args
 from batchyard.cli.common import CommandError
+from batchyard.cli.submit import add_submit_options, submit_from_args
 from batchyard.errors import DuplicateKey, InputError, InvalidItem, NotSerializable
 from batchyard.inputs import MAX_LINE_BYTES, detect_format, open_input
 

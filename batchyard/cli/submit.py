@@ -1,0 +1,254 @@
+"""Submitting from the command line: the options and input handling shared by ``submit``
+and ``run`` (``add_submit_options``, ``submit_from_args``), and the ``submit`` command."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import TYPE_CHECKING, Any
+
+from batchyard.cli.common import (
+    RAW,
+    STATUS_JSON,
+    CommandError,
+    add_json,
+    console,
+    open_yard,
+    parse_duration,
+    positive_int,
+    print_json,
+    wrap,
+)
+
+if TYPE_CHECKING:
+    from batchyard.inputs import Input
+    from batchyard.yard import Batch, Yard
+
+INPUT_HELP = (
+    "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "
+    "skipped), CSV (.csv: a header row, values as strings) or Parquet (.parquet, .pq: needs "
+    "pip install 'batchyard[parquet]'); '-' reads stdin (JSONL, or CSV with --format csv). "
+    "A line may be at most 1 MiB. Any bad line (not JSON, not an object, not UTF-8, too "
+    "long, a duplicate key) rejects the whole input with FILE:LINE and the reason, exit "
+    "status 2, and creates no batch. Empty input is an error unless --open."
+)
+
+
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """TASK, INPUT and the options of a new batch (or --batch to append to an open one)."""
+    parser.add_argument("task", metavar="TASK", help="module:function, or a built-in task name")
+    parser.add_argument("input", metavar="INPUT", help="a .jsonl, .csv or .parquet file, or -")
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        choices=("jsonl", "csv", "parquet"),
+        help="read INPUT as this format (default: by its extension; JSONL for -)",
+    )
+    parser.add_argument("--name", help="a name to show beside the batch id")
+    parser.add_argument(
+        "--concurrency", type=positive_int, metavar="N", help="items in flight at once per worker"
+    )
+    parser.add_argument(
+        "--max-attempts", type=positive_int, metavar="N", help="attempts per item (default: task's)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_duration,
+        metavar="DURATION",
+        help="time limit per attempt: 30, 30s, 5m, 2h (default: the task's)",
+    )
+    parser.add_argument(
+        "--priority", type=_integer, metavar="N", help="higher runs first (default 0)"
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
+        "string; KEY=@FILE takes FILE's text as the string",
+    )
+    parser.add_argument(
+        "--key-field",
+        default="id",
+        metavar="FIELD",
+        help="the field that gives each item its key (default: id; an item without it is "
+        "keyed by its line's item number)",
+    )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="keep the batch open for more items (submit --batch ID) until 'seal ID'",
+    )
+    parser.add_argument(
+        "--batch",
+        metavar="ID",
+        help="add INPUT's items to this open batch instead of creating one",
+    )
+
+
+def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
+    """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing.
+
+    Raises InputError naming FILE:LINE for a bad line or a duplicate key, CommandError for
+    options that do not go together, and whatever ``Yard.submit`` or ``Batch.add`` raise.
+    """
+    from batchyard.errors import InputError
+    from batchyard.inputs import open_input
+
+    params = _params(args.params)
+    with open_input(args.input, args.input_format) as items:
+        try:
+            if args.batch is not None:
+                return _append(yard, args, items)
+            return yard.submit(
+                args.task,
+                items,
+                name=args.name,
+                max_attempts=args.max_attempts,
+                priority=args.priority or 0,
+                params=params,
+                open=args.open,
+                key_field=args.key_field,
+                metadata={"input": items.source},
+                **_task_overrides(args),
+            )
+        except InputError as exc:
+            raise _located(exc, items, args.open) from exc.__cause__
+
+
+def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    # Left out, Yard.submit takes the task's own concurrency and timeout.
+    given = {"concurrency": args.concurrency, "timeout": args.timeout}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
+    from batchyard.errors import InputError
+
+    given = [
+        flag
+        for flag, value in (
+            ("--name", args.name),
+            ("--concurrency", args.concurrency),
+            ("--max-attempts", args.max_attempts),
+            ("--timeout", args.timeout),
+            ("--priority", args.priority),
+            ("--param", args.params or None),
+            ("--open", args.open or None),
+        )
+        if value is not None
+    ]
+    if given:
+        raise CommandError(
+            f"{', '.join(given)} cannot be used with --batch (the batch has its own)"
+        )
+    batch = yard.batch(args.batch)
+    status = batch.status()
+    task = yard.registry.resolve(args.task).name
+    if task != status.task:
+        raise CommandError(f"batch {batch.id} runs task {status.task!r}, not {task!r}")
+    # NOTE: positions are taken when the append starts; another append racing this one
+    # would only shift the line numbers this error path reports, never the items written.
+    first = status.counts.total + 1
+    try:
+        added = batch.add(items, key_field=args.key_field)
+    except InputError as exc:
+        raise items.locate(exc, first) from exc.__cause__
+    if not added:
+        raise InputError("no items: the input is empty", source=items.source)
+    return batch
+
+
+def _located(exc: Exception, items: Input, is_open: bool) -> Exception:
+    from batchyard.errors import InputError
+
+    if not isinstance(exc, InputError):
+        return exc
+    if items.count == 0 and exc.position is None and exc.source is None and not is_open:
+        return InputError(
+            "no items: the input is empty (--open makes an open batch)", source=items.source
+        )
+    return items.locate(exc)
+
+
+def _params(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in params:
+            raise CommandError(f"--param {key} is given twice")
+        params[key] = value
+    return params
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """KEY=VALUE: VALUE as JSON when it parses, else the string; KEY=@FILE: FILE's text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    if raw.startswith("@"):
+        try:
+            with open(raw[1:], encoding="utf-8") as file:
+                return key.strip(), file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise argparse.ArgumentTypeError(f"{key}: cannot read {raw[1:]!r}: {reason}") from None
+    import orjson
+
+    try:
+        return key.strip(), orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return key.strip(), raw
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be more than zero")
+    return seconds
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def register(commands: Any) -> None:
+    submit = commands.add_parser(
+        "submit",
+        help="create a batch from a file (or stdin) and queue it",
+        description=wrap(
+            "Create a batch of TASK over INPUT's items and queue it for workers "
+            "('batchyard worker'). Prints the batch id. " + INPUT_HELP
+        ),
+        epilog=STATUS_JSON.replace("--json prints", "--json prints, once queued,"),
+        formatter_class=RAW,
+    )
+    add_submit_options(submit)
+    add_json(submit)
+    submit.set_defaults(run=run_submit)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from batchyard.cli.views import status_view
+
+    with open_yard(args) as yard:
+        batch = submit_from_args(yard, args)
+        status = batch.status()
+    if args.json:
+        print_json(status_view(status, time.time()))
+        return 0
+    verb = "added to" if args.batch else "queued as"
+    console(stderr=True).print(
+        f"{status.counts.total:,} items {verb} {status.id} (task {status.task})"
+        + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")
+    )
+    print(status.id)
+    return 0
