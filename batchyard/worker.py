@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from batchyard.clock import Clock, SystemClock
+from batchyard.errors import StoreUnavailable
 from batchyard.models import BatchStatus
 from batchyard.runner import SHUTDOWN, TIMEOUT, DaemonThreads, Job, Runner
 from batchyard.states import BatchState
@@ -35,6 +36,8 @@ log = logging.getLogger("batchyard.worker")
 WATCHDOG_INTERVAL = 0.05
 #: Items shorter than this on average (seconds) make a worker prefetch (see _prefetch).
 SHORT_ITEM = 0.25
+#: The longest wait between tries while the store is unreachable (seconds).
+OUTAGE_BACKOFF_MAX = 5.0
 T = TypeVar("T")
 
 
@@ -169,26 +172,36 @@ class Worker:
         cfg, wake = self.config, self._wake
         assert wake is not None  # set by run()
         quiet_since: float | None = None
+        outage = 0.0  # the current wait between tries while the store is unreachable
         while not self._stop_requested:
             wake.clear()
-            free = cfg.concurrency + self._prefetch() - len(self._inflight)
-            if self._alone is not None:  # a suspect runs by itself
-                free = 0
-            claims = await self._flush_and_claim(free) if free > 0 else []
-            if claims:
-                quiet_since = None
-                continue
-            if not self._inflight and not self._outcomes:
-                await self._run_callbacks()
-                outlook = await self._db_call(
-                    self.store.outlook, self._known_tasks(), self._now(), self.config.batches
-                )
-                if until_idle and outlook.remaining == 0 and outlook.callbacks_due == 0:
-                    return
-                quiet_since = quiet_since or self._now()
-                timeout = self._idle_wait(outlook.next_due, quiet_since)
-            else:
-                timeout = cfg.flush_interval if self._outcomes else cfg.poll_interval
+            try:
+                free = cfg.concurrency + self._prefetch() - len(self._inflight)
+                if self._alone is not None:  # a suspect runs by itself
+                    free = 0
+                claims = await self._flush_and_claim(free) if free > 0 else []
+                outage = 0.0
+                if claims:
+                    quiet_since = None
+                    continue
+                if not self._inflight and not self._outcomes:
+                    await self._run_callbacks()
+                    outlook = await self._db_call(
+                        self.store.outlook, self._known_tasks(), self._now(), self.config.batches
+                    )
+                    if until_idle and outlook.remaining == 0 and outlook.callbacks_due == 0:
+                        return
+                    quiet_since = quiet_since or self._now()
+                    timeout = self._idle_wait(outlook.next_due, quiet_since)
+                else:
+                    timeout = cfg.flush_interval if self._outcomes else cfg.poll_interval
+            except StoreUnavailable as exc:
+                # A database restart or a network cut: keep what we hold and try again,
+                # waiting longer each time. Leases outlive a short outage; after a long one
+                # our items went to others, and our late outcomes are refused.
+                outage = min(max(outage * 2, 0.1), OUTAGE_BACKOFF_MAX)
+                log.warning("store unavailable (%s); retrying in %.1fs", exc, outage)
+                timeout = outage
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
 
@@ -208,7 +221,11 @@ class Worker:
         capacity = self._capacity(free)
         outcomes, self._outcomes = self._outcomes, []
         limit = min(free, cfg.claim_chunk)
-        claims = await self._db_call(self._flush_then_claim, outcomes, capacity, limit)
+        try:
+            claims = await self._db_call(self._flush_then_claim, outcomes, capacity, limit)
+        except StoreUnavailable:
+            self._outcomes[:0] = outcomes  # not recorded (or not known to be): try again
+            raise
         self._dispatch(claims)
         return claims
 
@@ -461,7 +478,9 @@ class Worker:
 
     async def _run_callbacks(self) -> None:
         tasks = self._known_tasks()
-        due = await self._db_call(self.store.claim_callbacks, tasks, self._now(), self.config.lease)
+        due = await self._db_call(
+            self.store.claim_callbacks, tasks, self._now(), self.config.lease, self.config.batches
+        )
         for status, round_ in due:
             spec = self.registry.find(status.task)
             if spec is not None:

@@ -1,8 +1,9 @@
 """The store factories the contract suite runs over.
 
 Add a backend by adding its name to ``STORES`` and a branch to ``make_store``; every test
-taking the ``store`` fixture then runs against it too. Each test gets a fresh store, and
-after each test every batch's kept counters must equal a recount of its item rows.
+taking the ``store`` fixture then runs against it too. Each test gets a fresh store (for
+PostgreSQL a fresh database cloned from a template holding the schema), and after each test
+every batch's kept counters must equal a recount of its item rows.
 """
 
 from __future__ import annotations
@@ -14,13 +15,31 @@ import pytest
 
 from batchyard.store.base import Store
 from batchyard.store.sqlite import SqliteStore
+from tests.procs.pgdb import Databases, require_server
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "postgres"]
 
 
-def make_store(kind: str, tmp_path: Path) -> Store:
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Databases]:
+    databases = Databases()
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
     if kind == "sqlite":
         return SqliteStore(tmp_path / "x.db")
+    if kind == "postgres":
+        require_server()
+        from batchyard.store.postgres import PostgresStore
+
+        databases: Databases = request.getfixturevalue("pg_databases")
+        url = databases.create()
+        request.addfinalizer(lambda: databases.drop(url))
+        return PostgresStore(url)
     raise AssertionError(f"unknown store kind {kind!r}")  # pragma: no cover
 
 
@@ -38,7 +57,7 @@ def assert_counters_agree(store: Store) -> None:
 
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = make_store(request.param, tmp_path)
+    opened = make_store(request.param, tmp_path, request)
     try:
         yield opened
         assert_counters_agree(opened)

@@ -1,4 +1,5 @@
-"""The classic failures of job systems, with real worker processes on a real SQLite file.
+"""The classic failures of job systems, with real worker processes on a real store: each test
+runs over a SQLite file and over a PostgreSQL database (``store_url``, see conftest.py).
 
 Each worker is a ``python -m tests.procs.worker`` subprocess. The tests kill, stop and
 restart them, and wait only on conditions read from the database (or a process's exit),
@@ -59,8 +60,8 @@ def wait_for(
 class Workers:
     """Starts worker subprocesses and makes sure none outlives its test."""
 
-    def __init__(self, db: Path, logs: Path) -> None:
-        self.db = db
+    def __init__(self, url: str, logs: Path) -> None:
+        self.url = url
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -72,7 +73,7 @@ class Workers:
             open(self.logs / f"worker{n}.err", "wb") as err,
         ):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.procs.worker", str(self.db), *args],
+                [sys.executable, "-m", "tests.procs.worker", self.url, *args],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -117,22 +118,17 @@ class Workers:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "yard.db"
-
-
-@pytest.fixture
-def yard(db: Path) -> Iterator[Yard]:
-    with Yard(f"sqlite:///{db}") as y:
+def yard(store_url: str) -> Iterator[Yard]:
+    with Yard(store_url) as y:
         yield y
 
 
 @pytest.fixture
-def workers(db: Path, tmp_path: Path, yard: Yard) -> Iterator[Workers]:
-    # Depends on ``yard`` so the schema exists before any worker opens the file.
+def workers(store_url: str, tmp_path: Path, yard: Yard) -> Iterator[Workers]:
+    # Depends on ``yard`` so the schema exists before any worker opens the store.
     logs = tmp_path / "logs"
     logs.mkdir()
-    pool = Workers(db, logs)
+    pool = Workers(store_url, logs)
     try:
         yield pool
     finally:
@@ -145,9 +141,20 @@ def process_state(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def write_lock_free(db: Path) -> bool:
-    """Whether another connection can take SQLite's write lock right now."""
-    conn = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+def write_lock_free(url: str) -> bool:
+    """Whether another connection can take the store's write lock right now (SQLite's lock;
+    on PostgreSQL the change-feed row every writer locks first)."""
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            try:
+                with pg.transaction():
+                    pg.execute("SELECT seq FROM feed FOR UPDATE NOWAIT")
+                return True
+            except psycopg.errors.LockNotAvailable:
+                return False
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.2, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
@@ -158,16 +165,17 @@ def write_lock_free(db: Path) -> bool:
         conn.close()
 
 
-def freeze(proc: subprocess.Popen[bytes], db: Path) -> None:
+def freeze(proc: subprocess.Popen[bytes], url: str) -> None:
     """SIGSTOP a worker outside a write transaction.
 
-    A process stopped while it holds SQLite's write lock blocks every other writer until it
-    resumes (that is SQLite, not batchyard): such a stop proves nothing, so try again.
+    A process stopped while it holds the store's write lock (SQLite's, or PostgreSQL's feed
+    row) blocks every other writer until it resumes: such a stop proves nothing, so try
+    again.
     """
     for _ in range(50):
         os.kill(proc.pid, signal.SIGSTOP)
         wait_for(lambda: process_state(proc.pid) == "T", 5, "the worker to stop")
-        if write_lock_free(db):
+        if write_lock_free(url):
             return
         os.kill(proc.pid, signal.SIGCONT)
         wait_for(lambda: process_state(proc.pid) != "T", 5, "the worker to resume")
@@ -257,7 +265,7 @@ def test_zombie_worker_late_outcome_is_rejected(
         20,
         "the first worker to hold item z and start it",
     )
-    freeze(zombie, workers.db)
+    freeze(zombie, workers.url)
 
     # The rescuer's own lease is longer: under load it must not lose item z in its turn.
     rescuer = workers.start("--lease", "3", "--worker-id", "rescuer")

@@ -1,4 +1,5 @@
-"""A worker process for the process tests: ``python -m tests.procs.worker DB [options]``.
+"""A worker process for the process tests: ``python -m tests.procs.worker STORE [options]``,
+where STORE is a store URL (``sqlite:///...``, ``postgresql://...``) or a SQLite file path.
 
 It runs until idle (or, with ``--forever``, until SIGTERM) and prints its WorkerStats as one
 JSON line on stdout when it ends.
@@ -16,7 +17,7 @@ from batchyard import Yard
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("db")
+    parser.add_argument("store", help="a store URL, or the path of a SQLite file")
     parser.add_argument("--lease", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--poll", type=float, default=0.05)
@@ -36,7 +37,8 @@ def main() -> None:
         options["worker_id"] = args.worker_id
     if args.task:
         options["tasks"] = tuple(args.task)
-    with Yard(f"sqlite:///{args.db}") as yard:
+    url = args.store if "://" in args.store else f"sqlite:///{args.store}"
+    with Yard(url) as yard:
         if args.ready:
             Path(args.ready).touch()
         stats = yard.work(**options) if args.forever else yard.run_until_idle(**options)

@@ -1,0 +1,240 @@
+"""Submitting: a batch and its items written all or nothing, appends to open batches, seal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
+from typing import Any
+
+import psycopg
+
+from batchyard.errors import Conflict, DuplicateKey, StoreError
+from batchyard.models import BatchOptions, BatchStatus
+from batchyard.states import BatchState
+from batchyard.store.base import UPLOAD_LEASE, Chunk, NewItem
+from batchyard.store.postgres.connection import (
+    MAX_POSITION,
+    POSITION_BITS,
+    B,
+    PostgresBase,
+    Tx,
+    delete_rows,
+)
+
+#: At most this many items go in one transaction of an upload.
+COMMIT_ITEMS = 50_000
+
+# One statement per chunk over the chunk's JSON array of [key, payload] pairs: the server
+# unpacks it, so no row is bound one by one in Python.
+_INSERT_ITEMS = (
+    "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
+    "SELECT %(first_id)s + o - 1, %(pk)s, e->>0, %(start)s + o - 1, 'pending', e->>1, "
+    "%(max_attempt)s, 0 FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS t(e, o)"
+)
+
+
+class Submitting(PostgresBase):
+    """Creating batches with their items, appending to open ones, sealing."""
+
+    def create_batch(
+        self, batch_id: str, options: BatchOptions, chunks: Iterable[list[NewItem]], now: float
+    ) -> BatchStatus:
+        it = iter(chunks)
+        first = next(it, [])
+        second = next(it, None)
+        if second is None:
+            # Small batch: one transaction, never visible half-made.
+            with self._write() as tx:
+                pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+                self._insert_items(tx, pk, first, options.max_attempts, now)
+                tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                tx.end_if_done(pk, now)
+                tx.notify = True
+            return self.get_batch(batch_id)
+        with self._write() as tx:
+            pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+        try:
+            self._upload(pk, chain([first, second], it), _readiness(chunks), options, now)
+            with self._write() as tx:
+                tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                tx.notify = True
+        except BaseException:
+            self._discard(pk)
+            raise
+        return self.get_batch(batch_id)
+
+    def _upload(
+        self,
+        pk: int,
+        chunks: Iterator[list[NewItem]],
+        ready: Callable[[], bool],
+        options: BatchOptions,
+        now: float,
+    ) -> None:
+        """Insert chunks, one transaction for as many as are ready without waiting (up to
+        COMMIT_ITEMS): never hold the feed lock while the source is slow. Item inserts
+        need no feed cursor (a fresh item has seq 0), so these transactions skip it."""
+        for chunk in chunks:
+            with self._write(feed=False) as tx:
+                written = 0
+                while True:
+                    self._insert_items(tx, pk, chunk, options.max_attempts, now)
+                    written += len(chunk)
+                    if written >= COMMIT_ITEMS or not ready():
+                        break
+                    following = next(chunks, None)
+                    if following is None:
+                        break
+                    chunk = following
+                tx.run(
+                    "UPDATE batches SET upload_expires = %s WHERE pk = %s",
+                    (now + UPLOAD_LEASE, pk),
+                )
+
+    def _insert_batch(
+        self, tx: Tx, batch_id: str, options: BatchOptions, state: BatchState, now: float
+    ) -> int:
+        try:
+            with tx.cur.connection.transaction():
+                row = tx.one(
+                    "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, "
+                    "max_attempts, timeout, params, metadata, upload_expires, created_at, "
+                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "RETURNING pk",
+                    (
+                        batch_id,
+                        options.name,
+                        options.task,
+                        state.value,
+                        int(options.sealed),
+                        options.priority,
+                        options.concurrency,
+                        options.max_attempts,
+                        options.timeout,
+                        json.dumps(options.params),
+                        json.dumps(options.metadata),
+                        now + UPLOAD_LEASE if state is B.UPLOADING else None,
+                        now,
+                        now,
+                    ),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreError(f"a batch with id {batch_id} exists already") from exc
+        return int(row[0])
+
+    def _insert_items(
+        self, tx: Tx, pk: int, chunk: list[NewItem], max_attempts: int, now: float
+    ) -> None:
+        if not chunk:
+            return
+        if chunk[-1].position > MAX_POSITION:
+            raise StoreError(f"a batch holds at most {MAX_POSITION:,} items")
+        start = chunk[0].position
+        if chunk[-1].position - start != len(chunk) - 1:
+            raise StoreError("a chunk's positions must follow each other")  # pragma: no cover
+        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
+        params = {
+            "first_id": (pk << POSITION_BITS) + start,
+            "pk": pk,
+            "start": start,
+            "max_attempt": max_attempts,
+            "rows": rows,
+        }
+        # A savepoint, so that a duplicate key leaves the transaction usable for finding it.
+        try:
+            with tx.cur.connection.transaction():
+                tx.run(_INSERT_ITEMS, params)
+        except psycopg.errors.UniqueViolation:
+            self._raise_duplicate(tx, pk, chunk)
+        tx.move_counts(pk, {"n_pending": len(chunk)}, now)
+
+    @staticmethod
+    def _raise_duplicate(tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+        seen: dict[str, int] = {}
+        for it in chunk:
+            if it.key in seen:
+                raise DuplicateKey(
+                    f"duplicate key (first used by item {seen[it.key]})",
+                    first_position=seen[it.key],
+                    position=it.position,
+                    key=it.key,
+                )
+            seen[it.key] = it.position
+        found = dict(
+            tx.all(
+                "SELECT key, position FROM items WHERE batch_pk = %s AND key = ANY(%s)",
+                (pk, list(seen)),
+            )
+        )
+        for it in chunk:
+            if it.key in found:
+                raise DuplicateKey(
+                    f"duplicate key (first used by item {found[it.key]})",
+                    first_position=found[it.key],
+                    position=it.position,
+                    key=it.key,
+                )
+        raise StoreError("an item insert failed for no reason found")  # pragma: no cover
+
+    def _discard(self, pk: int) -> None:
+        with self._write() as tx:
+            delete_rows(tx, pk)
+
+    def append_items(
+        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+    ) -> int:
+        added = 0
+        with self._write() as tx:
+            row = tx.one(
+                "SELECT pk, state, sealed, max_attempts, n_pending + n_running + n_retry_wait "
+                "+ n_succeeded + n_failed + n_cancelled FROM batches WHERE id = %s FOR UPDATE",
+                (batch_id,),
+            )
+            if row is None:
+                tx.batch_row(batch_id)  # raises BatchNotFound
+            pk, state, sealed = row[0], B(row[1]), bool(row[2])
+            if sealed or state.is_terminal:
+                raise Conflict(
+                    batch_id, f"is {'sealed' if sealed else state.value}; it takes no items"
+                )
+            # Positions are taken under the feed lock, so concurrent appends never clash.
+            start = int(row[4]) + 1
+            for chunk in chunks(start):
+                self._insert_items(tx, pk, chunk, row[3], now)
+                added += len(chunk)
+            if added:
+                tx.event(batch_id, "batch.items_added", {"count": added}, now)
+                tx.notify = True
+        return added
+
+    def seal(self, batch_id: str, now: float) -> BatchStatus:
+        with self._write() as tx:
+            row = tx.batch_row(batch_id)
+            if not row[5]:
+                tx.run(
+                    "UPDATE batches SET sealed = 1, updated_at = %s WHERE pk = %s", (now, row[0])
+                )
+                tx.event(batch_id, "batch.sealed", {}, now)
+                tx.end_if_done(row[0], now)
+        return self.get_batch(batch_id)
+
+    def _drop_abandoned_uploads(self, now: float) -> None:
+        rows = self._read(
+            "SELECT pk FROM batches WHERE state = 'uploading' AND upload_expires < %s", (now,)
+        )
+        for (pk,) in rows:
+            with self._write() as tx:
+                still = tx.one(
+                    "SELECT 1 FROM batches WHERE pk = %s AND state = 'uploading' "
+                    "AND upload_expires < %s FOR UPDATE",
+                    (pk, now),
+                )
+                if still:
+                    delete_rows(tx, pk)
+
+
+def _readiness(chunks: Iterable[Any]) -> Callable[[], bool]:
+    """Whether the next chunk is at hand, if the iterable can tell (see items._Feed)."""
+    ready = getattr(chunks, "ready", None)
+    return ready if callable(ready) else lambda: False

@@ -1,0 +1,39 @@
+"""Stores for the integration tests: every test taking ``store_url`` runs over a fresh SQLite
+file and a fresh PostgreSQL database (cloned from a template, dropped afterwards)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs.pgdb import Databases, require_server
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Databases]:
+    databases = Databases()
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def pg_url(pg_databases: Databases) -> Iterator[str]:
+    """A fresh PostgreSQL database with the batchyard schema."""
+    require_server()
+    url = pg_databases.create()
+    try:
+        yield url
+    finally:
+        pg_databases.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'yard.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

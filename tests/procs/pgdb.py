@@ -1,0 +1,93 @@
+"""Throwaway PostgreSQL databases for tests: the schema is applied once to a template
+database, and each test clones it with ``CREATE DATABASE ... TEMPLATE`` (fast: a file copy)
+and drops its clone afterwards.
+
+The server comes from ``BATCHYARD_TEST_PG`` (default: postgres on 127.0.0.1:5432 with trust
+auth, as .ci/run sets it up). When it cannot be reached, tests skip loudly, unless ``CI`` is
+set: then they fail, so CI never passes without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+SERVER = os.environ.get("BATCHYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def url_of(database: str, server: str = SERVER) -> str:
+    """The server URL pointed at another database."""
+    parts = urlsplit(server)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _admin():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
+
+
+def unreachable() -> str | None:
+    """Why the test server cannot be used, or None when it can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'batchyard[postgres]')"
+    try:
+        _admin().close()
+    except Exception as exc:
+        return f"PostgreSQL at {SERVER} is unreachable: {exc}"
+    return None
+
+
+def require_server() -> None:
+    """Skip (loudly) without a server; fail instead under CI."""
+    why = unreachable()
+    if why is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI is set, so this fails instead of skipping)")
+    pytest.skip(f"SKIPPED POSTGRES: {why}")
+
+
+class Databases:
+    """A template database with the batchyard schema, and clones of it."""
+
+    def __init__(self) -> None:
+        self.template: str | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_template(self) -> str:
+        with self._lock:
+            if self.template is None:
+                from batchyard.store.postgres import PostgresStore
+
+                name = f"batchyard_tpl_{uuid.uuid4().hex[:12]}"
+                with _admin() as conn:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                PostgresStore(url_of(name)).close()
+                self.template = name
+            return self.template
+
+    def create(self) -> str:
+        """A fresh database with the schema applied; returns its URL."""
+        template = self._ensure_template()
+        name = f"batchyard_t_{uuid.uuid4().hex[:12]}"
+        with _admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return url_of(name)
+
+    def drop(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        if self.template is not None:
+            with _admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+            self.template = None
