@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint types check bench clean
+.PHONY: demo test install lint types check bench bench-postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ test: lint types
 bench: install
 	$(PY) -m pip install -qq 'huey>=2.5'
 	$(PY) bench/core.py
+
+bench-postgres: install
+	$(PY) -m pip install -qq 'procrastinate>=2'
+	$(PY) bench/postgres.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
