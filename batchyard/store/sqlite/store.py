@@ -7,12 +7,13 @@ It is put together from its parts: ``connection`` (connections, transactions, mi
 from __future__ import annotations
 
 from batchyard.store.sqlite.controlling import Controlling
+from batchyard.store.sqlite.limiting import Limiting
 from batchyard.store.sqlite.reading import Reading
 from batchyard.store.sqlite.submitting import Submitting
 from batchyard.store.sqlite.working import Working
 
 
-class SqliteStore(Working, Controlling, Reading, Submitting):
+class SqliteStore(Working, Controlling, Reading, Submitting, Limiting):
     """The embedded store. ``path`` is a file, created with its schema on first use."""
 
     def reclaim_expired(self, now: float) -> int:
