@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from batchyard.errors import ConfigError
-from batchyard.store.base import Grant, Limits, Rate, Store, Wait
+from batchyard.store.base import Store
+from batchyard.store.limits import Grant, Limits, Rate, Wait
 
 __all__ = ["RateLimit", "SharedLimiter", "Slot", "parse_rate"]
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from batchyard.store.base import Grant, Limits, Rate, Store, Wait
+from batchyard.store.base import Store
+from batchyard.store.limits import Grant, Limits, Rate, Wait
 
 T0 = 1_700_000_000.0
 RPM = Limits(requests=Rate(60, 60.0, burst=3))  # 1 a second, 3 at once

@@ -9,7 +9,7 @@ import pytest
 
 from batchyard.errors import ConfigError
 from batchyard.ratelimit import RateLimit, SharedLimiter, parse_rate
-from batchyard.store.base import Grant, Rate
+from batchyard.store.limits import Grant, Rate
 from batchyard.store.sqlite import SqliteStore
 
 

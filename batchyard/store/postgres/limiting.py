@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from batchyard.store.base import (
+from batchyard.store.limits import (
     Grant,
     LimitRow,
     Limits,
