@@ -3,6 +3,6 @@
 
 from batchyard.store.postgres.connection import CHANNEL, MAX_POSITION, POOL_SIZE
 from batchyard.store.postgres.store import PostgresStore
-from batchyard.store.postgres.submitting import COMMIT_ITEMS
+from batchyard.store.rules import COMMIT_ITEMS
 
 __all__ = ["CHANNEL", "COMMIT_ITEMS", "MAX_POSITION", "POOL_SIZE", "PostgresStore"]

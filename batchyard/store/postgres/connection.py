@@ -27,20 +27,23 @@ from batchyard.errors import (
     StoreUnavailable,
 )
 from batchyard.models import JSON, BatchStatus
-from batchyard.states import BatchState, ItemState, check_batch, ending_state
+from batchyard.states import BatchState, check_batch, ending_state
 from batchyard.store.postgres.listening import Listener
 from batchyard.store.rows import BATCH_COLUMNS, batch_from_row, migrations
 
-B = BatchState
-S = ItemState
-CLAIMABLE = "('queued', 'processing', 'retrying')"
-ENDABLE = frozenset({B.QUEUED, B.PROCESSING, B.RETRYING})
+# The dialect-neutral rules, re-exported for this store's modules.
+from batchyard.store.rules import CLAIMABLE as CLAIMABLE
+from batchyard.store.rules import ENDABLE as ENDABLE
+from batchyard.store.rules import MAX_POSITION as MAX_POSITION
+from batchyard.store.rules import POSITION_BITS as POSITION_BITS
+from batchyard.store.rules import B as B
+from batchyard.store.rules import S as S
+from batchyard.store.rules import span as span
+
 LOG_INSERT = (
     "INSERT INTO item_logs (item_id, attempt, at, kind, message) "
     "SELECT * FROM unnest(%s::bigint[], %s::int[], %s::float8[], %s::text[], %s::text[])"
 )
-POSITION_BITS = 32
-MAX_POSITION = (1 << POSITION_BITS) - 1
 #: The channel workers LISTEN on; NOTIFY is sent when items may have become claimable.
 CHANNEL = "batchyard"
 #: Serializes first opens of one database (pg_advisory_xact_lock key: "batchyard" in ASCII).
@@ -51,11 +54,6 @@ POOL_SIZE = 4
 CONNECT_TIMEOUT = 10.0
 #: Seconds a session may sit inside a transaction doing nothing before the server ends it.
 IDLE_IN_TRANSACTION = 60
-
-
-def span(pk: int) -> tuple[int, int]:
-    """The ids a batch's items may have: [low, high)."""
-    return pk << POSITION_BITS, (pk + 1) << POSITION_BITS
 
 
 def redact(url: str) -> str:

@@ -6,12 +6,13 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from batchyard.errors import ConfigError, ItemNotFound
+from batchyard.errors import ItemNotFound
 from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
 from batchyard.store.postgres.connection import CLAIMABLE, B, PostgresBase, span
 from batchyard.store.rows import BATCH_COLUMNS, ITEM_COLUMNS, batch_from_row, item_from_row
+from batchyard.store.rules import page_key
 
 # A page of the feed holds whole transactions: everything up to the cursor of the
 # ``limit``-th row, all rows sharing that cursor included.
@@ -42,7 +43,7 @@ class Reading(PostgresBase):
         if after is not None:
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < %s")
-            params.append(_page_key(after))
+            params.append(page_key(after))
         rows = self._read(
             f"SELECT {BATCH_COLUMNS} FROM batches WHERE {' AND '.join(where)} "
             "ORDER BY pk DESC LIMIT %s",
@@ -156,9 +157,3 @@ class Reading(PostgresBase):
             if only is None or batch_id in only
         )
         return Outlook(remaining, min(dues) if dues else None, callbacks)
-
-
-def _page_key(after: str) -> int:
-    if not after.startswith("p") or not after[1:].isdigit():
-        raise ConfigError(f"{after!r} is not a page cursor (use the `next` of a previous page)")
-    return int(after[1:])

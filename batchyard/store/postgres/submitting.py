@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import Any
 
 import psycopg
 
@@ -21,9 +20,7 @@ from batchyard.store.postgres.connection import (
     Tx,
     delete_rows,
 )
-
-#: At most this many items go in one transaction of an upload.
-COMMIT_ITEMS = 50_000
+from batchyard.store.rules import COMMIT_ITEMS, readiness
 
 # One statement per chunk over the chunk's JSON array of [key, payload] pairs: the server
 # unpacks it, so no row is bound one by one in Python.
@@ -55,7 +52,7 @@ class Submitting(PostgresBase):
         with self._write() as tx:
             pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
         try:
-            self._upload(pk, chain([first, second], it), _readiness(chunks), options, now)
+            self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
                 tx.notify = True
@@ -232,9 +229,3 @@ class Submitting(PostgresBase):
                 )
                 if still:
                     delete_rows(tx, pk)
-
-
-def _readiness(chunks: Iterable[Any]) -> Callable[[], bool]:
-    """Whether the next chunk is at hand, if the iterable can tell (see items._Feed)."""
-    ready = getattr(chunks, "ready", None)
-    return ready if callable(ready) else lambda: False

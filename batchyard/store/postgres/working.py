@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from batchyard.states import BatchState, ItemState, check_item
+from batchyard.states import ItemState, check_item
 from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
 from batchyard.store.postgres.connection import (
     CLAIMABLE,
@@ -20,6 +20,7 @@ from batchyard.store.postgres.connection import (
 )
 from batchyard.store.postgres.recording import Recording
 from batchyard.store.rows import COUNTER_OF
+from batchyard.store.rules import expiry
 
 _CLAIMABLE_BATCHES = (
     "SELECT pk, id, task, state, concurrency, n_running, n_pending, n_retry_wait, "
@@ -325,7 +326,7 @@ class Working(Recording):
                 )
                 for item_id, pk, attempts, max_attempt, batch_state, worker, suspect in expired:
                     others = held.get(worker, 1) - 1
-                    target, spend, error = _expiry(
+                    target, spend, error = expiry(
                         B(batch_state), attempts, max_attempt, others, bool(suspect)
                     )
                     moved += self._unlease(
@@ -342,29 +343,3 @@ class Working(Recording):
                     )
                 tx.notify = moved > 0
         return moved
-
-
-def _expiry(
-    batch_state: BatchState, attempt: int, max_attempt: int, others: int, suspect: bool
-) -> tuple[ItemState, bool, str]:
-    """Where an item whose lease expired goes, whether that spends the attempt, and why."""
-    if batch_state is B.CANCELLED:
-        return S.CANCELLED, True, f"lease expired on attempt {attempt} in a cancelled batch"
-    if suspect or others == 0:
-        target = S.FAILED if attempt >= max_attempt else S.PENDING
-        return (
-            target,
-            True,
-            (
-                f"lease expired on attempt {attempt} while it ran alone: its worker died or "
-                "stopped answering"
-            ),
-        )
-    return (
-        S.PENDING,
-        False,
-        (
-            f"lease expired on attempt {attempt} while its worker held {others} other item(s): "
-            "not counted against it; it runs alone next"
-        ),
-    )

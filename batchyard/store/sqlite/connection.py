@@ -23,31 +23,29 @@ from batchyard.models import (
     JSON,
     BatchStatus,
 )
-from batchyard.states import BatchState, ItemState, check_batch, ending_state
+from batchyard.states import BatchState, check_batch, ending_state
 from batchyard.store.rows import (
     BATCH_COLUMNS,
     batch_from_row,
     migrations,
 )
 
-B = BatchState
-S = ItemState
-CLAIMABLE = "('queued', 'processing', 'retrying')"
-ENDABLE = frozenset({B.QUEUED, B.PROCESSING, B.RETRYING})
+# The dialect-neutral rules, re-exported for this store's modules.
+from batchyard.store.rules import CLAIMABLE as CLAIMABLE
+from batchyard.store.rules import ENDABLE as ENDABLE
+from batchyard.store.rules import MAX_POSITION as MAX_POSITION
+from batchyard.store.rules import POSITION_BITS as POSITION_BITS
+from batchyard.store.rules import B as B
+from batchyard.store.rules import S as S
+from batchyard.store.rules import span as span
+
 LOG_INSERT = "INSERT INTO item_logs (item_id, attempt, at, kind, message) VALUES (?, ?, ?, ?, ?)"
 #: UPDATE ... RETURNING arrived in SQLite 3.35 (2021).
 MIN_SQLITE = (3, 35, 0)
-POSITION_BITS = 32
-MAX_POSITION = (1 << POSITION_BITS) - 1
 
 
 def _nothing() -> None:
     return None
-
-
-def span(pk: int) -> tuple[int, int]:
-    """The rowids a batch's items may have: [low, high)."""
-    return pk << POSITION_BITS, (pk + 1) << POSITION_BITS
 
 
 class _Owned:

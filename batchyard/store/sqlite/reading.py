@@ -7,7 +7,6 @@ from collections.abc import Collection
 from typing import Any
 
 from batchyard.errors import (
-    ConfigError,
     ItemNotFound,
 )
 from batchyard.models import (
@@ -28,6 +27,7 @@ from batchyard.store.rows import (
     batch_from_row,
     item_from_row,
 )
+from batchyard.store.rules import page_key
 from batchyard.store.sqlite.connection import (
     CLAIMABLE,
     B,
@@ -69,7 +69,7 @@ class Reading(SqliteBase):
         if after is not None:
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < ?")
-            params.append(_page_key(after))
+            params.append(page_key(after))
         rows = self._read(
             f"SELECT {BATCH_COLUMNS} FROM batches WHERE {' AND '.join(where)} "
             "ORDER BY pk DESC LIMIT ?",
@@ -188,9 +188,3 @@ class Reading(SqliteBase):
             if only is None or batch_id in only
         )
         return Outlook(remaining, min(dues) if dues else None, callbacks)
-
-
-def _page_key(after: str) -> int:
-    if not after.startswith("p") or not after[1:].isdigit():
-        raise ConfigError(f"{after!r} is not a page cursor (use the `next` of a previous page)")
-    return int(after[1:])

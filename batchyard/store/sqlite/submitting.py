@@ -6,7 +6,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import Any
 
 from batchyard.errors import (
     Conflict,
@@ -23,6 +22,7 @@ from batchyard.store.base import (
     Chunk,
     NewItem,
 )
+from batchyard.store.rules import COMMIT_ITEMS, readiness
 from batchyard.store.sqlite.connection import (
     MAX_POSITION,
     POSITION_BITS,
@@ -31,9 +31,6 @@ from batchyard.store.sqlite.connection import (
     Tx,
     delete_rows,
 )
-
-#: At most this many items go in one transaction of an upload.
-COMMIT_ITEMS = 50_000
 
 
 class Submitting(SqliteBase):
@@ -56,7 +53,7 @@ class Submitting(SqliteBase):
         with self._write() as tx:
             pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
         try:
-            self._upload(pk, chain([first, second], it), _readiness(chunks), options, now)
+            self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
         except BaseException:
@@ -214,9 +211,3 @@ class Submitting(SqliteBase):
                 ).fetchone()
                 if still:
                     delete_rows(tx, pk)
-
-
-def _readiness(chunks: Iterable[Any]) -> Callable[[], bool]:
-    """Whether the next chunk is at hand, if the iterable can tell (see items._Feed)."""
-    ready = getattr(chunks, "ready", None)
-    return ready if callable(ready) else lambda: False
