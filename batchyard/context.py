@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 from batchyard.models import JSON, Usage
+
+if TYPE_CHECKING:
+    from batchyard.services import Services
 
 MAX_LOG_LINES = 200
 MAX_MESSAGE = 2000
@@ -22,6 +26,7 @@ class TaskContext:
     __slots__ = (
         "_cancelled",
         "_logs",
+        "_services",
         "attempt",
         "batch_id",
         "key",
@@ -35,7 +40,13 @@ class TaskContext:
     )
 
     def __init__(
-        self, batch_id: str, key: str, attempt: int, max_attempts: int, params: dict[str, JSON]
+        self,
+        batch_id: str,
+        key: str,
+        attempt: int,
+        max_attempts: int,
+        params: dict[str, JSON],
+        services: Services | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.key = key
@@ -51,6 +62,14 @@ class TaskContext:
         self.metrics: dict[str, float] = {}
         self._logs: list[tuple[float, str, str]] | None = None
         self._cancelled = False
+        self._services = services
+
+    @property
+    def services(self) -> Services:
+        """Budget holds, the response cache and shared rate limiters for this attempt."""
+        if self._services is None:
+            raise RuntimeError("ctx.services exists only for items a worker runs")
+        return self._services
 
     @property
     def cancelled(self) -> bool:
@@ -73,11 +92,33 @@ class TaskContext:
             self.log(message, kind="progress")
         self.progress_changed = True
 
-    def usage(self, tokens_in: int = 0, tokens_out: int = 0, cost: float = 0.0) -> None:
-        """Add tokens and cost this item used; they roll up into the batch's usage."""
-        if tokens_in < 0 or tokens_out < 0 or cost < 0:
+    def usage(
+        self,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost: float = 0.0,
+        *,
+        tokens_cached: int = 0,
+        tokens_reasoning: int = 0,
+        calls: int = 0,
+        cache_hits: int = 0,
+        saved_cost: float = 0.0,
+    ) -> None:
+        """Add tokens and cost this item used; they roll up into the batch's usage (see
+        ``Usage`` for the keywords)."""
+        usage = Usage(
+            int(tokens_in),
+            int(tokens_out),
+            float(cost),
+            int(tokens_cached),
+            int(tokens_reasoning),
+            int(calls),
+            int(cache_hits),
+            float(saved_cost),
+        )
+        if any(value < 0 or math.isnan(value) for value in usage.values()):
             raise ValueError("usage must not be negative")
-        self.usage_total = self.usage_total + Usage(int(tokens_in), int(tokens_out), float(cost))
+        self.usage_total = self.usage_total + usage
 
     def metric(self, name: str, value: float) -> None:
         """Record a number about this item (the last value per name wins); reports summarise

@@ -163,5 +163,15 @@ class Fail(TaskSignal):
     """Fail this item now; it is not retried whatever attempts remain."""
 
 
+class PauseBatch(TaskSignal):
+    """Pause this item's whole batch, with ``reason`` shown in its status; this item goes
+    back to the queue without spending its attempt. For what no retry can mend: a spent
+    budget, a provider's exhausted quota. ``batchyard resume`` carries on."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class Cancelled(TaskSignal):
     """Stop this item; it ends ``cancelled``."""

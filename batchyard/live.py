@@ -236,9 +236,19 @@ def render(snap: Snapshot, height: int = 40) -> RenderableType:
 
 def _usage(status: BatchStatus) -> str:
     u = status.usage
-    if u.is_zero:
-        return ""
-    return f"   tokens {u.tokens_in:,} in {u.tokens_out:,} out  ${u.cost:,.4f}"
+    text = ""
+    if not u.is_zero:
+        text = f"   tokens {u.tokens_in:,} in {u.tokens_out:,} out  ${u.cost:,.4f}"
+    if u.cache_hits:
+        text += f"  ({u.cache_hits:,} from cache, ${u.saved_cost:,.4f} saved)"
+    projected = status.projected_cost
+    if projected is not None and status.counts.remaining and u.cost:
+        text += f"  ~${projected:,.4f} to go"
+    if status.budget is not None:
+        text += f"  budget ${status.budget:,.2f}"
+    if status.pause_reason:
+        text += f"\npaused: {status.pause_reason}"
+    return text
 
 
 def _in_flight(running: list[Item], room: int, total: int) -> RenderableType:
@@ -384,7 +394,13 @@ def _stop_if_failed(task: asyncio.Task[BatchStatus], worker: Worker) -> None:
 
 
 async def _stop_when_finished(store: Store, batch_id: str, worker: Worker) -> None:
-    # Polled, not taken from the worker: another process may end the batch (cancel).
-    while not (await asyncio.to_thread(store.get_batch, batch_id)).is_finished:
+    # Polled, not taken from the worker: another process may end the batch (cancel). A
+    # batch batchyard paused (its budget, a provider's quota) waits for a person: stop too.
+    while not _stops_here(await asyncio.to_thread(store.get_batch, batch_id)):
         await asyncio.sleep(ENDED_POLL)
     worker.stop()
+
+
+def _stops_here(status: BatchStatus) -> bool:
+    held = status.pause_reason is not None and not status.counts.running
+    return status.is_finished or held

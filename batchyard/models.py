@@ -21,22 +21,68 @@ def new_batch_id(now: float | None = None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens and money an item (or a batch, summed) has used."""
+    """Tokens and money an item (or a batch, summed) has used.
+
+    ``tokens_in`` counts every prompt token, ``tokens_cached`` the part of them the provider
+    served from its prompt cache (billed cheaper); ``tokens_reasoning`` the part of
+    ``tokens_out`` a reasoning model spent thinking. ``calls`` counts calls billed by a
+    provider; ``cache_hits`` the answers batchyard's response cache gave instead, and
+    ``saved_cost`` what those would have cost.
+    """
 
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0
+    tokens_cached: int = 0
+    tokens_reasoning: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    saved_cost: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.tokens_in + other.tokens_in,
             self.tokens_out + other.tokens_out,
             self.cost + other.cost,
+            self.tokens_cached + other.tokens_cached,
+            self.tokens_reasoning + other.tokens_reasoning,
+            self.calls + other.calls,
+            self.cache_hits + other.cache_hits,
+            self.saved_cost + other.saved_cost,
+        )
+
+    def values(self) -> tuple[float, ...]:
+        """The fields in USAGE_FIELDS order (the order of the store's columns)."""
+        return (
+            self.tokens_in,
+            self.tokens_out,
+            self.cost,
+            self.tokens_cached,
+            self.tokens_reasoning,
+            self.calls,
+            self.cache_hits,
+            self.saved_cost,
         )
 
     @property
     def is_zero(self) -> bool:
-        return self.tokens_in == 0 and self.tokens_out == 0 and self.cost == 0.0
+        return not any(self.values())
+
+    def as_dict(self) -> dict[str, JSON]:
+        return dict(zip(USAGE_FIELDS, self.values(), strict=True))
+
+
+#: Usage's fields, which are also the names of the store's usage columns.
+USAGE_FIELDS = (
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "tokens_cached",
+    "tokens_reasoning",
+    "calls",
+    "cache_hits",
+    "saved_cost",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +125,11 @@ class BatchOptions:
     metadata: dict[str, JSON] = field(default_factory=dict)
     params: dict[str, JSON] = field(default_factory=dict)
     sealed: bool = True
+    #: A cap on the batch's cost (in the price table's currency); None: no cap.
+    budget: float | None = None
+    #: Rate limits for the batch's calls, overriding its task's: ``rate_limit`` (requests,
+    #: e.g. "25/min") and ``tokens_per_minute``, shared by every worker of the store.
+    limits: dict[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +154,12 @@ class BatchStatus:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    #: The cap on the batch's cost, if any (``submit(budget=)``, ``--budget``).
+    budget: float | None = None
+    #: Why the batch was paused when batchyard paused it (a budget, a provider's quota).
+    pause_reason: str | None = None
+    #: The batch's own rate limits, if it set any.
+    limits: dict[str, JSON] | None = None
 
     @property
     def progress(self) -> float:
@@ -114,6 +171,15 @@ class BatchStatus:
     def is_finished(self) -> bool:
         return self.state.is_terminal
 
+    @property
+    def projected_cost(self) -> float | None:
+        """What the items still to do will cost at the average cost of those done so far
+        (None before any item has run)."""
+        ran = self.counts.succeeded + self.counts.failed
+        if ran == 0:
+            return None
+        return self.usage.cost / ran * self.counts.remaining
+
     def as_dict(self) -> dict[str, JSON]:
         """A JSON-ready view (the shape ``--json`` prints)."""
         return {
@@ -123,11 +189,7 @@ class BatchStatus:
             "state": self.state.value,
             "counts": {**self.counts.as_dict(), "total": self.counts.total},
             "progress": round(self.progress, 6),
-            "usage": {
-                "tokens_in": self.usage.tokens_in,
-                "tokens_out": self.usage.tokens_out,
-                "cost": self.usage.cost,
-            },
+            "usage": self.usage.as_dict(),
             "sealed": self.sealed,
             "concurrency": self.concurrency,
             "max_attempts": self.max_attempts,
@@ -140,6 +202,10 @@ class BatchStatus:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "updated_at": self.updated_at,
+            "budget": self.budget,
+            "pause_reason": self.pause_reason,
+            "limits": self.limits,
+            "projected_cost": self.projected_cost,
         }
 
 
@@ -176,11 +242,7 @@ class Item:
             "error": self.error,
             "error_type": self.error_type,
             "attempts": self.attempts,
-            "usage": {
-                "tokens_in": self.usage.tokens_in,
-                "tokens_out": self.usage.tokens_out,
-                "cost": self.usage.cost,
-            },
+            "usage": self.usage.as_dict(),
             "metrics": self.metrics,
             "progress": self.progress,
             "message": self.message,

@@ -13,15 +13,19 @@ import queue
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
 from batchyard.clock import Clock
 from batchyard.context import TaskContext
-from batchyard.errors import Cancelled, Fail, Retry
+from batchyard.errors import Cancelled, Fail, PauseBatch, Retry
+from batchyard.services import Hub, Services
 from batchyard.states import ItemState
 from batchyard.store.base import Claim, Outcome
 from batchyard.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from batchyard.ratelimit import SharedLimiter
 
 MAX_ERROR = 8000
 TIMEOUT = "timeout"
@@ -38,12 +42,15 @@ class Job:
         "ctx",
         "deadline",
         "lane",
+        "pause_reason",
         "renewed_at",
         "spec",
         "started_at",
     )
 
-    def __init__(self, claim: Claim, spec: TaskSpec, claimed_at: float) -> None:
+    def __init__(
+        self, claim: Claim, spec: TaskSpec, claimed_at: float, hub: Hub | None = None
+    ) -> None:
         self.claim = claim
         #: When (on the event loop's clock) this attempt times out; None for never. Set
         #: when it starts, like ``started_at``: a prefetched item waits without a clock.
@@ -51,10 +58,21 @@ class Job:
         self.spec = spec
         self.started_at = claimed_at
         self.renewed_at = claimed_at
+        services = None
+        if hub is not None:
+            services = Services(hub, claim.batch.pk, claim.item_id, claim.attempt)
         self.ctx = TaskContext(
-            claim.batch.id, claim.key, claim.attempt, claim.max_attempt, claim.batch.params
+            claim.batch.id,
+            claim.key,
+            claim.attempt,
+            claim.max_attempt,
+            claim.batch.params,
+            services,
         )
         self.cancel_reason: str | None = None
+        #: Set when the task raised PauseBatch: the worker pauses the batch and gives the
+        #: item back.
+        self.pause_reason: str | None = None
         self.lane: asyncio.Task[None] | None = None
 
     def stop(self, reason: str) -> None:
@@ -117,13 +135,16 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class Runner:
     """Runs attempts and builds their outcomes."""
 
-    def __init__(self, clock: Clock, threads: DaemonThreads) -> None:
+    def __init__(self, clock: Clock, threads: DaemonThreads, hub: Hub | None = None) -> None:
         self._clock = clock
         self._threads = threads
+        self._hub = hub
+        self._limiters: dict[str, SharedLimiter] = {}
 
     async def run(self, job: Job) -> Outcome | None:
-        """Run one attempt. None means it was stopped for the worker's own shutdown and
-        must be released, not recorded. Raises nothing but CancelledError."""
+        """Run one attempt. None means it must be released, not recorded: it was stopped
+        for the worker's own shutdown, or it asked for its batch to be paused
+        (``job.pause_reason``). Raises nothing but CancelledError."""
         try:
             payload = codec.loads(job.claim.payload)
             result = await self._call(job, payload)
@@ -138,6 +159,9 @@ class Runner:
             return self.stopped(job)
         except Cancelled as exc:
             return self._outcome(job, ItemState.CANCELLED, error=_describe(exc))
+        except PauseBatch as exc:
+            job.pause_reason = exc.reason
+            return None
         except Exception as exc:
             return self._failure(job, exc)
         try:
@@ -149,12 +173,51 @@ class Runner:
         return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
 
     async def _call(self, job: Job, payload: Any) -> Any:
+        limiter = self._limiter(job)
+        if limiter is None:
+            return await self._invoke(job, payload)
+        estimate = 0.0
+        if limiter.limits.tokens is not None and job.spec.estimate_tokens is not None:
+            estimate = float(job.spec.estimate_tokens(payload))
+        async with limiter.slot(estimate) as slot:
+            try:
+                return await self._invoke(job, payload)
+            finally:
+                usage = job.ctx.usage_total
+                if limiter.limits.tokens is not None and not usage.is_zero:
+                    slot.settle(usage.tokens_in + usage.tokens_out)
+
+    async def _invoke(self, job: Job, payload: Any) -> Any:
         # No timer per call: the worker's watchdog stops attempts past their deadline.
         spec = job.spec
         args = (payload, job.ctx) if spec.takes_context else (payload,)
         if spec.is_async:
             return await spec.fn(*args)
         return await self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
+
+    def _limiter(self, job: Job) -> SharedLimiter | None:
+        """The shared limiter an attempt waits on before its task is called: the batch's
+        own limits (key ``batch:ID``) or else its task's (key ``task:NAME``). None for a
+        task that takes no limits or applies them itself (the llm task)."""
+        spec, batch = job.spec, job.claim.batch
+        if self._hub is None or spec.manages_limits:
+            return None
+        if batch.limits:
+            key, rpm, tpm = f"batch:{batch.id}", batch.limits.get("rate_limit"), None
+            tpm = batch.limits.get("tokens_per_minute")
+        elif spec.rate_limit is not None or spec.tokens_per_minute is not None:
+            key, rpm, tpm = f"task:{spec.name}", spec.rate_limit, spec.tokens_per_minute
+        else:
+            return None
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            from batchyard.ratelimit import SharedLimiter, window_safe
+
+            limiter = SharedLimiter(
+                self._hub.store, key, rpm=window_safe(rpm), tpm=window_safe(tpm)
+            )
+            self._limiters[key] = limiter
+        return limiter
 
     def stopped(self, job: Job) -> Outcome:
         return self._outcome(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from batchyard.errors import ConfigError, TaskNotRegistered
-from batchyard.models import BatchStatus
+from batchyard.models import BatchOptions, BatchStatus
 from batchyard.retry import RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +27,8 @@ Callback = Callable[[BatchStatus], Any]
 DEFAULT_TIMEOUT = 1800.0
 DEFAULT_MAX_ATTEMPTS = 3
 _ATTR = "__batchyard_task__"
+#: Tasks every process knows by a short name.
+BUILTINS = {"llm": "batchyard.llm.task:llm"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,18 @@ class TaskSpec:
     on_failure: Callback | None = None
     is_async: bool = False
     takes_context: bool = True
+    #: Calls of this task shared by every worker of the store: a request rate ("25/min")
+    #: and a token rate ("5500/min" or a number per minute). A batch's own limits win.
+    rate_limit: str | None = None
+    tokens_per_minute: str | float | None = None
+    #: Tokens an item will use, reserved before it runs (corrected after it from what the
+    #: task reported with ``ctx.usage``); None reserves nothing.
+    estimate_tokens: Callable[[Any], float] | None = None
+    #: The task applies rate limits itself (the llm task): the worker does not.
+    manages_limits: bool = False
+    #: Checks (and may complete) a submission's options before its batch is created:
+    #: raises ConfigError for parameters the task cannot run with.
+    prepare: Callable[[BatchOptions], BatchOptions] | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -56,6 +70,18 @@ class TaskSpec:
             raise ConfigError(f"task {self.name}: max_attempts must be at least 1")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"task {self.name}: timeout must be positive (or None)")
+        check_limits(self.rate_limit, self.tokens_per_minute, f"task {self.name}")
+
+
+def check_limits(rate_limit: Any, tokens_per_minute: Any, where: str) -> None:
+    """Raise ConfigError naming ``where`` for a rate limit that cannot be read."""
+    from batchyard.ratelimit import parse_rate
+
+    for label, value in (("rate_limit", rate_limit), ("tokens_per_minute", tokens_per_minute)):
+        try:
+            parse_rate(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {label}: {exc}") from None
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -119,7 +145,8 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
 
     Any Yard can then run it by reference or by its ``module:function`` name. Options:
     ``concurrency``, ``max_attempts``, ``timeout``, ``retry_backoff``, ``retry_backoff_max``,
-    ``on_complete``, ``on_success``, ``on_failure``.
+    ``on_complete``, ``on_success``, ``on_failure``, ``rate_limit``, ``tokens_per_minute``,
+    ``estimate_tokens``.
     """
 
     def mark(f: F) -> F:
@@ -162,7 +189,7 @@ class TaskRegistry:
         found = self._specs.get(ref)
         if found is not None:
             return found
-        return self.add(replace(_import(ref), name=ref))
+        return self.add(replace(_import(BUILTINS.get(ref, ref)), name=ref))
 
     def find(self, name: str) -> TaskSpec | None:
         """Like resolve, but None for a name this process cannot run."""

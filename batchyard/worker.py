@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from batchyard.clock import Clock, SystemClock
-from batchyard.errors import StoreUnavailable
+from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.models import BatchStatus
 from batchyard.runner import SHUTDOWN, TIMEOUT, DaemonThreads, Job, Runner
+from batchyard.services import Hub
 from batchyard.states import BatchState
 from batchyard.store.base import Claim, LeaseUpdate, Outcome, Recorded, Store
 from batchyard.tasks import TaskRegistry, TaskSpec
@@ -113,7 +114,8 @@ class Worker:
         self._waking = 0
         self._db: ThreadPoolExecutor | None = None
         self._threads = DaemonThreads(self.config.concurrency)
-        self._runner = Runner(self.clock, self._threads)
+        self._hub = Hub(store, self.clock)
+        self._runner = Runner(self.clock, self._threads, self._hub)
 
     # -- control from outside ---------------------------------------------------------
 
@@ -304,7 +306,7 @@ class Worker:
         now = self._now()
         for claim in claims:
             spec = self._specs.get(claim.batch.task) or self._spec(claim.batch.task)
-            job = Job(claim, spec, now)
+            job = Job(claim, spec, now, self._hub)
             if claim.alone:
                 self._alone = job
             self._inflight[claim.item_id] = job
@@ -354,7 +356,26 @@ class Worker:
             job.lane = None
         if job.cancel_reason is not None and task.cancelling():
             await _absorb_cancel(task)
+        if job.pause_reason is not None:
+            await self._pause_and_give_back(job)
         self._finish(job, outcome)
+
+    async def _pause_and_give_back(self, job: Job) -> None:
+        """The task raised PauseBatch: pause its batch with the reason, then give the item
+        back unspent (in that order, so nobody claims it meanwhile)."""
+        claim, reason = job.claim, job.pause_reason
+        log.warning("pausing batch %s: %s", claim.batch.id, reason)
+        try:
+            await self._db_call(self.store.pause, claim.batch.id, self._now(), reason)
+        except BatchyardError as exc:  # ended or deleted meanwhile: nothing to pause
+            log.info("could not pause batch %s: %s", claim.batch.id, exc)
+        try:
+            released = await self._db_call(
+                self.store.release, [(claim.item_id, claim.attempt)], self._now()
+            )
+            self.stats.released += released
+        except BatchyardError as exc:  # its lease will expire and bring it back
+            log.warning("could not give back item %s: %s", claim.key, exc)
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._inflight.pop(job.claim.item_id, None)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchyard import items as item_codec
 from batchyard.clock import Clock, SystemClock
@@ -32,10 +32,15 @@ from batchyard.models import (
     Page,
     new_batch_id,
 )
+from batchyard.ratelimit import parse_rate
 from batchyard.states import BatchState, ItemState
 from batchyard.store import Store, open_store
-from batchyard.tasks import TaskRegistry, TaskSpec, make_spec
+from batchyard.store.rules import check_budget
+from batchyard.tasks import TaskRegistry, TaskSpec, check_limits, make_spec
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
+
+if TYPE_CHECKING:
+    from batchyard.llm.estimate import Estimate
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("batchyard")
@@ -116,6 +121,9 @@ class Yard:
         params: dict[str, JSON] | None = None,
         open: bool = False,
         key_field: str | None = "id",
+        budget: float | None = None,
+        rate_limit: str | None = None,
+        tokens_per_minute: str | float | None = None,
     ) -> Batch:
         """Create a batch of ``items`` for ``task`` and queue it.
 
@@ -123,20 +131,26 @@ class Yard:
         else its 1-based position. All items are written or none: a bad item raises an
         InputError naming its position and leaves no batch. With ``open=True`` the batch
         takes more items (``Batch.add``) until ``Batch.seal``.
+
+        ``budget`` caps the batch's cost: it pauses, with the reason in its status, rather
+        than pass it. ``rate_limit`` ("25/min") and ``tokens_per_minute`` limit its calls
+        across every worker, in place of its task's limits.
         """
         spec = self.registry.resolve(task)
-        options = BatchOptions(
-            task=spec.name,
+        options = self._options(
+            spec,
             name=name,
-            concurrency=spec.concurrency if concurrency is UNSET else concurrency,
-            max_attempts=spec.max_attempts if max_attempts is None else max_attempts,
-            timeout=spec.timeout if timeout is UNSET else timeout,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            timeout=timeout,
             priority=priority,
-            metadata=dict(metadata or {}),
-            params=dict(params or {}),
-            sealed=not open,
+            metadata=metadata,
+            params=params,
+            open=open,
+            budget=budget,
+            rate_limit=rate_limit,
+            tokens_per_minute=tokens_per_minute,
         )
-        _check_options(options)
         stream = _stream(items)
         first = next(stream, _END)
         if first is _END and not open:
@@ -150,6 +164,90 @@ class Yard:
         )
         self._wake_workers()
         return Batch(self, status.id)
+
+    def _options(
+        self,
+        spec: TaskSpec,
+        *,
+        concurrency: int | None,
+        max_attempts: int | None,
+        timeout: float | None,
+        metadata: dict[str, JSON] | None,
+        params: dict[str, JSON] | None,
+        open: bool,
+        rate_limit: str | None,
+        tokens_per_minute: str | float | None,
+        **rest: Any,
+    ) -> BatchOptions:
+        """A submission's options, checked, with the task's defaults filled in and its
+        parameters checked by the task (``TaskSpec.prepare``)."""
+        check_limits(rate_limit, tokens_per_minute, "this batch")
+        limits = {
+            label: str(parse_rate(value))
+            for label, value in (
+                ("rate_limit", rate_limit),
+                ("tokens_per_minute", tokens_per_minute),
+            )
+            if value is not None
+        }
+        options = BatchOptions(
+            task=spec.name,
+            concurrency=spec.concurrency if concurrency is UNSET else concurrency,
+            max_attempts=spec.max_attempts if max_attempts is None else max_attempts,
+            timeout=spec.timeout if timeout is UNSET else timeout,
+            metadata=dict(metadata or {}),
+            params=dict(params or {}),
+            sealed=not open,
+            limits=limits or None,
+            **rest,
+        )
+        _check_options(options)
+        return options if spec.prepare is None else spec.prepare(options)
+
+    def estimate(
+        self,
+        task: str,
+        items: Iterable[Any],
+        *,
+        params: dict[str, JSON],
+        rate_limit: str | None = None,
+        tokens_per_minute: str | float | None = None,
+        pilot: int = 0,
+        concurrency: int = 16,
+    ) -> Estimate:
+        """What an llm batch of ``items`` would cost and take, without creating it: see
+        ``batchyard.llm.estimate``. ``pilot`` runs that many items first (a small batch of
+        its own, spread over the input) to learn how long the answers are."""
+        from batchyard.llm import estimate as estimating
+
+        spec = self.registry.resolve(task)
+        if spec.name != "llm":
+            raise ConfigError(f"estimates are for the llm task, not {spec.name}")
+        options = self._options(
+            spec,
+            concurrency=None,
+            max_attempts=None,
+            timeout=None,
+            metadata=None,
+            params=params,
+            open=False,
+            rate_limit=rate_limit,
+            tokens_per_minute=tokens_per_minute,
+        )
+        rows = list(items)
+        samples = None
+        if pilot > 0:
+            picked = estimating.spread(rows, pilot)
+            trial = self.submit(spec, picked, params=options.params, name="pilot", key_field=None)
+            self.run_until_idle(concurrency=min(concurrency, len(picked)), batches=(trial.id,))
+            samples = estimating.pilot_samples(self.store, trial.id)
+            if not samples.tokens:
+                first = next(trial.items(ItemState.FAILED), None)
+                why = f": {first.error}" if first is not None else ""
+                raise ConfigError(f"the pilot batch {trial.id} got no answer{why}")
+        return estimating.estimate(
+            self.store, options.params, rows, concurrency=concurrency, samples=samples
+        )
 
     def batch(self, batch_id: str) -> Batch:
         """The batch with this id; raises BatchNotFound."""
@@ -253,10 +351,18 @@ class Batch:
         """Stop claims; running items finish."""
         return self._store.pause(self.id, self._now())
 
-    def resume(self) -> BatchStatus:
+    def resume(self, *, budget: float | None = UNSET) -> BatchStatus:
+        """Carry on after a pause; ``budget`` first sets a new cap (None removes it)."""
+        if budget is not UNSET:
+            self.set_budget(budget)
         status = self._store.resume(self.id, self._now())
         self.yard._wake_workers()
         return status
+
+    def set_budget(self, budget: float | None) -> BatchStatus:
+        """Set the cap on the batch's cost (None: no cap). A batch paused by its budget
+        stays paused until ``resume``."""
+        return self._store.set_budget(self.id, budget, self._now())
 
     def retry_failed(self) -> int:
         """Send the failed items back, ahead of fresh work; returns how many."""
@@ -333,6 +439,7 @@ def _check_options(options: BatchOptions) -> None:
         raise ConfigError("max_attempts must be at least 1")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError("timeout must be positive (or None for no limit)")
+    check_budget(options.budget)
 
 
 async def serve_with_signals(worker: Worker, until_idle: bool) -> WorkerStats:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from batchyard.cli import batches, reports, work
+from batchyard.cli import batches, reports, spend, work
 from batchyard.cli.common import DB_HELP, CommandError
 
 EXIT_FAILED = 1
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
     )
     commands.required = True
-    for module in (batches, work, reports):
+    for module in (batches, work, reports, spend):
         module.register(commands)
     return parser
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(exc: Exception, *, verbose: bool) -> int:
-    from batchyard.errors import BatchyardError, InputError
+    from batchyard.errors import BatchyardError, ConfigError, InputError
 
     if verbose or not isinstance(exc, (BatchyardError, CommandError)):
         import traceback
@@ -84,7 +84,7 @@ def _report(exc: Exception, *, verbose: bool) -> int:
         if not isinstance(exc, (BatchyardError, CommandError)):
             return EXIT_FAILED
     print(f"batchyard: error: {exc}", file=sys.stderr)
-    if isinstance(exc, (InputError, CommandError)):
+    if isinstance(exc, (InputError, CommandError, ConfigError)):
         return EXIT_USAGE
     return EXIT_FAILED
 

@@ -73,7 +73,7 @@ def run_status(args: argparse.Namespace) -> int:
 def print_status(view: dict[str, Any]) -> None:
     from rich.table import Table
 
-    counts, usage = view["counts"], view["usage"]
+    counts = view["counts"]
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -92,10 +92,8 @@ def print_status(view: dict[str, Any]) -> None:
     )
     pace = f"{view['throughput']:,.1f} items/s" if view["throughput"] else "-"
     table.add_row("throughput", f"{pace}   ETA {format_duration(view['eta'])}")
-    table.add_row(
-        "usage",
-        f"{usage['tokens_in']:,} tokens in  {usage['tokens_out']:,} out  ${usage['cost']:,.4f}",
-    )
+    for label, text in usage_rows(view):
+        table.add_row(label, text)
     table.add_row(
         "times",
         "  ".join(
@@ -109,6 +107,41 @@ def print_status(view: dict[str, Any]) -> None:
         + f"  (elapsed {format_duration(view['elapsed'])})",
     )
     console().print(table)
+
+
+def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
+    """The usage, cost, cache and budget lines of a status, those that say something."""
+    usage = view["usage"]
+    tokens = f"{usage['tokens_in']:,} tokens in  {usage['tokens_out']:,} out"
+    extra = [
+        f"{usage[key]:,} {label}"
+        for key, label in (("tokens_cached", "cached in"), ("tokens_reasoning", "reasoning"))
+        if usage[key]
+    ]
+    rows = [("usage", "  ".join([tokens, *extra]))]
+    cost = f"${usage['cost']:,.4f}"
+    if usage["calls"]:
+        cost += f" for {usage['calls']:,} calls"
+    if (
+        view["projected_cost"] is not None
+        and view["counts"]["pending"] + view["counts"]["running"] + view["counts"]["retry_wait"]
+    ):
+        cost += f"   ~${view['projected_cost']:,.4f} more for the items left"
+    if usage["cost"] or usage["calls"] or view["budget"] is not None:
+        rows.append(("cost", cost))
+    if usage["cache_hits"]:
+        rows.append(
+            (
+                "cache",
+                f"{usage['cache_hits']:,} answers reused, ${usage['saved_cost']:,.4f} saved",
+            )
+        )
+    if view["budget"] is not None:
+        left = view["budget"] - usage["cost"]
+        rows.append(("budget", f"${view['budget']:,.4f}  (${max(left, 0.0):,.4f} left)"))
+    if view["pause_reason"]:
+        rows.append(("paused", view["pause_reason"]))
+    return rows
 
 
 # -- submitting -----------------------------------------------------------------------
@@ -134,6 +167,14 @@ def _register_control(commands: Any) -> None:
             formatter_class=RAW,
         )
         parser.add_argument("batch", metavar="ID", help="the batch id")
+        if name == "resume":
+            parser.add_argument(
+                "--budget",
+                type=submit.budget_amount,
+                metavar="AMOUNT",
+                help="set a new cap on the batch's cost first (a batch its budget paused "
+                "carries on within the new one)",
+            )
         add_json(parser)
         parser.set_defaults(run=run_retry if name == "retry" else _control(name, _DONE[name]))
 
@@ -172,7 +213,10 @@ def _control(method: str, done: str) -> Any:
         from batchyard.cli.views import status_view
 
         with open_yard(args, create=False) as yard:
-            status = getattr(yard.batch(args.batch), method)()
+            batch = yard.batch(args.batch)
+            if getattr(args, "budget", None) is not None:
+                batch.set_budget(args.budget)
+            status = getattr(batch, method)()
         if args.json:
             print_json(status_view(status, time.time()))
         else:

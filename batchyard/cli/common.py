@@ -122,9 +122,13 @@ STATUS_JSON = """\
 --json prints the status object:
   {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",
    "succeeded", "failed", "cancelled", "total"}, "progress" (0..1), "usage": {"tokens_in",
-   "tokens_out", "cost"}, "sealed", "concurrency", "max_attempts", "timeout", "priority",
+   "tokens_out", "cost", "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
+   "saved_cost"}, "sealed", "concurrency", "max_attempts", "timeout", "priority",
    "metadata", "params", "round", "created_at", "started_at", "finished_at", "updated_at"
-   (unix seconds or null), "elapsed" (s), "throughput" (items/s), "eta" (s or null)}"""
+   (unix seconds or null), "budget" (or null), "pause_reason" (why batchyard paused it,
+   or null), "limits" ({"rate_limit", "tokens_per_minute"} or null), "projected_cost"
+   (of the items left, at the average so far; null before any ran), "elapsed" (s),
+   "throughput" (items/s), "eta" (s or null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

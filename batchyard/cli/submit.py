@@ -87,6 +87,56 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="add INPUT's items to this open batch instead of creating one",
     )
+    add_limit_options(parser)
+    parser.add_argument(
+        "--budget",
+        type=budget_amount,
+        metavar="AMOUNT",
+        help="cap the batch's cost (in the price table's currency, USD): it pauses, with "
+        "the reason in its status, rather than pass it; 'resume ID --budget N' carries on",
+    )
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """--rate-limit, --tokens-per-minute and --no-cache: how a batch may call its provider."""
+    parser.add_argument(
+        "--rate-limit",
+        metavar="RATE",
+        help="calls allowed across every worker: 25/min, 10/s, 5000/h (default: the task's)",
+    )
+    parser.add_argument(
+        "--tokens-per-minute",
+        metavar="N",
+        help="tokens allowed across every worker, a number per minute or a rate (5500/min)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="llm task: call the provider even for a request it has answered before",
+    )
+
+
+def budget_amount(text: str) -> float:
+    try:
+        amount = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount such as 12.50") from None
+    if not amount >= 0 or amount == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a budget is an amount of at least 0")
+    return amount
+
+
+def spending(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of Yard.submit/estimate that --rate-limit and --tokens-per-minute set."""
+    return {"rate_limit": args.rate_limit, "tokens_per_minute": args.tokens_per_minute}
+
+
+def task_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The --param values, with --no-cache folded in."""
+    params = _params(args.params)
+    if getattr(args, "no_cache", False):
+        params["cache"] = False
+    return params
 
 
 def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
@@ -98,7 +148,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
     from batchyard.errors import InputError
     from batchyard.inputs import open_input
 
-    params = _params(args.params)
+    params = task_params(args)
     with open_input(args.input, args.input_format) as items:
         try:
             if args.batch is not None:
@@ -113,6 +163,8 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
                 open=args.open,
                 key_field=args.key_field,
                 metadata={"input": items.source},
+                budget=args.budget,
+                **spending(args),
                 **_task_overrides(args),
             )
         except InputError as exc:
@@ -138,6 +190,10 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
             ("--priority", args.priority),
             ("--param", args.params or None),
             ("--open", args.open or None),
+            ("--budget", args.budget),
+            ("--rate-limit", args.rate_limit),
+            ("--tokens-per-minute", args.tokens_per_minute),
+            ("--no-cache", args.no_cache or None),
         )
         if value is not None
     ]

@@ -176,6 +176,14 @@ def _ending(status: BatchStatus) -> int:
     """The exit status for a batch as a command left it."""
     from batchyard.states import BatchState
 
+    if status.pause_reason is not None and not status.is_finished:
+        print(
+            f"paused: batch {status.id}: {status.pause_reason}\n"
+            f"{status.counts.remaining:,} item(s) left; after 'batchyard resume {status.id}', "
+            f"'batchyard worker --batch {status.id}' goes on with it",
+            file=sys.stderr,
+        )
+        return 1
     if not status.is_finished:
         print(
             f"stopped: batch {status.id} is {status.state.value} with "

@@ -59,6 +59,8 @@ class ClaimedBatch:
     task: str
     timeout: float | None
     params: dict[str, JSON]
+    #: Rate limits the batch set for its calls (``BatchOptions.limits``), if any.
+    limits: dict[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,17 @@ class Outlook:
     remaining: int
     next_due: float | None
     callbacks_due: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """What ``hold_budget`` found: whether the hold was granted, and the figures it weighed
+    (``spent``: the batch's recorded cost; ``held``: the other holds still in flight)."""
+
+    granted: bool
+    budget: float | None
+    spent: float
+    held: float
 
 
 class Store(Protocol):
@@ -197,7 +210,10 @@ class Store(Protocol):
         ...
 
     # -- controlling ------------------------------------------------------------------
-    def pause(self, batch_id: str, now: float) -> BatchStatus: ...
+    def pause(self, batch_id: str, now: float, reason: str | None = None) -> BatchStatus:
+        """Pause a batch; ``reason`` says why when batchyard pauses it (shown in its status,
+        cleared by ``resume``)."""
+        ...
 
     def resume(self, batch_id: str, now: float) -> BatchStatus: ...
 
@@ -323,6 +339,29 @@ class Store(Protocol):
 
     def limit_state(self, key: str, now: float) -> LimitState | None:
         """The key as stored (levels not refilled to ``now``), None if never used."""
+        ...
+
+    # -- budgets and the response cache ----------------------------------------------
+    def set_budget(self, batch_id: str, budget: float | None, now: float) -> BatchStatus:
+        """Set (or with None remove) the cap on a batch's cost."""
+        ...
+
+    def hold_budget(
+        self, batch_pk: int, item_id: int, attempt: int, amount: float, now: float
+    ) -> BudgetCheck:
+        """Atomically reserve ``amount`` of the batch's budget for a call of this attempt, if
+        recorded cost + holds in flight + ``amount`` stays within it; else take nothing.
+        A hold lapses by itself once the item leaves this attempt (recorded, released,
+        reclaimed), when its real cost is in the batch's recorded cost. Holds of one attempt
+        add up. Without a budget it always grants, writing nothing."""
+        ...
+
+    def cache_get(self, key: str) -> str | None:
+        """A cached response by its content key."""
+        ...
+
+    def cache_put(self, key: str, value: str, now: float) -> None:
+        """Keep a response under its content key (the first one kept wins)."""
         ...
 
     def close(self) -> None: ...

@@ -13,12 +13,14 @@ from batchyard.states import BatchState, ItemState
 BATCH_COLUMNS = (
     "pk, id, name, task, state, sealed, concurrency, max_attempts, timeout, priority, "
     "metadata, params, round, n_pending, n_running, n_retry_wait, n_succeeded, n_failed, "
-    "n_cancelled, tokens_in, tokens_out, cost, created_at, started_at, finished_at, updated_at"
+    "n_cancelled, tokens_in, tokens_out, cost, created_at, started_at, finished_at, updated_at, "
+    "budget, pause_reason, tokens_cached, tokens_reasoning, calls, cache_hits, saved_cost, limits"
 )
 
 ITEM_COLUMNS = (
     "key, position, state, payload, result, error, error_type, attempts, tokens_in, "
-    "tokens_out, cost, metrics, progress, message, started_at, finished_at, duration, seq"
+    "tokens_out, cost, metrics, progress, message, started_at, finished_at, duration, seq, "
+    "tokens_cached, tokens_reasoning, calls, cache_hits, saved_cost"
 )
 
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
@@ -40,11 +42,14 @@ def batch_from_row(row: Any) -> BatchStatus:
         params=codec.loads(row[11]),
         round=row[12],
         counts=Counts(*row[13:19]),
-        usage=Usage(row[19], row[20], row[21]),
+        usage=Usage(row[19], row[20], row[21], *row[28:33]),
         created_at=row[22],
         started_at=row[23],
         finished_at=row[24],
         updated_at=row[25],
+        budget=row[26],
+        pause_reason=row[27],
+        limits=None if row[33] is None else codec.loads(row[33]),
     )
 
 
@@ -60,7 +65,7 @@ def item_from_row(batch_id: str, row: Any) -> Item:
         error=row[5],
         error_type=row[6],
         attempts=row[7],
-        usage=Usage(row[8], row[9], row[10]),
+        usage=Usage(row[8], row[9], row[10], *row[18:23]),
         metrics={} if row[11] is None else codec.loads(row[11]),
         progress=row[12],
         message=row[13],

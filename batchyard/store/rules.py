@@ -1,8 +1,10 @@
 """What the SQL stores share that is not SQL: the claimable states, item ids as ranges per
-batch, page cursors, upload batching, and where an expired lease sends its item."""
+batch, page cursors, upload batching, where an expired lease sends its item, and budget
+arithmetic."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,3 +64,13 @@ def expiry(
             "not counted against it; it runs alone next"
         ),
     )
+
+
+def check_budget(budget: float | None) -> None:
+    if budget is not None and (math.isnan(budget) or budget < 0):
+        raise ConfigError(f"a budget must be a number of at least 0, not {budget}")
+
+
+def fits(spent: float, held: float, amount: float, budget: float) -> bool:
+    """Whether a hold of ``amount`` keeps recorded plus reserved cost within the budget."""
+    return spent + held + amount <= budget + 1e-12

@@ -158,7 +158,7 @@ class Service:
 
     def _completion(self, number: int, chat: ChatRequest, answer: Answer) -> dict[str, Any]:
         prompt_tokens = chat.prompt_tokens
-        cached = self._cached_tokens(chat.messages)
+        cached = self._cached_tokens(chat.messages, chat.model)
         self._count(prompt_tokens=prompt_tokens, completion_tokens=answer.completion_tokens)
         return {
             "id": f"chatcmpl-fake{number:010d}",
@@ -183,7 +183,7 @@ class Service:
             },
         }
 
-    def _cached_tokens(self, messages: list[dict[str, Any]]) -> int:
+    def _cached_tokens(self, messages: list[dict[str, Any]], model: str) -> int:
         """Tokens of the longest whole-message prefix seen before, as OpenAI's prompt cache
         counts them: only from 1024 tokens on, rounded down to a multiple of 128."""
         cached = 0
@@ -192,7 +192,7 @@ class Service:
             digest.update(json.dumps(message, sort_keys=True).encode())
             prefix = digest.digest()
             if prefix in self._seen_prefixes:
-                cached = count_prompt_tokens(messages[:end]) - REPLY_PRIMING
+                cached = count_prompt_tokens(messages[:end], model) - REPLY_PRIMING
             self._seen_prefixes.add(prefix)
         return cached // _CACHE_STEP * _CACHE_STEP if cached >= _CACHE_MIN else 0
 

@@ -1,10 +1,13 @@
 """The chat-completions protocol of the fake server: checking a request, counting its tokens,
 and composing a deterministic answer from it.
 
-Tokens are counted by one documented approximation, used for prompts and answers alike:
+Tokens are counted as OpenAI counts them wherever that is known: for a model with an exact
+tokenizer (``gpt-4o-mini``, ``gpt-4.1``, ``gpt-3.5-turbo``, ...; see ``batchyard.llm.tokens``)
+prompts and answers are encoded with it, and a prompt adds up by the cookbook's chat rule. For
+any other model (``gpt-test``) one documented approximation serves prompts and answers alike:
 ``ceil(characters / 4)`` per text, plus 4 tokens per message (role and separators) and 3 for
-priming the reply, which is how OpenAI's chat format adds up. :func:`count_prompt_tokens` is
-public so tests and estimates can count exactly what the server will report.
+priming the reply. :func:`count_prompt_tokens` is public so tests and estimates can count
+exactly what the server will report.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import tiktoken
+
+from batchyard.llm import tokens
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
@@ -49,7 +56,7 @@ class ChatRequest:
 
     @property
     def prompt_tokens(self) -> int:
-        return count_prompt_tokens(self.messages)
+        return count_prompt_tokens(self.messages, self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +68,20 @@ class Answer:
     completion_tokens: int
 
 
-def count_text_tokens(text: str) -> int:
-    """Tokens of one text: ``ceil(len(text) / 4)``."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+def count_text_tokens(text: str, model: str | None = None) -> int:
+    """Tokens of one text: exact for a model with a known tokenizer, else
+    ``ceil(len(text) / 4)``."""
+    encoding = None if model is None else tokens.encoding_for_model(model)
+    if encoding is None:
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return len(encoding.encode_ordinary(text))
 
 
-def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """Prompt tokens of ``messages``, exactly as the server reports them in ``usage``."""
+def count_prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str | None = None) -> int:
+    """Prompt tokens of ``messages`` sent to ``model``, exactly as the server reports them in
+    ``usage``; without a model, the approximation for unknown models."""
+    if model is not None and tokens.encoding_name(model) is not None:
+        return tokens.count_message_tokens(messages, model).tokens
     per_message = (MESSAGE_OVERHEAD + count_text_tokens(_text(m.get("content"))) for m in messages)
     return REPLY_PRIMING + sum(per_message)
 
@@ -116,16 +130,30 @@ def compose_answer(request: ChatRequest, answer_tokens: tuple[int, int]) -> Answ
     """
     seed = json.dumps([request.model, request.messages, request.response_format], sort_keys=True)
     rng = random.Random(hashlib.sha256(seed.encode()).digest())
-    prose = _prose(rng, rng.randint(*answer_tokens))
+    encoding = tokens.encoding_for_model(request.model)
+    prose = _prose(rng, rng.randint(*answer_tokens), encoding)
     content = (
         json.dumps(_json_reply(rng, prose, request.response_format))
         if _wants_json(request)
         else prose
     )
+    if encoding is not None:
+        return _encoded_answer(content, request.max_tokens, encoding)
     if count_text_tokens(content) > request.max_tokens:
         content = content[: request.max_tokens * CHARS_PER_TOKEN]
         return Answer(content, "length", count_text_tokens(content))
     return Answer(content, "stop", count_text_tokens(content))
+
+
+def _encoded_answer(content: str, max_tokens: int, encoding: tiktoken.Encoding) -> Answer:
+    """An answer counted with a real tokenizer, cut after ``max_tokens`` tokens as a model
+    stops generating there."""
+    encoded = encoding.encode_ordinary(content)
+    if len(encoded) > max_tokens:
+        # NOTE: the content is ASCII (json.dumps escapes the rest), so a cut never splits a
+        # character.
+        return Answer(encoding.decode(encoded[:max_tokens]), "length", max_tokens)
+    return Answer(content, "stop", len(encoded))
 
 
 def _text(content: Any) -> str:
@@ -143,10 +171,19 @@ def _wants_json(request: ChatRequest) -> bool:
     return any("json" in _text(m.get("content")).lower() for m in request.messages)
 
 
-def _prose(rng: random.Random, tokens: int) -> str:
+def _prose(rng: random.Random, length: int, encoding: tiktoken.Encoding | None) -> str:
+    """Random words until the text is ``length`` tokens long, counted in linear time."""
     words: list[str] = []
-    while count_text_tokens(" ".join(words)) < tokens:
-        words.append(rng.choice(_WORDS))
+    chars = counted = 0
+    while (counted if encoding is not None else math.ceil(chars / CHARS_PER_TOKEN)) < length:
+        word = rng.choice(_WORDS)
+        piece = f" {word}" if words else word
+        chars += len(piece)
+        if encoding is not None:
+            # NOTE: OpenAI's encodings split text before every " word", so the tokens of the
+            # pieces add up to the tokens of the whole.
+            counted += len(encoding.encode_ordinary(piece))
+        words.append(word)
     return " ".join(words).capitalize() + "."
 
 

@@ -42,6 +42,10 @@ STATUS_KEYS = {
     "elapsed",
     "throughput",
     "eta",
+    "budget",
+    "pause_reason",
+    "limits",
+    "projected_cost",
 }
 COUNT_KEYS = {"pending", "running", "retry_wait", "succeeded", "failed", "cancelled", "total"}
 ITEM_KEYS = {
@@ -250,7 +254,7 @@ def test_bad_submit_options_exit_2_with_a_clear_message(
 
 def test_an_unknown_task_or_missing_file_is_refused(cli: CLI) -> None:
     name = jsonl(cli.folder, "in.jsonl", rows(1))
-    assert "unknown task 'nosuchmodule:fn'" in cli.fails(1, "submit", "nosuchmodule:fn", name)
+    assert "unknown task 'nosuchmodule:fn'" in cli.fails(2, "submit", "nosuchmodule:fn", name)
     assert "nope.jsonl: cannot open" in cli.fails(2, "submit", "json:dumps", "nope.jsonl")
     assert cli.batches() == []
 

@@ -129,7 +129,10 @@ class Tx:
         )
         if changed != 1:
             raise StoreError(f"batch {batch_id} changed state concurrently")
-        self.event(batch_id, "batch.state", {"from": old.value, "to": new.value}, now)
+        data: dict[str, JSON] = {"from": old.value, "to": new.value}
+        if extra.get("pause_reason"):
+            data["reason"] = extra["pause_reason"]
+        self.event(batch_id, "batch.state", data, now)
 
     def end_if_done(self, pk: int, now: float) -> str | None:
         """End a sealed batch none of whose items is left to run; returns its id if so."""
@@ -308,6 +311,10 @@ class PostgresBase:
 def delete_rows(tx: Tx, pk: int) -> None:
     low, high = span(pk)
     tx.run("DELETE FROM item_logs WHERE item_id >= %s AND item_id < %s", (low, high))
+    # The batch row first: hold_budget locks it before its holds, so this never waits in a
+    # cycle with a worker holding budget for a straggler of the batch.
+    tx.run("SELECT 1 FROM batches WHERE pk = %s FOR UPDATE", (pk,))
     tx.run("DELETE FROM items WHERE id >= %s AND id < %s", (low, high))
+    tx.run("DELETE FROM budget_holds WHERE batch_pk = %s", (pk,))
     tx.run("DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = %s)", (pk,))
     tx.run("DELETE FROM batches WHERE pk = %s", (pk,))

@@ -14,12 +14,22 @@ from batchyard.store.rows import BATCH_COLUMNS, batch_from_row
 class Controlling(PostgresBase):
     """State changes users ask for, and the leases on batch-ending callbacks."""
 
-    def pause(self, batch_id: str, now: float) -> BatchStatus:
+    def pause(self, batch_id: str, now: float, reason: str | None = None) -> BatchStatus:
         with self._write() as tx:
             row = tx.batch_row(batch_id)
             state = B(row[4])
             if state is not B.PAUSED:
-                tx.set_state(row[0], batch_id, state, B.PAUSED, now, resume_state=state.value)
+                tx.set_state(
+                    row[0],
+                    batch_id,
+                    state,
+                    B.PAUSED,
+                    now,
+                    resume_state=state.value,
+                    pause_reason=reason,
+                )
+            elif reason is not None and row[27] is None:
+                tx.run("UPDATE batches SET pause_reason = %s WHERE pk = %s", (reason, row[0]))
         return self.get_batch(batch_id)
 
     def resume(self, batch_id: str, now: float) -> BatchStatus:
@@ -27,7 +37,9 @@ class Controlling(PostgresBase):
             row = tx.batch_row(batch_id)
             if B(row[4]) is B.PAUSED:
                 back = tx.one("SELECT resume_state FROM batches WHERE pk = %s", (row[0],))[0]
-                tx.set_state(row[0], batch_id, B.PAUSED, B(back), now, resume_state=None)
+                tx.set_state(
+                    row[0], batch_id, B.PAUSED, B(back), now, resume_state=None, pause_reason=None
+                )
                 tx.end_if_done(row[0], now)
                 tx.notify = True
             elif not B(row[4]).is_active:

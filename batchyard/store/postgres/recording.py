@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from batchyard.models import USAGE_FIELDS
 from batchyard.states import check_item
 from batchyard.store.base import Outcome, Recorded
 from batchyard.store.postgres.connection import LOG_INSERT, PostgresBase, S, Tx, log_rows
@@ -31,6 +32,11 @@ UPDATE items i SET
     tokens_in = i.tokens_in + u.tokens_in,
     tokens_out = i.tokens_out + u.tokens_out,
     cost = i.cost + u.cost,
+    tokens_cached = i.tokens_cached + u.tokens_cached,
+    tokens_reasoning = i.tokens_reasoning + u.tokens_reasoning,
+    calls = i.calls + u.calls,
+    cache_hits = i.cache_hits + u.cache_hits,
+    saved_cost = i.saved_cost + u.saved_cost,
     metrics = CASE WHEN u.metrics IS NOT NULL THEN u.metrics
         WHEN u.later THEN NULL ELSE i.metrics END,
     progress = COALESCE(u.progress, i.progress),
@@ -41,12 +47,18 @@ FROM unnest(
     %(terminal)s::bool[], %(finished_at)s::float8[], %(result)s::text[], %(error)s::text[],
     %(error_type)s::text[], %(run_after)s::float8[], %(tokens_in)s::bigint[],
     %(tokens_out)s::bigint[], %(cost)s::float8[], %(metrics)s::text[], %(progress)s::float8[],
-    %(message)s::text[], %(later)s::bool[]
+    %(message)s::text[], %(later)s::bool[], %(tokens_cached)s::bigint[],
+    %(tokens_reasoning)s::bigint[], %(calls)s::bigint[], %(cache_hits)s::bigint[],
+    %(saved_cost)s::float8[]
 ) AS u(id, attempt, state, duration, terminal, finished_at, result, error, error_type,
-    run_after, tokens_in, tokens_out, cost, metrics, progress, message, later)
+    run_after, tokens_in, tokens_out, cost, metrics, progress, message, later, tokens_cached,
+    tokens_reasoning, calls, cache_hits, saved_cost)
 WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = 'running'
 RETURNING i.id, i.attempts
 """
+
+
+_MONEY = frozenset({"cost", "saved_cost"})
 
 
 class Recording(PostgresBase):
@@ -119,9 +131,8 @@ class Recording(PostgresBase):
             d["n_running"] -= 1
             d[COUNTER_OF[o.state]] += 1
             if not o.usage.is_zero:
-                d["tokens_in"] += o.usage.tokens_in
-                d["tokens_out"] += o.usage.tokens_out
-                d["cost"] += o.usage.cost
+                for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
+                    d[column] += value
             logs.extend((o.item_id, o.attempt, *line) for line in o.logs)
             if o.error is not None:
                 logs.append((o.item_id, o.attempt, o.finished_at, "error", o.error))
@@ -143,8 +154,9 @@ def _columns(outcomes: Sequence[Outcome], seq: int) -> dict[str, Any]:
         name: []
         for name in (
             "id attempt state duration terminal finished_at result error error_type run_after "
-            "tokens_in tokens_out cost metrics progress message later"
+            "metrics progress message later"
         ).split()
+        + list(USAGE_FIELDS)
     }
     for o in outcomes:
         cols["id"].append(o.item_id)
@@ -157,9 +169,8 @@ def _columns(outcomes: Sequence[Outcome], seq: int) -> dict[str, Any]:
         cols["error"].append(o.error)
         cols["error_type"].append(o.error_type)
         cols["run_after"].append(None if o.run_after is None else float(o.run_after))
-        cols["tokens_in"].append(o.usage.tokens_in)
-        cols["tokens_out"].append(o.usage.tokens_out)
-        cols["cost"].append(float(o.usage.cost))
+        for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
+            cols[column].append(float(value) if column in _MONEY else int(value))
         cols["metrics"].append(o.metrics)
         cols["progress"].append(None if o.progress is None else float(o.progress))
         cols["message"].append(o.message)

@@ -9,6 +9,7 @@ transactions, migrations), ``listening``, ``submitting``, ``reading``, ``control
 
 from __future__ import annotations
 
+from batchyard.store.postgres.budgeting import Budgeting
 from batchyard.store.postgres.controlling import Controlling
 from batchyard.store.postgres.limiting import Limiting
 from batchyard.store.postgres.reading import Reading
@@ -16,7 +17,7 @@ from batchyard.store.postgres.submitting import Submitting
 from batchyard.store.postgres.working import Working
 
 
-class PostgresStore(Working, Controlling, Reading, Submitting, Limiting):
+class PostgresStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
     """The scale-out store. ``url`` is a libpq URL; the schema is created or upgraded on
     first use. It holds at most ``pool_size`` pooled connections, plus one for LISTEN once
     ``on_change`` is used."""

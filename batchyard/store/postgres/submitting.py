@@ -97,8 +97,8 @@ class Submitting(PostgresBase):
                 row = tx.one(
                     "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, "
                     "max_attempts, timeout, params, metadata, upload_expires, created_at, "
-                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "RETURNING pk",
+                    "updated_at, budget, limits) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING pk",
                     (
                         batch_id,
                         options.name,
@@ -114,6 +114,8 @@ class Submitting(PostgresBase):
                         now + UPLOAD_LEASE if state is B.UPLOADING else None,
                         now,
                         now,
+                        options.budget,
+                        None if options.limits is None else json.dumps(options.limits),
                     ),
                 )
         except psycopg.errors.UniqueViolation as exc:

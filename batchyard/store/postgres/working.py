@@ -25,7 +25,7 @@ from batchyard.store.rules import expiry
 _CLAIMABLE_BATCHES = (
     "SELECT pk, id, task, state, concurrency, n_running, n_pending, n_retry_wait, "
     "timeout, params, claim_cursor, CASE WHEN n_pending = 0 THEN (SELECT MIN(run_after) "
-    "FROM items WHERE batch_pk = b.pk AND state = 'retry_wait') END "
+    "FROM items WHERE batch_pk = b.pk AND state = 'retry_wait') END, limits "
     f"FROM batches b WHERE state IN {CLAIMABLE} AND (n_pending > 0 OR n_retry_wait > 0) "
     "AND task = ANY(%s) ORDER BY priority DESC, state = 'retrying' DESC, pk"
 )
@@ -208,7 +208,9 @@ class Working(Recording):
         tx.move_counts(pk, {"n_pending": -len(got), "n_running": len(got)}, now)
         if state is B.QUEUED:
             tx.set_state(pk, batch_id, B.QUEUED, B.PROCESSING, now, started_at=now)
-        batch = ClaimedBatch(pk, batch_id, row[2], row[8], json.loads(row[9]))
+        batch = ClaimedBatch(
+            pk, batch_id, row[2], row[8], json.loads(row[9]), row[12] and json.loads(row[12])
+        )
         return [Claim(r[0], batch, r[1], r[2], r[3], r[4], suspect) for r in got]
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:

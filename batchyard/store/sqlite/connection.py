@@ -105,7 +105,10 @@ class Tx:
         ).rowcount
         if changed != 1:
             raise StoreError(f"batch {batch_id} changed state concurrently")
-        self.event(batch_id, "batch.state", {"from": old.value, "to": new.value}, now)
+        data: dict[str, JSON] = {"from": old.value, "to": new.value}
+        if extra.get("pause_reason"):
+            data["reason"] = extra["pause_reason"]
+        self.event(batch_id, "batch.state", data, now)
 
     def end_if_done(self, pk: int, now: float) -> str | None:
         """End a sealed batch none of whose items is left to run; returns its id if so."""
@@ -281,6 +284,7 @@ class SqliteBase:
 def delete_rows(tx: Tx, pk: int) -> None:
     tx.conn.execute("DELETE FROM item_logs WHERE item_id >= ? AND item_id < ?", span(pk))
     tx.conn.execute("DELETE FROM items WHERE id >= ? AND id < ?", span(pk))
+    tx.conn.execute("DELETE FROM budget_holds WHERE batch_pk = ?", (pk,))
     tx.conn.execute(
         "DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,)
     )

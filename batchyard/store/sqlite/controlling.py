@@ -26,12 +26,24 @@ from batchyard.store.sqlite.connection import (
 class Controlling(SqliteBase):
     """State changes users ask for, and the leases on batch-ending callbacks."""
 
-    def pause(self, batch_id: str, now: float) -> BatchStatus:
+    def pause(self, batch_id: str, now: float, reason: str | None = None) -> BatchStatus:
         with self._write() as tx:
             row = tx.batch_row(batch_id)
             state = B(row[4])
             if state is not B.PAUSED:
-                tx.set_state(row[0], batch_id, state, B.PAUSED, now, resume_state=state.value)
+                tx.set_state(
+                    row[0],
+                    batch_id,
+                    state,
+                    B.PAUSED,
+                    now,
+                    resume_state=state.value,
+                    pause_reason=reason,
+                )
+            elif reason is not None and row[27] is None:
+                tx.conn.execute(
+                    "UPDATE batches SET pause_reason = ? WHERE pk = ?", (reason, row[0])
+                )
         return self.get_batch(batch_id)
 
     def resume(self, batch_id: str, now: float) -> BatchStatus:
@@ -41,7 +53,9 @@ class Controlling(SqliteBase):
                 back = tx.conn.execute(
                     "SELECT resume_state FROM batches WHERE pk = ?", (row[0],)
                 ).fetchone()[0]
-                tx.set_state(row[0], batch_id, B.PAUSED, B(back), now, resume_state=None)
+                tx.set_state(
+                    row[0], batch_id, B.PAUSED, B(back), now, resume_state=None, pause_reason=None
+                )
                 tx.end_if_done(row[0], now)
             elif not B(row[4]).is_active:
                 raise Conflict(batch_id, f"is {row[4]}, not paused")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from batchyard.models import USAGE_FIELDS
 from batchyard.states import check_item
 from batchyard.store.base import (
     Outcome,
@@ -108,9 +109,8 @@ class Recording(SqliteBase):
             d["n_running"] -= 1
             d[COUNTER_OF[o.state]] += 1
             if not o.usage.is_zero:
-                d["tokens_in"] += o.usage.tokens_in
-                d["tokens_out"] += o.usage.tokens_out
-                d["cost"] += o.usage.cost
+                for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
+                    d[column] += value
             logs.extend((o.item_id, o.attempt, *line) for line in o.logs)
             if o.error is not None:
                 logs.append((o.item_id, o.attempt, o.finished_at, "error", o.error))
@@ -152,7 +152,7 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
         if shape[3]:
             params.append(o.run_after)
         if shape[4]:
-            params += (o.usage.tokens_in, o.usage.tokens_out, o.usage.cost)
+            params += o.usage.values()
         if shape[5]:
             params.append(o.metrics)
         if shape[6]:
@@ -169,7 +169,7 @@ _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
     ("result = ?", None),
     ("error = ?, error_type = ?", "error = NULL, error_type = NULL"),
     ("run_after = ?", None),
-    ("tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?", None),
+    (", ".join(f"{column} = {column} + ?" for column in USAGE_FIELDS), None),
     ("metrics = ?", "metrics = NULL"),
     ("progress = COALESCE(?, progress), message = COALESCE(?, message)", None),
 )

@@ -6,6 +6,7 @@ It is put together from its parts: ``connection`` (connections, transactions, mi
 
 from __future__ import annotations
 
+from batchyard.store.sqlite.budgeting import Budgeting
 from batchyard.store.sqlite.controlling import Controlling
 from batchyard.store.sqlite.limiting import Limiting
 from batchyard.store.sqlite.reading import Reading
@@ -13,7 +14,7 @@ from batchyard.store.sqlite.submitting import Submitting
 from batchyard.store.sqlite.working import Working
 
 
-class SqliteStore(Working, Controlling, Reading, Submitting, Limiting):
+class SqliteStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
     """The embedded store. ``path`` is a file, created with its schema on first use."""
 
     def reclaim_expired(self, now: float) -> int:

@@ -92,8 +92,8 @@ class Submitting(SqliteBase):
     ) -> int:
         row = tx.conn.execute(
             "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, "
-            "max_attempts, timeout, params, metadata, upload_expires, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+            "max_attempts, timeout, params, metadata, upload_expires, created_at, updated_at, "
+            "budget, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
             (
                 batch_id,
                 options.name,
@@ -109,6 +109,8 @@ class Submitting(SqliteBase):
                 now + UPLOAD_LEASE if state is B.UPLOADING else None,
                 now,
                 now,
+                options.budget,
+                None if options.limits is None else json.dumps(options.limits),
             ),
         ).fetchone()
         return int(row[0])

@@ -40,7 +40,7 @@ class Working(Recording):
         runnable now, best first."""
         rows = self._read(
             "SELECT pk, id, task, state, concurrency, n_running, n_pending, n_retry_wait, "
-            f"timeout, params, claim_cursor FROM batches WHERE state IN {CLAIMABLE} "
+            f"timeout, params, claim_cursor, limits FROM batches WHERE state IN {CLAIMABLE} "
             "AND (n_pending > 0 OR n_retry_wait > 0) "
             "ORDER BY priority DESC, state = 'retrying' DESC, pk"
         )
@@ -186,7 +186,9 @@ class Working(Recording):
         tx.move_counts(pk, {"n_pending": -len(got), "n_running": len(got)}, now)
         if state is B.QUEUED:
             tx.set_state(pk, batch_id, B.QUEUED, B.PROCESSING, now, started_at=now)
-        batch = ClaimedBatch(pk, batch_id, row[2], row[8], json.loads(row[9]))
+        batch = ClaimedBatch(
+            pk, batch_id, row[2], row[8], json.loads(row[9]), row[11] and json.loads(row[11])
+        )
         return [Claim(r[0], batch, r[1], r[2], r[3], r[4], suspect) for r in got]
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:

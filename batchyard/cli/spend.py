@@ -1,0 +1,255 @@
+"""Spend before you spend: ``validate`` (does every row render?) and ``estimate`` (what
+will it cost and take?), both before a single call to a provider."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from batchyard.cli.common import (
+    RAW,
+    CommandError,
+    add_json,
+    console,
+    format_duration,
+    open_yard,
+    positive_int,
+    print_json,
+    wrap,
+)
+from batchyard.cli.submit import (
+    INPUT_HELP,
+    _param,
+    add_limit_options,
+    spending,
+    task_params,
+)
+
+if TYPE_CHECKING:
+    from batchyard.inputs import Input
+    from batchyard.llm.estimate import Estimate
+
+VALIDATE_JSON = """\
+--json prints {"task", "checked" (rows read), "complete" (false when it stopped at 20
+problems), "ok", "problems": [{"line", "message"}]}"""
+
+ESTIMATE_JSON = """\
+--json prints {"model", "items", "cached" (answered by the response cache: free),
+  "calls", "input_tokens", "input_exact", "output_tokens", "output_tokens_range": [low,
+  high], "output_source", "price": {"input", "output", "cached_input" (per 1M tokens),
+  "source"} or null, "cost", "cost_range": [low, high] (null without a price),
+  "duration_seconds", "bound_by", "batch" (with --batch), "spent" (with --batch)}"""
+
+
+def register(commands: Any) -> None:
+    validate = commands.add_parser(
+        "validate",
+        help="check that every input row renders for the llm task, before any call",
+        description=wrap(
+            "Read INPUT as 'submit' would and check every row without calling anything: "
+            "for the llm task, that the prompt template renders over it (every missing "
+            "field named with its line). Exit status 2 when a row fails. " + INPUT_HELP
+        ),
+        epilog=VALIDATE_JSON,
+        formatter_class=RAW,
+    )
+    _add_input(validate)
+    add_json(validate)
+    validate.set_defaults(run=run_validate)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="what an llm batch will cost and how long it will take, before it runs",
+        description=wrap(
+            "Estimate the cost (with a low-high range), tokens and duration of the llm "
+            "task over INPUT under the given parameters and rate limits, without creating "
+            "a batch: input tokens counted from the rendered prompts, output tokens from "
+            "earlier answers of the same model and template (or a --pilot run), items the "
+            "response cache answers counted as free. With --batch ID instead of TASK "
+            "INPUT: the items that batch still has to do. " + INPUT_HELP
+        ),
+        epilog=ESTIMATE_JSON,
+        formatter_class=RAW,
+    )
+    _add_input(estimate, optional=True)
+    add_limit_options(estimate)
+    estimate.add_argument(
+        "--pilot",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="first run N items spread over the input (a small batch named 'pilot'; they "
+        "cost what they cost, and the run reuses their answers) to learn answer lengths",
+    )
+    estimate.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="calls in flight at once, for the duration (default 16)",
+    )
+    estimate.add_argument(
+        "--batch", metavar="ID", help="estimate the items this batch still has to do"
+    )
+    add_json(estimate)
+    estimate.set_defaults(run=run_estimate)
+
+
+def _add_input(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    nargs = "?" if optional else None
+    parser.add_argument("task", metavar="TASK", nargs=nargs, help="the task, e.g. llm")
+    parser.add_argument("input", metavar="INPUT", nargs=nargs, help="a .jsonl/.csv/.parquet, -")
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        choices=("jsonl", "csv", "parquet"),
+        help="read INPUT as this format (default: by its extension; JSONL for -)",
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task parameter, as for submit (repeatable)",
+    )
+
+
+# -- validate -------------------------------------------------------------------------
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from batchyard.inputs import open_input
+    from batchyard.llm.prompts import validate_rows
+    from batchyard.tasks import TaskRegistry
+
+    spec = TaskRegistry().resolve(args.task)
+    with open_input(args.input, args.input_format) as items:
+        if spec.name == "llm":
+            from batchyard.llm.params import read_params
+
+            template = read_params(task_params(args)).prompt
+            found = validate_rows(template, _numbered(items))
+        else:
+            found = validate_rows_plain(items)
+    view = {
+        "task": spec.name,
+        "checked": found.checked,
+        "complete": found.complete,
+        "ok": found.ok,
+        "problems": [{"line": p.line, "message": p.message} for p in found.problems],
+    }
+    if args.json:
+        print_json(view)
+    else:
+        _print_validation(args.input, view)
+    return 0 if found.ok else 2
+
+
+def validate_rows_plain(items: Input) -> Any:
+    """Any other task: the input itself is read and checked (a bad line raises)."""
+    from batchyard.llm.prompts import Validation
+
+    for _ in items:
+        pass
+    return Validation((), items.count, True)
+
+
+def _numbered(items: Input) -> Iterator[tuple[int, Any]]:
+    for item in items:
+        yield items.line_of(items.count) or items.count, item
+
+
+def _print_validation(source: str, view: dict[str, Any]) -> None:
+    out = console()
+    for problem in view["problems"]:
+        out.print(f"{source}:{problem['message']}", markup=False, highlight=False)
+    if view["ok"]:
+        out.print(f"{view['checked']:,} rows checked: every row renders")
+    elif view["complete"]:
+        out.print(f"{view['checked']:,} rows checked: {len(view['problems'])} cannot render")
+    else:
+        out.print(
+            f"stopped after {len(view['problems'])} problems at row {view['checked']:,}; "
+            "fix these and run it again"
+        )
+
+
+# -- estimate -------------------------------------------------------------------------
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    if args.batch is not None:
+        if args.task is not None or args.input is not None:
+            raise CommandError("give either --batch ID or TASK INPUT, not both")
+        return _estimate_batch(args)
+    if args.task is None or args.input is None:
+        raise CommandError("estimate needs TASK INPUT (or --batch ID)")
+    from batchyard.inputs import open_input
+
+    with open_yard(args) as yard, open_input(args.input, args.input_format) as items:
+        found = yard.estimate(
+            args.task,
+            items,
+            params=task_params(args),
+            pilot=args.pilot,
+            concurrency=args.concurrency,
+            **spending(args),
+        )
+    _show(args, found, found.as_dict())
+    return 0
+
+
+def _estimate_batch(args: argparse.Namespace) -> int:
+    from batchyard.llm.estimate import estimate, remaining_items
+
+    with open_yard(args, create=False) as yard:
+        status = yard.batch(args.batch).status()
+        if status.task != "llm":
+            raise CommandError(f"estimates are for llm batches; {status.id} runs {status.task}")
+        found = estimate(
+            yard.store,
+            status.params,
+            remaining_items(yard.store, status.id),
+            concurrency=args.concurrency,
+        )
+    view = {**found.as_dict(), "batch": status.id, "spent": status.usage.cost}
+    _show(args, found, view)
+    return 0
+
+
+def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any]) -> None:
+    if args.json:
+        print_json(view)
+        return
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    if "batch" in view:
+        table.add_row("batch", f"{view['batch']}: items still to do (${view['spent']:,.4f} spent)")
+    table.add_row("model", found.model)
+    cached = f", {found.cached:,} answered by the cache (free)" if found.cached else ""
+    table.add_row("items", f"{found.items:,}: {found.calls:,} calls{cached}")
+    exact = "counted exactly" if found.input_exact else "estimated at ~4 characters a token"
+    table.add_row("input", f"{found.input_tokens:,} tokens ({exact})")
+    table.add_row(
+        "output",
+        f"~{found.output_tokens:,.0f} tokens ({found.output_low:,.0f} to "
+        f"{found.output_high:,.0f}), from {found.output_source}",
+    )
+    if found.cost is None:
+        table.add_row("cost", f"unknown: no price for {found.model} (--param prices=...)")
+    else:
+        assert found.price is not None and found.cost_low is not None
+        table.add_row(
+            "cost",
+            f"${found.cost:,.4f}  (${found.cost_low:,.4f} to ${found.cost_high or 0:,.4f})  "
+            f"at ${found.price.input:g} in / ${found.price.output:g} out per 1M tokens "
+            f"({found.price.source})",
+        )
+    table.add_row("duration", f"~{format_duration(found.duration)}, bound by {found.bound_by}")
+    console().print(table)

@@ -1,0 +1,37 @@
+-- batchyard schema, version 4: what LLM batches need. Usage beyond tokens and cost
+-- (cached and reasoning tokens, provider calls, answers from the response cache and the cost
+-- they saved) on items and batches; a batch's budget, rate limits and the reason batchyard
+-- paused it;
+-- budget holds (the worst-case cost of a call in flight, reserved before the call; a hold
+-- counts only while its item is still running that attempt, so a finished, released or
+-- reclaimed item's hold lapses by itself); and the response cache, keyed by content.
+
+ALTER TABLE batches ADD COLUMN budget REAL;
+ALTER TABLE batches ADD COLUMN pause_reason TEXT;
+-- Rate limits the batch sets for its task's calls (JSON: rate_limit, tokens_per_minute).
+ALTER TABLE batches ADD COLUMN limits TEXT;
+ALTER TABLE batches ADD COLUMN tokens_cached INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN tokens_reasoning INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN tokens_cached INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN tokens_reasoning INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
+
+CREATE TABLE budget_holds (
+    item_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    batch_pk INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    PRIMARY KEY (item_id, attempt)
+);
+CREATE INDEX budget_holds_batch ON budget_holds (batch_pk);
+
+CREATE TABLE response_cache (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
