@@ -185,8 +185,9 @@ class Report:
          "durations": {"count", "mean", "p50", "p95", "max"} (seconds or null),
          "attempts": {"total", "mean" (or null), "retried"},
          "errors": {error class: finished items it ended, most frequent first},
-         "usage": {"tokens_in", "tokens_out", "cost", "items_run",
-                   "per_item": {"tokens_in", "tokens_out", "cost"} or null},
+         "usage": {"tokens_in", "tokens_out", "cost", "tokens_cached",
+                   "tokens_reasoning", "calls", "cache_hits", "saved_cost", "budget",
+                   "items_run", "per_item": {"tokens_in", "tokens_out", "cost"} or null},
          "metrics": {name: {"count", "mean", "min", "max", "sum"}},
          "failed": {"count", "items": [{"key", "error_type", "error",
                     "attempts"}], "more": failed items not listed}}
@@ -215,9 +216,8 @@ class Report:
             "attempts": _fields(self.attempts, ("total", "mean", "retried")),
             "errors": dict(self.errors),
             "usage": {
-                "tokens_in": usage.tokens_in,
-                "tokens_out": usage.tokens_out,
-                "cost": usage.cost,
+                **usage.as_dict(),
+                "budget": status.budget,
                 "items_run": self.items_run,
                 "per_item": per_item,
             },
@@ -316,7 +316,7 @@ def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
 
         {"batches": [{"id", "name", "task", "state", "counts", "success_rate",
                       "elapsed", "throughput", "durations", "attempts",
-                      "usage": {"tokens_in", "tokens_out", "cost", "per_item"},
+                      "usage": the report's usage without "items_run",
                       "metrics": {name: {"count", "mean", "min", "max", "sum"}}}],
          "metrics": every metric name any of them recorded, sorted}
 

@@ -195,6 +195,8 @@ def render_report(report: Report) -> Table:
     table.add_row("attempts", _attempts(data["attempts"]))
     table.add_row("errors", "  ".join(f"{k} {v:,}" for k, v in data["errors"].items()) or "none")
     table.add_row("usage", _usage(usage))
+    if usage["calls"] or usage["cache_hits"]:
+        table.add_row("calls", _calls(usage))
     for name, stats in data["metrics"].items():
         table.add_row(f"metric {name}", _metric(stats))
     _add_failed(table, data["failed"])
@@ -227,6 +229,21 @@ def _usage(u: dict[str, Any]) -> str:
             f"   per item {per['tokens_in']:,.1f} in  {per['tokens_out']:,.1f} out  "
             f"${per['cost']:,.6f}"
         )
+    return text
+
+
+def _calls(u: dict[str, Any]) -> str:
+    text = f"{u['calls']:,} calls to the provider"
+    for key, label in (
+        ("tokens_cached", "prompt tokens cached"),
+        ("tokens_reasoning", "reasoning"),
+    ):
+        if u[key]:
+            text += f", {u[key]:,} {label}"
+    if u["cache_hits"]:
+        text += f"; {u['cache_hits']:,} answers reused from the cache saved ${u['saved_cost']:,.4f}"
+    if u["budget"] is not None:
+        text += f"; budget ${u['budget']:,.2f}"
     return text
 
 

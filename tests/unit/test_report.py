@@ -239,6 +239,12 @@ def test_comparison_puts_batches_side_by_side(yard: Yard) -> None:
         "tokens_in": 300,
         "tokens_out": 30,
         "cost": pytest.approx(0.03),
+        "tokens_cached": 0,
+        "tokens_reasoning": 0,
+        "calls": 0,
+        "cache_hits": 0,
+        "saved_cost": 0.0,
+        "budget": None,
         "per_item": {
             "tokens_in": 150.0,
             "tokens_out": 15.0,
