@@ -20,7 +20,7 @@ from batchyard.cli.common import (
 )
 from batchyard.cli.submit import (
     INPUT_HELP,
-    _param,
+    add_input_options,
     add_limit_options,
     spending,
     task_params,
@@ -100,21 +100,7 @@ def _add_input(parser: argparse.ArgumentParser, *, optional: bool = False) -> No
     nargs = "?" if optional else None
     parser.add_argument("task", metavar="TASK", nargs=nargs, help="the task, e.g. llm")
     parser.add_argument("input", metavar="INPUT", nargs=nargs, help="a .jsonl/.csv/.parquet, -")
-    parser.add_argument(
-        "--format",
-        dest="input_format",
-        choices=("jsonl", "csv", "parquet"),
-        help="read INPUT as this format (default: by its extension; JSONL for -)",
-    )
-    parser.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        type=_param,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a task parameter, as for submit (repeatable)",
-    )
+    add_input_options(parser)
 
 
 # -- validate -------------------------------------------------------------------------

@@ -38,12 +38,7 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """TASK, INPUT and the options of a new batch (or --batch to append to an open one)."""
     parser.add_argument("task", metavar="TASK", help="module:function, or a built-in task name")
     parser.add_argument("input", metavar="INPUT", help="a .jsonl, .csv or .parquet file, or -")
-    parser.add_argument(
-        "--format",
-        dest="input_format",
-        choices=("jsonl", "csv", "parquet"),
-        help="read INPUT as this format (default: by its extension; JSONL for -)",
-    )
+    add_input_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
         "--concurrency", type=positive_int, metavar="N", help="items in flight at once per worker"
@@ -59,16 +54,6 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--priority", type=_integer, metavar="N", help="higher runs first (default 0)"
-    )
-    parser.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        type=_param,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
-        "string; KEY=@FILE takes FILE's text as the string",
     )
     parser.add_argument(
         "--key-field",
@@ -94,6 +79,26 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         metavar="AMOUNT",
         help="cap the batch's cost (in the price table's currency, USD): it pauses, with "
         "the reason in its status, rather than pass it; 'resume ID --budget N' carries on",
+    )
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """--format and --param: how INPUT is read and what the task is given."""
+    parser.add_argument(
+        "--format",
+        dest="input_format",
+        choices=("jsonl", "csv", "parquet"),
+        help="read INPUT as this format (default: by its extension; JSONL for -)",
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
+        "string; KEY=@FILE takes FILE's text as the string",
     )
 
 

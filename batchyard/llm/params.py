@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import os
@@ -132,8 +133,11 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
     """Check a batch's parameters; raises ConfigError naming the parameter at fault."""
     unknown = sorted(set(params) - KNOWN)
     if unknown:
+        close = difflib.get_close_matches(unknown[0], KNOWN, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"the llm task has no parameter {unknown[0]!r} (it takes: {', '.join(sorted(KNOWN))})"
+            f"the llm task has no parameter {unknown[0]!r}{hint} "
+            f"(it takes: {', '.join(sorted(KNOWN))})"
         )
     model = _text(params, "model", required=True)
     template = _text(params, "template", required=True)
