@@ -60,8 +60,9 @@ class TaskSpec:
     #: The task applies rate limits itself (the llm task): the worker does not.
     manages_limits: bool = False
     #: Checks (and may complete) a submission's options before its batch is created:
-    #: raises ConfigError for parameters the task cannot run with.
-    prepare: Callable[[BatchOptions], BatchOptions] | None = None
+    #: raises ConfigError for parameters the task cannot run with. Its second argument
+    #: is False when nothing will run yet (an estimate): only what is needed to read them.
+    prepare: Callable[[BatchOptions, bool], BatchOptions] | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

@@ -109,6 +109,8 @@ class Worker:
         self._specs: dict[str, TaskSpec] = {}
         self._mean_duration: float | None = None
         self._alone: Job | None = None
+        #: Batches this worker paused (PauseBatch), so it says so once.
+        self._paused: set[int] = set()
         self._ready: deque[Job] = deque()
         self._idle: list[asyncio.Future[None]] = []
         self._waking = 0
@@ -307,6 +309,7 @@ class Worker:
         for claim in claims:
             spec = self._specs.get(claim.batch.task) or self._spec(claim.batch.task)
             job = Job(claim, spec, now, self._hub)
+            self._paused.discard(claim.batch.pk)  # claimable again: it was resumed
             if claim.alone:
                 self._alone = job
             self._inflight[claim.item_id] = job
@@ -361,21 +364,27 @@ class Worker:
         self._finish(job, outcome)
 
     async def _pause_and_give_back(self, job: Job) -> None:
-        """The task raised PauseBatch: pause its batch with the reason, then give the item
-        back unspent (in that order, so nobody claims it meanwhile)."""
+        """The task raised PauseBatch: pause its batch with the reason, then give back the
+        item, and those of the batch claimed but not started (after the pause, so nobody
+        claims them meanwhile). Items of the batch still running finish."""
         claim, reason = job.claim, job.pause_reason
-        log.warning("pausing batch %s: %s", claim.batch.id, reason)
+        batch = claim.batch
+        if batch.pk not in self._paused:
+            self._paused.add(batch.pk)
+            log.warning("pausing batch %s: %s", batch.id, reason)
+            try:
+                await self._db_call(self.store.pause, batch.id, self._now(), reason)
+            except BatchyardError as exc:  # ended or deleted meanwhile: nothing to pause
+                log.info("could not pause batch %s: %s", batch.id, exc)
+        waiting = [other for other in self._ready if other.claim.batch.pk == batch.pk]
+        for other in waiting:
+            self._ready.remove(other)
+            self._finish(other, None)
+        leases = [(j.claim.item_id, j.claim.attempt) for j in (job, *waiting)]
         try:
-            await self._db_call(self.store.pause, claim.batch.id, self._now(), reason)
-        except BatchyardError as exc:  # ended or deleted meanwhile: nothing to pause
-            log.info("could not pause batch %s: %s", claim.batch.id, exc)
-        try:
-            released = await self._db_call(
-                self.store.release, [(claim.item_id, claim.attempt)], self._now()
-            )
-            self.stats.released += released
-        except BatchyardError as exc:  # its lease will expire and bring it back
-            log.warning("could not give back item %s: %s", claim.key, exc)
+            self.stats.released += await self._db_call(self.store.release, leases, self._now())
+        except BatchyardError as exc:  # their leases will expire and bring them back
+            log.warning("could not give back %d item(s): %s", len(leases), exc)
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._inflight.pop(job.claim.item_id, None)

@@ -177,11 +177,12 @@ class Yard:
         open: bool,
         rate_limit: str | None,
         tokens_per_minute: str | float | None,
+        will_call: bool = True,
         **rest: Any,
     ) -> BatchOptions:
         """A submission's options, checked, with the task's defaults filled in and its
         parameters checked by the task (``TaskSpec.prepare``)."""
-        check_limits(rate_limit, tokens_per_minute, "this batch")
+        check_limits(rate_limit, tokens_per_minute, "the batch's limits")
         limits = {
             label: str(parse_rate(value))
             for label, value in (
@@ -202,7 +203,7 @@ class Yard:
             **rest,
         )
         _check_options(options)
-        return options if spec.prepare is None else spec.prepare(options)
+        return options if spec.prepare is None else spec.prepare(options, will_call)
 
     def estimate(
         self,
@@ -233,6 +234,7 @@ class Yard:
             open=False,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
+            will_call=pilot > 0,
         )
         rows = list(items)
         samples = None
@@ -292,7 +294,10 @@ class Yard:
     def _serve(self, worker: Worker, *, until_idle: bool) -> WorkerStats:
         try:
             asyncio.get_running_loop()
+            in_a_loop = True
         except RuntimeError:
+            in_a_loop = False
+        if not in_a_loop:  # (outside the except: tracebacks of items would chain to it)
             return asyncio.run(serve_with_signals(worker, until_idle))
         # Called from inside an event loop (a notebook): run on a thread of its own.
         result: list[WorkerStats] = []

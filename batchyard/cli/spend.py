@@ -173,17 +173,21 @@ def run_estimate(args: argparse.Namespace) -> int:
         return _estimate_batch(args)
     if args.task is None or args.input is None:
         raise CommandError("estimate needs TASK INPUT (or --batch ID)")
+    from batchyard.errors import InputError
     from batchyard.inputs import open_input
 
     with open_yard(args) as yard, open_input(args.input, args.input_format) as items:
-        found = yard.estimate(
-            args.task,
-            items,
-            params=task_params(args),
-            pilot=args.pilot,
-            concurrency=args.concurrency,
-            **spending(args),
-        )
+        try:
+            found = yard.estimate(
+                args.task,
+                items,
+                params=task_params(args),
+                pilot=args.pilot,
+                concurrency=args.concurrency,
+                **spending(args),
+            )
+        except InputError as exc:
+            raise items.locate(exc) from None
     _show(args, found, found.as_dict())
     return 0
 

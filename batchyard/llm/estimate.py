@@ -26,6 +26,7 @@ from typing import Any
 
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
+from batchyard.llm.prompts import RenderError
 from batchyard.llm.task import price_of
 from batchyard.llm.tokens import count_message_tokens
 from batchyard.models import JSON
@@ -147,7 +148,10 @@ def _count_inputs(store: Store, llm: LlmParams, items: Iterable[Any]) -> _Inputs
     per_call: list[int] = []
     for item in items:
         total += 1
-        messages = llm.prompt.render(item)
+        try:
+            messages = llm.prompt.render(item)
+        except RenderError as exc:
+            raise RenderError(exc.reason, missing=exc.missing, position=total) from None
         if llm.cache and store.cache_get(llm.cache_key(llm.body(messages))) is not None:
             cached += 1
             continue

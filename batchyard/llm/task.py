@@ -26,7 +26,8 @@ from batchyard.llm.client import ChatClient, ChatResult, ProviderError
 from batchyard.llm.headers import exhausted_for, pause_for
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price, find_price
-from batchyard.llm.tokens import count_message_tokens
+from batchyard.llm.prompts import RenderError
+from batchyard.llm.tokens import count_message_tokens, most_tokens
 from batchyard.models import BatchOptions
 from batchyard.ratelimit import SharedLimiter
 from batchyard.tasks import task
@@ -45,10 +46,11 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChatCli
 )
 
 
-def prepare(options: BatchOptions) -> BatchOptions:
+def prepare(options: BatchOptions, will_call: bool = True) -> BatchOptions:
     """Check an llm batch before it is created: its parameters, that its API key is set
-    here, and that its model has a price when it has a budget. The batch's rate limits
-    (``--rate-limit``, ``--tokens-per-minute``) become its ``rpm`` and ``tpm``."""
+    here (when calls will be made), and that its model has a price when it has a budget.
+    The batch's rate limits (``--rate-limit``, ``--tokens-per-minute``) become its
+    ``rpm`` and ``tpm``."""
     limits = options.limits or {}
     raw = dict(options.params)
     if "rate_limit" in limits:
@@ -56,7 +58,8 @@ def prepare(options: BatchOptions) -> BatchOptions:
     if "tokens_per_minute" in limits:
         raw["tpm"] = limits["tokens_per_minute"]
     params = read_params(raw)
-    params.api_key()
+    if will_call:
+        params.api_key()
     for label, value in (("rpm", params.rpm), ("tpm", params.tpm)):
         try:
             ratelimit.parse_rate(value)
@@ -85,7 +88,10 @@ def price_of(params: LlmParams) -> Price | None:
 )
 async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
     params = _params_of(ctx)
-    messages = params.prompt.render(item)
+    try:
+        messages = params.prompt.render(item)
+    except RenderError as exc:  # the same item renders the same way every time
+        raise Fail(exc.reason) from None
     body = params.body(messages)
     cache_key = params.cache_key(body) if params.cache else None
     if cache_key is not None:
@@ -93,8 +99,12 @@ async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
         if cached is not None:
             return _from_cache(ctx, orjson.loads(cached))
     price = price_of(params)
-    prompt_tokens = count_message_tokens(messages, params.model).tokens
-    await _hold_budget(ctx, price, prompt_tokens, params.max_tokens)
+    counted = count_message_tokens(messages, params.model)
+    prompt_tokens = counted.tokens
+    # A budget must hold whatever the provider counts: without the model's tokenizer, hold
+    # for the most tokens the prompt could be (one per UTF-8 byte).
+    worst_prompt = prompt_tokens if counted.exact else most_tokens(messages)
+    await _hold_budget(ctx, price, worst_prompt, params.max_tokens)
     result = await _call(ctx, params, body, prompt_tokens)
     cost = (
         0.0

@@ -135,6 +135,17 @@ def count_message_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> T
     return TokenCount(tokens, exact, encoding.name if encoding is not None else None)
 
 
+def most_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """The most prompt tokens any byte-level tokenizer can make of ``messages``: one per
+    UTF-8 byte of their texts, plus the chat overhead. A safe bound where no exact count can
+    be had (a budget must hold whatever the provider counts)."""
+    tokens = REPLY_PRIMING
+    for message in messages:
+        texts, _ = _message_texts(message)
+        tokens += TOKENS_PER_MESSAGE + TOKENS_PER_NAME + sum(len(t.encode()) for t in texts)
+    return tokens
+
+
 def _counter(encoding: tiktoken.Encoding | None) -> Callable[[str], int]:
     if encoding is None:
         return _estimate
