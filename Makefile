@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint types check bench bench-postgres clean
+.PHONY: demo test install lint types check bench bench-postgres bench-llm clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: install
 bench-postgres: install
 	$(PY) -m pip install -qq 'procrastinate>=2'
 	$(PY) bench/postgres.py
+
+bench-llm: install
+	$(PY) bench/llm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

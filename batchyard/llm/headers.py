@@ -91,6 +91,22 @@ def exhausted_for(info: RateInfo) -> float | None:
     return max(waits, default=None)
 
 
+def next_free_in(info: RateInfo) -> float | None:
+    """After a successful answer that used a limit up (``remaining == 0``): about how long
+    until the provider frees room for one more request, ``reset / limit`` (limits refill
+    across their window: waiting for the full reset would stall a busy key for up to a
+    window). ``None`` when nothing is used up or the figures are missing."""
+    waits = [
+        reset / limit
+        for remaining, reset, limit in (
+            (info.remaining_requests, info.reset_requests, info.limit_requests),
+            (info.remaining_tokens, info.reset_tokens, info.limit_tokens),
+        )
+        if remaining == 0 and reset is not None and limit
+    ]
+    return max(waits, default=None)
+
+
 def pause_for(info: RateInfo) -> float | None:
     """After a 429: how long the whole limiter key should pause. The provider's
     ``retry-after`` when given, else the reset of a used-up limit, else ``None`` (the caller

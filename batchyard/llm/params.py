@@ -141,7 +141,7 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
         )
     model = _text(params, "model", required=True)
     template = _text(params, "template", required=True)
-    prompt = PromptTemplate(template, _text(params, "system"))
+    prompt = PromptTemplate(template, _text(params, "system") or None)
     base_url = _text(params, "base_url") or DEFAULT_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"--param base_url: {base_url!r} is not an http(s) URL")

@@ -23,7 +23,7 @@ from batchyard import ratelimit
 from batchyard.context import TaskContext
 from batchyard.errors import ConfigError, Fail, PauseBatch, Retry
 from batchyard.llm.client import ChatClient, ChatResult, ProviderError
-from batchyard.llm.headers import exhausted_for, pause_for
+from batchyard.llm.headers import next_free_in, pause_for
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price, find_price
 from batchyard.llm.prompts import RenderError
@@ -205,9 +205,9 @@ async def _call(
                 params.max_tokens if params.tpm_counts == "max_tokens" else result.completion_tokens
             )
             slot.settle(used)
-        wait = exhausted_for(result.rate)
+        wait = next_free_in(result.rate)
         if wait:
-            await limiter.pause(wait, "the provider says the limit is used up until its reset")
+            await limiter.pause(wait, "the provider says the limit is used up")
         return result
     raise Retry(after=DEFAULT_PAUSE, reason=f"rate limited {RATE_LIMIT_RETRIES} times in a row")
 

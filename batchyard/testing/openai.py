@@ -34,6 +34,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from batchyard.errors import ConfigError
+from batchyard.llm.tokens import load_encoding
 from batchyard.testing._app import Service, create_app
 from batchyard.testing._chat import count_prompt_tokens
 from batchyard.testing._config import Fault, FaultKind, ServerConfig, Stats
@@ -94,6 +95,9 @@ class FakeOpenAI:
         """Serve in a daemon thread; raises ``RuntimeError`` if it is not up within ``timeout``."""
         # NOTE: proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on sockets that
         # say they are TCP, and without it every answer stalls ~40 ms on delayed ACKs.
+        # The tokenizer loads now, not on the first request: that would block the server's
+        # loop for half a second and bunch the requests admitted meanwhile.
+        load_encoding("o200k_base")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

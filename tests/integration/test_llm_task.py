@@ -143,13 +143,14 @@ def test_results_carry_answer_usage_cost_and_latency(store_yard: Yard, server: F
 
 
 def test_json_mode_parses_the_answer_and_a_schema_shapes_it(server: FakeOpenAI, yard: Yard) -> None:
-    plain = yard.submit("llm", topics(3), params=params(server, json=True))
+    # Room for the longest answer the server composes (96 tokens of prose, wrapped in JSON).
+    plain = yard.submit("llm", topics(3), params=params(server, json=True, max_tokens=400))
     schema = {
         "type": "object",
         "properties": {"label": {"enum": ["good", "bad"]}, "score": {"type": "integer"}},
         "required": ["label", "score"],
     }
-    shaped = yard.submit("llm", topics(3), params=params(server, json=schema))
+    shaped = yard.submit("llm", topics(3), params=params(server, json=schema, max_tokens=400))
     run(yard)
 
     for item in plain.items():
@@ -196,7 +197,7 @@ def test_server_errors_and_malformed_bodies_are_retried_until_the_item_succeeds(
     # A body that is not JSON at all (invalid_json) or has no message is the server's fault
     # and retried, unlike an answer that is not JSON (below).
     kinds = ["500", "502", "503", "529", "invalid_json", "missing_message"]
-    ran = run_with_faults(yard, kinds, json=True)
+    ran = run_with_faults(yard, kinds, json=True, max_tokens=400)
     for kind, (batch, stats) in ran.items():
         error = f"HTTP {kind}" if kind.isdigit() else "HTTP 200 malformed answer"
         assert_retried_once(batch, stats, kind, error)

@@ -180,3 +180,16 @@ def test_pause_after_a_429() -> None:
 def test_exhausted_ignores_retry_after() -> None:
     assert exhausted_for(RateInfo(retry_after=3.0)) is None
     assert exhausted_for(RateInfo(remaining_tokens=0, reset_tokens=0.5)) == 0.5
+
+
+def test_next_free_in_waits_for_one_request_not_the_whole_window() -> None:
+    from batchyard.llm.headers import RateInfo, next_free_in
+
+    used_up = RateInfo(limit_requests=600, remaining_requests=0, reset_requests=60.0)
+    assert next_free_in(used_up) == pytest.approx(0.1)
+    tokens = RateInfo(limit_tokens=40_000, remaining_tokens=0, reset_tokens=30.0)
+    assert next_free_in(tokens) == pytest.approx(30.0 / 40_000)
+    assert (
+        next_free_in(RateInfo(limit_requests=600, remaining_requests=3, reset_requests=9)) is None
+    )
+    assert next_free_in(RateInfo(remaining_requests=0, reset_requests=9.0)) is None
