@@ -203,8 +203,8 @@ class Runner:
         if self._hub is None or spec.manages_limits:
             return None
         if batch.limits:
-            key, rpm, tpm = f"batch:{batch.id}", batch.limits.get("rate_limit"), None
-            tpm = batch.limits.get("tokens_per_minute")
+            key = f"batch:{batch.id}"
+            rpm, tpm = batch.limits.get("rate_limit"), batch.limits.get("tokens_per_minute")
         elif spec.rate_limit is not None or spec.tokens_per_minute is not None:
             key, rpm, tpm = f"task:{spec.name}", spec.rate_limit, spec.tokens_per_minute
         else:

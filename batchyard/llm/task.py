@@ -37,7 +37,7 @@ from batchyard.tasks import task
 RATE_LIMIT_RETRIES = 8
 #: The pause of a limiter key after a 429 that says nothing of when to come back.
 DEFAULT_PAUSE = 2.0
-#: Items ending on a cached answer: how much JSON the response cache keeps per answer.
+#: What the response cache keeps of a result (not latency: a reused answer has none).
 _RESULT_FIELDS = ("answer", "model", "finish_reason", "usage", "cost")
 
 _params: dict[str, LlmParams] = {}
