@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,22 +31,53 @@ def db_url(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("BATCHYARD_DB") or DEFAULT_DB)
 
 
-def open_yard(args: argparse.Namespace, *, create: bool = True) -> Yard:
-    """The Yard on the command's store. Without ``create``, a SQLite file that does not exist
-    is an error (a mistyped --db must not leave an empty database behind)."""
+@contextmanager
+def open_yard(args: argparse.Namespace, *, create: bool = True) -> Iterator[Yard]:
+    """The Yard on the command's store, closed after the block. Without ``create``, a SQLite
+    file that does not exist is an error (a mistyped --db must not leave an empty database
+    behind); with it, a file this command created is removed again when the command fails
+    before anything was submitted (a typo in an option leaves nothing behind either)."""
 
     from batchyard.store import sqlite_path
     from batchyard.yard import Yard
 
     url = db_url(args)
-    if not create and not store_exists(url):
+    existed = store_exists(url)
+    if not create and not existed:
         from batchyard.errors import StoreUnavailable
 
         raise StoreUnavailable(
             f"no database at {sqlite_path(url)}: nothing was submitted there "
             "(check --db or $BATCHYARD_DB)"
         )
-    return Yard(url)
+    yard = Yard(url)
+    created_for_nothing = False
+    try:
+        with yard:
+            try:
+                yield yard
+            except BaseException:
+                created_for_nothing = not existed and _holds_nothing(yard)
+                raise
+    finally:
+        if created_for_nothing:  # closed by now, so the file can go
+            _remove_sqlite(sqlite_path(url))
+
+
+def _holds_nothing(yard: Yard) -> bool:
+    try:
+        return not yard.batches(limit=1).rows
+    except Exception:  # a store that cannot even say: leave it
+        return False
+
+
+def _remove_sqlite(path: str | None) -> None:
+    from pathlib import Path
+
+    if path is None:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(path + suffix).unlink(missing_ok=True)
 
 
 def store_exists(url: str) -> bool:

@@ -321,6 +321,8 @@ def test_bad_options_exit_2_with_one_clear_line(
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], stderr
     assert cli.batches() == [] and server.stats().requests == 0
+    # Not even an empty database file is left behind by a typo.
+    assert not (cli.folder / "yard.db").exists()
 
 
 def test_a_missing_api_key_variable_is_named(cli: CLI, server: FakeOpenAI) -> None:
