@@ -274,6 +274,12 @@ class Yard:
         now = self.clock.now()
         return self.store.prune(now - age, now)
 
+    def forget_cached(self, older_than: float | timedelta) -> int:
+        """Delete the response cache's answers kept more than ``older_than`` ago; returns
+        how many (a request they answered is sent to its provider again)."""
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        return self.store.cache_prune(self.clock.now() - age)
+
     # -- working ----------------------------------------------------------------------
 
     def worker(self, **options: Any) -> Worker:

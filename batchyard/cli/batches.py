@@ -192,7 +192,9 @@ def _register_control(commands: Any) -> None:
         "prune",
         help="delete finished batches older than a given age",
         description="Delete every finished batch that ended more than --older-than ago.",
-        epilog='--json prints {"deleted" (how many batches), "older_than" (seconds)}.',
+        epilog='--json prints {"deleted" (how many batches), "older_than" (seconds),\n'
+        '"cached_answers" (with --cache: how many answers were forgotten)}.',
+        formatter_class=RAW,
     )
     prune.add_argument(
         "--older-than",
@@ -200,6 +202,11 @@ def _register_control(commands: Any) -> None:
         required=True,
         metavar="AGE",
         help="an age such as 90s, 15m, 12h, 7d or 2w",
+    )
+    prune.add_argument(
+        "--cache",
+        action="store_true",
+        help="also forget the llm response cache's answers kept longer than that",
     )
     add_json(prune)
     prune.set_defaults(run=run_prune)
@@ -255,9 +262,13 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_prune(args: argparse.Namespace) -> int:
     with open_yard(args, create=False) as yard:
         deleted = yard.prune(args.older_than)
+        forgotten = yard.forget_cached(args.older_than) if args.cache else None
     if args.json:
-        print_json({"deleted": deleted, "older_than": args.older_than})
+        view = {"deleted": deleted, "older_than": args.older_than}
+        print_json(view if forgotten is None else {**view, "cached_answers": forgotten})
     else:
         age = format_duration(args.older_than)
         console().print(f"deleted {deleted:,} finished batches older than {age}")
+        if forgotten is not None:
+            console().print(f"forgot {forgotten:,} cached llm answers older than {age}")
     return 0

@@ -346,3 +346,18 @@ def test_an_endpoint_without_keys_needs_no_key_variable(cli: CLI) -> None:
         assert keyless.stats().requests == 2
     (batch,) = cli.batches()
     assert batch["state"] == "completed" and batch["params"]["api_key_env"] == ""
+
+
+def test_prune_with_cache_forgets_old_answers_so_they_are_asked_again(
+    cli: CLI, server: FakeOpenAI
+) -> None:
+    name = prompts(cli, "prompts.jsonl", 3)
+    cli.ok("run", "llm", name, *llm_params(server))
+    kept = cli.json("prune", "--older-than", "1h", "--cache")
+    assert kept == {"deleted": 0, "older_than": 3600.0, "cached_answers": 0}
+    cli.ok("run", "llm", name, *llm_params(server))
+    assert server.stats().requests == 3  # the second run was answered from the cache
+    forgotten = cli.json("prune", "--older-than", "0s", "--cache")
+    assert forgotten["cached_answers"] == 3 and forgotten["deleted"] == 2
+    cli.ok("run", "llm", name, *llm_params(server))
+    assert server.stats().requests == 6

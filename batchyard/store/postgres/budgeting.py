@@ -73,3 +73,7 @@ class Budgeting(PostgresBase):
                 "ON CONFLICT (key) DO NOTHING",
                 (key, value, now),
             )
+
+    def cache_prune(self, kept_before: float) -> int:
+        with self._write(feed=False) as tx:
+            return tx.run("DELETE FROM response_cache WHERE created_at < %s", (kept_before,))

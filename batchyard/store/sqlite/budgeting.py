@@ -66,3 +66,11 @@ class Budgeting(SqliteBase):
                 "ON CONFLICT (key) DO NOTHING",
                 (key, value, now),
             )
+
+    def cache_prune(self, kept_before: float) -> int:
+        with self._write() as tx:
+            return int(
+                tx.conn.execute(
+                    "DELETE FROM response_cache WHERE created_at < ?", (kept_before,)
+                ).rowcount
+            )
