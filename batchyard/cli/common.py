@@ -32,11 +32,14 @@ def db_url(args: argparse.Namespace) -> str:
 
 
 @contextmanager
-def open_yard(args: argparse.Namespace, *, create: bool = True) -> Iterator[Yard]:
+def open_yard(
+    args: argparse.Namespace, *, create: bool = True, only_reads: bool = False
+) -> Iterator[Yard]:
     """The Yard on the command's store, closed after the block. Without ``create``, a SQLite
     file that does not exist is an error (a mistyped --db must not leave an empty database
     behind); with it, a file this command created is removed again when the command fails
-    before anything was submitted (a typo in an option leaves nothing behind either)."""
+    before anything was submitted (a typo in an option leaves nothing behind either), or,
+    with ``only_reads`` (an estimate without a pilot), when it ends holding no batch."""
 
     from batchyard.store import sqlite_path
     from batchyard.yard import Yard
@@ -59,6 +62,7 @@ def open_yard(args: argparse.Namespace, *, create: bool = True) -> Iterator[Yard
             except BaseException:
                 created_for_nothing = not existed and _holds_nothing(yard)
                 raise
+            created_for_nothing = only_reads and not existed and _holds_nothing(yard)
     finally:
         if created_for_nothing:  # closed by now, so the file can go
             _remove_sqlite(sqlite_path(url))

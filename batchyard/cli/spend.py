@@ -176,7 +176,10 @@ def run_estimate(args: argparse.Namespace) -> int:
     from batchyard.errors import InputError
     from batchyard.inputs import open_input
 
-    with open_yard(args) as yard, open_input(args.input, args.input_format) as items:
+    with (
+        open_yard(args, only_reads=not args.pilot) as yard,
+        open_input(args.input, args.input_format) as items,
+    ):
         try:
             found = yard.estimate(
                 args.task,

@@ -217,7 +217,7 @@ def _duration(
     calls = len(inputs.per_call)
     latency = statistics.fmean(latencies) if latencies else DEFAULT_LATENCY
     lanes = min(concurrency, llm.concurrency or concurrency)
-    bounds = {"concurrency and latency": calls * latency / max(lanes, 1)}
+    bounds = {"concurrency and latency": math.ceil(calls / max(lanes, 1)) * latency}
     requests = window_safe(llm.rpm)
     if requests is not None:
         bounds["requests per minute"] = calls * requests.per / requests.amount

@@ -361,3 +361,10 @@ def test_prune_with_cache_forgets_old_answers_so_they_are_asked_again(
     assert forgotten["cached_answers"] == 3 and forgotten["deleted"] == 2
     cli.ok("run", "llm", name, *llm_params(server))
     assert server.stats().requests == 6
+
+
+def test_an_estimate_in_a_new_folder_leaves_no_database(cli: CLI, server: FakeOpenAI) -> None:
+    name = prompts(cli, "prompts.jsonl", 1)
+    found = cli.json("estimate", "llm", name, *llm_params(server))
+    assert found["calls"] == 1 and found["duration_seconds"] >= 1.0  # one call takes a latency
+    assert not (cli.folder / "yard.db").exists()
