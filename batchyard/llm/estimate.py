@@ -27,7 +27,6 @@ from typing import Any
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
 from batchyard.llm.prompts import RenderError
-from batchyard.llm.task import price_of
 from batchyard.llm.tokens import count_message_tokens
 from batchyard.models import JSON
 from batchyard.ratelimit import window_safe
@@ -164,7 +163,7 @@ def _count_inputs(store: Store, llm: LlmParams, items: Iterable[Any]) -> _Inputs
 def _estimate(llm: LlmParams, inputs: _Inputs, samples: Samples, concurrency: int) -> Estimate:
     calls = len(inputs.per_call)
     out, low, high = _output_range(samples.tokens, calls, llm.max_tokens)
-    price = price_of(llm)
+    price = llm.price
     slack = 0.0 if inputs.exact else INPUT_SLACK
     cost = cost_low = cost_high = None
     if price is not None:

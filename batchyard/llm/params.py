@@ -33,11 +33,13 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
 
 from batchyard.errors import ConfigError
+from batchyard.llm.prices import Price, find_price
 from batchyard.llm.prompts import PromptTemplate
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -83,6 +85,11 @@ class LlmParams:
     tpm_counts: str = "max_tokens"
     cache: bool = True
     prices: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def price(self) -> Price | None:
+        """The model's price (overrides first, then the table), looked up once per batch."""
+        return find_price(self.model, base_url=self.base_url, overrides=self.prices or None)
 
     def body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat-completions request for these messages."""

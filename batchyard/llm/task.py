@@ -25,7 +25,7 @@ from batchyard.errors import ConfigError, Fail, PauseBatch, Retry
 from batchyard.llm.client import ChatClient, ChatResult, ProviderError
 from batchyard.llm.headers import next_free_in, pause_for
 from batchyard.llm.params import LlmParams, read_params
-from batchyard.llm.prices import Price, find_price
+from batchyard.llm.prices import Price
 from batchyard.llm.prompts import RenderError
 from batchyard.llm.tokens import count_message_tokens, most_tokens
 from batchyard.models import BatchOptions
@@ -65,17 +65,13 @@ def prepare(options: BatchOptions, will_call: bool = True) -> BatchOptions:
             ratelimit.parse_rate(value)
         except ConfigError as exc:
             raise ConfigError(f"--param {label}: {exc}") from None
-    if options.budget is not None and price_of(params) is None:
+    if options.budget is not None and params.price is None:
         raise ConfigError(
             f"a budget needs the price of {params.model}, which the price table does not "
             f'list; give it with --param prices=\'{{"{params.model}": '
             f'{{"input": 0.5, "output": 1.5}}}}\' (per million tokens)'
         )
     return replace(options, params=raw)
-
-
-def price_of(params: LlmParams) -> Price | None:
-    return find_price(params.model, base_url=params.base_url, overrides=params.prices or None)
 
 
 @task(
@@ -98,7 +94,7 @@ async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
         cached = await asyncio.to_thread(ctx.services.cache_get, cache_key)
         if cached is not None:
             return _from_cache(ctx, orjson.loads(cached))
-    price = price_of(params)
+    price = params.price
     counted = count_message_tokens(messages, params.model)
     prompt_tokens = counted.tokens
     # A budget must hold whatever the provider counts: without the model's tokenizer, hold
