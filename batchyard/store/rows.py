@@ -1,79 +1,194 @@
-"""Column lists and row converters shared by the SQL stores, and the schema scripts' loader."""
+"""Named rows of the store's tables (a column list made from each row's fields, so a query and
+the row that reads it cannot disagree), their conversion to models, and the schema scripts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import NamedTuple
 
 from batchyard import codec
 from batchyard.models import BatchStatus, Counts, Item, Usage
 from batchyard.states import BatchState, ItemState
 
-BATCH_COLUMNS = (
-    "pk, id, name, task, state, sealed, concurrency, max_attempts, timeout, priority, "
-    "metadata, params, round, n_pending, n_running, n_retry_wait, n_succeeded, n_failed, "
-    "n_cancelled, tokens_in, tokens_out, cost, created_at, started_at, finished_at, updated_at, "
-    "budget, pause_reason, tokens_cached, tokens_reasoning, calls, cache_hits, saved_cost, limits"
-)
 
-ITEM_COLUMNS = (
-    "key, position, state, payload, result, error, error_type, attempts, tokens_in, "
-    "tokens_out, cost, metrics, progress, message, started_at, finished_at, duration, seq, "
-    "tokens_cached, tokens_reasoning, calls, cache_hits, saved_cost"
-)
+def _usage(row: BatchRow | ItemRow) -> Usage:
+    return Usage(
+        row.tokens_in,
+        row.tokens_out,
+        row.cost,
+        row.tokens_cached,
+        row.tokens_reasoning,
+        row.calls,
+        row.cache_hits,
+        row.saved_cost,
+    )
 
+
+class BatchRow(NamedTuple):
+    """A row of ``batches`` as ``SELECT {BATCH_COLUMNS}`` reads it."""
+
+    pk: int
+    id: str
+    name: str | None
+    task: str
+    state: str
+    sealed: int
+    concurrency: int | None
+    max_attempts: int
+    timeout: float | None
+    priority: int
+    metadata: str
+    params: str
+    round: int
+    n_pending: int
+    n_running: int
+    n_retry_wait: int
+    n_succeeded: int
+    n_failed: int
+    n_cancelled: int
+    # Usage, in USAGE_FIELDS order.
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    tokens_cached: int
+    tokens_reasoning: int
+    calls: int
+    cache_hits: int
+    saved_cost: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+    budget: float | None
+    pause_reason: str | None
+    limits: str | None
+    resume_state: str | None
+    claim_cursor: int
+
+    @property
+    def batch_state(self) -> BatchState:
+        return BatchState(self.state)
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(
+            self.n_pending,
+            self.n_running,
+            self.n_retry_wait,
+            self.n_succeeded,
+            self.n_failed,
+            self.n_cancelled,
+        )
+
+    def status(self) -> BatchStatus:
+        return BatchStatus(
+            id=self.id,
+            name=self.name,
+            task=self.task,
+            state=self.batch_state,
+            sealed=bool(self.sealed),
+            concurrency=self.concurrency,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            priority=self.priority,
+            metadata=codec.loads(self.metadata),
+            params=codec.loads(self.params),
+            round=self.round,
+            counts=self.counts,
+            usage=_usage(self),
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            updated_at=self.updated_at,
+            budget=self.budget,
+            pause_reason=self.pause_reason,
+            limits=None if self.limits is None else codec.loads(self.limits),
+        )
+
+
+class ItemRow(NamedTuple):
+    """A row of ``items`` as ``SELECT {ITEM_COLUMNS}`` reads it."""
+
+    key: str
+    position: int
+    state: str
+    payload: str
+    result: str | None
+    error: str | None
+    error_type: str | None
+    attempts: int
+    # Usage, in USAGE_FIELDS order.
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    tokens_cached: int
+    tokens_reasoning: int
+    calls: int
+    cache_hits: int
+    saved_cost: float
+    metrics: str | None
+    progress: float | None
+    message: str | None
+    started_at: float | None
+    finished_at: float | None
+    duration: float | None
+    seq: int
+
+    def item(self, batch_id: str) -> Item:
+        return Item(
+            batch_id=batch_id,
+            key=self.key,
+            position=self.position,
+            state=ItemState(self.state),
+            payload=codec.loads(self.payload),
+            result=None if self.result is None else codec.loads(self.result),
+            error=self.error,
+            error_type=self.error_type,
+            attempts=self.attempts,
+            usage=_usage(self),
+            metrics={} if self.metrics is None else codec.loads(self.metrics),
+            progress=self.progress,
+            message=self.message,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            seq=self.seq,
+        )
+
+
+class ClaimableRow(NamedTuple):
+    """A batch a claim may take items from (see ``Working._claimable``)."""
+
+    pk: int
+    id: str
+    task: str
+    state: str
+    concurrency: int | None
+    n_running: int
+    n_pending: int
+    n_retry_wait: int
+    timeout: float | None
+    params: str
+    claim_cursor: int
+    limits: str | None
+    #: When its earliest retry comes due, if it has no pending item (else None).
+    next_due: float | None
+
+    @property
+    def room(self) -> int | None:
+        """Free slots under the batch's own concurrency cap (None: no cap)."""
+        return None if self.concurrency is None else self.concurrency - self.n_running
+
+
+BATCH_COLUMNS = ", ".join(BatchRow._fields)
+ITEM_COLUMNS = ", ".join(ItemRow._fields)
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
 
 
-def batch_from_row(row: Any) -> BatchStatus:
+def batch_from_row(row: tuple[object, ...]) -> BatchStatus:
     """A BatchStatus from a row selected with BATCH_COLUMNS."""
-    return BatchStatus(
-        id=row[1],
-        name=row[2],
-        task=row[3],
-        state=BatchState(row[4]),
-        sealed=bool(row[5]),
-        concurrency=row[6],
-        max_attempts=row[7],
-        timeout=row[8],
-        priority=row[9],
-        metadata=codec.loads(row[10]),
-        params=codec.loads(row[11]),
-        round=row[12],
-        counts=Counts(*row[13:19]),
-        usage=Usage(row[19], row[20], row[21], *row[28:33]),
-        created_at=row[22],
-        started_at=row[23],
-        finished_at=row[24],
-        updated_at=row[25],
-        budget=row[26],
-        pause_reason=row[27],
-        limits=None if row[33] is None else codec.loads(row[33]),
-    )
-
-
-def item_from_row(batch_id: str, row: Any) -> Item:
-    """An Item from a row selected with ITEM_COLUMNS."""
-    return Item(
-        batch_id=batch_id,
-        key=row[0],
-        position=row[1],
-        state=ItemState(row[2]),
-        payload=codec.loads(row[3]),
-        result=None if row[4] is None else codec.loads(row[4]),
-        error=row[5],
-        error_type=row[6],
-        attempts=row[7],
-        usage=Usage(row[8], row[9], row[10], *row[18:23]),
-        metrics={} if row[11] is None else codec.loads(row[11]),
-        progress=row[12],
-        message=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        duration=row[16],
-        seq=row[17],
-    )
+    return BatchRow._make(row).status()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,24 @@
-"""What the SQL stores share that is not SQL: the claimable states, item ids as ranges per
-batch, page cursors, upload batching, where an expired lease sends its item, and budget
-arithmetic."""
+"""The store's rules that are not SQL: the claimable states, item ids as ranges per batch,
+page cursors, upload batching, which outcome of an attempt counts, where an expired lease
+sends its item, and budget arithmetic."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from batchyard.errors import ConfigError
 from batchyard.states import BatchState, ItemState
 
 B = BatchState
 S = ItemState
-CLAIMABLE = "('queued', 'processing', 'retrying')"
+#: Batch states workers claim from, as an SQL list.
+CLAIMABLE = "(" + ", ".join(f"'{state}'" for state in B if state.is_active) + ")"
+#: Batch states in which a batch ends by itself once nothing is left to run.
 ENDABLE = frozenset({B.QUEUED, B.PROCESSING, B.RETRYING})
+#: Batch states a finished batch may be in, as an SQL list.
+FINISHED = "(" + ", ".join(f"'{state}'" for state in B if state.is_terminal) + ")"
 POSITION_BITS = 32
 MAX_POSITION = (1 << POSITION_BITS) - 1
 
@@ -38,6 +42,29 @@ def page_key(after: str) -> int:
     if not after.startswith("p") or not after[1:].isdigit():
         raise ConfigError(f"{after!r} is not a page cursor (use the `next` of a previous page)")
     return int(after[1:])
+
+
+class _Attempt(Protocol):
+    @property
+    def item_id(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+A = TypeVar("A", bound=_Attempt)
+
+
+def first_per_attempt(outcomes: Sequence[A]) -> tuple[list[A], list[A]]:
+    """Of several outcomes for one attempt, the first is the one that may apply: it is the
+    one the worker reported first. Returns (firsts, the others) in the given order."""
+    firsts: list[A] = []
+    others: list[A] = []
+    seen: set[tuple[int, int]] = set()
+    for o in outcomes:
+        attempt = (o.item_id, o.attempt)
+        (others if attempt in seen else firsts).append(o)
+        seen.add(attempt)
+    return firsts, others
 
 
 def expiry(

@@ -1171,3 +1171,65 @@ def test_items_that_die_together_are_not_charged_and_then_run_alone(store: Store
     status = store.get_batch("b1")
     assert (status.counts.succeeded, status.counts.failed) == (2, 2)
     assert status.state is B.PARTIALLY_COMPLETED
+
+
+# -- rules that hold whatever the database groups (issue 9) -----------------------------
+
+
+def test_of_several_outcomes_for_one_attempt_the_first_applies(store: Store, agree) -> None:
+    # [item2 failed, item1 succeeded, item1 failed]: a store that applied statements per
+    # shape could let the last outcome of item1 win while its counters said the first.
+    submit(store, "b1", 2, max_attempts=1)
+    one, two = claim(store)
+    at = T0 + 1
+    done = store.record([outcome(two, S.FAILED), outcome(one), outcome(one, S.FAILED)], at)
+    assert [(o.key, o.state) for o in done.rejected] == [("1", S.FAILED)]
+    assert states(store, "b1") == {"1": S.SUCCEEDED, "2": S.FAILED}
+    status = store.get_batch("b1")
+    assert (status.counts.succeeded, status.counts.failed) == (1, 1)
+    assert status.state is B.PARTIALLY_COMPLETED
+    agree()
+
+
+def test_a_rejected_outcome_is_an_event_of_its_batch(store: Store) -> None:
+    submit(store, "b1", 1)
+    (first,) = claim(store)
+    finish(store, [first])
+    store.record([outcome(first, S.FAILED, at=T0 + 2)], T0 + 2)
+    rejected = [e for e in store.events("b1") if e.kind == "item.outcome_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0].batch_id == "b1"
+    assert rejected[0].data["key"] == "1"
+
+
+@pytest.mark.parametrize("ended", [B.COMPLETED, B.CANCELLED])
+def test_every_control_of_an_ended_batch_raises_conflict(store: Store, ended: BatchState) -> None:
+    submit(store, "b1", 1)
+    if ended is B.CANCELLED:
+        store.cancel("b1", T0)
+    else:
+        finish(store, claim(store))
+    before = store.get_batch("b1")
+    controls = [store.pause, store.resume]
+    if ended is not B.CANCELLED:
+        controls.append(store.cancel)  # cancelling a cancelled batch is a harmless no-op
+    for control in controls:
+        with pytest.raises(Conflict) as caught:
+            control("b1", T0 + 5)
+        assert caught.value.batch_id == "b1"
+        assert "ended" in str(caught.value)
+    assert store.get_batch("b1") == before
+
+
+def test_a_lost_compare_and_set_raises_conflict(store: Store) -> None:
+    submit(store, "b1", 1)
+    claim(store)  # queued -> processing
+    status = store.get_batch("b1")
+    assert status.state is B.PROCESSING
+    with pytest.raises(Conflict) as caught:
+        with store._write() as tx:  # type: ignore[attr-defined]
+            row = tx.batch("b1")
+            # Another writer moved it first: the change expected it still queued.
+            tx.set_state(row.pk, "b1", B.QUEUED, B.PROCESSING, T0 + 1)
+    assert caught.value.batch_id == "b1"
+    assert store.get_batch("b1") == status

@@ -1,28 +1,157 @@
 """PostgresStore: the scale-out store. Any number of worker processes on any number of
 machines share one database; claims skip rows others hold (``FOR UPDATE SKIP LOCKED``) and
-idle workers wake on ``LISTEN/NOTIFY``.
-
-It is put together from its parts, as the SQLite store is: ``connection`` (the pool,
-transactions, migrations), ``listening``, ``submitting``, ``reading``, ``controlling``,
-``working`` and ``recording``.
-"""
+idle workers wake on ``LISTEN/NOTIFY``. What it does its own way: a group commit's outcomes
+and a heartbeat's leases go in as column arrays, one statement each (``unnest``), which
+also says which rows the fence let through (``RETURNING``)."""
 
 from __future__ import annotations
 
-from batchyard.store.postgres.budgeting import Budgeting
-from batchyard.store.postgres.controlling import Controlling
-from batchyard.store.postgres.limiting import Limiting
-from batchyard.store.postgres.reading import Reading
-from batchyard.store.postgres.submitting import Submitting
-from batchyard.store.postgres.working import Working
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from batchyard.errors import StoreError
+from batchyard.models import USAGE_FIELDS
+from batchyard.store.base import LeaseUpdate, Outcome
+from batchyard.store.postgres.connection import CHANNEL, POOL_SIZE, POSTGRES, Pool
+from batchyard.store.postgres.listening import Listener
+from batchyard.store.rules import S
+from batchyard.store.sqlstore import SqlStore
+from batchyard.store.tx import Params, Tx
+
+# A later attempt clears what an earlier one may have left (error, metrics, the suspect
+# mark) unless it carries its own: the same rules as SqliteStore's shaped updates.
+_RECORD = f"""
+UPDATE items i SET
+    state = u.state,
+    seq = ?,
+    duration = u.duration,
+    finished_at = CASE WHEN u.terminal THEN u.finished_at ELSE i.finished_at END,
+    result = COALESCE(u.result, i.result),
+    error = CASE WHEN u.error IS NOT NULL THEN u.error WHEN u.later THEN NULL ELSE i.error END,
+    error_type = CASE WHEN u.error IS NOT NULL THEN u.error_type
+        WHEN u.later THEN NULL ELSE i.error_type END,
+    run_after = COALESCE(u.run_after, i.run_after),
+    {", ".join(f"{c} = i.{c} + u.{c}" for c in USAGE_FIELDS)},
+    metrics = CASE WHEN u.metrics IS NOT NULL THEN u.metrics
+        WHEN u.later THEN NULL ELSE i.metrics END,
+    progress = COALESCE(u.progress, i.progress),
+    message = COALESCE(u.message, i.message),
+    suspect = CASE WHEN u.later THEN 0 ELSE i.suspect END
+FROM unnest(
+    ?::bigint[], ?::int[], ?::text[], ?::float8[], ?::bool[], ?::float8[], ?::text[],
+    ?::text[], ?::text[], ?::float8[], ?::text[], ?::float8[], ?::text[], ?::bool[],
+    ?::bigint[], ?::bigint[], ?::float8[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
+    ?::float8[]
+) AS u(id, attempt, state, duration, terminal, finished_at, result, error, error_type,
+    run_after, metrics, progress, message, later, {", ".join(USAGE_FIELDS)})
+WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}'
+RETURNING i.id, i.attempts
+"""
+_HEARTBEAT = (
+    "UPDATE items i SET lease_expires = ?, progress = COALESCE(u.progress, i.progress), "
+    "message = COALESCE(u.message, i.message), seq = COALESCE(u.seq, i.seq) "
+    "FROM unnest(?::bigint[], ?::int[], ?::float8[], ?::text[], ?::bigint[]) "
+    "AS u(id, attempt, progress, message, seq) "
+    f"WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}' RETURNING i.id"
+)
+_MONEY = frozenset({"cost", "saved_cost"})
 
 
-class PostgresStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
+class PostgresStore(SqlStore):
     """The scale-out store. ``url`` is a libpq URL; the schema is created or upgraded on
     first use. It holds at most ``pool_size`` pooled connections, plus one for LISTEN once
     ``on_change`` is used."""
 
-    def reclaim_expired(self, now: float) -> int:
-        moved = self._reclaim_leases(now)
-        self._drop_abandoned_uploads(now)
-        return moved
+    dialect = POSTGRES
+    INSERT_CHUNK = (
+        "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
+        f"SELECT ? + o - 1, ?, e->>0, ? + o - 1, '{S.PENDING}', e->>1, ?, 0 "
+        "FROM json_array_elements(?::json) WITH ORDINALITY AS t(e, o)"
+    )
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+        self.url = url
+        self._pool = Pool(url, pool_size)
+        self._listener: Listener | None = None
+        self._lock = threading.Lock()
+
+    def _write(self, *, feed: bool = True) -> AbstractContextManager[Tx]:
+        return self._pool.write(feed=feed)
+
+    def _read(self, query: str, params: Params = ()) -> list[Any]:
+        return self._pool.read(query, params)
+
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` on every NOTIFY of the store's channel, from a listener thread on a
+        connection of its own (outside the pool), reconnecting after an outage."""
+        with self._lock:
+            if self._pool.closed:
+                raise StoreError("the store is closed")
+            if self._listener is None:
+                self._listener = Listener(self.url, CHANNEL)
+            listener = self._listener
+        return listener.add(wake)
+
+    def schema_version(self) -> int:
+        return int(self._read("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool.closed:
+                return
+            self._pool.closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self._pool.close()
+
+    def _apply_outcomes(
+        self, tx: Tx, outcomes: Sequence[Outcome], seq: int
+    ) -> set[tuple[int, int]]:
+        written = tx.all(_RECORD, _columns(outcomes, seq))
+        return {(item_id, attempts) for item_id, attempts in written}
+
+    def _renew_leases(
+        self, tx: Tx, leases: Sequence[LeaseUpdate], expires: float, seq: int | None
+    ) -> set[int]:
+        held = tx.all(
+            _HEARTBEAT,
+            (
+                expires,
+                [u.item_id for u in leases],
+                [u.attempt for u in leases],
+                [None if u.progress is None else float(u.progress) for u in leases],
+                [u.message for u in leases],
+                [seq if u.changed else None for u in leases],
+            ),
+        )
+        return {u.item_id for u in leases} - {item_id for (item_id,) in held}
+
+
+def _columns(outcomes: Sequence[Outcome], seq: int) -> list[Any]:
+    """The parameters of _RECORD: the cursor, then the outcomes as column arrays."""
+    names = (
+        "id attempt state duration terminal finished_at result error error_type run_after "
+        "metrics progress message later"
+    ).split()
+    cols: dict[str, list[Any]] = {name: [] for name in (*names, *USAGE_FIELDS)}
+    for o in outcomes:
+        cols["id"].append(o.item_id)
+        cols["attempt"].append(o.attempt)
+        cols["state"].append(o.state.value)
+        cols["duration"].append(float(o.finished_at - o.started_at))
+        cols["terminal"].append(o.state.is_terminal)
+        cols["finished_at"].append(float(o.finished_at))
+        cols["result"].append(o.result)
+        cols["error"].append(o.error)
+        cols["error_type"].append(o.error_type)
+        cols["run_after"].append(None if o.run_after is None else float(o.run_after))
+        cols["metrics"].append(o.metrics)
+        cols["progress"].append(None if o.progress is None else float(o.progress))
+        cols["message"].append(o.message)
+        cols["later"].append(o.attempt > 1)
+        for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
+            cols[column].append(float(value) if column in _MONEY else int(value))
+    return [seq, *cols.values()]

@@ -1,23 +1,161 @@
-"""SqliteStore: the embedded store, one file in WAL mode shared by the processes of a machine.
-
-It is put together from its parts: ``connection`` (connections, transactions, migrations),
-``submitting``, ``reading``, ``controlling`` and ``working``.
-"""
+"""SqliteStore: the embedded store, one file in WAL mode shared by the processes of a
+machine. What it does its own way: outcomes and lease renewals go in as ``executemany``
+(SQLite binds each row in C, without the GIL), shaped so that each UPDATE sets only the
+columns its outcomes carry; workers poll instead of being notified."""
 
 from __future__ import annotations
 
-from batchyard.store.sqlite.budgeting import Budgeting
-from batchyard.store.sqlite.controlling import Controlling
-from batchyard.store.sqlite.limiting import Limiting
-from batchyard.store.sqlite.reading import Reading
-from batchyard.store.sqlite.submitting import Submitting
-from batchyard.store.sqlite.working import Working
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from batchyard.models import USAGE_FIELDS
+from batchyard.store.base import LeaseUpdate, Outcome
+from batchyard.store.rules import S
+from batchyard.store.sqlite.connection import SQLITE, Connections
+from batchyard.store.sqlstore import SqlStore
+from batchyard.store.tx import Params, Tx
 
 
-class SqliteStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
+def _nothing() -> None:
+    return None
+
+
+class SqliteStore(SqlStore):
     """The embedded store. ``path`` is a file, created with its schema on first use."""
 
-    def reclaim_expired(self, now: float) -> int:
-        moved = self._reclaim_leases(now)
-        self._drop_abandoned_uploads(now)
-        return moved
+    dialect = SQLITE
+    INSERT_CHUNK = (
+        "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
+        f"SELECT ?1 + key, ?2, json_extract(value, '$[0]'), ?3 + key, '{S.PENDING}', "
+        "json_extract(value, '$[1]'), ?4, 0 FROM json_each(?5)"
+    )
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout: float = 60.0
+    ) -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        self._conns = Connections(self.path, synchronous, busy_timeout)
+        self._conns.migrate()
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        return self._conns.get()
+
+    def _write(self, *, feed: bool = True) -> AbstractContextManager[Tx]:
+        return self._conns.write()
+
+    def _read(self, query: str, params: Params = ()) -> list[Any]:
+        return self._conns.read(query, params)
+
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """SQLite has no notifications across processes: workers poll. A no-op."""
+        return _nothing
+
+    def schema_version(self) -> int:
+        return int(self._read("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def close(self) -> None:
+        self._conns.close()
+
+    def _apply_outcomes(
+        self, tx: Tx, outcomes: Sequence[Outcome], seq: int
+    ) -> set[tuple[int, int]]:
+        changed = sum(tx.many(query, rows) for query, rows in _outcome_updates(outcomes, seq))
+        if changed == len(outcomes):
+            return {(o.item_id, o.attempt) for o in outcomes}
+        # Some were fenced off: the ones written are those stamped with this cursor.
+        where, ids = self._any("id", [o.item_id for o in outcomes])
+        return {
+            (item_id, attempts)
+            for item_id, attempts in tx.all(
+                f"SELECT id, attempts FROM items WHERE {where} AND seq = ?", (ids, seq)
+            )
+        }
+
+    def _renew_leases(
+        self, tx: Tx, leases: Sequence[LeaseUpdate], expires: float, seq: int | None
+    ) -> set[int]:
+        renewed = tx.many(
+            "UPDATE items SET lease_expires = ?, progress = COALESCE(?, progress), "
+            "message = COALESCE(?, message), seq = COALESCE(?, seq) "
+            f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'",
+            [
+                (expires, u.progress, u.message, seq if u.changed else None, u.item_id, u.attempt)
+                for u in leases
+            ],
+        )
+        if renewed == len(leases):
+            return set()
+        return self._not_holding(tx, [(u.item_id, u.attempt) for u in leases])
+
+
+def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, list[Any]]]:
+    """UPDATE statements for outcomes, one per shape: each sets only the columns its
+    outcomes carry (every column set costs SQLite time on every row). The WHERE clause is
+    the fence: the item must still be running this attempt."""
+    groups: dict[tuple[bool, ...], list[Any]] = {}
+    for o in outcomes:
+        later = o.attempt > 1  # an earlier attempt may have left an error, metrics, a flag
+        shape = (
+            o.state.is_terminal,
+            o.result is not None,
+            o.error is not None,
+            o.run_after is not None,
+            not o.usage.is_zero,
+            o.metrics is not None,
+            o.progress is not None or o.message is not None,
+            later,
+        )
+        params: list[Any] = [o.state.value, seq, o.finished_at - o.started_at]
+        if shape[0]:
+            params.append(o.finished_at)
+        if shape[1]:
+            params.append(o.result)
+        if shape[2]:
+            params += (o.error, o.error_type)
+        if shape[3]:
+            params.append(o.run_after)
+        if shape[4]:
+            params += o.usage.values()
+        if shape[5]:
+            params.append(o.metrics)
+        if shape[6]:
+            params += (o.progress, o.message)
+        params += (o.item_id, o.attempt)
+        groups.setdefault(shape, []).append(params)
+    return [(_update_sql(shape), rows) for shape, rows in groups.items()]
+
+
+# Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
+# outcome carries it, and what to set when it does not but an earlier attempt may have.
+_OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
+    ("finished_at = ?", None),
+    ("result = ?", None),
+    ("error = ?, error_type = ?", "error = NULL, error_type = NULL"),
+    ("run_after = ?", None),
+    (", ".join(f"{column} = {column} + ?" for column in USAGE_FIELDS), None),
+    ("metrics = ?", "metrics = NULL"),
+    ("progress = COALESCE(?, progress), message = COALESCE(?, message)", None),
+)
+
+
+@functools.cache
+def _update_sql(shape: tuple[bool, ...]) -> str:
+    *carried, later = shape
+    sets = ["state = ?", "seq = ?", "duration = ?"]
+    for has, (present, cleared) in zip(carried, _OPTIONAL_SETS, strict=True):
+        if has:
+            sets.append(present)
+        elif later and cleared:
+            sets.append(cleared)
+    if later:
+        sets.append("suspect = 0")
+    return (
+        f"UPDATE items SET {', '.join(sets)} "
+        f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'"
+    )

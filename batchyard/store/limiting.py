@@ -1,11 +1,7 @@
-"""Limiting: the rate-limit primitives of the PostgreSQL store.
-
-Each is one short transaction of its own that locks the ``limits`` row of its key (``FOR
-UPDATE``) and then touches only that key's leases. None takes the ``feed`` row lock
-(``_write(feed=False)``): they change no batch, item or feed row, and wait for no lock but
-their key's row, which no feed-locking transaction takes, so the two kinds of transaction
-cannot wait for each other, and limit calls never queue behind claims and group commits.
-"""
+"""Limiting: the rate-limit primitives. Each is one short transaction on the ``limits`` row
+of its key (locked, where the database locks rows) and that key's leases. None touches
+batches, items or the change feed (``feed=False``), so limit calls never queue behind
+claims and group commits, and the two kinds of transaction never wait for each other."""
 
 from __future__ import annotations
 
@@ -20,35 +16,37 @@ from batchyard.store.limits import (
     limit_correct,
     limit_take,
 )
-from batchyard.store.postgres.connection import PostgresBase, Tx
+from batchyard.store.sqlbase import SqlBase
+from batchyard.store.tx import Tx
 
-_ROW = "SELECT requests, tokens, updated_at, paused_until, pause_reason FROM limits WHERE key = %s"
+_ROW = "SELECT requests, tokens, updated_at, paused_until, pause_reason FROM limits WHERE key = ?"
 
 
 def _row(tx: Tx, key: str, now: float) -> LimitRow:
     tx.run(
-        "INSERT INTO limits (key, updated_at) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO limits (key, updated_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
         (key, now),
     )
-    return LimitRow(*tx.one(_ROW + " FOR UPDATE", (key,)))
+    requests, tokens, updated_at, until, reason = tx.one(_ROW + tx.dialect.for_update, (key,))
+    return LimitRow(requests, tokens, updated_at, until, reason)
 
 
 def _save(tx: Tx, key: str, row: LimitRow) -> None:
     tx.run(
-        "UPDATE limits SET requests = %s, tokens = %s, updated_at = %s WHERE key = %s",
+        "UPDATE limits SET requests = ?, tokens = ?, updated_at = ? WHERE key = ?",
         (row.requests, row.tokens, row.updated_at, key),
     )
 
 
-class Limiting(PostgresBase):
+class Limiting(SqlBase):
     """Token buckets, leased concurrency slots and pauses per limiter key."""
 
     def limit_acquire(self, key: str, limits: Limits, tokens: float, now: float) -> Grant | Wait:
         with self._write(feed=False) as tx:
             row = _row(tx, key, now)
-            tx.run("DELETE FROM limit_leases WHERE key = %s AND expires_at <= %s", (key, now))
+            tx.run("DELETE FROM limit_leases WHERE key = ? AND expires_at <= ?", (key, now))
             in_flight, next_expiry = tx.one(
-                "SELECT COUNT(*), MIN(expires_at) FROM limit_leases WHERE key = %s", (key,)
+                "SELECT COUNT(*), MIN(expires_at) FROM limit_leases WHERE key = ?", (key,)
             )
             wait = limit_take(row, limits, tokens, now, int(in_flight), next_expiry)
             if wait is not None:
@@ -56,8 +54,7 @@ class Limiting(PostgresBase):
             _save(tx, key, row)
             grant = Grant(key, uuid.uuid4().hex, tokens, now + limits.lease, row.updated_at, limits)
             tx.run(
-                "INSERT INTO limit_leases (key, grant_id, tokens, expires_at) "
-                "VALUES (%s, %s, %s, %s)",
+                "INSERT INTO limit_leases (key, grant_id, tokens, expires_at) VALUES (?, ?, ?, ?)",
                 (key, grant.id, tokens, grant.expires_at),
             )
             return grant
@@ -66,12 +63,12 @@ class Limiting(PostgresBase):
         with self._write(feed=False) as tx:
             row = _row(tx, grant.key, now)
             held = tx.one(
-                "SELECT tokens FROM limit_leases WHERE key = %s AND grant_id = %s",
+                "SELECT tokens FROM limit_leases WHERE key = ? AND grant_id = ?",
                 (grant.key, grant.id),
             )
             before = grant.tokens if held is None else float(held[0])
             tx.run(
-                "UPDATE limit_leases SET tokens = %s WHERE key = %s AND grant_id = %s",
+                "UPDATE limit_leases SET tokens = ? WHERE key = ? AND grant_id = ?",
                 (actual_tokens, grant.key, grant.id),
             )
             limit_correct(row, grant.limits, actual_tokens - before, now)
@@ -80,7 +77,7 @@ class Limiting(PostgresBase):
     def limit_release(self, grant: Grant, now: float) -> bool:
         with self._write(feed=False) as tx:
             gone = tx.one(
-                "DELETE FROM limit_leases WHERE key = %s AND grant_id = %s RETURNING expires_at",
+                "DELETE FROM limit_leases WHERE key = ? AND grant_id = ? RETURNING expires_at",
                 (grant.key, grant.id),
             )
             return gone is not None and float(gone[0]) > now
@@ -89,11 +86,11 @@ class Limiting(PostgresBase):
         with self._write(feed=False) as tx:
             _row(tx, key, now)
             paused = tx.one(
-                "UPDATE limits SET pause_reason = CASE WHEN COALESCE(paused_until, 0) < %s "
-                "THEN %s ELSE pause_reason END, "
-                "paused_until = GREATEST(COALESCE(paused_until, 0), %s) "
-                "WHERE key = %s RETURNING paused_until",
-                (until, reason, until, key),
+                "UPDATE limits SET pause_reason = CASE WHEN COALESCE(paused_until, 0) < ? "
+                "THEN ? ELSE pause_reason END, paused_until = CASE WHEN "
+                "COALESCE(paused_until, 0) < ? THEN ? ELSE paused_until END "
+                "WHERE key = ? RETURNING paused_until",
+                (until, reason, until, until, key),
             )
             return float(paused[0])
 
@@ -102,15 +99,7 @@ class Limiting(PostgresBase):
         if not rows:
             return None
         in_flight = self._read(
-            "SELECT COUNT(*) FROM limit_leases WHERE key = %s AND expires_at > %s", (key, now)
+            "SELECT COUNT(*) FROM limit_leases WHERE key = ? AND expires_at > ?", (key, now)
         )[0][0]
-        row = LimitRow(*rows[0])
-        return LimitState(
-            key,
-            row.requests,
-            row.tokens,
-            row.updated_at,
-            int(in_flight),
-            row.paused_until,
-            row.pause_reason,
-        )
+        requests, tokens, updated_at, paused_until, reason = rows[0]
+        return LimitState(key, requests, tokens, updated_at, int(in_flight), paused_until, reason)

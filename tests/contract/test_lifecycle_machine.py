@@ -1,5 +1,6 @@
-"""A Hypothesis state machine over a real SQLite store: random submissions, claims, outcomes,
-lease expiries and control operations, checked after every step against the lifecycle.
+"""A Hypothesis state machine over each real store (SQLite, PostgreSQL): random submissions,
+claims, outcomes (several per commit, duplicates and stale attempts among them), lease
+expiries and control operations, checked after every step against the lifecycle.
 
 Time is a number the machine moves by hand; no step sleeps.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,9 @@ from batchyard.states import (
     ItemState,
     ending_state,
 )
-from batchyard.store.base import Claim, LeaseUpdate, NewItem, Outcome
+from batchyard.store.base import Claim, LeaseUpdate, NewItem, Outcome, Store
 from batchyard.store.sqlite import SqliteStore
+from tests.procs.pgdb import Databases, require_server
 
 B = BatchState
 S = ItemState
@@ -46,13 +49,24 @@ def _item_move_allowed(old: ItemState, new: ItemState) -> bool:
     return old is new or new in ITEM_TRANSITIONS[old] or (old, new) == (S.RETRY_WAIT, S.RUNNING)
 
 
+def _outcomes_that_apply(outcomes: list[Outcome], live: set[tuple[int, int]]) -> list[int]:
+    """Indexes of the outcomes a record call applies: the first for each attempt its item
+    still runs; every other one is refused."""
+    applied, seen = [], set()
+    for n, o in enumerate(outcomes):
+        attempt = (o.item_id, o.attempt)
+        if attempt in live and attempt not in seen:
+            applied.append(n)
+        seen.add(attempt)
+    return applied
+
+
 class Lifecycle(RuleBasedStateMachine):
     batches = Bundle("batches")
 
     def __init__(self) -> None:
         super().__init__()
-        self.folder = tempfile.TemporaryDirectory()
-        self.store = SqliteStore(Path(self.folder.name) / "machine.db")
+        self.store = self.open_store()
         self.now = T0
         self.claims: list[Claim] = []  # every lease ever handed out, live or stale
         self.leases: dict[int, tuple[int, float]] = {}  # item id -> (attempt, expiry)
@@ -61,6 +75,10 @@ class Lifecycle(RuleBasedStateMachine):
         self.item_cursor: dict[str, int] = {}
         self.event_cursor = 0
         self.cursor = 0
+
+    def open_store(self) -> Store:
+        self.folder = tempfile.TemporaryDirectory()
+        return SqliteStore(Path(self.folder.name) / "machine.db")
 
     def teardown(self) -> None:
         self.store.close()
@@ -174,7 +192,11 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
     def record(self, data) -> None:
-        self._record(data, self._distinct(data, 3))
+        """Several outcomes in one commit: an item may appear twice (two outcomes for one
+        attempt, or a stale attempt beside its live one)."""
+        live = [c for c in self.claims if self._is_live(c)]
+        pool = live + self.claims[-6:] if live else self.claims
+        self._record(data, data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4)))
 
     @rule(data=st.data())
     def claim_and_record(self, data) -> None:
@@ -188,12 +210,13 @@ class Lifecycle(RuleBasedStateMachine):
             self._record(data, got)
 
     def _record(self, data, picked: list[Claim]) -> None:
-        kind = data.draw(st.sampled_from([S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.CANCELLED]))
+        kinds = [S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.CANCELLED]
         delay = data.draw(st.integers(0, 20))
         before = {c.item_id: self.store.item(c.batch.id, c.key) for c in picked}
-        live = {c.item_id for c in picked if self._is_live(c)}
+        live = {(c.item_id, c.attempt) for c in picked if self._is_live(c)}
         outcomes = []
         for c in picked:
+            kind = data.draw(st.sampled_from(kinds))
             state = S.FAILED if kind is S.RETRY_WAIT and c.attempt >= c.max_attempt else kind
             outcomes.append(
                 Outcome(
@@ -213,17 +236,22 @@ class Lifecycle(RuleBasedStateMachine):
             c.item_id for c in picked if self.store.get_batch(c.batch.id).state is B.CANCELLED
         }
         done = self.store.record(outcomes, self.now)
-        assert {o.item_id for o in done.rejected} == set(before) - live
-        for o in outcomes:
+        applied = _outcomes_that_apply(outcomes, live)
+        refused = [n for n in range(len(outcomes)) if n not in applied]
+        assert [(o.item_id, o.attempt) for o in done.rejected] == [
+            (outcomes[n].item_id, outcomes[n].attempt) for n in refused
+        ]
+        for n in applied:
+            o = outcomes[n]
             after = self.store.item(before[o.item_id].batch_id, o.key)
-            if o.item_id in live:
-                # A retry in a cancelled batch would never run: the item ends cancelled.
-                waits = o.state is S.RETRY_WAIT and o.item_id in cancelled
-                expected = S.CANCELLED if waits else o.state
-                assert (after.state, after.attempts) == (expected, o.attempt)
-                self.leases.pop(o.item_id, None)
-            else:
-                assert after == before[o.item_id]  # a stale outcome changes nothing
+            # A retry in a cancelled batch would never run: the item ends cancelled.
+            waits = o.state is S.RETRY_WAIT and o.item_id in cancelled
+            expected = S.CANCELLED if waits else o.state
+            assert (after.state, after.attempts) == (expected, o.attempt)
+            self.leases.pop(o.item_id, None)
+        for item_id in set(before) - {outcomes[n].item_id for n in applied}:
+            # A refused outcome changes nothing.
+            assert self.store.item(before[item_id].batch_id, before[item_id].key) == before[item_id]
 
     @rule(seconds=st.sampled_from([1, 3, 10, LEASE + 1]))
     def wait_and_reclaim(self, seconds) -> None:
@@ -310,6 +338,8 @@ class Lifecycle(RuleBasedStateMachine):
         cursor = self.store.cursor()
         for event in self.store.events(since=self.event_cursor, limit=100_000):
             assert self.event_cursor < event.seq <= cursor
+            if event.kind == "item.outcome_rejected":
+                assert event.batch_id in self.item_cursor, event  # batch.events() shows it
             if event.kind != "batch.state":
                 continue
             assert event.batch_id is not None
@@ -364,11 +394,50 @@ class Lifecycle(RuleBasedStateMachine):
             assert status.finished_at is None
 
 
-Lifecycle.TestCase.settings = settings(
-    max_examples=80,
-    stateful_step_count=50,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+class PostgresLifecycle(Lifecycle):
+    """The same machine over PostgreSQL: a fresh database per example."""
+
+    databases: Databases | None = None
+
+    def open_store(self) -> Store:
+        from batchyard.store.postgres import PostgresStore
+
+        assert self.databases is not None
+        self.url = self.databases.create()
+        return PostgresStore(self.url)
+
+    def teardown(self) -> None:
+        self.store.close()
+        assert self.databases is not None
+        self.databases.drop(self.url)
+
+
+@pytest.fixture(scope="module")
+def pg_machine() -> Iterator[None]:
+    require_server()
+    PostgresLifecycle.databases = Databases()
+    try:
+        yield
+    finally:
+        PostgresLifecycle.databases.close()
+        PostgresLifecycle.databases = None
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=50,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+Lifecycle.TestCase.settings = _settings(80)
+PostgresLifecycle.TestCase.settings = _settings(40)
 test_lifecycle = Lifecycle.TestCase
+
+
+@pytest.mark.usefixtures("pg_machine")
+class TestPostgresLifecycle(PostgresLifecycle.TestCase):  # type: ignore[misc, valid-type]
+    pass

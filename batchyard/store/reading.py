@@ -1,4 +1,5 @@
-"""Reading: batches, items, logs and the change feed, and what workers ask about batches."""
+"""Reading: batches, items, logs and the change feed, and what workers ask about batches.
+Reads take no lock."""
 
 from __future__ import annotations
 
@@ -6,35 +7,13 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from batchyard.errors import (
-    ItemNotFound,
-)
-from batchyard.models import (
-    BatchStatus,
-    Counts,
-    Event,
-    Item,
-    LogLine,
-    Page,
-)
+from batchyard.errors import ItemNotFound
+from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
 from batchyard.states import BatchState, ItemState
-from batchyard.store.base import (
-    Outlook,
-)
-from batchyard.store.rows import (
-    BATCH_COLUMNS,
-    ITEM_COLUMNS,
-    batch_from_row,
-    item_from_row,
-)
-from batchyard.store.rules import page_key
-from batchyard.store.sqlite.connection import (
-    CLAIMABLE,
-    B,
-    S,
-    SqliteBase,
-    span,
-)
+from batchyard.store.base import Outlook
+from batchyard.store.rows import BATCH_COLUMNS, ITEM_COLUMNS, BatchRow, ItemRow
+from batchyard.store.rules import CLAIMABLE, B, S, page_key, span
+from batchyard.store.sqlbase import SqlBase
 
 # A page of the feed holds whole transactions: everything up to the cursor of the
 # limit-th row, so a page never ends half-way through the rows of one cursor value.
@@ -42,14 +21,14 @@ _WHOLE_GROUPS = (
     "COALESCE((SELECT seq FROM {table} WHERE {where} ORDER BY seq LIMIT 1 OFFSET ?), "
     "9223372036854775807)"
 )
-
-
 #: Item states with a partial index of their own (see the schema).
 _INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
+#: When a batch's earliest retry comes due (a correlated subquery on ``batches b``).
+NEXT_DUE = f"(SELECT MIN(run_after) FROM items WHERE batch_pk = b.pk AND state = '{S.RETRY_WAIT}')"
 
 
-class Reading(SqliteBase):
-    """Batches, items, logs and the change feed, read without a write lock."""
+class Reading(SqlBase):
+    """Batches, items, logs and the change feed."""
 
     def list_batches(
         self,
@@ -70,29 +49,36 @@ class Reading(SqliteBase):
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < ?")
             params.append(page_key(after))
-        rows = self._read(
-            f"SELECT {BATCH_COLUMNS} FROM batches WHERE {' AND '.join(where)} "
-            "ORDER BY pk DESC LIMIT ?",
-            (*params, limit + 1),
-        )
-        page = [batch_from_row(row) for row in rows[:limit]]
-        return Page(page, f"p{rows[limit - 1][0]}" if len(rows) > limit else None)
+        rows = [
+            BatchRow._make(row)
+            for row in self._read(
+                f"SELECT {BATCH_COLUMNS} FROM batches WHERE {' AND '.join(where)} "
+                "ORDER BY pk DESC LIMIT ?",
+                (*params, limit + 1),
+            )
+        ]
+        page = [row.status() for row in rows[:limit]]
+        return Page(page, f"p{rows[limit - 1].pk}" if len(rows) > limit else None)
 
     def items(
         self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
-        where = "" if state is None else f" AND state = '{state.value}'"
+        where, params = "id > ? AND id < ?", list[object]([low + max(0, after), high])
+        if state is not None:
+            where += " AND state = ?"
+            params.append(state.value)
         if state in _INDEXED_STATES:
-            # Naming the batch lets SQLite use the state's partial index instead of walking
-            # the whole batch for a few running, waiting or failed items.
+            # Naming the batch lets the database use the state's partial index instead of
+            # walking the whole batch for a few running, waiting or failed items.
             where += " AND batch_pk = ?"
+            params.append(pk)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE id > ? AND id < ?{where} ORDER BY id LIMIT ?",
-            (low + max(0, after), high, *((pk,) if state in _INDEXED_STATES else ()), limit),
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} ORDER BY id LIMIT ?",
+            (*params, limit),
         )
-        return [item_from_row(batch_id, row) for row in rows]
+        return [ItemRow._make(row).item(batch_id) for row in rows]
 
     def item(self, batch_id: str, key: str) -> Item:
         rows = self._read(
@@ -101,13 +87,13 @@ class Reading(SqliteBase):
         )
         if not rows:
             raise ItemNotFound(batch_id, key)
-        return item_from_row(batch_id, rows[0])
+        return ItemRow._make(rows[0]).item(batch_id)
 
     def item_logs(self, batch_id: str, key: str) -> list[LogLine]:
         rows = self._read(
             "SELECT l.attempt, l.at, l.kind, l.message FROM item_logs l "
             "JOIN items i ON i.id = l.item_id WHERE i.batch_pk = ? AND i.key = ? "
-            "ORDER BY l.at, l.rowid",
+            f"ORDER BY l.at, l.{self.dialect.log_order}",
             (self._pk(batch_id), key),
         )
         if not rows:
@@ -118,17 +104,14 @@ class Reading(SqliteBase):
         where, params = (
             ("seq > ?", (since,))
             if batch_id is None
-            else (
-                "batch_id = ? AND seq > ?",
-                (batch_id, since),
-            )
+            else ("batch_id = ? AND seq > ?", (batch_id, since))
         )
         rows = self._read(
             f"SELECT seq, batch_id, kind, data, at FROM events WHERE {where} "
             f"AND seq <= {_WHOLE_GROUPS.format(table='events', where=where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )
-        return [Event(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in rows]
+        return [Event(s, batch, kind, json.loads(data), at) for s, batch, kind, data, at in rows]
 
     def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
         where = "batch_pk = ? AND seq > 0 AND seq > ?"
@@ -138,7 +121,7 @@ class Reading(SqliteBase):
             f"AND seq <= {_WHOLE_GROUPS.format(table='items', where=where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )
-        return [item_from_row(batch_id, row) for row in rows]
+        return [ItemRow._make(row).item(batch_id) for row in rows]
 
     def cursor(self) -> int:
         return int(self._read("SELECT seq FROM feed")[0][0])
@@ -148,17 +131,17 @@ class Reading(SqliteBase):
             "SELECT state, COUNT(*) FROM items WHERE id >= ? AND id < ? GROUP BY state",
             span(self._pk(batch_id)),
         )
-        return Counts(**{state: n for state, n in rows})
+        return Counts(**{state: int(n) for state, n in rows})
 
     def active_tasks(self) -> set[str]:
         rows = self._read(f"SELECT DISTINCT task FROM batches WHERE state IN {CLAIMABLE}")
-        return {row[0] for row in rows}
+        return {task for (task,) in rows}
 
     def batch_states(self, batch_pks: Collection[int]) -> dict[int, BatchState]:
         if not batch_pks:
             return {}
-        marks = ",".join("?" * len(batch_pks))
-        rows = self._read(f"SELECT pk, state FROM batches WHERE pk IN ({marks})", tuple(batch_pks))
+        where, pks = self._any("pk", batch_pks)
+        rows = self._read(f"SELECT pk, state FROM batches WHERE {where}", (pks,))
         return {pk: B(state) for pk, state in rows}
 
     def outlook(
@@ -166,25 +149,25 @@ class Reading(SqliteBase):
     ) -> Outlook:
         if not tasks:
             return Outlook(0, None, 0)
-        marks = ",".join("?" * len(tasks))
+        where, names = self._any("task", tasks)
         rows = [
-            row
-            for row in self._read(
-                "SELECT pk, n_pending + n_running + n_retry_wait, n_retry_wait, id FROM batches "
-                f"WHERE state IN {CLAIMABLE} AND task IN ({marks})",
-                tuple(tasks),
+            (left, due)
+            for left, due, batch_id in self._read(
+                "SELECT n_pending + n_running + n_retry_wait, "
+                f"CASE WHEN n_retry_wait > 0 THEN {NEXT_DUE} END, id "
+                f"FROM batches b WHERE state IN {CLAIMABLE} AND {where}",
+                (names,),
             )
-            if only is None or row[3] in only
+            if only is None or batch_id in only
         ]
-        remaining = sum(row[1] for row in rows)
-        dues = [self._next_due(row[0]) for row in rows if row[2]]
+        dues = [float(due) for _, due in rows if due is not None]
         callbacks = sum(
             1
             for (batch_id,) in self._read(
                 "SELECT id FROM batches WHERE ended_round > callbacks_round "
-                f"AND task IN ({marks}) AND (callback_lease IS NULL OR callback_lease < ?)",
-                (*tasks, now),
+                f"AND {where} AND (callback_lease IS NULL OR callback_lease < ?)",
+                (names, now),
             )
             if only is None or batch_id in only
         )
-        return Outlook(remaining, min(dues) if dues else None, callbacks)
+        return Outlook(sum(int(left) for left, _ in rows), min(dues) if dues else None, callbacks)

@@ -1,0 +1,172 @@
+"""Controlling: pause, resume, cancel, retry, delete and prune batches, and batch-ending
+callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from batchyard.errors import Conflict
+from batchyard.models import BatchStatus
+from batchyard.store.rows import BATCH_COLUMNS, BatchRow, batch_from_row
+from batchyard.store.rules import FINISHED, B, S, span
+from batchyard.store.sqlbase import SqlBase
+from batchyard.store.submitting import delete_rows
+
+_CANCEL = f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ? WHERE "
+
+
+def _not_finished(row: BatchRow, doing: str) -> None:
+    """Raise Conflict when a batch has ended: one error for every control on it."""
+    if row.batch_state.is_terminal:
+        raise Conflict(row.id, f"has already ended ({row.state}); it cannot be {doing}")
+
+
+class Controlling(SqlBase):
+    """State changes users ask for, and the leases on batch-ending callbacks."""
+
+    def pause(self, batch_id: str, now: float, reason: str | None = None) -> BatchStatus:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            state = row.batch_state
+            if state is B.PAUSED:
+                if reason is not None and row.pause_reason is None:
+                    tx.run("UPDATE batches SET pause_reason = ? WHERE pk = ?", (reason, row.pk))
+            else:
+                _not_finished(row, "paused")
+                tx.set_state(
+                    row.pk,
+                    batch_id,
+                    state,
+                    B.PAUSED,
+                    now,
+                    resume_state=state.value,
+                    pause_reason=reason,
+                )
+        return self.get_batch(batch_id)
+
+    def resume(self, batch_id: str, now: float) -> BatchStatus:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            if row.batch_state is B.PAUSED:
+                back = B(row.resume_state or B.QUEUED)
+                tx.set_state(
+                    row.pk, batch_id, B.PAUSED, back, now, resume_state=None, pause_reason=None
+                )
+                tx.end_if_done(row.pk, now)
+                tx.notify = True
+            else:
+                _not_finished(row, "resumed")
+                if not row.batch_state.is_active:
+                    raise Conflict(batch_id, f"is {row.state}, not paused")
+        return self.get_batch(batch_id)
+
+    def cancel(self, batch_id: str, now: float) -> BatchStatus:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            state = row.batch_state
+            if state is B.CANCELLED:
+                return row.status()
+            _not_finished(row, "cancelled")
+            low, high = span(row.pk)
+            stopped = 0
+            fresh = (max(low, row.claim_cursor), high)
+            for where, params in (
+                (f"id >= ? AND id < ? AND state = '{S.PENDING}'", fresh),
+                (f"batch_pk = ? AND state = '{S.PENDING}' AND attempts > 0", (row.pk,)),
+                (f"batch_pk = ? AND state = '{S.RETRY_WAIT}'", (row.pk,)),
+            ):
+                stopped += tx.run(_CANCEL + where, (now, tx.seq, *params))
+            tx.run(
+                "UPDATE batches SET n_cancelled = n_cancelled + ?, n_pending = 0, "
+                "n_retry_wait = 0 WHERE pk = ?",
+                (stopped, row.pk),
+            )
+            tx.set_state(row.pk, batch_id, state, B.CANCELLED, now)
+        return self.get_batch(batch_id)
+
+    def retry_failed(self, batch_id: str, now: float) -> int:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            state = row.batch_state
+            if state not in (B.FAILED, B.PARTIALLY_COMPLETED):
+                raise Conflict(
+                    batch_id,
+                    f"is {state.value}; only a failed or partially completed batch retries",
+                )
+            sent = tx.run(
+                f"UPDATE items SET state = '{S.PENDING}', priority = priority + 1, "
+                "max_attempt = attempts + ?, error = NULL, error_type = NULL, "
+                "finished_at = NULL, progress = NULL, message = NULL, seq = ? "
+                f"WHERE batch_pk = ? AND state = '{S.FAILED}'",
+                (row.max_attempts, tx.seq, row.pk),
+            )
+            if sent == 0:
+                raise Conflict(batch_id, "has no failed items to retry")
+            tx.run(
+                "UPDATE batches SET n_failed = n_failed - ?, n_pending = n_pending + ?, "
+                "round = round + 1 WHERE pk = ?",
+                (sent, sent, row.pk),
+            )
+            tx.set_state(row.pk, batch_id, state, B.RETRYING, now, finished_at=None)
+            tx.event(batch_id, "batch.retry", {"items": sent, "round": row.round + 1}, now)
+            tx.notify = True
+        return sent
+
+    def delete_batch(self, batch_id: str, now: float) -> None:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            if not row.batch_state.is_terminal:
+                raise Conflict(batch_id, f"is {row.state}; cancel it before deleting it")
+            delete_rows(tx, row.pk)
+            tx.event(None, "batch.deleted", {"batch_id": batch_id}, now)
+
+    def prune(self, finished_before: float, now: float) -> int:
+        rows = self._read(
+            f"SELECT id FROM batches WHERE state IN {FINISHED} AND finished_at < ?",
+            (finished_before,),
+        )
+        for (batch_id,) in rows:
+            self.delete_batch(batch_id, now)
+        return len(rows)
+
+    def claim_callbacks(
+        self,
+        tasks: Collection[str],
+        now: float,
+        lease: float,
+        only: Collection[str] | None = None,
+    ) -> list[tuple[BatchStatus, int]]:
+        if not tasks:
+            return []
+        where, names = self._any("task", tasks)
+        due = [
+            (pk, round_)
+            for pk, round_, batch_id in self._read(
+                "SELECT pk, ended_round, id FROM batches WHERE ended_round > callbacks_round "
+                f"AND {where} AND (callback_lease IS NULL OR callback_lease < ?)",
+                (names, now),
+            )
+            if only is None or batch_id in only
+        ]
+        claimed: list[tuple[BatchStatus, int]] = []
+        for pk, round_ in due:
+            # No feed change here: a callback lease is not part of the feed.
+            with self._write(feed=False) as tx:
+                won = tx.one(
+                    "UPDATE batches SET callback_lease = ? WHERE pk = ? AND ended_round = ? "
+                    "AND ended_round > callbacks_round "
+                    "AND (callback_lease IS NULL OR callback_lease < ?) "
+                    f"RETURNING {BATCH_COLUMNS}",
+                    (now + lease, pk, round_, now),
+                )
+            if won is not None:
+                claimed.append((batch_from_row(won), round_))
+        return claimed
+
+    def finish_callbacks(self, batch_id: str, round_: int) -> None:
+        with self._write(feed=False) as tx:
+            tx.run(
+                "UPDATE batches SET callbacks_round = CASE WHEN callbacks_round > ? "
+                "THEN callbacks_round ELSE ? END, callback_lease = NULL WHERE id = ?",
+                (round_, round_, batch_id),
+            )

@@ -1,0 +1,21 @@
+"""SqlStore: every rule of the store, written once over ``SqlBase``'s few per-database
+operations. ``SqliteStore`` and ``PostgresStore`` are SqlStores that say how their database
+connects, takes a transaction and does those few operations."""
+
+from __future__ import annotations
+
+from batchyard.store.budgeting import Budgeting
+from batchyard.store.controlling import Controlling
+from batchyard.store.limiting import Limiting
+from batchyard.store.reading import Reading
+from batchyard.store.submitting import Submitting
+from batchyard.store.working import Working
+
+
+class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
+    """The store, put together from its parts (one noun each)."""
+
+    def reclaim_expired(self, now: float) -> int:
+        moved = self._reclaim_leases(now)
+        self._drop_abandoned_uploads(now)
+        return moved

@@ -1,0 +1,206 @@
+"""Submitting: a batch and its items written all or nothing, appends to open batches, seal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
+
+from batchyard.errors import Conflict, DuplicateKey, StoreError
+from batchyard.models import BatchOptions, BatchStatus
+from batchyard.states import BatchState
+from batchyard.store.base import UPLOAD_LEASE, Chunk, NewItem
+from batchyard.store.rules import COMMIT_ITEMS, MAX_POSITION, POSITION_BITS, B, readiness, span
+from batchyard.store.sqlbase import SqlBase
+from batchyard.store.tx import Tx
+
+_INSERT_BATCH = (
+    "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, max_attempts, "
+    "timeout, params, metadata, upload_expires, created_at, updated_at, budget, limits) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk"
+)
+
+
+class Submitting(SqlBase):
+    """Creating batches with their items, appending to open ones, sealing."""
+
+    def create_batch(
+        self, batch_id: str, options: BatchOptions, chunks: Iterable[list[NewItem]], now: float
+    ) -> BatchStatus:
+        it = iter(chunks)
+        first = next(it, [])
+        second = next(it, None)
+        if second is None:
+            # Small batch: one transaction, never visible half-made.
+            with self._write() as tx:
+                pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+                self._insert_items(tx, pk, first, options.max_attempts, now)
+                tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                tx.end_if_done(pk, now)
+                tx.notify = True
+            return self.get_batch(batch_id)
+        with self._write() as tx:
+            pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+        try:
+            self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
+            with self._write() as tx:
+                tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                tx.notify = True
+        except BaseException:
+            with self._write() as tx:
+                delete_rows(tx, pk)
+            raise
+        return self.get_batch(batch_id)
+
+    def _upload(
+        self,
+        pk: int,
+        chunks: Iterator[list[NewItem]],
+        ready: Callable[[], bool],
+        options: BatchOptions,
+        now: float,
+    ) -> None:
+        """Insert chunks, one transaction for as many as are ready without waiting (up to
+        COMMIT_ITEMS): never hold a lock while the source is slow. Item inserts need no
+        feed cursor (a fresh item has seq 0), so these transactions skip the feed."""
+        for chunk in chunks:
+            with self._write(feed=False) as tx:
+                written = 0
+                while True:
+                    self._insert_items(tx, pk, chunk, options.max_attempts, now)
+                    written += len(chunk)
+                    if written >= COMMIT_ITEMS or not ready():
+                        break
+                    following = next(chunks, None)
+                    if following is None:
+                        break
+                    chunk = following
+                tx.run(
+                    "UPDATE batches SET upload_expires = ? WHERE pk = ?", (now + UPLOAD_LEASE, pk)
+                )
+
+    @staticmethod
+    def _insert_batch(
+        tx: Tx, batch_id: str, options: BatchOptions, state: BatchState, now: float
+    ) -> int:
+        values = (
+            batch_id,
+            options.name,
+            options.task,
+            state.value,
+            int(options.sealed),
+            options.priority,
+            options.concurrency,
+            options.max_attempts,
+            options.timeout,
+            json.dumps(options.params),
+            json.dumps(options.metadata),
+            now + UPLOAD_LEASE if state is B.UPLOADING else None,
+            now,
+            now,
+            options.budget,
+            None if options.limits is None else json.dumps(options.limits),
+        )
+        try:
+            with tx.savepoint():
+                return int(tx.one(_INSERT_BATCH, values)[0])
+        except tx.UniqueViolation as exc:
+            raise StoreError(f"a batch with id {batch_id} exists already") from exc
+
+    def _insert_items(
+        self, tx: Tx, pk: int, chunk: list[NewItem], max_attempts: int, now: float
+    ) -> None:
+        if not chunk:
+            return
+        if chunk[-1].position > MAX_POSITION:
+            raise StoreError(f"a batch holds at most {MAX_POSITION:,} items")
+        start = chunk[0].position
+        if chunk[-1].position - start != len(chunk) - 1:
+            raise StoreError("a chunk's positions must follow each other")  # pragma: no cover
+        # One statement per chunk over a JSON array: the database unpacks the whole chunk
+        # (SQLite without the GIL, so the caller encodes the next chunk meanwhile) and no
+        # row is bound one by one. A duplicate key fails the statement, and with it the
+        # submission; the savepoint keeps the transaction usable to say which key.
+        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
+        first_id = (pk << POSITION_BITS) + start
+        try:
+            with tx.savepoint():
+                tx.run(self.INSERT_CHUNK, (first_id, pk, start, max_attempts, rows))
+        except tx.UniqueViolation:
+            self._raise_duplicate(tx, pk, chunk)
+        tx.move_counts(pk, {"n_pending": len(chunk)}, now)
+
+    def _raise_duplicate(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+        seen: dict[str, int] = {}
+        for it in chunk:
+            if it.key in seen:
+                _duplicate(seen[it.key], it)
+            seen[it.key] = it.position
+        where, keys = self._any("key", seen)
+        query = f"SELECT key, position FROM items WHERE batch_pk = ? AND {where}"
+        found = dict(tx.all(query, (pk, keys)))
+        for it in chunk:
+            if it.key in found:
+                _duplicate(found[it.key], it)
+        raise StoreError("an item insert failed for no reason found")  # pragma: no cover
+
+    def append_items(
+        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+    ) -> int:
+        added = 0
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            if row.sealed or row.batch_state.is_terminal:
+                raise Conflict(
+                    batch_id, f"is {'sealed' if row.sealed else row.state}; it takes no items"
+                )
+            # Positions are taken while the batch row is locked: concurrent appends never clash.
+            for chunk in chunks(row.counts.total + 1):
+                self._insert_items(tx, row.pk, chunk, row.max_attempts, now)
+                added += len(chunk)
+            if added:
+                tx.event(batch_id, "batch.items_added", {"count": added}, now)
+                tx.notify = True
+        return added
+
+    def seal(self, batch_id: str, now: float) -> BatchStatus:
+        with self._write() as tx:
+            row = tx.batch(batch_id)
+            if not row.sealed:
+                tx.run("UPDATE batches SET sealed = 1, updated_at = ? WHERE pk = ?", (now, row.pk))
+                tx.event(batch_id, "batch.sealed", {}, now)
+                tx.end_if_done(row.pk, now)
+        return self.get_batch(batch_id)
+
+    def _drop_abandoned_uploads(self, now: float) -> None:
+        abandoned = f"state = '{B.UPLOADING}' AND upload_expires < ?"
+        for (pk,) in self._read(f"SELECT pk FROM batches WHERE {abandoned}", (now,)):
+            with self._write() as tx:
+                still = tx.one(
+                    f"SELECT 1 FROM batches WHERE pk = ? AND {abandoned}{self.dialect.for_update}",
+                    (pk, now),
+                )
+                if still:
+                    delete_rows(tx, pk)
+
+
+def _duplicate(first_position: int, it: NewItem) -> None:
+    raise DuplicateKey(
+        f"duplicate key (first used by item {first_position})",
+        first_position=first_position,
+        position=it.position,
+        key=it.key,
+    )
+
+
+def delete_rows(tx: Tx, pk: int) -> None:
+    """Delete a batch with its items, logs, holds and events."""
+    low, high = span(pk)
+    tx.run("DELETE FROM item_logs WHERE item_id >= ? AND item_id < ?", (low, high))
+    # The batch row first: hold_budget locks it before its holds, so this never waits in a
+    # cycle with a worker holding budget for a straggler of the batch.
+    tx.run(f"SELECT 1 FROM batches WHERE pk = ?{tx.dialect.for_update}", (pk,))
+    tx.run("DELETE FROM items WHERE id >= ? AND id < ?", (low, high))
+    tx.run("DELETE FROM budget_holds WHERE batch_pk = ?", (pk,))
+    tx.run("DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,))
+    tx.run("DELETE FROM batches WHERE pk = ?", (pk,))

@@ -1,0 +1,148 @@
+"""One write transaction, whatever the database: statements with ``?`` placeholders, the
+change-feed cursor that stamps what it changes, its events, and what it does to batch rows
+(state changes by compare-and-set, counter moves, ending a batch that is done).
+
+The SQL that differs between the dialects is named in ``Dialect``; everything else is
+written once, here and in the store's modules.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from batchyard.errors import BatchNotFound, Conflict
+from batchyard.models import JSON
+from batchyard.states import BatchState, check_batch, ending_state
+from batchyard.store.rows import BATCH_COLUMNS, BatchRow
+from batchyard.store.rules import ENDABLE, B
+
+Params = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The fragments of SQL that differ between the databases."""
+
+    name: str
+    #: ``column {any_of}``: membership in a list given as one parameter made by ``array``.
+    any_of: str
+    #: Ends a SELECT of rows to take: PostgreSQL passes over rows others hold.
+    skip_locked: str
+    #: Ends a SELECT of a row the transaction will change: PostgreSQL locks it now.
+    for_update: str
+    #: A list as the one parameter ``any_of`` takes.
+    array: Callable[[Collection[Any]], Any]
+    #: The column of ``item_logs`` that orders its rows as they were written.
+    log_order: str
+    #: The type of a float column.
+    real: str
+
+
+class Tx(ABC):
+    """A write transaction: run statements, stamp changes with its feed cursor (taken on
+    first use, one per transaction), write events, and change batch rows."""
+
+    dialect: ClassVar[Dialect]
+    #: The driver's error for a broken unique constraint.
+    UniqueViolation: ClassVar[type[Exception]]
+
+    def __init__(self) -> None:
+        self._seq: int | None = None
+        #: Set it when items may have become claimable: workers elsewhere are woken.
+        self.notify = False
+
+    @abstractmethod
+    def one(self, query: str, params: Params = ()) -> Any:
+        """The first row of a statement's result, None if it has none."""
+
+    @abstractmethod
+    def all(self, query: str, params: Params = ()) -> list[Any]: ...
+
+    @abstractmethod
+    def run(self, query: str, params: Params = ()) -> int:
+        """Execute a statement; returns how many rows it changed."""
+
+    @abstractmethod
+    def many(self, query: str, rows: Sequence[Params]) -> int:
+        """Execute a statement once per row of parameters; returns the rows changed."""
+
+    @abstractmethod
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A savepoint: an error inside undoes only what was done inside, and the
+        transaction stays usable."""
+
+    @property
+    def seq(self) -> int:
+        if self._seq is None:
+            self._seq = int(self.one("UPDATE feed SET seq = seq + 1 RETURNING seq")[0])
+        return self._seq
+
+    def event(self, batch_id: str | None, kind: str, data: dict[str, JSON], at: float) -> None:
+        self.run(
+            "INSERT INTO events (seq, batch_id, kind, data, at) VALUES (?, ?, ?, ?, ?)",
+            (self.seq, batch_id, kind, json.dumps(data), at),
+        )
+
+    def batch(self, batch_id: str) -> BatchRow:
+        """The batch's row, locked for this transaction where the database locks rows."""
+        row = self.one(
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?{self.dialect.for_update}",
+            (batch_id,),
+        )
+        if row is None:
+            raise BatchNotFound(batch_id)
+        return BatchRow._make(row)
+
+    def batch_at(self, pk: int) -> BatchRow | None:
+        row = self.one(f"SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?", (pk,))
+        return None if row is None else BatchRow._make(row)
+
+    def set_state(
+        self, pk: int, batch_id: str, old: BatchState, new: BatchState, now: float, **extra: Any
+    ) -> None:
+        """Move a batch from ``old`` to ``new`` (compare-and-set on ``old``) and say so in
+        the feed. Raises InvalidTransition for a move the lifecycle forbids, Conflict when
+        the batch is no longer in ``old``."""
+        check_batch(old, new)
+        fields = {"state": new.value, "updated_at": now, **extra}
+        if new.is_terminal:
+            fields["finished_at"] = now
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        ended = ", ended_round = ended_round + 1" if new.is_terminal else ""
+        changed = self.run(
+            f"UPDATE batches SET {sets}{ended} WHERE pk = ? AND state = ?",
+            (*fields.values(), pk, old.value),
+        )
+        if changed != 1:
+            raise Conflict(batch_id, f"changed state concurrently (it was {old.value})")
+        data: dict[str, JSON] = {"from": old.value, "to": new.value}
+        if extra.get("pause_reason"):
+            data["reason"] = extra["pause_reason"]
+        self.event(batch_id, "batch.state", data, now)
+
+    def end_if_done(self, pk: int, now: float) -> str | None:
+        """End a sealed batch none of whose items is left to run; returns its id if so."""
+        row = self.batch_at(pk)
+        if row is None or not row.sealed or row.counts.remaining != 0:
+            return None
+        state = row.batch_state
+        if state not in ENDABLE:
+            return None
+        if state is B.QUEUED:  # an open batch sealed before it got any item
+            self.set_state(pk, row.id, state, B.PROCESSING, now, started_at=now)
+            state = B.PROCESSING
+        ending = ending_state(row.n_succeeded, row.n_failed, row.n_cancelled)
+        self.set_state(pk, row.id, state, ending, now)
+        return row.id
+
+    def move_counts(self, pk: int, deltas: Mapping[str, float], now: float) -> None:
+        """Add to a batch's kept counters (and usage sums) in this transaction."""
+        sets = ", ".join(f"{column} = {column} + ?" for column in deltas)
+        self.run(
+            f"UPDATE batches SET {sets}, updated_at = ? WHERE pk = ?", (*deltas.values(), now, pk)
+        )

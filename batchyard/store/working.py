@@ -1,0 +1,319 @@
+"""Working: claims, heartbeats, releases and the lease sweep; recording outcomes is in
+``recording``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from batchyard.states import ItemState, check_item
+from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
+from batchyard.store.reading import NEXT_DUE
+from batchyard.store.recording import Recording
+from batchyard.store.rows import COUNTER_OF, ClaimableRow
+from batchyard.store.rules import CLAIMABLE, B, S, expiry, span
+from batchyard.store.sqlbase import LOG_INSERT
+from batchyard.store.tx import Tx
+
+_CLAIMABLE_BATCHES = (
+    f"SELECT {', '.join(ClaimableRow._fields[:-1])}, "
+    f"CASE WHEN n_pending = 0 THEN {NEXT_DUE} END FROM batches b "
+    f"WHERE state IN {CLAIMABLE} AND (n_pending > 0 OR n_retry_wait > 0) AND task {{any_of}} "
+    f"ORDER BY priority DESC, state = '{B.RETRYING}' DESC, pk"
+)
+# Lease up to N items of one batch; ``{where}`` picks requeued or fresh ones, ``{lock}``
+# passes over rows other transactions hold (PostgreSQL). RETURNING gives rows in no set
+# order: the caller sorts them.
+_TAKE = (
+    "WITH picked AS (SELECT id FROM items WHERE {where} LIMIT ?{lock}) "
+    f"UPDATE items SET state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, "
+    "lease_expires = ?, started_at = ?, seq = ?{clear} WHERE id IN (SELECT id FROM picked) "
+    "RETURNING id, key, payload, attempts, max_attempt, priority"
+)
+_REQUEUED = (
+    f"batch_pk = ? AND state = '{S.PENDING}' AND attempts > 0 AND suspect = ? "
+    "ORDER BY priority DESC, id"
+)
+_FRESH = f"id >= ? AND id < ? AND state = '{S.PENDING}' AND attempts = 0 ORDER BY id"
+_UNLEASE = (
+    "UPDATE items SET state = ?, worker = NULL, lease_expires = NULL, "
+    "max_attempt = max_attempt + ?, finished_at = ?, seq = ?{expired} "
+    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}}"
+)
+
+
+class Working(Recording):
+    """What workers do to items: claim, heartbeat, release; and the lease sweep."""
+
+    def _claimable(
+        self,
+        capacity: Mapping[str, int],
+        now: float,
+        only: Collection[str] | None = None,
+        tx: Tx | None = None,
+    ) -> list[ClaimableRow]:
+        """Claimable batches of the given tasks (and ids, if ``only``) with something
+        runnable now, best first."""
+        tasks = [name for name, free in capacity.items() if free > 0]
+        if not tasks:
+            return []
+        query = _CLAIMABLE_BATCHES.format(any_of=self.dialect.any_of)
+        params = (self.dialect.array(tasks),)
+        found = tx.all(query, params) if tx else self._read(query, params)
+        rows = [ClaimableRow._make(row) for row in found]
+        return [
+            row
+            for row in rows
+            if (only is None or row.id in only)
+            and (row.room is None or row.room > 0)
+            and (row.n_pending > 0 or (row.next_due is not None and row.next_due <= now))
+        ]
+
+    def claim(
+        self,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+        alone: bool = False,
+        only: Collection[str] | None = None,
+    ) -> list[Claim]:
+        return self.record_and_claim(
+            [], worker_id, capacity, limit, now, lease, alone=alone, only=only
+        )[1]
+
+    def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+        alone: bool = False,
+        only: Collection[str] | None = None,
+    ) -> tuple[Recorded, list[Claim]]:
+        # Outcomes free slots under batch caps, so with outcomes the claim always looks
+        # inside the transaction; without, a read first spares idle polls the write lock.
+        want = (
+            limit > 0
+            and bool(capacity)
+            and (bool(outcomes) or bool(self._claimable(capacity, now, only)))
+        )
+        if not outcomes and not want:
+            return Recorded([], []), []
+        with self._write() as tx:
+            done = self._record_in(tx, outcomes, now) if outcomes else Recorded([], [])
+            claims = (
+                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone, only)
+                if want
+                else []
+            )
+        return done, claims
+
+    def _claim_in(
+        self,
+        tx: Tx,
+        worker_id: str,
+        capacity: Mapping[str, int],
+        limit: int,
+        now: float,
+        lease: float,
+        alone: bool,
+        only: Collection[str] | None,
+    ) -> list[Claim]:
+        rows = self._claimable(capacity, now, only, tx)
+        if alone:
+            for row in rows:
+                suspect = self._claim_from(tx, row, worker_id, 1, now, lease, suspect=True)
+                if suspect:
+                    return suspect
+        left = dict(capacity)
+        claims: list[Claim] = []
+        for row in rows:
+            room = min(limit - len(claims), left.get(row.task, 0))
+            if row.room is not None:
+                room = min(room, row.room)
+            if room <= 0:
+                continue
+            got = self._claim_from(tx, row, worker_id, room, now, lease)
+            left[row.task] -= len(got)
+            claims.extend(got)
+            if len(claims) >= limit:
+                break
+        return claims
+
+    def _claim_from(
+        self,
+        tx: Tx,
+        row: ClaimableRow,
+        worker_id: str,
+        room: int,
+        now: float,
+        lease: float,
+        *,
+        suspect: bool = False,
+    ) -> list[Claim]:
+        if row.n_retry_wait:
+            due = tx.run(
+                f"UPDATE items SET state = '{S.PENDING}', seq = ? WHERE batch_pk = ? "
+                f"AND state = '{S.RETRY_WAIT}' AND run_after <= ?",
+                (tx.seq, row.pk, now),
+            )
+            if due:
+                tx.move_counts(row.pk, {"n_pending": due, "n_retry_wait": -due}, now)
+        lease_args = (worker_id, now + lease, now, tx.seq)
+        # Items that came back (retries, leases taken back) go first, then fresh ones.
+        got = sorted(
+            self._take(tx, _REQUEUED, (row.pk, int(suspect), room), lease_args, requeued=True),
+            key=lambda r: (-r[5], r[0]),
+        )
+        if len(got) < room and not suspect:
+            low, high = span(row.pk)
+            window = (max(low, row.claim_cursor), high, room - len(got))
+            fresh = sorted(self._take(tx, _FRESH, window, lease_args, requeued=False))
+            if fresh:
+                tx.run(
+                    "UPDATE batches SET claim_cursor = ? WHERE pk = ?", (fresh[-1][0] + 1, row.pk)
+                )
+                got += fresh
+        if not got:
+            return []
+        tx.move_counts(row.pk, {"n_pending": -len(got), "n_running": len(got)}, now)
+        if row.state == B.QUEUED:
+            tx.set_state(row.pk, row.id, B.QUEUED, B.PROCESSING, now, started_at=now)
+        batch = ClaimedBatch(
+            row.pk,
+            row.id,
+            row.task,
+            row.timeout,
+            json.loads(row.params),
+            None if row.limits is None else json.loads(row.limits),
+        )
+        return [
+            Claim(item_id, batch, key, payload, attempts, max_attempt, suspect)
+            for item_id, key, payload, attempts, max_attempt, _ in got
+        ]
+
+    def _take(
+        self,
+        tx: Tx,
+        where: str,
+        pick: tuple[Any, ...],
+        lease_args: tuple[Any, ...],
+        *,
+        requeued: bool,
+    ) -> list[Any]:
+        # A requeued item may carry an earlier attempt's progress; a fresh one has none.
+        clear = ", progress = NULL, message = NULL" if requeued else ""
+        query = _TAKE.format(where=where, lock=self.dialect.skip_locked, clear=clear)
+        return tx.all(query, (*pick, *lease_args))
+
+    def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
+        if not leases:
+            return set()
+        # With the feed lock even when nothing changed: the lease sweep changes these rows
+        # under it too, and one lock order for all keeps the two from deadlocking.
+        with self._write() as tx:
+            seq = tx.seq if any(update.changed for update in leases) else None
+            lost = self._renew_leases(tx, leases, now + lease, seq)
+            logs = [
+                (u.item_id, u.attempt, *line)
+                for u in leases
+                if u.item_id not in lost
+                for line in u.logs
+            ]
+            if logs:
+                tx.many(LOG_INSERT, logs)
+        return lost
+
+    def release(self, leases: Sequence[tuple[int, int]], now: float) -> int:
+        if not leases:
+            return 0
+        with self._write() as tx:
+            where, ids = self._any("i.id", [item_id for item_id, _ in leases])
+            rows = tx.all(
+                "SELECT i.id, i.batch_pk, b.state FROM items i JOIN batches b "
+                f"ON b.pk = i.batch_pk WHERE {where}",
+                (ids,),
+            )
+            found = {item_id: (pk, B(state)) for item_id, pk, state in rows}
+            moved = 0
+            for item_id, attempt in leases:
+                if item_id not in found:
+                    continue
+                pk, batch_state = found[item_id]
+                target = S.CANCELLED if batch_state is B.CANCELLED else S.PENDING
+                moved += self._unlease(tx, pk, item_id, attempt, target, now, spend=False)
+            tx.notify = moved > 0
+        return moved
+
+    def _unlease(
+        self,
+        tx: Tx,
+        pk: int,
+        item_id: int,
+        attempt: int,
+        target: ItemState,
+        now: float,
+        *,
+        spend: bool,
+        expired: str | None = None,
+    ) -> int:
+        """Move one running item off its lease to ``target``; 1 if it moved, else 0. With
+        ``expired`` (why), only if its lease ran out before ``now``: it is marked suspect
+        and ``expired`` is its error and a line of its log."""
+        check_item(S.RUNNING, target)
+        params: list[Any] = [
+            target.value,
+            0 if spend else 1,
+            now if target.is_terminal else None,
+            tx.seq,
+        ]
+        extra, where = "", ""
+        if expired is not None:
+            extra = ", error = ?, error_type = 'LeaseExpired', suspect = 1"
+            params.append(expired)
+            where = " AND lease_expires < ?"
+        params += (item_id, attempt)
+        if expired is not None:
+            params.append(now)
+        changed = tx.run(_UNLEASE.format(expired=extra, where=where), params)
+        if changed:
+            tx.move_counts(pk, {"n_running": -1, COUNTER_OF[target]: 1}, now)
+            if expired is not None:
+                tx.run(LOG_INSERT, (item_id, attempt, now, "error", expired))
+            tx.end_if_done(pk, now)
+        return changed
+
+    def _reclaim_leases(self, now: float) -> int:
+        expired = self._read(
+            "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, b.state, i.worker, i.suspect "
+            "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
+            f"AND i.state = '{S.RUNNING}' AND i.lease_expires < ? ORDER BY i.id",
+            (now,),
+        )
+        if not expired:
+            return 0
+        moved = 0
+        with self._write() as tx:
+            where, workers = self._any("worker", {row[5] for row in expired})
+            held = dict(
+                tx.all(
+                    f"SELECT worker, COUNT(*) FROM items WHERE state = '{S.RUNNING}' "
+                    f"AND {where} GROUP BY worker",
+                    (workers,),
+                )
+            )
+            for item_id, pk, attempts, max_attempt, batch_state, worker, suspect in expired:
+                others = held.get(worker, 1) - 1
+                target, spend, why = expiry(
+                    B(batch_state), attempts, max_attempt, others, bool(suspect)
+                )
+                moved += self._unlease(
+                    tx, pk, item_id, attempts, target, now, spend=spend, expired=why
+                )
+            tx.notify = moved > 0
+        return moved
