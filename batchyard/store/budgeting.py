@@ -37,7 +37,7 @@ class Budgeting(SqlBase):
         spent, budget = self._read(_SPENT, (batch_pk,))[0]
         if budget is None:
             return BudgetCheck(True, None, spent, 0.0)
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             spent, budget = tx.one(_SPENT + self.dialect.for_update, (batch_pk,))
             if budget is None:
                 return BudgetCheck(True, None, spent, 0.0)
@@ -66,7 +66,7 @@ class Budgeting(SqlBase):
         return str(rows[0][0]) if rows else None
 
     def cache_put(self, key: str, value: str, now: float) -> None:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             tx.run(
                 "INSERT INTO response_cache (key, value, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO NOTHING",
@@ -74,5 +74,5 @@ class Budgeting(SqlBase):
             )
 
     def cache_prune(self, kept_before: float) -> int:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             return tx.run("DELETE FROM response_cache WHERE created_at < ?", (kept_before,))

@@ -151,7 +151,7 @@ class Controlling(SqlBase):
         claimed: list[tuple[BatchStatus, int]] = []
         for pk, round_ in due:
             # No feed change here: a callback lease is not part of the feed.
-            with self._write(feed=False) as tx:
+            with self._write() as tx:
                 won = tx.one(
                     "UPDATE batches SET callback_lease = ? WHERE pk = ? AND ended_round = ? "
                     "AND ended_round > callbacks_round "
@@ -164,7 +164,7 @@ class Controlling(SqlBase):
         return claimed
 
     def finish_callbacks(self, batch_id: str, round_: int) -> None:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             tx.run(
                 "UPDATE batches SET callbacks_round = CASE WHEN callbacks_round > ? "
                 "THEN callbacks_round ELSE ? END, callback_lease = NULL WHERE id = ?",

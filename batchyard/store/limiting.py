@@ -1,7 +1,7 @@
 """Limiting: the rate-limit primitives. Each is one short transaction on the ``limits`` row
 of its key (locked, where the database locks rows) and that key's leases. None touches
-batches, items or the change feed (``feed=False``), so limit calls never queue behind
-claims and group commits, and the two kinds of transaction never wait for each other."""
+batches, items or the change feed, so limit calls never queue behind claims and group
+commits, and the two kinds of transaction never wait for each other."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class Limiting(SqlBase):
     """Token buckets, leased concurrency slots and pauses per limiter key."""
 
     def limit_acquire(self, key: str, limits: Limits, tokens: float, now: float) -> Grant | Wait:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             row = _row(tx, key, now)
             tx.run("DELETE FROM limit_leases WHERE key = ? AND expires_at <= ?", (key, now))
             in_flight, next_expiry = tx.one(
@@ -60,7 +60,7 @@ class Limiting(SqlBase):
             return grant
 
     def limit_settle(self, grant: Grant, actual_tokens: float, now: float) -> None:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             row = _row(tx, grant.key, now)
             held = tx.one(
                 "SELECT tokens FROM limit_leases WHERE key = ? AND grant_id = ?",
@@ -75,7 +75,7 @@ class Limiting(SqlBase):
             _save(tx, grant.key, row)
 
     def limit_release(self, grant: Grant, now: float) -> bool:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             gone = tx.one(
                 "DELETE FROM limit_leases WHERE key = ? AND grant_id = ? RETURNING expires_at",
                 (grant.key, grant.id),
@@ -83,7 +83,7 @@ class Limiting(SqlBase):
             return gone is not None and float(gone[0]) > now
 
     def limit_pause(self, key: str, until: float, reason: str, now: float) -> float:
-        with self._write(feed=False) as tx:
+        with self._write() as tx:
             _row(tx, key, now)
             paused = tx.one(
                 "UPDATE limits SET pause_reason = CASE WHEN COALESCE(paused_until, 0) < ? "

@@ -16,10 +16,11 @@ from batchyard.store.rules import CLAIMABLE, B, S, page_key, span
 from batchyard.store.sqlbase import SqlBase
 
 # A page of the feed holds whole transactions: everything up to the cursor of the
-# limit-th row, so a page never ends half-way through the rows of one cursor value.
+# limit-th row, so a page never ends half-way through the rows of one cursor value. And it
+# stops below the horizon: cursors a transaction still in progress may yet write.
 _WHOLE_GROUPS = (
-    "COALESCE((SELECT seq FROM {table} WHERE {where} ORDER BY seq LIMIT 1 OFFSET ?), "
-    "9223372036854775807)"
+    "{horizon} > seq AND seq <= COALESCE((SELECT seq FROM {table} WHERE {where} "
+    "ORDER BY seq LIMIT 1 OFFSET ?), 9223372036854775807)"
 )
 #: Item states with a partial index of their own (see the schema).
 _INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
@@ -108,7 +109,7 @@ class Reading(SqlBase):
         )
         rows = self._read(
             f"SELECT seq, batch_id, kind, data, at FROM events WHERE {where} "
-            f"AND seq <= {_WHOLE_GROUPS.format(table='events', where=where)} ORDER BY seq, id",
+            f"AND {self._whole_groups('events', where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )
         return [Event(s, batch, kind, json.loads(data), at) for s, batch, kind, data, at in rows]
@@ -118,13 +119,13 @@ class Reading(SqlBase):
         params = (self._pk(batch_id), since)
         rows = self._read(
             f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
-            f"AND seq <= {_WHOLE_GROUPS.format(table='items', where=where)} ORDER BY seq, id",
+            f"AND {self._whole_groups('items', where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )
         return [ItemRow._make(row).item(batch_id) for row in rows]
 
-    def cursor(self) -> int:
-        return int(self._read("SELECT seq FROM feed")[0][0])
+    def _whole_groups(self, table: str, where: str) -> str:
+        return _WHOLE_GROUPS.format(horizon=self._feed_horizon(), table=table, where=where)
 
     def recount(self, batch_id: str) -> Counts:
         rows = self._read(

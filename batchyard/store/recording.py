@@ -29,6 +29,7 @@ class Recording(SqlBase):
     def _record_in(self, tx: Tx, outcomes: Sequence[Outcome], now: float) -> Recorded:
         for o in outcomes:
             check_item(S.RUNNING, o.state)
+        tx.lock_batches({o.batch_pk for o in outcomes})
         outcomes = self._no_retry_when_cancelled(tx, outcomes)
         firsts, _ = first_per_attempt(outcomes)
         applied = self._apply_outcomes(tx, firsts, tx.seq)

@@ -29,9 +29,8 @@ class SqlBase(ABC):
     url: str
 
     @abstractmethod
-    def _write(self, *, feed: bool = True) -> AbstractContextManager[Tx]:
-        """A write transaction; ``feed=False`` promises it changes nothing the change
-        feed shows (PostgreSQL then skips the feed lock)."""
+    def _write(self) -> AbstractContextManager[Tx]:
+        """A write transaction."""
 
     @abstractmethod
     def _read(self, query: str, params: Params = ()) -> list[Any]:
@@ -51,6 +50,15 @@ class SqlBase(ABC):
     ) -> set[int]:
         """Extend the leases still held and save their progress (stamped ``seq`` where it
         changed); returns the ids of the items whose lease is lost."""
+
+    @abstractmethod
+    def _feed_horizon(self) -> str:
+        """An SQL expression, for the next read: every feed cursor below it is final (no
+        transaction in progress can still write one), so readers of the feed stop there."""
+
+    @abstractmethod
+    def cursor(self) -> int:
+        """The newest final cursor: no change made later has a cursor at or below it."""
 
     @abstractmethod
     def on_change(self, wake: Callable[[], None]) -> Callable[[], None]: ...

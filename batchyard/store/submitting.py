@@ -64,7 +64,7 @@ class Submitting(SqlBase):
         COMMIT_ITEMS): never hold a lock while the source is slow. Item inserts need no
         feed cursor (a fresh item has seq 0), so these transactions skip the feed."""
         for chunk in chunks:
-            with self._write(feed=False) as tx:
+            with self._write() as tx:
                 written = 0
                 while True:
                     self._insert_items(tx, pk, chunk, options.max_attempts, now)

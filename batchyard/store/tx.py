@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,6 +55,8 @@ class Tx(ABC):
         self._seq: int | None = None
         #: Set it when items may have become claimable: workers elsewhere are woken.
         self.notify = False
+        #: The batch rows this transaction holds (see ``lock_batches``).
+        self.locked: set[int] = set()
 
     @abstractmethod
     def one(self, query: str, params: Params = ()) -> Any:
@@ -78,9 +80,45 @@ class Tx(ABC):
 
     @property
     def seq(self) -> int:
+        """The feed cursor this transaction stamps its changes with (one per transaction,
+        taken on first use)."""
         if self._seq is None:
-            self._seq = int(self.one("UPDATE feed SET seq = seq + 1 RETURNING seq")[0])
+            self._seq = self._take_seq()
         return self._seq
+
+    def _take_seq(self) -> int:
+        return int(self.one("UPDATE feed SET seq = seq + 1 RETURNING seq")[0])
+
+    def lock_batches(self, pks: Iterable[int], *, share: bool = False) -> None:
+        """Hold these batch rows to the end of the transaction, waiting for them in pk
+        order. Every transaction that changes a batch's items or counters holds its row
+        first: writers of one batch take turns, writers of different batches never wait
+        for each other, and nobody waits in a cycle. ``share`` only keeps others from
+        changing them (a heartbeat). Raises RuntimeError if that would break pk order."""
+        wanted = sorted(set(pks) - self.locked)
+        if not wanted:
+            return
+        if self.locked and wanted[0] < max(self.locked):
+            raise RuntimeError(f"batch {wanted[0]} locked after batch {max(self.locked)}")
+        mode = " FOR SHARE" if share and self.dialect.for_update else self.dialect.for_update
+        self.all(
+            f"SELECT pk FROM batches WHERE pk {self.dialect.any_of} ORDER BY pk{mode}",
+            (self.dialect.array(wanted),),
+        )
+        self.locked.update(wanted)
+
+    def try_lock_batch(self, pk: int, *, wait: bool = False) -> bool:
+        """Hold a batch row if no other transaction holds it now, or, with ``wait`` and if
+        that keeps the pk order, once it is free; False when it was passed over."""
+        if pk in self.locked:
+            return True
+        if wait and (not self.locked or pk > max(self.locked)):
+            self.lock_batches([pk])
+            return True
+        held = self.one(f"SELECT pk FROM batches WHERE pk = ?{self.dialect.skip_locked}", (pk,))
+        if held is not None:
+            self.locked.add(pk)
+        return held is not None
 
     def event(self, batch_id: str | None, kind: str, data: dict[str, JSON], at: float) -> None:
         self.run(
@@ -96,7 +134,9 @@ class Tx(ABC):
         )
         if row is None:
             raise BatchNotFound(batch_id)
-        return BatchRow._make(row)
+        batch = BatchRow._make(row)
+        self.locked.add(batch.pk)
+        return batch
 
     def batch_at(self, pk: int) -> BatchRow | None:
         row = self.one(f"SELECT {BATCH_COLUMNS} FROM batches WHERE pk = ?", (pk,))

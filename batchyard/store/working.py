@@ -12,15 +12,17 @@ from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Reco
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
 from batchyard.store.rows import COUNTER_OF, ClaimableRow
-from batchyard.store.rules import CLAIMABLE, B, S, expiry, span
+from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, S, expiry, span
 from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
 
-_CLAIMABLE_BATCHES = (
+_CLAIMABLE_ROW = (
     f"SELECT {', '.join(ClaimableRow._fields[:-1])}, "
     f"CASE WHEN n_pending = 0 THEN {NEXT_DUE} END FROM batches b "
-    f"WHERE state IN {CLAIMABLE} AND (n_pending > 0 OR n_retry_wait > 0) AND task {{any_of}} "
-    f"ORDER BY priority DESC, state = '{B.RETRYING}' DESC, pk"
+)
+_CLAIMABLE_BATCHES = (
+    f"{_CLAIMABLE_ROW} WHERE state IN {CLAIMABLE} AND (n_pending > 0 OR n_retry_wait > 0) "
+    f"AND task {{any_of}} ORDER BY priority DESC, state = '{B.RETRYING}' DESC, pk"
 )
 # Lease up to N items of one batch; ``{where}`` picks requeued or fresh ones, ``{lock}``
 # passes over rows other transactions hold (PostgreSQL). RETURNING gives rows in no set
@@ -62,13 +64,16 @@ class Working(Recording):
         params = (self.dialect.array(tasks),)
         found = tx.all(query, params) if tx else self._read(query, params)
         rows = [ClaimableRow._make(row) for row in found]
-        return [
-            row
-            for row in rows
-            if (only is None or row.id in only)
-            and (row.room is None or row.room > 0)
-            and (row.n_pending > 0 or (row.next_due is not None and row.next_due <= now))
-        ]
+        return [row for row in rows if _runnable(row, now, only)]
+
+    @staticmethod
+    def _hold(tx: Tx, row: ClaimableRow, now: float, *, wait: bool) -> ClaimableRow | None:
+        """The batch as it is once this transaction holds its row; None when it was passed
+        over (another transaction holds it) or nothing is runnable in it now."""
+        if not tx.try_lock_batch(row.pk, wait=wait):
+            return None
+        held = ClaimableRow._make(tx.one(f"{_CLAIMABLE_ROW} WHERE pk = ?", (row.pk,)))
+        return held if B(held.state).is_active and _runnable(held, now, None) else None
 
     def claim(
         self,
@@ -124,26 +129,41 @@ class Working(Recording):
         alone: bool,
         only: Collection[str] | None,
     ) -> list[Claim]:
-        rows = self._claimable(capacity, now, only, tx)
+        candidates = self._claimable(capacity, now, only, tx)
         if alone:
-            for row in rows:
+            suspect = self._claim_suspect(tx, candidates, worker_id, now, lease)
+            if suspect:
+                return suspect
+        # Batches another writer holds are passed over; only when nothing else was free
+        # does the claim wait for one (a worker on a single busy batch takes its turn).
+        claims: list[Claim] = []
+        left = dict(capacity)
+        for wait in (False, True):
+            for candidate in candidates:
+                room = min(limit - len(claims), left.get(candidate.task, 0))
+                row = self._hold(tx, candidate, now, wait=wait) if room > 0 else None
+                if row is None:
+                    continue
+                if row.room is not None:
+                    room = min(room, row.room)
+                got = self._claim_from(tx, row, worker_id, room, now, lease)
+                left[row.task] -= len(got)
+                claims.extend(got)
+            if claims:
+                break
+        return claims
+
+    def _claim_suspect(
+        self, tx: Tx, candidates: list[ClaimableRow], worker_id: str, now: float, lease: float
+    ) -> list[Claim]:
+        """One suspect item (see ``reclaim_expired``) for a worker that holds nothing."""
+        for candidate in candidates:
+            row = self._hold(tx, candidate, now, wait=True)
+            if row is not None:
                 suspect = self._claim_from(tx, row, worker_id, 1, now, lease, suspect=True)
                 if suspect:
                     return suspect
-        left = dict(capacity)
-        claims: list[Claim] = []
-        for row in rows:
-            room = min(limit - len(claims), left.get(row.task, 0))
-            if row.room is not None:
-                room = min(room, row.room)
-            if room <= 0:
-                continue
-            got = self._claim_from(tx, row, worker_id, room, now, lease)
-            left[row.task] -= len(got)
-            claims.extend(got)
-            if len(claims) >= limit:
-                break
-        return claims
+        return []
 
     def _claim_from(
         self,
@@ -214,9 +234,10 @@ class Working(Recording):
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
         if not leases:
             return set()
-        # With the feed lock even when nothing changed: the lease sweep changes these rows
-        # under it too, and one lock order for all keeps the two from deadlocking.
         with self._write() as tx:
+            # Shared holds on the batches (an item's id carries its batch): a heartbeat waits
+            # for a commit or a sweep of the same batch, never in a cycle with one.
+            tx.lock_batches({u.item_id >> POSITION_BITS for u in leases}, share=True)
             seq = tx.seq if any(update.changed for update in leases) else None
             lost = self._renew_leases(tx, leases, now + lease, seq)
             logs = [
@@ -233,6 +254,7 @@ class Working(Recording):
         if not leases:
             return 0
         with self._write() as tx:
+            tx.lock_batches({item_id >> POSITION_BITS for item_id, _ in leases})
             where, ids = self._any("i.id", [item_id for item_id, _ in leases])
             rows = tx.all(
                 "SELECT i.id, i.batch_pk, b.state FROM items i JOIN batches b "
@@ -299,6 +321,10 @@ class Working(Recording):
             return 0
         moved = 0
         with self._write() as tx:
+            tx.lock_batches({row[1] for row in expired})
+            where, pks = self._any("pk", {row[1] for row in expired})
+            # Read again now that they are held: a batch may have been cancelled meanwhile.
+            states = dict(tx.all(f"SELECT pk, state FROM batches WHERE {where}", (pks,)))
             where, workers = self._any("worker", {row[5] for row in expired})
             held = dict(
                 tx.all(
@@ -307,13 +333,24 @@ class Working(Recording):
                     (workers,),
                 )
             )
-            for item_id, pk, attempts, max_attempt, batch_state, worker, suspect in expired:
+            for item_id, pk, attempts, max_attempt, _, worker, suspect in expired:
+                if pk not in states:
+                    continue  # deleted meanwhile
                 others = held.get(worker, 1) - 1
                 target, spend, why = expiry(
-                    B(batch_state), attempts, max_attempt, others, bool(suspect)
+                    B(states[pk]), attempts, max_attempt, others, bool(suspect)
                 )
                 moved += self._unlease(
                     tx, pk, item_id, attempts, target, now, spend=spend, expired=why
                 )
             tx.notify = moved > 0
         return moved
+
+
+def _runnable(row: ClaimableRow, now: float, only: Collection[str] | None) -> bool:
+    """Whether a claim may take something from this batch now."""
+    return (
+        (only is None or row.id in only)
+        and (row.room is None or row.room > 0)
+        and (row.n_pending > 0 or (row.next_due is not None and row.next_due <= now))
+    )

@@ -1,12 +1,13 @@
-"""Connections and transactions of the PostgreSQL store: a bounded pool, every write in one
-transaction that takes the change-feed row lock first, and the schema migrations.
+"""Connections and transactions of the PostgreSQL store: a bounded pool, transactions that
+take no common lock, the change feed by transaction id, and the schema migrations.
 
-Lock order: a write transaction that may change anything locks the ``feed`` row before any
-other row and keeps it to its commit. Writers therefore commit in cursor order (a reader
-never sees cursor N+1 before cursor N) and can never deadlock on batch or item rows.
-Transactions that change nothing the feed shows (rate limits, budget holds, callback
-leases, item inserts of an upload) skip it and lock only rows no feed writer waits on in
-a cycle.
+The feed: a transaction stamps what it changes with its own transaction id (plus a fixed
+offset, see migration 5), so no writer waits for another to take a cursor. Transactions
+commit in any order, so a reader of the feed stops below the oldest transaction of this
+database still in progress (``PostgresStore._feed_horizon``): every cursor below it is
+final, and a change that commits late is read when its turn comes, never skipped. Writers
+of one batch take turns on its row (``Tx.lock_batches``); writers of other batches never
+wait for them.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class PgTx(Tx):
         with self.cur.connection.transaction():
             yield
 
+    def _take_seq(self) -> int:
+        return int(self.one("SELECT pg_current_xact_id()::text::bigint + seq FROM feed")[0])
+
 
 def redact(url: str) -> str:
     """A URL fit for a message: without its password."""
@@ -92,8 +96,8 @@ def redact(url: str) -> str:
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
-    # A process frozen inside a transaction (SIGSTOP, a debugger) would hold the feed lock and
-    # stall every writer; the server ends such a session after this long.
+    # A process frozen inside a transaction (SIGSTOP, a debugger) would hold its batch rows
+    # and the feed's horizon back; the server ends such a session after this long.
     conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'")
 
 
@@ -153,14 +157,12 @@ class Pool:
         self.closed = False
 
     @contextmanager
-    def write(self, *, feed: bool) -> Iterator[PgTx]:
+    def write(self) -> Iterator[PgTx]:
         if self.closed:
             raise StoreError("the store is closed")
         with translated(self.url), self._pool.connection() as conn, conn.transaction():
             with conn.cursor() as cur:
                 tx = PgTx(cur)
-                if feed:
-                    cur.execute("SELECT seq FROM feed WHERE id = 1 FOR UPDATE")
                 yield tx
                 if tx.notify:
                     cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))

@@ -57,6 +57,15 @@ _HEARTBEAT = (
     f"WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}' RETURNING i.id"
 )
 _MONEY = frozenset({"cost", "saved_cost"})
+# Every feed cursor below this is final: the oldest transaction id in progress that is not
+# one of {others} (ids in progress in other databases, as 32-bit xids), else the next id
+# to be given; plus the offset of migration 5.
+FEED_HORIZON = (
+    "(SELECT COALESCE((SELECT MIN(x::text::bigint) "
+    "FROM pg_snapshot_xip(pg_current_snapshot()) AS x "
+    "WHERE (x::text::bigint & 4294967295) <> ALL(ARRAY[{others}]::bigint[])), "
+    "pg_snapshot_xmax(pg_current_snapshot())::text::bigint) + (SELECT seq FROM feed))"
+)
 
 
 class PostgresStore(SqlStore):
@@ -77,11 +86,34 @@ class PostgresStore(SqlStore):
         self._listener: Listener | None = None
         self._lock = threading.Lock()
 
-    def _write(self, *, feed: bool = True) -> AbstractContextManager[Tx]:
-        return self._pool.write(feed=feed)
+    def _write(self) -> AbstractContextManager[Tx]:
+        return self._pool.write()
 
     def _read(self, query: str, params: Params = ()) -> list[Any]:
         return self._pool.read(query, params)
+
+    def _feed_horizon(self) -> str:
+        # Transaction ids are given out server-wide: those in progress in other databases
+        # must not hold this feed back. pg_stat_activity says where each runs, but not in
+        # step with a snapshot, so it is read first, in a statement of its own: an id
+        # given out after it is read counts as ours (later than everything read before).
+        others = self._read(
+            "SELECT COALESCE(array_agg(backend_xid::text::bigint), '{}') FROM pg_stat_activity "
+            "WHERE backend_xid IS NOT NULL AND datid <> "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        )[0][0]
+        return FEED_HORIZON.format(others=",".join(str(int(x)) for x in others))
+
+    def cursor(self) -> int:
+        # The highest cursor written below the horizon: in events, and in items (per
+        # batch, so that each batch's partial index on seq answers).
+        horizon = self._feed_horizon()
+        rows = self._read(
+            f"SELECT GREATEST((SELECT MAX(seq) FROM events WHERE seq < {horizon}), "
+            "(SELECT MAX((SELECT MAX(seq) FROM items i WHERE i.batch_pk = b.pk AND i.seq > 0 "
+            f"AND i.seq < {horizon})) FROM batches b), 0)"
+        )
+        return int(rows[0][0])
 
     def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` on every NOTIFY of the store's channel, from a listener thread on a

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,12 @@ class SqliteTx(Tx):
 
     def many(self, query: str, rows: Sequence[Params]) -> int:
         return self.conn.executemany(query, rows).rowcount
+
+    def lock_batches(self, pks: Iterable[int], *, share: bool = False) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` holds the whole file already."""
+
+    def try_lock_batch(self, pk: int, *, wait: bool = False) -> bool:
+        return True
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -46,11 +46,18 @@ class SqliteStore(SqlStore):
         """This thread's connection."""
         return self._conns.get()
 
-    def _write(self, *, feed: bool = True) -> AbstractContextManager[Tx]:
+    def _write(self) -> AbstractContextManager[Tx]:
         return self._conns.write()
 
     def _read(self, query: str, params: Params = ()) -> list[Any]:
         return self._conns.read(query, params)
+
+    def _feed_horizon(self) -> str:
+        # One writer at a time takes cursors in commit order: every cursor written is final.
+        return "9223372036854775807"
+
+    def cursor(self) -> int:
+        return int(self._read("SELECT seq FROM feed")[0][0])
 
     def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
         """SQLite has no notifications across processes: workers poll. A no-op."""
