@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from batchyard.cli.common import (
-    CommandError,
     add_json,
     console,
     db_url,
@@ -20,6 +19,7 @@ from batchyard.cli.common import (
     positive_int,
     print_json,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
     from rich.table import Table

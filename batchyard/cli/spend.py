@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.cli.common import (
     RAW,
-    CommandError,
     add_json,
     console,
     format_duration,
@@ -25,6 +24,7 @@ from batchyard.cli.submit import (
     spending,
     task_params,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
     from batchyard.inputs import Input

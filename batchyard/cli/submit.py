@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from batchyard.cli.common import (
     RAW,
     STATUS_JSON,
-    CommandError,
     add_json,
     console,
     open_yard,
@@ -19,6 +18,7 @@ from batchyard.cli.common import (
     print_json,
     wrap,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
     from batchyard.inputs import Input
