@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 from batchyard.models import BatchStatus, Item
+from batchyard.signals import serve_with_signals
 from batchyard.states import ItemState
 from batchyard.store.base import Store
 
@@ -366,9 +367,6 @@ async def work_and_follow(
     Ctrl-C or SIGTERM as for ``Yard.work``: the first stops claiming and lets running
     items finish, a second stops at once; unfinished items go back to the queue.
     """
-    # NOTE: the same handling as Yard.work, shared rather than copied.
-    from batchyard.yard import serve_with_signals
-
     options = {} if concurrency is None else {"concurrency": concurrency}
     worker = yard.worker(batches=(batch_id,), **options)
     done = asyncio.Event()

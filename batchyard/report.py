@@ -19,7 +19,7 @@ from batchyard.models import JSON, BatchStatus, Item
 from batchyard.states import ItemState
 
 if TYPE_CHECKING:
-    from batchyard.yard import Batch
+    from batchyard.batch import Batch
 
 #: How many failed items a report lists; it says how many more there are.
 MAX_FAILED = 100

@@ -21,8 +21,9 @@ from batchyard.cli.common import (
 from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
+    from batchyard.batch import Batch
     from batchyard.inputs import Input
-    from batchyard.yard import Batch, Yard
+    from batchyard.yard import Yard
 
 INPUT_HELP = (
     "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "
