@@ -126,3 +126,14 @@ class Batch:
     def changes(self, since: int = 0, limit: int = 1000) -> list[Item]:
         """Items changed after cursor ``since``, oldest change first."""
         return self._store.item_changes(self.id, since, limit)
+
+
+def remaining_payloads(store: Store, batch_id: str) -> Iterator[Any]:
+    """The payloads of a batch's items still to do (pending, waiting for a retry, running)."""
+    left = {ItemState.PENDING, ItemState.RETRY_WAIT, ItemState.RUNNING}
+    after = 0
+    while page := store.items(batch_id, after=after, limit=1000):
+        for item in page:
+            if item.state in left:
+                yield item.payload
+        after = page[-1].position

@@ -30,10 +30,10 @@ from batchyard.models import (
 )
 from batchyard.ratelimit import parse_rate
 from batchyard.signals import serve_with_signals
-from batchyard.states import BatchState, ItemState
+from batchyard.states import BatchState
 from batchyard.store import Store, open_store
 from batchyard.store.rules import check_budget
-from batchyard.tasks import TaskRegistry, TaskSpec, check_limits, make_spec
+from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -208,13 +208,13 @@ class Yard:
         pilot: int = 0,
         concurrency: int = 16,
     ) -> Estimate:
-        """What an llm batch of ``items`` would cost and take, without creating it: see
-        ``batchyard.llm.estimate``. ``pilot`` runs that many items first (a small batch of
-        its own, spread over the input) to learn how long the answers are."""
-        from batchyard.llm import estimate as estimating
-
+        """What a batch of ``items`` would cost and take, without creating it, as its task
+        says (``TaskSpec.estimate``; the llm task: see ``batchyard.llm.estimate``).
+        ``pilot`` runs that many items first (a small batch of its own, spread over the
+        input) to learn how long the answers are. Raises ConfigError for a task that
+        cannot estimate, or parameters it cannot run with."""
         spec = self.registry.resolve(task)
-        if spec.name != "llm":
+        if spec.estimate is None:
             raise ConfigError(f"estimates are for the llm task, not {spec.name}")
         options = self._options(
             spec,
@@ -229,19 +229,26 @@ class Yard:
             will_call=pilot > 0,
         )
         rows = list(items)
-        samples = None
-        if pilot > 0:
-            picked = estimating.spread(rows, pilot)
-            trial = self.submit(spec, picked, params=options.params, name="pilot", key_field=None)
-            self.run_until_idle(concurrency=min(concurrency, len(picked)), batches=(trial.id,))
-            samples = estimating.pilot_samples(self.store, trial.id)
-            if not samples.tokens:
-                first = next(trial.items(ItemState.FAILED), None)
-                why = f": {first.error}" if first is not None else ""
-                raise ConfigError(f"the pilot batch {trial.id} got no answer{why}")
-        return estimating.estimate(
-            self.store, options.params, rows, concurrency=concurrency, samples=samples
+        trial = Pilot(pilot, self._pilot_runner(spec, options.params, concurrency))
+        return spec.estimate(
+            self.store,
+            options.params,
+            rows,
+            concurrency=concurrency,
+            pilot=trial if pilot > 0 else None,
         )
+
+    def _pilot_runner(
+        self, spec: TaskSpec, params: dict[str, JSON], concurrency: int
+    ) -> Callable[[list[Any]], str]:
+        """Runs picked items as a batch named ``pilot`` to its end here; returns its id."""
+
+        def run(picked: list[Any]) -> str:
+            trial = self.submit(spec, picked, params=params, name="pilot", key_field=None)
+            self.run_until_idle(concurrency=min(concurrency, len(picked)), batches=(trial.id,))
+            return trial.id
+
+        return run
 
     def batch(self, batch_id: str) -> Batch:
         """The batch with this id; raises BatchNotFound."""
