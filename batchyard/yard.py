@@ -8,7 +8,6 @@ same URL sees the same batches.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -43,7 +42,6 @@ __all__ = ["DEFAULT_URL", "UNSET", "Batch", "Yard", "serve_with_signals"]  # the
 # moved to batchyard.batch, batchyard.models and batchyard.signals; still importable here
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("batchyard")
 
 #: Where a Yard keeps its batches when given no URL.
 DEFAULT_URL = "sqlite:///batchyard.db"
