@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from batchyard.batch import Batch
     from batchyard.clock import Clock, FakeClock, SystemClock
     from batchyard.context import TaskContext
     from batchyard.errors import (
@@ -40,13 +41,13 @@ if TYPE_CHECKING:
     from batchyard.states import BatchState, ItemState
     from batchyard.tasks import TaskSpec, task
     from batchyard.worker import Worker, WorkerConfig, WorkerStats
-    from batchyard.yard import Batch, Yard
+    from batchyard.yard import Yard
 
 __version__ = "0.1.0"
 
 # Where each public name lives.
 _HOME = {
-    "Batch": "batchyard.yard",
+    "Batch": "batchyard.batch",
     "BatchNotFound": "batchyard.errors",
     "BatchState": "batchyard.states",
     "BatchStatus": "batchyard.models",

@@ -23,10 +23,11 @@ from typing import Any, TextIO
 
 import orjson
 
+from batchyard.batch import Batch
 from batchyard.context import TaskContext
 from batchyard.errors import Fail
 from batchyard.tasks import task
-from batchyard.yard import Batch, Yard
+from batchyard.yard import Yard
 
 DEFAULT_DB = "batchyard-demo.db"
 #: The sample input the demo writes, in the current folder.

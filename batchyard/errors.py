@@ -16,9 +16,11 @@
     │   ├── StoreUnavailable         it cannot be reached
     │   ├── Conflict                 the batch is not in a state for that
     │   └── SchemaTooNew             the file was made by a newer batchyard
+    ├── CommandError                 a command line used wrongly (exit status 2)
     └── TaskSignal                   raised by a task about its own item
         ├── Retry                    try again, after a delay
         ├── Fail                     fail now, no further attempts
+        ├── PauseBatch               pause the whole batch, with a reason
         └── Cancelled                stop: the item ends cancelled
 """
 
@@ -143,6 +145,11 @@ class Conflict(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database was made by a newer batchyard than this one."""
+
+
+class CommandError(BatchyardError):
+    """A command was used wrongly (a bad option value, a missing file): the command line
+    exits with status 2."""
 
 
 class TaskSignal(BatchyardError):

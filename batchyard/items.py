@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any, Generic, TypeVar, cast
 
 from batchyard import codec
-from batchyard.errors import InvalidItem, NotSerializable
+from batchyard.errors import InputError, InvalidItem, NotSerializable
 from batchyard.store.base import Chunk, NewItem
 
 T = TypeVar("T")
@@ -23,6 +23,17 @@ MAX_ITEM_BYTES = 1_000_000
 MAX_KEY_LENGTH = 512
 CHUNK_SIZE = 5000
 YIELD_EVERY = 256
+
+
+def stream(items: Iterable[Any]) -> Iterator[Any]:
+    """An iterator over a user's items; raises InputError for a single dict or string,
+    or anything not iterable."""
+    if isinstance(items, (dict, str, bytes)):
+        raise InputError(f"items must be an iterable of dicts, not a single {type(items).__name__}")
+    try:
+        return iter(items)
+    except TypeError:
+        raise InputError(f"items must be iterable, not {type(items).__name__}") from None
 
 
 def item_key(item: dict[str, Any], key_field: str | None, position: int) -> str:

@@ -14,12 +14,13 @@ import contextlib
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 from batchyard.models import BatchStatus, Item
+from batchyard.progress import Meter, pace
+from batchyard.signals import serve_with_signals
 from batchyard.states import ItemState
 from batchyard.store.base import Store
 
@@ -41,27 +42,6 @@ PAGES_PER_READ = 2
 MAX_TRACKED = 1000
 ERRORS_SHOWN = 5
 _ERROR_STATES = (ItemState.FAILED, ItemState.RETRY_WAIT)
-
-
-class Meter:
-    """Items per second over the last ``window`` seconds, and the time left at that pace."""
-
-    def __init__(self, window: float = 10.0) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, finished: int) -> None:
-        self._samples.append((at, finished))
-        while len(self._samples) > 2 and at - self._samples[0][0] > self.window:
-            self._samples.popleft()
-
-    @property
-    def rate(self) -> float | None:
-        """None until two samples a moment apart exist."""
-        if len(self._samples) < 2:
-            return None
-        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 - t0 > 0.2 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +129,11 @@ class Watch:
             del self._errors[next(iter(self._errors))]
 
     def _snapshot(self, status: BatchStatus, now: float) -> Snapshot:
-        counts = status.counts
-        started = status.started_at
-        elapsed = max(0.0, (status.finished_at or now) - started) if started else 0.0
-        self.meter.add(time.monotonic(), counts.finished)
-        overall = counts.finished / elapsed if elapsed > 0 else 0.0
-        recent = self.meter.rate
-        rate = overall if status.is_finished or recent is None else recent
-        eta = None
-        if counts.remaining == 0 or status.is_finished:
-            eta = 0.0
-        elif rate > 0:
-            eta = counts.remaining / rate
+        self.meter.add(time.monotonic(), status.counts.finished)
+        going = pace(status, now, self.meter.rate)
         running = sorted(self._running.values(), key=lambda item: item.position)
-        return Snapshot(status, running, list(self._errors.values()), rate, eta, elapsed)
+        errors = list(self._errors.values())
+        return Snapshot(status, running, errors, going.rate, going.eta, going.elapsed)
 
 
 # -- drawing ------------------------------------------------------------------------------
@@ -366,9 +337,6 @@ async def work_and_follow(
     Ctrl-C or SIGTERM as for ``Yard.work``: the first stops claiming and lets running
     items finish, a second stops at once; unfinished items go back to the queue.
     """
-    # NOTE: the same handling as Yard.work, shared rather than copied.
-    from batchyard.yard import serve_with_signals
-
     options = {} if concurrency is None else {"concurrency": concurrency}
     worker = yard.worker(batches=(batch_id,), **options)
     done = asyncio.Event()

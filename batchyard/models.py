@@ -13,6 +13,15 @@ T = TypeVar("T")
 JSON = Any  # a value json.dumps accepts: dict, list, str, int, float, bool or None
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "<task default>"
+
+
+#: An argument not given: the task's default applies, or nothing changes.
+UNSET: Any = _Unset()
+
+
 def new_batch_id(now: float | None = None) -> str:
     """A batch id such as ``batch_1728556800_a1b2c3d4``: unix seconds, then 8 random hex."""
     seconds = int(time.time() if now is None else now)

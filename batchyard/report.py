@@ -2,24 +2,30 @@
 
 Only what the figures need stays in memory: one float per finished item for the duration
 percentiles, a counter of error classes, running sums per task metric and the first failed
-items. ``Report.as_dict()`` is the shape of ``batchyard report --format json``.
+items. ``Report.as_dict()`` is the shape of ``batchyard report --format json``; where a
+report is saved (``report_path``) and its CSV form (``write_csv``) are here too.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from batchyard.models import JSON, BatchStatus, Item
+from batchyard.progress import elapsed, pace
 from batchyard.states import ItemState
+from batchyard.store import sqlite_path
 
 if TYPE_CHECKING:
-    from batchyard.yard import Batch
+    from batchyard.batch import Batch
 
 #: How many failed items a report lists; it says how many more there are.
 MAX_FAILED = 100
@@ -142,16 +148,12 @@ class Report:
     @property
     def elapsed(self) -> float:
         """Seconds from the first claim to the end (or to ``generated_at`` if running)."""
-        started = self.status.started_at
-        if started is None:
-            return 0.0
-        return max(0.0, (self.status.finished_at or self.generated_at) - started)
+        return elapsed(self.status, self.generated_at)
 
     @property
     def throughput(self) -> float:
         """Finished items per second of ``elapsed``."""
-        elapsed = self.elapsed
-        return self.status.counts.finished / elapsed if elapsed > 0 else 0.0
+        return pace(self.status, self.generated_at).throughput
 
     @property
     def success_rate(self) -> float | None:
@@ -338,3 +340,38 @@ def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
         )
         names.update(report.metrics)
     return {"batches": rows, "metrics": sorted(names)}
+
+
+# -- as files -----------------------------------------------------------------------------
+
+
+def report_path(url: str, batch_id: str) -> Path:
+    """Where the report of a batch is saved: ``reports/ID.json`` beside the SQLite file of
+    ``url``, or in the current folder for any other store."""
+    path = sqlite_path(url)
+    return (Path(path).parent if path else Path.cwd()) / "reports" / f"{batch_id}.json"
+
+
+def write_csv(document: dict[str, Any], out: IO[bytes]) -> None:
+    """The JSON report as ``field,value`` rows (UTF-8) on ``out``, left open; a field is its
+    path in the JSON report with dots (``durations.p95``, ``metrics.score.mean``,
+    ``failed.items.0.key``) and null is empty."""
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text)
+    writer.writerow(("field", "value"))
+    writer.writerows(flatten(document))
+    text.flush()
+    text.detach()
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted path, leaf)`` for every leaf of a JSON value, None as ``""``."""
+    if isinstance(value, dict):
+        children: Any = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        yield prefix, "" if value is None else value
+        return
+    for key, child in children:
+        yield from flatten(child, f"{prefix}.{key}" if prefix else str(key))

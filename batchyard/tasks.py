@@ -10,14 +10,20 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from batchyard.errors import ConfigError, TaskNotRegistered
-from batchyard.models import BatchOptions, BatchStatus
+from batchyard.models import JSON, BatchOptions, BatchStatus
 from batchyard.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    # NOTE: the llm task is the only one that estimates yet; its Estimate is the shape.
+    from batchyard.llm.estimate import Estimate
+    from batchyard.store.base import Store
+    from batchyard.validation import Validation
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[[BatchStatus], Any]
@@ -29,6 +35,34 @@ DEFAULT_MAX_ATTEMPTS = 3
 _ATTR = "__batchyard_task__"
 #: Tasks every process knows by a short name.
 BUILTINS = {"llm": "batchyard.llm.task:llm"}
+#: A task's check of input rows: ``(batch params, (line, item) rows) -> Validation``.
+RowCheck = Callable[[dict[str, JSON], Iterable[tuple[int, Any]]], "Validation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pilot:
+    """A few items run before an estimate, to learn from: at most ``size`` of them, passed
+    to ``run``, which submits them as a batch of their own, runs it to the end and returns
+    its id."""
+
+    size: int
+    run: Callable[[list[Any]], str]
+
+
+class Estimator(Protocol):
+    """What a batch of ``items`` under ``params`` would cost and take, without creating it:
+    from the store's history, or from a ``pilot`` it runs first. Raises ConfigError for
+    ``params`` it cannot read, or a pilot that taught it nothing."""
+
+    def __call__(
+        self,
+        store: Store,
+        params: dict[str, JSON],
+        items: Iterable[Any],
+        *,
+        concurrency: int,
+        pilot: Pilot | None,
+    ) -> Estimate: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +97,12 @@ class TaskSpec:
     #: raises ConfigError for parameters the task cannot run with. Its second argument
     #: is False when nothing will run yet (an estimate): only what is needed to read them.
     prepare: Callable[[BatchOptions, bool], BatchOptions] | None = None
+    #: Checks input rows before anything runs (``batchyard validate``); None: a row the
+    #: task can read is fine (see ``batchyard.validation.check_rows``).
+    validate_rows: RowCheck | None = None
+    #: Estimates a batch before it runs (``Yard.estimate``, ``batchyard estimate``); None
+    #: for a task that cannot.
+    estimate: Estimator | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

@@ -8,53 +8,43 @@ same URL sees the same batches.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchyard import items as item_codec
+from batchyard.batch import Batch
 from batchyard.clock import Clock, SystemClock
 from batchyard.errors import ConfigError, InputError
 from batchyard.models import (
     JSON,
+    UNSET,
     BatchOptions,
     BatchStatus,
-    Event,
-    Item,
-    LogLine,
     Page,
     new_batch_id,
 )
 from batchyard.ratelimit import parse_rate
-from batchyard.states import BatchState, ItemState
+from batchyard.signals import serve_with_signals
+from batchyard.states import BatchState
 from batchyard.store import Store, open_store
 from batchyard.store.rules import check_budget
-from batchyard.tasks import TaskRegistry, TaskSpec, check_limits, make_spec
+from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
     from batchyard.llm.estimate import Estimate
 
+__all__ = ["DEFAULT_URL", "UNSET", "Batch", "Yard", "serve_with_signals"]  # the last three
+# moved to batchyard.batch, batchyard.models and batchyard.signals; still importable here
+
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("batchyard")
 
 #: Where a Yard keeps its batches when given no URL.
 DEFAULT_URL = "sqlite:///batchyard.db"
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "<task default>"
-
-
-UNSET: Any = _Unset()
 
 
 class Yard:
@@ -151,7 +141,7 @@ class Yard:
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
         )
-        stream = _stream(items)
+        stream = item_codec.stream(items)
         first = next(stream, _END)
         if first is _END and not open:
             raise InputError("no items: a batch needs at least one (or submit it with open=True)")
@@ -216,13 +206,13 @@ class Yard:
         pilot: int = 0,
         concurrency: int = 16,
     ) -> Estimate:
-        """What an llm batch of ``items`` would cost and take, without creating it: see
-        ``batchyard.llm.estimate``. ``pilot`` runs that many items first (a small batch of
-        its own, spread over the input) to learn how long the answers are."""
-        from batchyard.llm import estimate as estimating
-
+        """What a batch of ``items`` would cost and take, without creating it, as its task
+        says (``TaskSpec.estimate``; the llm task: see ``batchyard.llm.estimate``).
+        ``pilot`` runs that many items first (a small batch of its own, spread over the
+        input) to learn how long the answers are. Raises ConfigError for a task that
+        cannot estimate, or parameters it cannot run with."""
         spec = self.registry.resolve(task)
-        if spec.name != "llm":
+        if spec.estimate is None:
             raise ConfigError(f"estimates are for the llm task, not {spec.name}")
         options = self._options(
             spec,
@@ -237,19 +227,26 @@ class Yard:
             will_call=pilot > 0,
         )
         rows = list(items)
-        samples = None
-        if pilot > 0:
-            picked = estimating.spread(rows, pilot)
-            trial = self.submit(spec, picked, params=options.params, name="pilot", key_field=None)
-            self.run_until_idle(concurrency=min(concurrency, len(picked)), batches=(trial.id,))
-            samples = estimating.pilot_samples(self.store, trial.id)
-            if not samples.tokens:
-                first = next(trial.items(ItemState.FAILED), None)
-                why = f": {first.error}" if first is not None else ""
-                raise ConfigError(f"the pilot batch {trial.id} got no answer{why}")
-        return estimating.estimate(
-            self.store, options.params, rows, concurrency=concurrency, samples=samples
+        trial = Pilot(pilot, self._pilot_runner(spec, options.params, concurrency))
+        return spec.estimate(
+            self.store,
+            options.params,
+            rows,
+            concurrency=concurrency,
+            pilot=trial if pilot > 0 else None,
         )
+
+    def _pilot_runner(
+        self, spec: TaskSpec, params: dict[str, JSON], concurrency: int
+    ) -> Callable[[list[Any]], str]:
+        """Runs picked items as a batch named ``pilot`` to its end here; returns its id."""
+
+        def run(picked: list[Any]) -> str:
+            trial = self.submit(spec, picked, params=params, name="pilot", key_field=None)
+            self.run_until_idle(concurrency=min(concurrency, len(picked)), batches=(trial.id,))
+            return trial.id
+
+        return run
 
     def batch(self, batch_id: str) -> Batch:
         """The batch with this id; raises BatchNotFound."""
@@ -319,128 +316,7 @@ class Yard:
             worker.wake()
 
 
-class Batch:
-    """A handle on one batch. It holds only the id; every call reads the store."""
-
-    def __init__(self, yard: Yard, batch_id: str) -> None:
-        self.yard = yard
-        self.id = batch_id
-
-    def __repr__(self) -> str:
-        return f"Batch({self.id!r})"
-
-    @property
-    def _store(self) -> Store:
-        return self.yard.store
-
-    def _now(self) -> float:
-        return self.yard.clock.now()
-
-    def status(self) -> BatchStatus:
-        """State, counts per item state, progress, usage and timestamps (O(1) to read)."""
-        return self._store.get_batch(self.id)
-
-    def wait(self, timeout: float | None = None, poll: float = 0.2) -> BatchStatus:
-        """Block until the batch ends (some worker must be running); TimeoutError after
-        ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            status = self.status()
-            if status.is_finished:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"batch {self.id} still {status.state.value} after {timeout}s")
-            time.sleep(delay)
-            delay = min(poll, delay * 2)
-
-    def cancel(self) -> BatchStatus:
-        """Cancel: no more claims, waiting items cancelled, running ones told to stop."""
-        return self._store.cancel(self.id, self._now())
-
-    def pause(self) -> BatchStatus:
-        """Stop claims; running items finish."""
-        return self._store.pause(self.id, self._now())
-
-    def resume(self, *, budget: float | None = UNSET) -> BatchStatus:
-        """Carry on after a pause; ``budget`` first sets a new cap (None removes it)."""
-        if budget is not UNSET:
-            self.set_budget(budget)
-        status = self._store.resume(self.id, self._now())
-        self.yard._wake_workers()
-        return status
-
-    def set_budget(self, budget: float | None) -> BatchStatus:
-        """Set the cap on the batch's cost (None: no cap). A batch paused by its budget
-        stays paused until ``resume``."""
-        return self._store.set_budget(self.id, budget, self._now())
-
-    def retry_failed(self) -> int:
-        """Send the failed items back, ahead of fresh work; returns how many."""
-        sent = self._store.retry_failed(self.id, self._now())
-        self.yard._wake_workers()
-        return sent
-
-    def add(self, items: Iterable[Any], *, key_field: str | None = "id") -> int:
-        """Add items to an open batch, all or none; returns how many were added."""
-        stream = _stream(items)
-        added = self._store.append_items(
-            self.id,
-            lambda start: item_codec.chunks(stream, key_field=key_field, start=start),
-            self._now(),
-        )
-        self.yard._wake_workers()
-        return added
-
-    def seal(self) -> BatchStatus:
-        """An open batch stops taking items; it ends when they are done."""
-        return self._store.seal(self.id, self._now())
-
-    def delete(self) -> None:
-        """Delete a finished batch and everything recorded about it."""
-        self._store.delete_batch(self.id, self._now())
-
-    def items(self, state: ItemState | str | None = None, *, page: int = 1000) -> Iterator[Item]:
-        """Every item in submission order (optionally in one state), read a page at a time."""
-        wanted = None if state is None else ItemState(state)
-        after = 0
-        while True:
-            rows = self._store.items(self.id, state=wanted, after=after, limit=page)
-            yield from rows
-            if len(rows) < page:
-                return
-            after = rows[-1].position
-
-    def results(self) -> Iterator[Item]:
-        """The finished items (succeeded, failed or cancelled) in submission order."""
-        return (item for item in self.items() if item.state.is_terminal)
-
-    def item(self, key: str) -> Item:
-        return self._store.item(self.id, str(key))
-
-    def logs(self, key: str) -> list[LogLine]:
-        """Log lines, progress messages and every attempt's error of one item."""
-        return self._store.item_logs(self.id, str(key))
-
-    def events(self, since: int = 0, limit: int = 1000) -> list[Event]:
-        """This batch's events in the change feed after cursor ``since``."""
-        return self._store.events(self.id, since, limit)
-
-    def changes(self, since: int = 0, limit: int = 1000) -> list[Item]:
-        """Items changed after cursor ``since``, oldest change first."""
-        return self._store.item_changes(self.id, since, limit)
-
-
 _END: Any = object()
-
-
-def _stream(items: Iterable[Any]) -> Iterator[Any]:
-    if isinstance(items, (dict, str, bytes)):
-        raise InputError(f"items must be an iterable of dicts, not a single {type(items).__name__}")
-    try:
-        return iter(items)
-    except TypeError:
-        raise InputError(f"items must be iterable, not {type(items).__name__}") from None
 
 
 def _check_options(options: BatchOptions) -> None:
@@ -451,38 +327,3 @@ def _check_options(options: BatchOptions) -> None:
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError("timeout must be positive (or None for no limit)")
     check_budget(options.budget)
-
-
-async def serve_with_signals(worker: Worker, until_idle: bool) -> WorkerStats:
-    loop = asyncio.get_running_loop()
-    signals = [signal.SIGINT, signal.SIGTERM]
-
-    def on_signal() -> None:
-        if worker.stopping:
-            log.warning("stopping now; unfinished items go back to the queue")
-            worker.stop(immediately=True)
-        else:
-            log.warning(
-                "stopping: running items get %ss to finish (signal again to stop now)",
-                worker.config.grace,
-            )
-            worker.stop()
-
-    installed: list[signal.Signals] = []
-    for sig in signals:
-        try:
-            if sys.platform == "win32":
-                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(on_signal))
-            else:
-                loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
-        except (ValueError, RuntimeError, NotImplementedError):
-            pass  # not the main thread, or no such signal here: run without handlers
-    try:
-        return await worker.run(until_idle=until_idle)
-    finally:
-        for sig in installed:
-            if sys.platform == "win32":
-                signal.signal(sig, signal.SIG_DFL)
-            else:
-                loop.remove_signal_handler(sig)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from batchyard.cli import batches, reports, spend, work
-from batchyard.cli.common import DB_HELP, CommandError
+from batchyard.cli.common import DB_HELP
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -75,13 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(exc: Exception, *, verbose: bool) -> int:
-    from batchyard.errors import BatchyardError, ConfigError, InputError
+    from batchyard.errors import BatchyardError, CommandError, ConfigError, InputError
 
-    if verbose or not isinstance(exc, (BatchyardError, CommandError)):
+    if verbose or not isinstance(exc, BatchyardError):
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-        if not isinstance(exc, (BatchyardError, CommandError)):
+        if not isinstance(exc, BatchyardError):
             return EXIT_FAILED
     print(f"batchyard: error: {exc}", file=sys.stderr)
     if isinstance(exc, (InputError, CommandError, ConfigError)):

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from batchyard.errors import CommandError as CommandError  # its old home, still importable
+
 if TYPE_CHECKING:  # imported lazily at run time: --help must not pay for them
     from rich.console import Console
 
@@ -21,10 +23,6 @@ DB_HELP = (
     "the store: sqlite:///path.db or postgresql://user@host/db "
     f"(default: $BATCHYARD_DB, else {DEFAULT_DB}, a file in the current folder)"
 )
-
-
-class CommandError(Exception):
-    """A command was used wrongly (a bad option value, a missing file): exit status 2."""
 
 
 def db_url(args: argparse.Namespace) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from batchyard.cli.common import (
-    CommandError,
     add_json,
     console,
     db_url,
@@ -20,6 +19,7 @@ from batchyard.cli.common import (
     positive_int,
     print_json,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -104,63 +104,30 @@ def _register_compare(commands: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from batchyard.report import build_report
+    from batchyard.report import build_report, report_path, write_csv
 
     fmt = "json" if args.json else args.format
     with open_yard(args, create=False) as yard:
         report = build_report(yard.batch(args.batch), max_failed=args.max_failed)
     document = report.as_dict()
     if not args.no_save:
-        saved = _reports_dir(db_url(args)) / f"{report.status.id}.json"
+        saved = report_path(db_url(args), report.status.id)
         with _output(str(saved)) as out:
             out.write(_json_bytes(document))
         print(f"report saved to {saved}", file=sys.stderr)
     if fmt == "json":
         _emit(args.output, lambda out: out.write(_json_bytes(document)))
     elif fmt == "csv":
-        _emit(args.output, lambda out: _write_flat_csv(document, out))
+        _emit(args.output, lambda out: write_csv(document, out))
     else:
         _emit(args.output, lambda out: _print_rich(render_report(report), out))
     return 0
-
-
-def _reports_dir(url: str) -> Path:
-    from batchyard.store import sqlite_path
-
-    path = sqlite_path(url)
-    return (Path(path).parent if path else Path.cwd()) / "reports"
 
 
 def _json_bytes(value: Any) -> bytes:
     import orjson
 
     return orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def _write_flat_csv(document: dict[str, Any], out: IO[bytes]) -> None:
-    """The report as ``field,value`` rows; a field is its path in the JSON report with
-    dots (``durations.p95``, ``metrics.score.mean``, ``failed.items.0.key``)."""
-    import csv
-    import io
-
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-    writer = csv.writer(text)
-    writer.writerow(("field", "value"))
-    writer.writerows(_flatten(document))
-    text.flush()
-    text.detach()
-
-
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        children: Any = value.items()
-    elif isinstance(value, list):
-        children = enumerate(value)
-    else:
-        yield prefix, "" if value is None else value
-        return
-    for key, child in children:
-        yield from _flatten(child, f"{prefix}.{key}" if prefix else str(key))
 
 
 def render_report(report: Report) -> Table:

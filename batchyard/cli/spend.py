@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.cli.common import (
     RAW,
-    CommandError,
     add_json,
     console,
     format_duration,
@@ -25,6 +24,7 @@ from batchyard.cli.submit import (
     spending,
     task_params,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
     from batchyard.inputs import Input
@@ -108,18 +108,12 @@ def _add_input(parser: argparse.ArgumentParser, *, optional: bool = False) -> No
 
 def run_validate(args: argparse.Namespace) -> int:
     from batchyard.inputs import open_input
-    from batchyard.llm.prompts import validate_rows
     from batchyard.tasks import TaskRegistry
+    from batchyard.validation import check_rows
 
     spec = TaskRegistry().resolve(args.task)
     with open_input(args.input, args.input_format) as items:
-        if spec.name == "llm":
-            from batchyard.llm.params import read_params
-
-            template = read_params(task_params(args)).prompt
-            found = validate_rows(template, _numbered(items))
-        else:
-            found = validate_rows_plain(items)
+        found = check_rows(spec, task_params(args), _numbered(items))
     view = {
         "task": spec.name,
         "checked": found.checked,
@@ -132,15 +126,6 @@ def run_validate(args: argparse.Namespace) -> int:
     else:
         _print_validation(args.input, view)
     return 0 if found.ok else 2
-
-
-def validate_rows_plain(items: Input) -> Any:
-    """Any other task: the input itself is read and checked (a bad line raises)."""
-    from batchyard.llm.prompts import Validation
-
-    for _ in items:
-        pass
-    return Validation((), items.count, True)
 
 
 def _numbered(items: Input) -> Iterator[tuple[int, Any]]:
@@ -196,17 +181,19 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate_batch(args: argparse.Namespace) -> int:
-    from batchyard.llm.estimate import estimate, remaining_items
+    from batchyard.batch import remaining_payloads
 
     with open_yard(args, create=False) as yard:
         status = yard.batch(args.batch).status()
-        if status.task != "llm":
+        spec = yard.registry.find(status.task)
+        if spec is None or spec.estimate is None:
             raise CommandError(f"estimates are for llm batches; {status.id} runs {status.task}")
-        found = estimate(
+        found = spec.estimate(
             yard.store,
             status.params,
-            remaining_items(yard.store, status.id),
+            remaining_payloads(yard.store, status.id),
             concurrency=args.concurrency,
+            pilot=None,
         )
     view = {**found.as_dict(), "batch": status.id, "spent": status.usage.cost}
     _show(args, found, view)

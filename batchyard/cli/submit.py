@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from batchyard.cli.common import (
     RAW,
     STATUS_JSON,
-    CommandError,
     add_json,
     console,
     open_yard,
@@ -19,10 +18,12 @@ from batchyard.cli.common import (
     print_json,
     wrap,
 )
+from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
+    from batchyard.batch import Batch
     from batchyard.inputs import Input
-    from batchyard.yard import Batch, Yard
+    from batchyard.yard import Yard
 
 INPUT_HELP = (
     "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "

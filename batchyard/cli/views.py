@@ -1,4 +1,4 @@
-"""Numbers derived from a batch's status for display: elapsed time, throughput, ETA.
+"""A batch's status for display: with elapsed time, throughput and ETA (``batchyard.progress``).
 
 These are the extra keys of ``batchyard status --json`` beside ``BatchStatus.as_dict()``.
 """
@@ -8,20 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from batchyard.models import BatchStatus
+from batchyard.progress import pace
 
 
 def status_view(status: BatchStatus, now: float) -> dict[str, Any]:
     """``status.as_dict()`` plus ``elapsed`` (s), ``throughput`` (items/s since the first
     claim) and ``eta`` (s to finish at that pace; None when unknown or finished)."""
     view = status.as_dict()
-    started = status.started_at
-    end = status.finished_at or now
-    elapsed = max(0.0, end - started) if started else 0.0
-    finished = status.counts.finished
-    throughput = finished / elapsed if elapsed > 0 else 0.0
-    remaining = status.counts.remaining
-    eta = (
-        remaining / throughput if throughput > 0 and remaining and not status.is_finished else None
-    )
-    view.update(elapsed=round(elapsed, 3), throughput=round(throughput, 3), eta=eta)
+    going = pace(status, now)
+    eta = going.eta or None  # status --json has said null, not 0, once nothing is left
+    view.update(elapsed=round(going.elapsed, 3), throughput=round(going.throughput, 3), eta=eta)
     return view

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from batchyard.batch import remaining_payloads
+from batchyard.errors import ConfigError
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
 from batchyard.llm.prompts import RenderError
@@ -32,6 +34,7 @@ from batchyard.models import JSON
 from batchyard.ratelimit import window_safe
 from batchyard.states import ItemState
 from batchyard.store.base import Store
+from batchyard.tasks import Pilot
 
 #: Answers of earlier batches read for the history, at most.
 HISTORY_SAMPLES = 2000
@@ -120,15 +123,33 @@ def estimate(
     return _estimate(llm, counted, samples, concurrency)
 
 
-def remaining_items(store: Store, batch_id: str) -> Iterator[Any]:
-    """The payloads of a batch's items still to do (pending, waiting for a retry, running)."""
-    left = {ItemState.PENDING, ItemState.RETRY_WAIT, ItemState.RUNNING}
-    after = 0
-    while page := store.items(batch_id, after=after, limit=1000):
-        for item in page:
-            if item.state in left:
-                yield item.payload
-        after = page[-1].position
+def estimate_task(
+    store: Store,
+    params: dict[str, JSON],
+    items: Iterable[Any],
+    *,
+    concurrency: int,
+    pilot: Pilot | None,
+) -> Estimate:
+    """The llm task's estimate (its ``TaskSpec.estimate``). With a ``pilot``, its items are
+    picked evenly over ``items`` and answered first; their answer lengths and latencies then
+    stand in for the history. Raises ConfigError when the pilot got no answer."""
+    samples = None
+    if pilot is not None:
+        rows = list(items)
+        batch_id = pilot.run(spread(rows, pilot.size))
+        samples = _pilot_answers(store, batch_id)
+        items = rows
+    return estimate(store, params, items, concurrency=concurrency, samples=samples)
+
+
+def _pilot_answers(store: Store, batch_id: str) -> Samples:
+    samples = pilot_samples(store, batch_id)
+    if not samples.tokens:
+        failed = store.items(batch_id, state=ItemState.FAILED, limit=1)
+        why = f": {failed[0].error}" if failed else ""
+        raise ConfigError(f"the pilot batch {batch_id} got no answer{why}")
+    return samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +292,10 @@ def _answered(store: Store, batch_id: str) -> Iterator[Any]:
             if item.usage.calls:
                 yield item
         after = page[-1].position
+
+
+#: The payloads of a batch's items still to do (its old name, kept for callers).
+remaining_items = remaining_payloads
 
 
 def spread(items: list[Any], n: int) -> list[Any]:

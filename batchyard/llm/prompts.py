@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jinja2
@@ -21,6 +20,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from batchyard.errors import ConfigError, InputError
+from batchyard.validation import Problem as Problem  # (their home was here)
+from batchyard.validation import Validation as Validation
 
 DEFAULT_PROBLEM_LIMIT = 20
 
@@ -42,30 +43,6 @@ class RenderError(InputError):
     def __init__(self, reason: str, *, missing: Sequence[str] = (), **where: Any) -> None:
         self.missing = tuple(missing)
         super().__init__(reason, **where)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """An input line the template cannot be rendered over; ``message`` starts with the line."""
-
-    line: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Validation:
-    """What :func:`validate_rows` found in the ``checked`` rows it read.
-
-    ``complete`` is false when it stopped at its limit of problems with rows left unread.
-    """
-
-    problems: tuple[Problem, ...]
-    checked: int
-    complete: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class _Part(NamedTuple):

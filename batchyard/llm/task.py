@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -23,14 +24,16 @@ from batchyard import ratelimit
 from batchyard.context import TaskContext
 from batchyard.errors import ConfigError, Fail, PauseBatch, Retry
 from batchyard.llm.client import ChatClient, ChatResult, ProviderError
+from batchyard.llm.estimate import estimate_task
 from batchyard.llm.headers import next_free_in, pause_for
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
-from batchyard.llm.prompts import RenderError
+from batchyard.llm.prompts import RenderError, validate_rows
 from batchyard.llm.tokens import count_message_tokens, most_tokens
-from batchyard.models import BatchOptions
+from batchyard.models import JSON, BatchOptions
 from batchyard.ratelimit import SharedLimiter
 from batchyard.tasks import task
+from batchyard.validation import Validation
 
 #: 429s one attempt rides out (each after the pause the provider asked for) before it gives
 #: the item back to the retry schedule.
@@ -74,6 +77,12 @@ def prepare(options: BatchOptions, will_call: bool = True) -> BatchOptions:
     return replace(options, params=raw)
 
 
+def check_rows(params: dict[str, JSON], rows: Iterable[tuple[int, Any]]) -> Validation:
+    """Render the batch's prompt over every ``(line, item)`` row, before any call (its
+    ``TaskSpec.validate_rows``). Raises ConfigError for parameters it cannot read."""
+    return validate_rows(read_params(params).prompt, rows)
+
+
 @task(
     name="llm",
     max_attempts=5,
@@ -81,6 +90,8 @@ def prepare(options: BatchOptions, will_call: bool = True) -> BatchOptions:
     retry_backoff_max=120.0,
     manages_limits=True,
     prepare=prepare,
+    validate_rows=check_rows,
+    estimate=estimate_task,
 )
 async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
     params = _params_of(ctx)

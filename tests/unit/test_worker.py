@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from batchyard import (
     BatchState,
     Cancelled,
     Fail,
+    FakeClock,
     ItemState,
     Retry,
     TaskContext,
@@ -388,3 +390,31 @@ def test_a_worker_can_serve_only_some_batches(yard: Yard) -> None:
     run(yard, batches=(mine.id,))  # idle once its own batch is done
     assert mine.status().state is BatchState.COMPLETED
     assert other.status().state is BatchState.QUEUED and other.status().counts.pending == 1
+
+
+def test_a_timeout_follows_the_injected_clock(tmp_path: Path) -> None:
+    # An hour's limit fires as soon as the test moves the clock past it: nobody waits.
+    clock = FakeClock()
+    started = asyncio.Event()
+    with Yard(f"sqlite:///{tmp_path / 'yard.db'}", clock=clock) as yard:
+
+        @yard.task(timeout=3600, max_attempts=1)
+        async def hang(item: dict[str, Any]) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        batch = yard.submit(hang, [{"id": "a"}])
+
+        async def main() -> None:
+            worker = yard.worker(**FAST, lease=7200)
+            running = asyncio.create_task(worker.run(until_idle=True))
+            await started.wait()
+            clock.advance(3600.5)
+            await running
+
+        began = time.monotonic()
+        asyncio.run(main())
+        assert time.monotonic() - began < 30
+        item = batch.item("a")
+        assert item.state is ItemState.FAILED
+        assert item.error == "TimeoutError: timed out after 3600s"

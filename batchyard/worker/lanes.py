@@ -1,0 +1,96 @@
+"""Lanes: ``concurrency`` long-lived coroutines that run a worker's jobs from one queue,
+which costs far less per item than a task each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+
+from batchyard.clock import Clock
+from batchyard.runner import SHUTDOWN, Job, Runner
+from batchyard.store.base import Outcome
+
+#: What a lane hands a finished job to, with its outcome (None: nothing to record).
+Settle = Callable[[Job, Outcome | None], Awaitable[None]]
+
+
+class Lanes:
+    """The queue of claimed jobs waiting to start, and the lanes that run them."""
+
+    def __init__(self, count: int, runner: Runner, clock: Clock, settle: Settle) -> None:
+        self._count = count
+        self._runner = runner
+        self._clock = clock
+        self._settle = settle
+        #: Claimed jobs not started yet, oldest first.
+        self.waiting: deque[Job] = deque()
+        self._idle: list[asyncio.Future[None]] = []
+        self._waking = 0
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Start the lanes on the running loop; the caller cancels them when done."""
+        return [asyncio.create_task(self._lane()) for _ in range(self._count)]
+
+    def push(self, jobs: Iterable[Job]) -> None:
+        """Queue jobs to run, oldest first."""
+        self.waiting.extend(jobs)
+        self._wake_one()
+
+    def take_waiting(self, batch_pk: int | None = None) -> list[Job]:
+        """Remove the jobs not started yet (of one batch, or all) from the queue."""
+        taken = [job for job in self.waiting if batch_pk in (None, job.claim.batch.pk)]
+        for job in taken:
+            self.waiting.remove(job)
+        return taken
+
+    def _wake_one(self) -> None:
+        # One lane at a time is woken; a lane that takes a job wakes the next. Jobs that
+        # never suspend run back to back in one lane without waking any other.
+        if self.waiting and self._idle and not self._waking:
+            self._idle.pop().set_result(None)
+            self._waking += 1
+
+    async def _lane(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # a lane is always a task (see start)
+        while True:
+            while self.waiting:
+                job = self.waiting.popleft()
+                self._wake_one()
+                await self._run(job, task)
+            idle = loop.create_future()
+            self._idle.append(idle)
+            await idle
+            self._waking -= 1
+
+    async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
+        if job.cancel_reason is not None:  # stopped before it started
+            await self._settle(job, self._runner.stopped(job))
+            return
+        job.lane = task
+        job.started_at = self._clock.now()
+        limit = job.claim.batch.timeout
+        if limit is not None:
+            job.deadline = job.started_at + limit
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._runner.run(job)
+        except asyncio.CancelledError:
+            if job.cancel_reason != SHUTDOWN:
+                raise
+            task.uncancel()
+        finally:
+            job.lane = None
+        if job.cancel_reason is not None and task.cancelling():
+            await _absorb_cancel(task)
+        await self._settle(job, outcome)
+
+
+async def _absorb_cancel(task: asyncio.Task[None]) -> None:
+    """Swallow a cancel that arrived after its job had already finished."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        task.uncancel()

@@ -1,0 +1,61 @@
+"""What every part of one worker uses: its store (reached through one thread of its own),
+its tasks, its settings, its clock and its running tally."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from batchyard.clock import Clock
+from batchyard.store.base import Store
+from batchyard.tasks import TaskRegistry
+from batchyard.worker.config import WorkerConfig, WorkerStats
+
+T = TypeVar("T")
+
+
+class StoreThread:
+    """One thread for every store call of a worker: calls run in the order they are made,
+    and the event loop never waits on the database."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+
+    def open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batchyard-db")
+
+    def close(self) -> None:
+        """Wait for the call in progress, then stop the thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the store thread. Raises whatever ``fn`` raises, and
+        RuntimeError when called outside ``open`` ... ``close``."""
+        if self._executor is None:
+            raise RuntimeError("the worker's store thread is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+@dataclass(slots=True)
+class Shared:
+    """One worker's store, registry, config, clock, tally and store thread."""
+
+    store: Store
+    registry: TaskRegistry
+    config: WorkerConfig
+    clock: Clock
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    db: StoreThread = field(default_factory=StoreThread)
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def known_tasks(self) -> list[str]:
+        """The tasks this worker serves: those its config names, else all registered."""
+        if self.config.tasks is not None:
+            return list(self.config.tasks)
+        return self.registry.names()
