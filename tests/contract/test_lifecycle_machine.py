@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ class Lifecycle(RuleBasedStateMachine):
         item = self.store.item(claim.batch.id, claim.key)
         return item.state is S.RUNNING and item.attempts == claim.attempt
 
-    def _refused_and_unchanged(self, batch_id: str, operation) -> None:
+    def _refused_and_unchanged(self, batch_id: str, operation: Callable[[], object]) -> None:
         before = self.store.get_batch(batch_id)
         items = self.store.items(batch_id)
         cursor = self.store.cursor()
@@ -106,12 +106,13 @@ class Lifecycle(RuleBasedStateMachine):
         assert self.store.items(batch_id) == items
         assert self.store.cursor() == cursor
 
-    def _distinct(self, data, most: int) -> list[Claim]:
+    def _distinct(self, data: st.DataObject, most: int) -> list[Claim]:
         """Up to ``most`` claims, at most one per item (one outcome per item per commit;
         test_store covers a stale and a fresh outcome of one item in one commit). Mostly
         live leases, sometimes any lease ever handed out, stale ones included."""
         live = [c for c in self.claims if self._is_live(c)]
-        pool = live if live and data.draw(st.integers(0, 5)) else self.claims
+        mostly_live = bool(live) and data.draw(st.integers(0, 5)) != 0  # 5 times in 6
+        pool = live if mostly_live else self.claims
         picked = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
         return list({c.item_id: c for c in picked}.values())
 
@@ -130,10 +131,26 @@ class Lifecycle(RuleBasedStateMachine):
         priority=st.integers(0, 2),
         sealed=st.booleans(),
     )
-    def submit(self, n, chunk, max_attempts, concurrency, priority, sealed) -> str:
+    def submit(
+        self,
+        n: int,
+        chunk: int,
+        max_attempts: int,
+        concurrency: int | None,
+        priority: int,
+        sealed: bool,
+    ) -> str:
         return self._submit(n, chunk, max_attempts, concurrency, priority, sealed)
 
-    def _submit(self, n, chunk, max_attempts, concurrency, priority, sealed) -> str:
+    def _submit(
+        self,
+        n: int,
+        chunk: int,
+        max_attempts: int,
+        concurrency: int | None,
+        priority: int,
+        sealed: bool,
+    ) -> str:
         batch_id = f"b{len(self.item_cursor)}"
         items = self._known_items(batch_id, 1, n)
         if chunk:
@@ -153,7 +170,7 @@ class Lifecycle(RuleBasedStateMachine):
         return batch_id
 
     @rule(batch_id=batches, n=st.integers(1, 3))
-    def append(self, batch_id, n) -> None:
+    def append(self, batch_id: str, n: int) -> None:
         status = self.store.get_batch(batch_id)
         if status.sealed or status.state.is_terminal:
             self._refused_and_unchanged(
@@ -173,13 +190,13 @@ class Lifecycle(RuleBasedStateMachine):
         assert starts == [status.counts.total + 1]
 
     @rule(batch_id=batches)
-    def seal(self, batch_id) -> None:
+    def seal(self, batch_id: str) -> None:
         assert self.store.seal(batch_id, self.now).sealed
 
     # NOTE: Hypothesis favours rules with fewer arguments, so the rules that move work
     # forward (claim, record) take one argument each.
     @rule(ask=st.tuples(st.integers(1, 4), st.sampled_from([1, 4])))
-    def claim(self, ask) -> None:
+    def claim(self, ask: tuple[int, int]) -> None:
         limit, capacity = ask
         got = self.store.claim("w", {TASK: capacity}, limit, self.now, LEASE)
         assert len(got) <= min(limit, capacity)
@@ -191,7 +208,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
-    def record(self, data) -> None:
+    def record(self, data: st.DataObject) -> None:
         """Several outcomes in one commit: an item may appear twice (two outcomes for one
         attempt, or a stale attempt beside its live one)."""
         live = [c for c in self.claims if self._is_live(c)]
@@ -199,7 +216,7 @@ class Lifecycle(RuleBasedStateMachine):
         self._record(data, data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4)))
 
     @rule(data=st.data())
-    def claim_and_record(self, data) -> None:
+    def claim_and_record(self, data: st.DataObject) -> None:
         """A worker's whole round trip in one step, so batches get to their ends."""
         got = self.store.claim("w", {TASK: 4}, data.draw(st.integers(1, 3)), self.now, LEASE)
         for c in got:
@@ -209,7 +226,7 @@ class Lifecycle(RuleBasedStateMachine):
         if got:
             self._record(data, got)
 
-    def _record(self, data, picked: list[Claim]) -> None:
+    def _record(self, data: st.DataObject, picked: list[Claim]) -> None:
         kinds = [S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.CANCELLED]
         delay = data.draw(st.integers(0, 20))
         before = {c.item_id: self.store.item(c.batch.id, c.key) for c in picked}
@@ -254,7 +271,7 @@ class Lifecycle(RuleBasedStateMachine):
             assert self.store.item(before[item_id].batch_id, before[item_id].key) == before[item_id]
 
     @rule(seconds=st.sampled_from([1, 3, 10, LEASE + 1]))
-    def wait_and_reclaim(self, seconds) -> None:
+    def wait_and_reclaim(self, seconds: float) -> None:
         self.now += seconds
         expired = {i for i, (_, until) in self.leases.items() if until < self.now}
         assert self.store.reclaim_expired(self.now) == len(expired)
@@ -263,7 +280,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
-    def heartbeat(self, data) -> None:
+    def heartbeat(self, data: st.DataObject) -> None:
         picked = self._distinct(data, 4)
         live = {c.item_id for c in picked if self._is_live(c)}
         updates = [LeaseUpdate(c.item_id, c.attempt, progress=0.5, changed=True) for c in picked]
@@ -275,7 +292,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
-    def release(self, data) -> None:
+    def release(self, data: st.DataObject) -> None:
         (c,) = self._distinct(data, 1)
         live = self._is_live(c)
         assert self.store.release([(c.item_id, c.attempt)], self.now) == int(live)
@@ -286,7 +303,7 @@ class Lifecycle(RuleBasedStateMachine):
             assert self.store.item(c.batch.id, c.key).state is expected
 
     @rule(batch_id=batches)
-    def pause(self, batch_id) -> None:
+    def pause(self, batch_id: str) -> None:
         state = self.store.get_batch(batch_id).state
         if state in (B.QUEUED, B.PROCESSING, B.RETRYING, B.PAUSED):
             assert self.store.pause(batch_id, self.now).state is B.PAUSED
@@ -294,7 +311,7 @@ class Lifecycle(RuleBasedStateMachine):
             self._refused_and_unchanged(batch_id, lambda: self.store.pause(batch_id, self.now))
 
     @rule(batch_id=batches)
-    def resume(self, batch_id) -> None:
+    def resume(self, batch_id: str) -> None:
         state = self.store.get_batch(batch_id).state
         if state is B.PAUSED or state.is_active:
             assert self.store.resume(batch_id, self.now).state is not B.PAUSED
@@ -302,7 +319,7 @@ class Lifecycle(RuleBasedStateMachine):
             self._refused_and_unchanged(batch_id, lambda: self.store.resume(batch_id, self.now))
 
     @rule(batch_id=batches, roll=st.integers(0, 3))
-    def cancel(self, batch_id, roll) -> None:
+    def cancel(self, batch_id: str, roll: int) -> None:
         if roll:
             return  # cancel ends a batch for good: try it less often than the other moves
         state = self.store.get_batch(batch_id).state
@@ -314,7 +331,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert (status.counts.pending, status.counts.retry_wait) == (0, 0)
 
     @rule(batch_id=batches)
-    def retry_failed(self, batch_id) -> None:
+    def retry_failed(self, batch_id: str) -> None:
         status = self.store.get_batch(batch_id)
         if status.state in (B.FAILED, B.PARTIALLY_COMPLETED) and status.counts.failed:
             assert self.store.retry_failed(batch_id, self.now) == status.counts.failed

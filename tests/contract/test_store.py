@@ -22,7 +22,15 @@ from batchyard.errors import (
 )
 from batchyard.models import BatchOptions, Usage
 from batchyard.states import BatchState, ItemState
-from batchyard.store.base import UPLOAD_LEASE, Claim, LeaseUpdate, NewItem, Outcome, Store
+from batchyard.store.base import (
+    UPLOAD_LEASE,
+    Claim,
+    LeaseUpdate,
+    NewItem,
+    Outcome,
+    Recorded,
+    Store,
+)
 
 B = BatchState
 S = ItemState
@@ -113,7 +121,9 @@ def claim(
     return store.claim("w1", capacity or ALL, limit, now, LEASE, alone=alone)
 
 
-def finish(store: Store, claims: list[Claim], state: ItemState = S.SUCCEEDED, at: float = T0 + 1):
+def finish(
+    store: Store, claims: list[Claim], state: ItemState = S.SUCCEEDED, at: float = T0 + 1
+) -> Recorded:
     return store.record([outcome(c, state, at=at) for c in claims], at)
 
 
@@ -269,7 +279,7 @@ def test_an_abandoned_upload_is_removed(store: Store) -> None:
     assert_gone(store, "b1")
 
 
-def test_append_to_an_open_batch_then_seal(store: Store, agree) -> None:
+def test_append_to_an_open_batch_then_seal(store: Store, agree: Callable[[], None]) -> None:
     submit(store, "b1", 2, sealed=False)
     starts: list[int] = []
 
@@ -487,7 +497,7 @@ def test_heartbeat_reports_lost_leases(store: Store) -> None:
     assert store.heartbeat([], T0, LEASE) == set()
 
 
-def test_record_rejects_a_stale_attempt(store: Store, agree) -> None:
+def test_record_rejects_a_stale_attempt(store: Store, agree: Callable[[], None]) -> None:
     submit(store, "b1", 1)
     (stale,) = claim(store)
     assert store.reclaim_expired(T0 + LEASE + 1) == 1
@@ -725,7 +735,9 @@ def test_pause_and_resume_of_an_ended_batch_are_refused(store: Store) -> None:
     assert store.cursor() == cursor
 
 
-def test_cancel_stops_waiting_items_and_lets_running_ones_finish(store: Store, agree) -> None:
+def test_cancel_stops_waiting_items_and_lets_running_ones_finish(
+    store: Store, agree: Callable[[], None]
+) -> None:
     submit(store, "b1", 5)
     one, two, three = claim(store, 3)
     store.record(
@@ -790,7 +802,7 @@ def test_a_retry_recorded_after_cancel_does_not_leave_the_item_waiting(store: St
 # -- retrying failed items -------------------------------------------------------------
 
 
-def test_retry_failed_sends_only_failed_items_back(store: Store, agree) -> None:
+def test_retry_failed_sends_only_failed_items_back(store: Store, agree: Callable[[], None]) -> None:
     submit(store, "b1", 3, max_attempts=1)
     one, two, three = claim(store)
     store.record([outcome(one), outcome(two, S.FAILED), outcome(three, S.FAILED)], T0 + 1)
@@ -1146,7 +1158,9 @@ def test_batch_states(store: Store) -> None:
     assert store.batch_states([]) == {}
 
 
-def test_items_that_die_together_are_not_charged_and_then_run_alone(store: Store, agree) -> None:
+def test_items_that_die_together_are_not_charged_and_then_run_alone(
+    store: Store, agree: Callable[[], None]
+) -> None:
     submit(store, "b1", 4, max_attempts=1)
     crowd = store.claim("w1", ALL, 3, T0, LEASE)
     (loner,) = store.claim("w2", ALL, 1, T0, LEASE)
@@ -1176,7 +1190,9 @@ def test_items_that_die_together_are_not_charged_and_then_run_alone(store: Store
 # -- rules that hold whatever the database groups (issue 9) -----------------------------
 
 
-def test_of_several_outcomes_for_one_attempt_the_first_applies(store: Store, agree) -> None:
+def test_of_several_outcomes_for_one_attempt_the_first_applies(
+    store: Store, agree: Callable[[], None]
+) -> None:
     # [item2 failed, item1 succeeded, item1 failed]: a store that applied statements per
     # shape could let the last outcome of item1 win while its counters said the first.
     submit(store, "b1", 2, max_attempts=1)

@@ -87,7 +87,8 @@ class Workers:
         n = self.procs.index(proc)
         lines = (self.logs / f"worker{n}.out").read_text().splitlines()
         assert lines, f"worker {n} printed no stats; stderr:\n{self.stderr(proc)}"
-        return json.loads(lines[-1])
+        stats: dict[str, Any] = json.loads(lines[-1])
+        return stats
 
     def stderr(self, proc: subprocess.Popen[bytes]) -> str:
         return (self.logs / f"worker{self.procs.index(proc)}.err").read_text()[-4000:]

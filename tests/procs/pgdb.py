@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+if TYPE_CHECKING:  # psycopg is optional: imported where used, so tests can skip without it
+    import psycopg
 
 SERVER = os.environ.get("BATCHYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -25,7 +29,7 @@ def url_of(database: str, server: str = SERVER) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def _admin():  # type: ignore[no-untyped-def]
+def _admin() -> psycopg.Connection[tuple[Any, ...]]:
     import psycopg
 
     return psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
