@@ -19,6 +19,7 @@ lint: install
 	$(VENV)/bin/ruff check batchyard tests bench
 	$(VENV)/bin/ruff format --check batchyard tests bench
 
+# mypy over batchyard (strict), tests and bench (check_untyped_defs): see pyproject.toml
 types: install
 	$(VENV)/bin/mypy
 
