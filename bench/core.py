@@ -44,13 +44,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from batchyard import Yard
+from bench.table import Row, Table, mark, per_second
 
 N_SUBMIT = 100_000
 N_NOOP = 20_000
@@ -125,44 +126,18 @@ def say(text: str) -> None:
 # -- the report ---------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    figure: str
-    value: str
-    baseline: str = "-"
-    ratio: str = "-"
-
-
-@dataclass
-class Report:
-    """Rows of the table."""
-
-    rows: list[Row] = field(default_factory=list)
-
-    def info(self, figure: str, value: str, note: str = "-") -> None:
-        self.rows.append(Row(figure, value, note))
+class Report(Table):
+    """The table, with the ways a figure is held to a target."""
 
     def at_least(self, figure: str, value: float, unit: str, target: float) -> None:
         ratio = value / target
-        self.rows.append(
-            Row(
-                figure,
-                _fmt(value, unit),
-                f">= {_fmt(target, unit)}",
-                f"{ratio:.2f}x {_mark(ratio >= 1)}",
-            )
-        )
+        goal, shown = f">= {_fmt(target, unit)}", f"{ratio:.2f}x {mark(ratio >= 1)}"
+        self.rows.append(Row(figure, _fmt(value, unit), goal, shown))
 
     def at_most(self, figure: str, value: float, unit: str, target: float) -> None:
         ratio = value / target
-        self.rows.append(
-            Row(
-                figure,
-                _fmt(value, unit),
-                f"< {_fmt(target, unit)}",
-                f"{ratio:.2f}x {_mark(ratio < 1)}",
-            )
-        )
+        goal, shown = f"< {_fmt(target, unit)}", f"{ratio:.2f}x {mark(ratio < 1)}"
+        self.rows.append(Row(figure, _fmt(value, unit), goal, shown))
 
     def versus_ideal(self, figure: str, seconds: float, ideal: float, limit: float | None) -> None:
         """Wall time over the ideal; with a ``limit`` it is a target, without one, info."""
@@ -171,26 +146,13 @@ class Report:
             baseline, shown = f"ideal {_fmt(ideal, 's')} (info)", f"{ratio:.2f}x"
         else:
             baseline = f"ideal {_fmt(ideal, 's')}, target <= {limit:.2f}x"
-            shown = f"{ratio:.2f}x {_mark(ratio <= limit)}"
+            shown = f"{ratio:.2f}x {mark(ratio <= limit)}"
         self.rows.append(Row(figure, _fmt(seconds, "s"), baseline, shown))
-
-    def print(self) -> None:
-        header = Row("figure", "measured", "baseline/target", "ratio")
-        rows = [header, *self.rows]
-        widths = [max(len(getattr(r, col)) for r in rows) for col in _COLUMNS]
-        for n, row in enumerate(rows):
-            cells = [getattr(row, col).ljust(w) for col, w in zip(_COLUMNS, widths, strict=True)]
-            print(" | ".join(cells).rstrip())
-            if n == 0:
-                print("-|-".join("-" * w for w in widths))
-
-
-_COLUMNS = ("figure", "value", "baseline", "ratio")
 
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "/s":
-        return f"{value:,.0f}/s"
+        return per_second(value)
     if unit == "s":
         return f"{value:.3f} s"
     if unit == "ms":
@@ -277,9 +239,9 @@ def _noop_rows(
     row("floor", "the speed limit")
     async_ok = rates["async"] >= TARGET_FLOOR_RATIO * floor
     goal = f">= {TARGET_FLOOR_RATIO:.2f}x floor ({_fmt(TARGET_FLOOR_RATIO * floor, '/s')})"
-    row("async", goal, floor_mark=f" {_mark(async_ok)}")
+    row("async", goal, floor_mark=f" {mark(async_ok)}")
     sync_ratio = rates["sync"] / TARGET_SYNC
-    row("sync", f">= {_fmt(TARGET_SYNC, '/s')}", f"{sync_ratio:.2f}x {_mark(sync_ratio >= 1)}")
+    row("sync", f">= {_fmt(TARGET_SYNC, '/s')}", f"{sync_ratio:.2f}x {mark(sync_ratio >= 1)}")
     if huey is None:
         report.info("huey (SqliteHuey)", "skipped", "pip install huey (or make bench)")
     else:
@@ -288,10 +250,6 @@ def _noop_rows(
 
 def _times(ratio: float) -> str:
     return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
-
-
-def _mark(ok: bool) -> str:
-    return "ok" if ok else "MISS"
 
 
 def noop_child(db: str, items_file: str, task: str, concurrency: str) -> dict[str, float]:

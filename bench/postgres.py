@@ -53,6 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from batchyard import Yard
+from bench.table import Row, Table, mark, per_second
 
 SERVER = os.environ.get("BATCHYARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 N_ITEMS = 20_000
@@ -203,9 +204,11 @@ def bench_throughput(report: Report, args: argparse.Namespace) -> None:
         elif processes == 2:
             report.at_least(figure, per, TARGET_PER_PROCESS_AT_2, "per process")
         else:
-            report.info(figure, _rate(per))
-        report.info(f"  all {processes} together ({n:,} no-ops, submit to drained)", _rate(rate))
-    report.info(f"batchyard on SQLite, 1 process ({n:,}, for reference)", _rate(sqlite))
+            report.info(figure, per_second(per))
+        report.info(
+            f"  all {processes} together ({n:,} no-ops, submit to drained)", per_second(rate)
+        )
+    report.info(f"batchyard on SQLite, 1 process ({n:,}, for reference)", per_second(sqlite))
 
 
 # -- contention -----------------------------------------------------------------------------
@@ -292,7 +295,9 @@ def bench_contention(report: Report, args: argparse.Namespace) -> None:
     report.info(
         f"  wait events of {waits.seen:,} active backends in {waits.samples} samples", waits.top()
     )
-    report.info(f"  all {processes} together (submit excluded: paused, then resumed)", _rate(rate))
+    report.info(
+        f"  all {processes} together (submit excluded: paused, then resumed)", per_second(rate)
+    )
 
 
 # -- procrastinate --------------------------------------------------------------------------
@@ -357,7 +362,7 @@ def bench_procrastinate(report: Report, args: argparse.Namespace) -> None:
         import procrastinate  # noqa: F401
     except ImportError:
         say("procrastinate is not installed: .venv/bin/pip install procrastinate")
-        report.rows.append(Row("procrastinate", "skipped", "pip install procrastinate"))
+        report.info("procrastinate", "skipped", "pip install procrastinate")
         return
     n = args.items
     for processes in args.processes:
@@ -370,55 +375,31 @@ def bench_procrastinate(report: Report, args: argparse.Namespace) -> None:
         )
         ours = report.rates.get(processes)
         ratio = "-" if ours is None else f"batchyard {ours / rate:.2f}x"
-        report.rows.append(Row(figure, _rate(rate), "the peer", ratio))
+        report.rows.append(Row(figure, per_second(rate), "the peer", ratio))
 
 
 # -- the report -------------------------------------------------------------------------------
 
 
 @dataclass
-class Row:
-    figure: str
-    value: str
-    baseline: str = "-"
-    ratio: str = "-"
+class Report(Table):
+    """The table, and batchyard's PostgreSQL rates by worker processes (for procrastinate's
+    ratios)."""
 
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    #: batchyard's items/s on PostgreSQL by worker processes, for procrastinate's ratios.
     rates: dict[int, float] = field(default_factory=dict)
-
-    def info(self, figure: str, value: str) -> None:
-        self.rows.append(Row(figure, value))
 
     def at_least(self, figure: str, rate: float, target: float | None, what: str) -> None:
         if target is None:
-            self.rows.append(Row(figure, _rate(rate), f"{what}: not measured yet"))
+            self.rows.append(Row(figure, per_second(rate), f"{what}: not measured yet"))
             return
-        mark = "ok" if rate >= target else "MISS"
-        baseline = f">= {_rate(target)} ({what})"
-        self.rows.append(Row(figure, _rate(rate), baseline, f"{rate / target:.2f}x {mark}"))
+        baseline = f">= {per_second(target)} ({what})"
+        shown = f"{rate / target:.2f}x {mark(rate >= target)}"
+        self.rows.append(Row(figure, per_second(rate), baseline, shown))
 
     def at_most(self, figure: str, share: float, target: float, before: str) -> None:
-        mark = "ok" if share < target else "MISS"
         baseline = f"< {target:.0%} (before the change: {before})"
-        self.rows.append(Row(figure, f"{share:.1%}", baseline, f"{share / target:.2f}x {mark}"))
-
-    def print(self) -> None:
-        rows = [Row("figure", "measured", "baseline/target", "ratio"), *self.rows]
-        columns = ("figure", "value", "baseline", "ratio")
-        widths = [max(len(getattr(r, col)) for r in rows) for col in columns]
-        for n, row in enumerate(rows):
-            cells = [getattr(row, col).ljust(w) for col, w in zip(columns, widths, strict=True)]
-            print(" | ".join(cells).rstrip())
-            if n == 0:
-                print("-|-".join("-" * w for w in widths))
-
-
-def _rate(value: float) -> str:
-    return f"{value:,.0f}/s"
+        shown = f"{share / target:.2f}x {mark(share < target)}"
+        self.rows.append(Row(figure, f"{share:.1%}", baseline, shown))
 
 
 # -- the run ----------------------------------------------------------------------------------
