@@ -6,7 +6,7 @@ Run it by hand, not in the test suite::
     make bench-postgres                         # installs procrastinate, then runs this
     .venv/bin/python bench/postgres.py          # PostgreSQL from $BATCHYARD_BENCH_PG or
                                                 # postgresql://postgres@127.0.0.1:5432/postgres
-    .venv/bin/python bench/postgres.py --only contention --items 10000
+    .venv/bin/python bench/postgres.py --only contention --batch-items 20000
 
 Sections (``--only``, repeatable):
 
