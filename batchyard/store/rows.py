@@ -181,6 +181,28 @@ class ClaimableRow(NamedTuple):
         return None if self.concurrency is None else self.concurrency - self.n_running
 
 
+class TakenRow(NamedTuple):
+    """An item a claim just leased."""
+
+    id: int
+    key: str
+    payload: str
+    attempts: int
+    max_attempt: int
+    priority: int
+
+
+class ExpiredRow(NamedTuple):
+    """A running item whose lease ran out (see ``Working._reclaim_leases``)."""
+
+    id: int
+    batch_pk: int
+    attempts: int
+    max_attempt: int
+    worker: str
+    suspect: int
+
+
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
 ITEM_COLUMNS = ", ".join(ItemRow._fields)
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}

@@ -11,7 +11,7 @@ from batchyard.states import ItemState, check_item
 from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
-from batchyard.store.rows import COUNTER_OF, ClaimableRow
+from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
 from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, S, expiry, span
 from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
@@ -31,7 +31,7 @@ _TAKE = (
     "WITH picked AS (SELECT id FROM items WHERE {where} LIMIT ?{lock}) "
     f"UPDATE items SET state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, "
     "lease_expires = ?, started_at = ?, seq = ?{clear} WHERE id IN (SELECT id FROM picked) "
-    "RETURNING id, key, payload, attempts, max_attempt, priority"
+    f"RETURNING {', '.join(TakenRow._fields)}"
 )
 _REQUEUED = (
     f"batch_pk = ? AND state = '{S.PENDING}' AND attempts > 0 AND suspect = ? "
@@ -188,7 +188,7 @@ class Working(Recording):
         # Items that came back (retries, leases taken back) go first, then fresh ones.
         got = sorted(
             self._take(tx, _REQUEUED, (row.pk, int(suspect), room), lease_args, requeued=True),
-            key=lambda r: (-r[5], r[0]),
+            key=lambda taken: (-taken.priority, taken.id),
         )
         if len(got) < room and not suspect:
             low, high = span(row.pk)
@@ -196,7 +196,7 @@ class Working(Recording):
             fresh = sorted(self._take(tx, _FRESH, window, lease_args, requeued=False))
             if fresh:
                 tx.run(
-                    "UPDATE batches SET claim_cursor = ? WHERE pk = ?", (fresh[-1][0] + 1, row.pk)
+                    "UPDATE batches SET claim_cursor = ? WHERE pk = ?", (fresh[-1].id + 1, row.pk)
                 )
                 got += fresh
         if not got:
@@ -213,8 +213,16 @@ class Working(Recording):
             None if row.limits is None else json.loads(row.limits),
         )
         return [
-            Claim(item_id, batch, key, payload, attempts, max_attempt, suspect)
-            for item_id, key, payload, attempts, max_attempt, _ in got
+            Claim(
+                taken.id,
+                batch,
+                taken.key,
+                taken.payload,
+                taken.attempts,
+                taken.max_attempt,
+                suspect,
+            )
+            for taken in got
         ]
 
     def _take(
@@ -225,11 +233,11 @@ class Working(Recording):
         lease_args: tuple[Any, ...],
         *,
         requeued: bool,
-    ) -> list[Any]:
+    ) -> list[TakenRow]:
         # A requeued item may carry an earlier attempt's progress; a fresh one has none.
         clear = ", progress = NULL, message = NULL" if requeued else ""
         query = _TAKE.format(where=where, lock=self.dialect.skip_locked, clear=clear)
-        return tx.all(query, (*pick, *lease_args))
+        return [TakenRow._make(row) for row in tx.all(query, (*pick, *lease_args))]
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:
         if not leases:
@@ -311,21 +319,25 @@ class Working(Recording):
         return changed
 
     def _reclaim_leases(self, now: float) -> int:
-        expired = self._read(
-            "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, b.state, i.worker, i.suspect "
-            "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
-            f"AND i.state = '{S.RUNNING}' AND i.lease_expires < ? ORDER BY i.id",
-            (now,),
-        )
+        expired = [
+            ExpiredRow._make(row)
+            for row in self._read(
+                "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, i.worker, i.suspect "
+                "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
+                f"AND i.state = '{S.RUNNING}' AND i.lease_expires < ? ORDER BY i.id",
+                (now,),
+            )
+        ]
         if not expired:
             return 0
         moved = 0
         with self._write() as tx:
-            tx.lock_batches({row[1] for row in expired})
-            where, pks = self._any("pk", {row[1] for row in expired})
-            # Read again now that they are held: a batch may have been cancelled meanwhile.
+            batch_pks = {row.batch_pk for row in expired}
+            tx.lock_batches(batch_pks)
+            where, pks = self._any("pk", batch_pks)
+            # Read now that they are held: a batch may have been cancelled meanwhile.
             states = dict(tx.all(f"SELECT pk, state FROM batches WHERE {where}", (pks,)))
-            where, workers = self._any("worker", {row[5] for row in expired})
+            where, workers = self._any("worker", {row.worker for row in expired})
             held = dict(
                 tx.all(
                     f"SELECT worker, COUNT(*) FROM items WHERE state = '{S.RUNNING}' "
@@ -333,15 +345,19 @@ class Working(Recording):
                     (workers,),
                 )
             )
-            for item_id, pk, attempts, max_attempt, _, worker, suspect in expired:
-                if pk not in states:
+            for row in expired:
+                if row.batch_pk not in states:
                     continue  # deleted meanwhile
-                others = held.get(worker, 1) - 1
+                others = held.get(row.worker, 1) - 1
                 target, spend, why = expiry(
-                    B(states[pk]), attempts, max_attempt, others, bool(suspect)
+                    B(states[row.batch_pk]),
+                    row.attempts,
+                    row.max_attempt,
+                    others,
+                    bool(row.suspect),
                 )
                 moved += self._unlease(
-                    tx, pk, item_id, attempts, target, now, spend=spend, expired=why
+                    tx, row.batch_pk, row.id, row.attempts, target, now, spend=spend, expired=why
                 )
             tx.notify = moved > 0
         return moved
