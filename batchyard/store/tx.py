@@ -107,18 +107,20 @@ class Tx(ABC):
         )
         self.locked.update(wanted)
 
-    def try_lock_batch(self, pk: int, *, wait: bool = False) -> bool:
-        """Hold a batch row if no other transaction holds it now, or, with ``wait`` and if
-        that keeps the pk order, once it is free; False when it was passed over."""
-        if pk in self.locked:
-            return True
-        if wait and (not self.locked or pk > max(self.locked)):
-            self.lock_batches([pk])
-            return True
-        held = self.one(f"SELECT pk FROM batches WHERE pk = ?{self.dialect.skip_locked}", (pk,))
-        if held is not None:
+    def holds(self, pk: int) -> bool:
+        """Whether this transaction holds the batch row already."""
+        return pk in self.locked
+
+    def try_hold(self, query: str, pk: int, *, wait: bool) -> Any:
+        """Read batch ``pk``'s row with ``query`` (a SELECT taking the pk), holding it from
+        now on: at once if no other transaction holds it, or with ``wait`` and if that keeps
+        the pk order, once it is free. None when it was passed over (or is gone)."""
+        in_order = not self.locked or pk > max(self.locked)
+        mode = self.dialect.for_update if wait and in_order else self.dialect.skip_locked
+        row = self.one(query + mode, (pk,))
+        if row is not None:
             self.locked.add(pk)
-        return held is not None
+        return row
 
     def event(self, batch_id: str | None, kind: str, data: dict[str, JSON], at: float) -> None:
         self.run(

@@ -67,13 +67,18 @@ class Working(Recording):
         return [row for row in rows if _runnable(row, now, only)]
 
     @staticmethod
-    def _hold(tx: Tx, row: ClaimableRow, now: float, *, wait: bool) -> ClaimableRow | None:
+    def _hold(
+        tx: Tx, row: ClaimableRow, now: float, *, wait: bool, listed_held: bool
+    ) -> ClaimableRow | None:
         """The batch as it is once this transaction holds its row; None when it was passed
-        over (another transaction holds it) or nothing is runnable in it now."""
-        if not tx.try_lock_batch(row.pk, wait=wait):
-            return None
-        held = ClaimableRow._make(tx.one(f"{_CLAIMABLE_ROW} WHERE pk = ?", (row.pk,)))
-        return held if B(held.state).is_active and _runnable(held, now, None) else None
+        over (another transaction holds it) or nothing is runnable in it now. A row this
+        transaction held already when it listed the candidates is as listed."""
+        if not listed_held:
+            fresh = tx.try_hold(f"{_CLAIMABLE_ROW} WHERE pk = ?", row.pk, wait=wait)
+            if fresh is None:
+                return None
+            row = ClaimableRow._make(fresh)
+        return row if B(row.state).is_active and _runnable(row, now, None) else None
 
     def claim(
         self,
@@ -130,8 +135,9 @@ class Working(Recording):
         only: Collection[str] | None,
     ) -> list[Claim]:
         candidates = self._claimable(capacity, now, only, tx)
+        held = {c.pk for c in candidates if tx.holds(c.pk)}
         if alone:
-            suspect = self._claim_suspect(tx, candidates, worker_id, now, lease)
+            suspect = self._claim_suspect(tx, candidates, held, worker_id, now, lease)
             if suspect:
                 return suspect
         # Batches another writer holds are passed over; only when nothing else was free
@@ -141,7 +147,9 @@ class Working(Recording):
         for wait in (False, True):
             for candidate in candidates:
                 room = min(limit - len(claims), left.get(candidate.task, 0))
-                row = self._hold(tx, candidate, now, wait=wait) if room > 0 else None
+                if room <= 0:
+                    continue
+                row = self._hold(tx, candidate, now, wait=wait, listed_held=candidate.pk in held)
                 if row is None:
                     continue
                 if row.room is not None:
@@ -154,11 +162,17 @@ class Working(Recording):
         return claims
 
     def _claim_suspect(
-        self, tx: Tx, candidates: list[ClaimableRow], worker_id: str, now: float, lease: float
+        self,
+        tx: Tx,
+        candidates: list[ClaimableRow],
+        held: set[int],
+        worker_id: str,
+        now: float,
+        lease: float,
     ) -> list[Claim]:
         """One suspect item (see ``reclaim_expired``) for a worker that holds nothing."""
         for candidate in candidates:
-            row = self._hold(tx, candidate, now, wait=True)
+            row = self._hold(tx, candidate, now, wait=True, listed_held=candidate.pk in held)
             if row is not None:
                 suspect = self._claim_from(tx, row, worker_id, 1, now, lease, suspect=True)
                 if suspect:

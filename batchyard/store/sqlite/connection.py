@@ -57,7 +57,7 @@ class SqliteTx(Tx):
     def lock_batches(self, pks: Iterable[int], *, share: bool = False) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` holds the whole file already."""
 
-    def try_lock_batch(self, pk: int, *, wait: bool = False) -> bool:
+    def holds(self, pk: int) -> bool:
         return True
 
     @contextmanager
