@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
@@ -198,10 +198,15 @@ class Runner:
             )
         return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
 
-    async def _call(self, job: Job, payload: Any) -> Any:
+    def _call(self, job: Job, payload: Any) -> Awaitable[Any]:
+        # Without a limiter the task's own awaitable is returned as it is: no coroutine in
+        # between, which costs per item.
         limiter = self._limiter(job)
         if limiter is None:
-            return await self._invoke(job, payload)
+            return self._invoke(job, payload)
+        return self._limited(job, payload, limiter)
+
+    async def _limited(self, job: Job, payload: Any, limiter: SharedLimiter) -> Any:
         estimate = 0.0
         if limiter.limits.tokens is not None and job.spec.estimate_tokens is not None:
             estimate = float(job.spec.estimate_tokens(payload))
@@ -213,13 +218,13 @@ class Runner:
                 if limiter.limits.tokens is not None and not usage.is_zero:
                     slot.settle(usage.tokens_in + usage.tokens_out)
 
-    async def _invoke(self, job: Job, payload: Any) -> Any:
+    def _invoke(self, job: Job, payload: Any) -> Awaitable[Any]:
         # No timer per call: the worker's watchdog stops attempts past their deadline.
         spec = job.spec
         args = (payload, job.ctx) if spec.takes_context else (payload,)
         if spec.is_async:
-            return await spec.fn(*args)
-        return await self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
+            return spec.fn(*args)  # type: ignore[no-any-return]  # an async task: a coroutine
+        return self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
 
     def _limiter(self, job: Job) -> SharedLimiter | None:
         """The shared limiter an attempt waits on before its task is called: the batch's
