@@ -11,7 +11,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from batchyard.models import JSON, Usage
+from batchyard.models import JSON, NO_USAGE, Usage
 
 if TYPE_CHECKING:
     from batchyard.services import Services
@@ -58,7 +58,7 @@ class TaskContext:
         self.progress_value: float | None = None
         self.message: str | None = None
         self.progress_changed = False
-        self.usage_total = Usage()
+        self.usage_total = NO_USAGE
         self.metrics: dict[str, float] = {}
         self._logs: list[tuple[float, str, str]] | None = None
         self._cancelled = False

@@ -75,11 +75,15 @@ class Usage:
 
     @property
     def is_zero(self) -> bool:
-        return not any(self.values())
+        # Every attempt without usage holds NO_USAGE itself: the common case costs no tuple.
+        return self is NO_USAGE or not any(self.values())
 
     def as_dict(self) -> dict[str, JSON]:
         return dict(zip(USAGE_FIELDS, self.values(), strict=True))
 
+
+#: No usage at all: what an attempt starts with (Usage is immutable, so one is shared).
+NO_USAGE = Usage()
 
 #: Usage's fields, which are also the names of the store's usage columns.
 USAGE_FIELDS = (

@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
@@ -88,12 +88,20 @@ class Job:
 
 
 class DaemonThreads:
-    """A fixed set of daemon threads that run sync tasks and report to an event loop."""
+    """A fixed set of daemon threads that run sync tasks and report to an event loop.
+
+    Results are handed back in batches: a finished call joins a list, and only the first
+    one into an empty list schedules the loop callback that settles them all. Waking the
+    loop (a write to its self-pipe, then a wait for the GIL) costs more than a short task,
+    so one wake-up serves every call that finished meanwhile."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        #: Finished calls not yet settled, per loop (a worker may run on more than one).
+        self._finished: dict[asyncio.AbstractEventLoop, list[_Finished]] = {}
 
     def submit(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
@@ -113,14 +121,32 @@ class DaemonThreads:
                 result, error = fn(*args), None
             except BaseException as exc:
                 result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop closed while the task ran
-                pass
+            self._report(loop, (future, result, error))
+
+    def _report(self, loop: asyncio.AbstractEventLoop, finished: _Finished) -> None:
+        with self._lock:
+            waiting = self._finished.setdefault(loop, [])
+            waiting.append(finished)
+            if len(waiting) > 1:
+                return  # a settle is already scheduled and will take this one too
+        try:
+            loop.call_soon_threadsafe(self._settle_all, loop)
+        except RuntimeError:  # the loop closed while the task ran
+            with self._lock:
+                self._finished.pop(loop, None)
+
+    def _settle_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            finished = self._finished.pop(loop, [])
+        for future, result, error in finished:
+            _settle(future, result, error)
 
     def shutdown(self) -> None:
         for _ in self._threads:
             self._jobs.put(None)
+
+
+_Finished = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -172,10 +198,15 @@ class Runner:
             )
         return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
 
-    async def _call(self, job: Job, payload: Any) -> Any:
+    def _call(self, job: Job, payload: Any) -> Awaitable[Any]:
+        # Without a limiter the task's own awaitable is returned as it is: no coroutine in
+        # between, which costs per item.
         limiter = self._limiter(job)
         if limiter is None:
-            return await self._invoke(job, payload)
+            return self._invoke(job, payload)
+        return self._limited(job, payload, limiter)
+
+    async def _limited(self, job: Job, payload: Any, limiter: SharedLimiter) -> Any:
         estimate = 0.0
         if limiter.limits.tokens is not None and job.spec.estimate_tokens is not None:
             estimate = float(job.spec.estimate_tokens(payload))
@@ -187,13 +218,13 @@ class Runner:
                 if limiter.limits.tokens is not None and not usage.is_zero:
                     slot.settle(usage.tokens_in + usage.tokens_out)
 
-    async def _invoke(self, job: Job, payload: Any) -> Any:
+    def _invoke(self, job: Job, payload: Any) -> Awaitable[Any]:
         # No timer per call: the worker's watchdog stops attempts past their deadline.
         spec = job.spec
         args = (payload, job.ctx) if spec.takes_context else (payload,)
         if spec.is_async:
-            return await spec.fn(*args)
-        return await self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
+            return spec.fn(*args)  # type: ignore[no-any-return]  # an async task: a coroutine
+        return self._threads.submit(asyncio.get_running_loop(), spec.fn, *args)
 
     def _limiter(self, job: Job) -> SharedLimiter | None:
         """The shared limiter an attempt waits on before its task is called: the batch's

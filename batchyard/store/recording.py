@@ -27,12 +27,14 @@ class Recording(SqlBase):
             return self._record_in(tx, outcomes, now)
 
     def _record_in(self, tx: Tx, outcomes: Sequence[Outcome], now: float) -> Recorded:
-        for o in outcomes:
-            check_item(S.RUNNING, o.state)
+        for state in {o.state for o in outcomes}:
+            check_item(S.RUNNING, state)
         tx.lock_batches({o.batch_pk for o in outcomes})
         outcomes = self._no_retry_when_cancelled(tx, outcomes)
         firsts, _ = first_per_attempt(outcomes)
         applied = self._apply_outcomes(tx, firsts, tx.seq)
+        if len(applied) == len(outcomes):  # the usual case: every one of them applied
+            return Recorded([], self._count_outcomes(tx, outcomes, now))
         accepted = [o for o in firsts if (o.item_id, o.attempt) in applied]
         taken = {id(o) for o in accepted}
         rejected = [o for o in outcomes if id(o) not in taken]

@@ -13,6 +13,8 @@ from batchyard.worker.config import WorkerConfig
 
 #: Items shorter than this on average (seconds) make a worker prefetch (see ``prefetch``).
 SHORT_ITEM = 0.25
+#: A worker prefetches no more than its lanes would start within this long (seconds).
+PREFETCH_HORIZON = 0.05
 
 
 class InFlight:
@@ -30,6 +32,9 @@ class InFlight:
         self.mean_duration: float | None = None
         #: Batches this worker paused (PauseBatch), so it says so once.
         self._paused: set[int] = set()
+        #: ``prefetch()`` as of the last ``free()``: ``should_commit`` runs once per item
+        #: and need not work it out again each time.
+        self._prefetch = 0
 
     def add(self, job: Job) -> None:
         """Hold a freshly claimed job."""
@@ -64,18 +69,23 @@ class InFlight:
         """How many more items to claim now (none while a suspect runs alone)."""
         if self.alone is not None:
             return 0
-        return self._config.concurrency + self.prefetch() - len(self.jobs)
+        self._prefetch = self.prefetch()
+        return self._config.concurrency + self._prefetch - len(self.jobs)
 
     def prefetch(self) -> int:
         """How many items to hold beyond ``concurrency``, so lanes never wait a round trip
         for work. Only while items are short: a long item's prefetched neighbours would sit
-        leased here while another worker could run them."""
+        leased here while another worker could run them. Short items: one per lane; very
+        short ones, as many as the lanes start within PREFETCH_HORIZON (up to a claim
+        chunk), so that each round trip to the store carries a full chunk."""
         cfg = self._config
         if cfg.prefetch is not None:
             return cfg.prefetch
-        if self.mean_duration is not None and self.mean_duration < SHORT_ITEM:
-            return min(cfg.claim_chunk, cfg.concurrency)
-        return 0
+        mean = self.mean_duration
+        if mean is None or mean >= SHORT_ITEM:
+            return 0
+        soon = cfg.concurrency * PREFETCH_HORIZON / max(mean, 1e-9)
+        return min(cfg.claim_chunk, max(cfg.concurrency, int(soon)))
 
     def should_commit(self, waiting: int) -> bool:
         """Whether to commit and claim at once, with ``waiting`` jobs not yet started.
@@ -84,7 +94,7 @@ class InFlight:
         outcomes wait (at most flush_interval, the claim loop's timeout) to be committed
         together; once the queue runs low, or a chunk of them has gathered, commit and
         claim at once so no lane goes idle."""
-        return waiting <= self.prefetch() // 2 or len(self.outcomes) >= self._config.claim_chunk
+        return waiting <= self._prefetch // 2 or len(self.outcomes) >= self._config.claim_chunk
 
     def room(self, spec: TaskSpec, free: int) -> int:
         """How many items of ``spec``'s task fit in ``free`` places, within its concurrency."""

@@ -12,17 +12,22 @@ from batchyard.runner import SHUTDOWN, Job, Runner
 from batchyard.store.base import Outcome
 
 #: What a lane hands a finished job to, with its outcome (None: nothing to record).
-Settle = Callable[[Job, Outcome | None], Awaitable[None]]
+Settle = Callable[[Job, Outcome | None], None]
+#: What a lane awaits first when the job's task asked to pause its batch.
+Pause = Callable[[Job], Awaitable[None]]
 
 
 class Lanes:
     """The queue of claimed jobs waiting to start, and the lanes that run them."""
 
-    def __init__(self, count: int, runner: Runner, clock: Clock, settle: Settle) -> None:
+    def __init__(
+        self, count: int, runner: Runner, clock: Clock, settle: Settle, pause: Pause
+    ) -> None:
         self._count = count
         self._runner = runner
         self._clock = clock
         self._settle = settle
+        self._pause = pause
         #: Claimed jobs not started yet, oldest first.
         self.waiting: deque[Job] = deque()
         self._idle: list[asyncio.Future[None]] = []
@@ -67,7 +72,7 @@ class Lanes:
 
     async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
         if job.cancel_reason is not None:  # stopped before it started
-            await self._settle(job, self._runner.stopped(job))
+            self._settle(job, self._runner.stopped(job))
             return
         job.lane = task
         job.started_at = self._clock.now()
@@ -85,7 +90,9 @@ class Lanes:
             job.lane = None
         if job.cancel_reason is not None and task.cancelling():
             await _absorb_cancel(task)
-        await self._settle(job, outcome)
+        if job.pause_reason is not None:
+            await self._pause(job)
+        self._settle(job, outcome)
 
 
 async def _absorb_cancel(task: asyncio.Task[None]) -> None:

@@ -44,7 +44,9 @@ class Worker:
         hub = Hub(store, self.clock)
         runner = Runner(self.clock, self._threads, hub)
         self._inflight = InFlight(self.config)
-        self._lanes = Lanes(self.config.concurrency, runner, self.clock, self._settle)
+        self._lanes = Lanes(
+            self.config.concurrency, runner, self.clock, self._settle, self._pause_and_give_back
+        )
         self._callbacks = Callbacks(self._shared)
         self._claims = ClaimLoop(self._shared, self._inflight, self._lanes, hub, self._callbacks)
         self._chores = Chores(self._shared, self._inflight)
@@ -97,11 +99,9 @@ class Worker:
             self._loop = None
         return self.stats
 
-    async def _settle(self, job: Job, outcome: Outcome | None) -> None:
-        """Where a lane hands a finished job: to the claim loop, after pausing its batch
-        when the task asked to."""
-        if job.pause_reason is not None:
-            await self._pause_and_give_back(job)
+    def _settle(self, job: Job, outcome: Outcome | None) -> None:
+        """Where a lane hands a finished job (after ``_pause_and_give_back`` when its task
+        asked to pause the batch): to the claim loop."""
         self._claims.done(job, outcome)
 
     async def _pause_and_give_back(self, job: Job) -> None:

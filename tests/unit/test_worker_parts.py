@@ -1,0 +1,94 @@
+"""The worker's parts on their own: how much it prefetches, and how sync task threads hand
+their results back to the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from batchyard.models import NO_USAGE, Usage
+from batchyard.runner import DaemonThreads, Job
+from batchyard.states import ItemState
+from batchyard.store.base import Claim, ClaimedBatch, Outcome
+from batchyard.tasks import TaskRegistry
+from batchyard.worker.config import WorkerConfig
+from batchyard.worker.inflight import InFlight
+
+
+def _noop(item: Any) -> None:
+    return None
+
+
+def _finish_one(inflight: InFlight, took: float) -> None:
+    """Hold one job and finish it after ``took`` seconds."""
+    spec = TaskRegistry().resolve(_noop)
+    batch = ClaimedBatch(1, "b", spec.name, None, {})
+    job = Job(Claim(len(inflight.jobs) + 1, batch, "k", "{}", 1, 3), spec, 0.0)
+    inflight.add(job)
+    outcome = Outcome(1, 1, "k", 1, ItemState.SUCCEEDED, started_at=0.0, finished_at=took)
+    inflight.finish(job, outcome)
+
+
+def test_prefetch_follows_how_soon_the_lanes_would_start_the_items() -> None:
+    # NOTE: fresh InFlight per case: the mean duration is an exponential average.
+    config = WorkerConfig(concurrency=4, claim_chunk=512)
+    cases = {1e-5: 512, 0.001: 200, 0.1: 4, 0.3: 0}  # mean duration -> prefetch
+    for took, expected in cases.items():
+        inflight = InFlight(config)
+        assert inflight.prefetch() == 0  # nothing known yet: no prefetch
+        _finish_one(inflight, took)
+        assert inflight.prefetch() == expected, took
+        assert inflight.free() == 4 + expected
+
+
+def test_a_fixed_prefetch_is_kept() -> None:
+    inflight = InFlight(WorkerConfig(concurrency=4, prefetch=7))
+    _finish_one(inflight, 1e-5)
+    assert inflight.prefetch() == 7
+
+
+def test_an_attempt_without_usage_shares_the_zero() -> None:
+    assert NO_USAGE.is_zero and Usage().is_zero and not Usage(calls=1).is_zero
+
+
+def test_sync_results_that_gather_while_the_loop_is_busy_wake_it_once() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        wakeups: list[object] = []
+        real = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any) -> Any:
+            wakeups.append(callback)
+            return real(callback, *args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign, assignment]  # counting the wake-ups
+        threads = DaemonThreads(1)
+        last = threading.Event()
+
+        def work(i: int) -> int:
+            if i == 7:
+                last.set()
+            if i == 3:
+                raise ValueError("three")
+            return i * 10
+
+        futures = [threads.submit(loop, work, i) for i in range(8)]
+        # The loop thread is held here (no await) while the thread runs every call, so
+        # the results gather; only the last one may race the first settle.
+        assert last.wait(5)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        threads.shutdown()
+        assert [r if isinstance(r, int) else str(r) for r in results] == [
+            0,
+            10,
+            20,
+            "three",
+            40,
+            50,
+            60,
+            70,
+        ]
+        assert 1 <= len(wakeups) <= 2  # not one per result
+
+    asyncio.run(main())
