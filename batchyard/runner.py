@@ -107,15 +107,17 @@ class DaemonThreads:
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
     ) -> asyncio.Future[Any]:
         if len(self._threads) < self._size:
-            thread = threading.Thread(target=self._serve, name="batchyard-task", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(self._jobs,), name="batchyard-task", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
         future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((loop, future, fn, args))
         return future
 
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
+    def _serve(self, jobs: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+        while (job := jobs.get()) is not None:
             loop, future, fn, args = job
             try:
                 result, error = fn(*args), None
@@ -142,8 +144,12 @@ class DaemonThreads:
             _settle(future, result, error)
 
     def shutdown(self) -> None:
+        """Stop the threads once their calls return. A later ``submit`` starts new ones on
+        a queue of their own (a thread stuck in a call never takes their jobs)."""
         for _ in self._threads:
             self._jobs.put(None)
+        self._threads = []
+        self._jobs = queue.SimpleQueue()
 
 
 _Finished = tuple["asyncio.Future[Any]", Any, "BaseException | None"]

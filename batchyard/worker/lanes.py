@@ -34,7 +34,10 @@ class Lanes:
         self._waking = 0
 
     def start(self) -> list[asyncio.Task[None]]:
-        """Start the lanes on the running loop; the caller cancels them when done."""
+        """Start the lanes on the running loop; the caller cancels them when done (the
+        lanes of an earlier run, and their idle futures, are gone)."""
+        self._idle = []
+        self._waking = 0
         return [asyncio.create_task(self._lane()) for _ in range(self._count)]
 
     def push(self, jobs: Iterable[Job]) -> None:

@@ -418,3 +418,19 @@ def test_a_timeout_follows_the_injected_clock(tmp_path: Path) -> None:
         item = batch.item("a")
         assert item.state is ItemState.FAILED
         assert item.error == "TimeoutError: timed out after 3600s"
+
+
+def test_one_worker_runs_sync_tasks_again_after_a_run(yard: Yard) -> None:
+    # A worker's threads for sync tasks stop when a run ends; a second run of the same
+    # worker must start its own, not queue jobs for threads that are gone.
+    @yard.task
+    def double(item: dict[str, Any]) -> int:
+        return int(item["n"]) * 2
+
+    worker = yard.worker(**{**FAST, "concurrency": 2})
+    first = yard.submit(double, [{"n": n} for n in range(5)])
+    asyncio.run(worker.run(until_idle=True))
+    second = yard.submit(double, [{"n": n} for n in range(5, 10)])
+    asyncio.run(asyncio.wait_for(worker.run(until_idle=True), 30))
+    for batch, start in ((first, 0), (second, 5)):
+        assert [item.result for item in batch.results()] == [2 * n for n in range(start, start + 5)]
