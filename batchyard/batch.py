@@ -72,9 +72,24 @@ class Batch:
         stays paused until ``resume``."""
         return self._store.set_budget(self.id, budget, self._now())
 
-    def retry_failed(self) -> int:
-        """Send the failed items back, ahead of fresh work; returns how many."""
-        sent = self._store.retry_failed(self.id, self._now())
+    def retry_failed(
+        self,
+        *,
+        keys: Iterable[str] | None = None,
+        states: Iterable[ItemState | str] = (ItemState.FAILED,),
+    ) -> int:
+        """Send a finished batch's failed items back, ahead of fresh work; returns how
+        many. ``states`` may add (or be) ``"cancelled"``; ``keys`` sends back only those
+        items (each must be in one of ``states``). Each item gets a fresh ``max_attempts``
+        and its backoff starts again; its ``attempts`` keeps counting. All or nothing:
+        raises ItemNotFound for an unknown key, Conflict for a key in another state or a
+        batch that has not ended failed or partially completed."""
+        sent = self._store.retry_failed(
+            self.id,
+            self._now(),
+            keys=None if keys is None else list(keys),
+            states=[ItemState(state) for state in states],
+        )
         self.yard._wake_workers()
         return sent
 

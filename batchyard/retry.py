@@ -33,11 +33,19 @@ class RetryPolicy:
         return nominal / 2 + u * nominal / 2
 
     def decide(
-        self, exc: BaseException, attempt: int, max_attempt: int, draw: float | None = None
+        self,
+        exc: BaseException,
+        attempt: int,
+        max_attempt: int,
+        draw: float | None = None,
+        *,
+        tries: int | None = None,
     ) -> float | None:
-        """Seconds to wait before the next attempt, or None when the item has failed."""
+        """Seconds to wait before the next attempt, or None when the item has failed.
+        ``tries``: the attempts that ran in this round (the backoff grows with them and
+        starts again in a retry round); ``attempt`` when not given."""
         if isinstance(exc, Fail) or attempt >= max_attempt:
             return None
         if isinstance(exc, Retry):
             return exc.after
-        return self.delay(attempt, draw)
+        return self.delay(attempt if tries is None else tries, draw)

@@ -266,7 +266,7 @@ class Runner:
 
     def _failure(self, job: Job, exc: BaseException, *, trace: bool = True) -> Outcome:
         claim = job.claim
-        delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt)
+        delay = job.spec.retry.decide(exc, claim.attempt, claim.max_attempt, tries=claim.tries)
         text = _describe(exc)  # one line for the item; the whole traceback goes to its log
         if trace and not isinstance(exc, (Retry, Fail)):
             job.ctx.log_raw("traceback", _user_traceback(exc)[-MAX_ERROR:])

@@ -70,7 +70,7 @@ ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
     I.RETRY_WAIT: frozenset({I.PENDING, I.CANCELLED}),
     I.SUCCEEDED: frozenset(),
     I.FAILED: frozenset({I.PENDING}),
-    I.CANCELLED: frozenset(),
+    I.CANCELLED: frozenset({I.PENDING}),  # a retry of a finished batch may send it back
 }
 
 _BATCH_ENDS = frozenset({B.COMPLETED, B.PARTIALLY_COMPLETED, B.FAILED, B.CANCELLED})

@@ -152,7 +152,7 @@ CONTROL_JSON = STATUS_JSON.replace("--json prints", "--json prints, afterwards,"
 
 def _register_control(commands: Any) -> None:
     helps = {
-        "retry": "send a batch's failed items back, ahead of fresh work (attempts kept)",
+        "retry": "send a finished batch's failed items back, ahead of fresh work",
         "cancel": "cancel a batch: no more claims; running items are told to stop",
         "pause": "stop claims on a batch; running items finish",
         "resume": "let workers claim a paused batch's items again",
@@ -162,11 +162,14 @@ def _register_control(commands: Any) -> None:
             name,
             help=text,
             description=wrap(text[0].upper() + text[1:] + "."),
-            epilog=CONTROL_JSON
+            epilog=(RETRY_EPILOG if name == "retry" else "")
+            + CONTROL_JSON
             + ('\nretry --json adds "retried": how many items it sent back.' * (name == "retry")),
             formatter_class=RAW,
         )
         parser.add_argument("batch", metavar="ID", help="the batch id")
+        if name == "retry":
+            _retry_options(parser)
         if name == "resume":
             parser.add_argument(
                 "--budget",
@@ -233,19 +236,46 @@ def _control(method: str, done: str) -> Any:
     return run
 
 
+RETRY_EPILOG = (
+    "Which items: the failed ones (default); --state cancelled for the items their task\n"
+    "cancelled, --state failed --state cancelled for both; --key K (repeatable) for only\n"
+    "those items, each of which must be in one of those states. All or nothing.\n"
+    "Each item sent back gets a fresh --max-attempts and its retry backoff starts again;\n"
+    "its attempt count keeps counting. The batch runs a new round (state retrying) and\n"
+    "ends again, with its callbacks. Only a failed or partially completed batch retries.\n\n"
+)
+
+
+def _retry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key",
+        dest="keys",
+        action="append",
+        metavar="KEY",
+        help="send back only this item (repeat for more)",
+    )
+    parser.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        choices=["failed", "cancelled"],
+        help="send back the items in this state (repeat for both; default: failed)",
+    )
+
+
 def run_retry(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
 
+    states = args.states or ["failed"]
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch)
-        retried = batch.retry_failed()
+        retried = batch.retry_failed(keys=args.keys, states=states)
         status = batch.status()
     if args.json:
         print_json({**status_view(status, time.time()), "retried": retried})
-    elif retried:
-        console().print(f"sent {retried:,} failed items of {status.id} back to the queue")
     else:
-        console().print(f"{status.id} has no failed items to retry")
+        which = " or ".join(sorted(set(states)))
+        console().print(f"sent {retried:,} {which} item(s) of {status.id} back to the queue")
     return 0
 
 

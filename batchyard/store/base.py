@@ -61,6 +61,8 @@ class ClaimedBatch:
     params: dict[str, JSON]
     #: Rate limits the batch set for its calls (``BatchOptions.limits``), if any.
     limits: dict[str, JSON] | None = None
+    #: Attempts an item gets per round (``BatchOptions.max_attempts``).
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,15 @@ class Claim:
     max_attempt: int
     #: Run this item alone: its lease expired before while its worker held others.
     alone: bool = False
+
+    @property
+    def tries(self) -> int:
+        """The attempts of this round that ran, this one included: a round gives an item
+        ``max_attempts`` of them, and an attempt given back unspent (a release, a lease
+        lost beside others) raised ``max_attempt`` without being one."""
+        if self.batch.max_attempts is None:
+            return self.attempt
+        return max(1, self.attempt - (self.max_attempt - self.batch.max_attempts))
 
 
 @dataclass(slots=True)
@@ -219,8 +230,18 @@ class Store(Protocol):
 
     def cancel(self, batch_id: str, now: float) -> BatchStatus: ...
 
-    def retry_failed(self, batch_id: str, now: float) -> int:
-        """Send a finished batch's failed items back, ahead of fresh work; returns how many."""
+    def retry_failed(
+        self,
+        batch_id: str,
+        now: float,
+        *,
+        keys: Collection[str] | None = None,
+        states: Collection[ItemState] = (ItemState.FAILED,),
+    ) -> int:
+        """Send a finished batch's failed items (or those of ``states``: failed and/or
+        cancelled; or only the items ``keys`` names) back, ahead of fresh work, each with a
+        fresh ``max_attempts``; returns how many. All or nothing: an unknown key raises
+        ItemNotFound, a key in another state Conflict, and nothing is sent back."""
         ...
 
     def delete_batch(self, batch_id: str, now: float) -> None: ...

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from batchyard.errors import Conflict
+from batchyard.errors import ConfigError, Conflict, ItemNotFound
 from batchyard.models import BatchStatus
-from batchyard.store.rows import BATCH_COLUMNS, BatchRow, batch_from_row
+from batchyard.states import ItemState, check_item
+from batchyard.store.rows import BATCH_COLUMNS, COUNTER_OF, BatchRow, batch_from_row
 from batchyard.store.rules import FINISHED, B, S, span
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.submitting import delete_rows
+from batchyard.store.tx import Tx
 
 _CANCEL = f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ? WHERE "
 
@@ -84,7 +86,15 @@ class Controlling(SqlBase):
             tx.set_state(row.pk, batch_id, state, B.CANCELLED, now)
         return self.get_batch(batch_id)
 
-    def retry_failed(self, batch_id: str, now: float) -> int:
+    def retry_failed(
+        self,
+        batch_id: str,
+        now: float,
+        *,
+        keys: Collection[str] | None = None,
+        states: Collection[ItemState] = (S.FAILED,),
+    ) -> int:
+        wanted = _retryable(states)
         with self._write() as tx:
             row = tx.batch(batch_id)
             state = row.batch_state
@@ -93,24 +103,52 @@ class Controlling(SqlBase):
                     batch_id,
                     f"is {state.value}; only a failed or partially completed batch retries",
                 )
-            sent = tx.run(
-                f"UPDATE items SET state = '{S.PENDING}', priority = priority + 1, "
-                "max_attempt = attempts + ?, error = NULL, error_type = NULL, "
-                "finished_at = NULL, progress = NULL, message = NULL, seq = ? "
-                f"WHERE batch_pk = ? AND state = '{S.FAILED}'",
-                (row.max_attempts, tx.seq, row.pk),
-            )
-            if sent == 0:
-                raise Conflict(batch_id, "has no failed items to retry")
-            tx.run(
-                "UPDATE batches SET n_failed = n_failed - ?, n_pending = n_pending + ?, "
-                "round = round + 1 WHERE pk = ?",
-                (sent, sent, row.pk),
-            )
+            if keys is not None:
+                self._check_keys(tx, row.pk, batch_id, keys, wanted)
+            sent = {item_state: self._send_back(tx, row, item_state, keys) for item_state in wanted}
+            total = sum(sent.values())
+            if total == 0:
+                names = " or ".join(item_state.value for item_state in wanted)
+                raise Conflict(batch_id, f"has no {names} items to retry")
+            moved = {COUNTER_OF[item_state]: -n for item_state, n in sent.items()}
+            tx.move_counts(row.pk, {**moved, "n_pending": total}, now)
+            tx.run("UPDATE batches SET round = round + 1 WHERE pk = ?", (row.pk,))
             tx.set_state(row.pk, batch_id, state, B.RETRYING, now, finished_at=None)
-            tx.event(batch_id, "batch.retry", {"items": sent, "round": row.round + 1}, now)
+            tx.event(batch_id, "batch.retry", {"items": total, "round": row.round + 1}, now)
             tx.notify = True
-        return sent
+        return total
+
+    def _check_keys(
+        self, tx: Tx, pk: int, batch_id: str, keys: Collection[str], wanted: list[ItemState]
+    ) -> None:
+        where, names = self._any("key", keys)
+        found = dict(
+            tx.all(f"SELECT key, state FROM items WHERE batch_pk = ? AND {where}", (pk, names))
+        )
+        for key in keys:
+            if key not in found:
+                raise ItemNotFound(batch_id, key)
+            if ItemState(found[key]) not in wanted:
+                names = " or ".join(item_state.value for item_state in wanted)
+                raise Conflict(batch_id, f"item {key} is {found[key]}; only {names} items retry")
+
+    def _send_back(
+        self, tx: Tx, row: BatchRow, state: ItemState, keys: Collection[str] | None
+    ) -> int:
+        """Items of one state back to pending, ahead of fresh work, with a fresh round of
+        attempts; returns how many."""
+        check_item(state, S.PENDING)
+        where, params = "batch_pk = ? AND state = ?", [row.pk, state.value]
+        if keys is not None:
+            fragment, names = self._any("key", keys)
+            where += f" AND {fragment}"
+            params.append(names)
+        return tx.run(
+            f"UPDATE items SET state = '{S.PENDING}', priority = priority + 1, "
+            "max_attempt = attempts + ?, error = NULL, error_type = NULL, "
+            f"finished_at = NULL, progress = NULL, message = NULL, seq = ? WHERE {where}",
+            (row.max_attempts, tx.seq, *params),
+        )
 
     def delete_batch(self, batch_id: str, now: float) -> None:
         with self._write() as tx:
@@ -170,3 +208,14 @@ class Controlling(SqlBase):
                 "THEN callbacks_round ELSE ? END, callback_lease = NULL WHERE id = ?",
                 (round_, round_, batch_id),
             )
+
+
+def _retryable(states: Collection[ItemState]) -> list[ItemState]:
+    """The item states a retry takes, checked: failed and/or cancelled."""
+    wanted = sorted(set(states), key=list(ItemState).index)
+    if not wanted or any(state not in (S.FAILED, S.CANCELLED) for state in wanted):
+        raise ConfigError(
+            "a retry takes failed and/or cancelled items, not "
+            + ", ".join(state.value for state in wanted)
+        )
+    return wanted

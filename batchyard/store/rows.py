@@ -172,6 +172,7 @@ class ClaimableRow(NamedTuple):
     params: str
     claim_cursor: int
     limits: str | None
+    max_attempts: int
     #: When its earliest retry comes due, if it has no pending item (else None).
     next_due: float | None
 

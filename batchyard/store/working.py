@@ -225,6 +225,7 @@ class Working(Recording):
             row.timeout,
             json.loads(row.params),
             None if row.limits is None else json.loads(row.limits),
+            row.max_attempts,
         )
         return [
             Claim(

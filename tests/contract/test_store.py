@@ -1249,3 +1249,58 @@ def test_a_lost_compare_and_set_raises_conflict(store: Store) -> None:
             tx.set_state(row.pk, "b1", B.QUEUED, B.PROCESSING, T0 + 1)
     assert caught.value.batch_id == "b1"
     assert store.get_batch("b1") == status
+
+
+# -- retrying what you choose (issue 10) -------------------------------------------------
+
+
+def _ended_with_failed_and_cancelled(store: Store) -> None:
+    """b1 ends partially completed: 1 succeeded, 2 and 3 failed, 4 cancelled by its task."""
+    submit(store, "b1", 4, max_attempts=1)
+    one, two, three, four = claim(store)
+    outcomes = [outcome(one), outcome(two, S.FAILED), outcome(three, S.FAILED)]
+    store.record([*outcomes, outcome(four, S.CANCELLED)], T0 + 1)
+    assert store.get_batch("b1").state is B.PARTIALLY_COMPLETED
+
+
+def test_retry_one_failed_item_by_key(store: Store, agree: Callable[[], None]) -> None:
+    _ended_with_failed_and_cancelled(store)
+    assert store.retry_failed("b1", T0 + 2, keys=["3"]) == 1
+    assert states(store, "b1") == {
+        "1": S.SUCCEEDED,
+        "2": S.FAILED,
+        "3": S.PENDING,
+        "4": S.CANCELLED,
+    }
+    agree()
+    (again,) = claim(store, now=T0 + 3)
+    # Its attempts keep counting; its round starts again (fresh attempts, fresh backoff).
+    assert (again.key, again.attempt, again.tries) == ("3", 2, 1)
+    finish(store, [again], at=T0 + 4)
+    assert store.get_batch("b1").state is B.PARTIALLY_COMPLETED  # 2 failed, 4 cancelled
+
+
+def test_retry_cancelled_items_and_both_states(store: Store, agree: Callable[[], None]) -> None:
+    _ended_with_failed_and_cancelled(store)
+    assert store.retry_failed("b1", T0 + 2, states=[S.CANCELLED]) == 1
+    assert store.item("b1", "4").state is S.PENDING
+    assert store.get_batch("b1").counts.cancelled == 0
+    agree()
+    finish(store, claim(store, now=T0 + 3), at=T0 + 4)
+    assert store.retry_failed("b1", T0 + 5, states=[S.FAILED, S.CANCELLED]) == 2
+    assert store.get_batch("b1").round == 2
+
+
+def test_a_retry_that_cannot_be_done_changes_nothing(store: Store) -> None:
+    _ended_with_failed_and_cancelled(store)
+    before, cursor = store.get_batch("b1"), store.cursor()
+    with pytest.raises(ItemNotFound):
+        store.retry_failed("b1", T0 + 2, keys=["3", "nope"])
+    with pytest.raises(Conflict, match="item 1 is succeeded"):
+        store.retry_failed("b1", T0 + 2, keys=["3", "1"])
+    with pytest.raises(Conflict, match="item 4 is cancelled"):
+        store.retry_failed("b1", T0 + 2, keys=["4"])  # failed only, unless asked
+    with pytest.raises(BatchyardError, match="failed and/or cancelled"):
+        store.retry_failed("b1", T0 + 2, states=[S.SUCCEEDED])
+    assert store.get_batch("b1") == before
+    assert store.cursor() == cursor

@@ -438,3 +438,21 @@ def test_a_million_line_file_submits_with_flat_memory(cli: CLI) -> None:
     assert peak_kib < 150 * 1024, f"peak RSS {peak_kib // 1024} MiB"
     status = cli.json("status", json.loads(stdout)["id"])
     assert status["counts"]["total"] == 1_000_000
+
+
+def test_retry_chosen_items_by_key(cli: CLI) -> None:
+    items = rows(4)
+    items[1]["fail"] = items[2]["fail"] = True
+    batch_id = cli.ok(
+        "submit", "e2etasks:work", jsonl(cli.folder, "in.jsonl", items), "--max-attempts", "1"
+    ).strip()
+    cli.work_until_idle()
+    assert "item k1 is succeeded; only failed items retry" in cli.fails(
+        1, "retry", batch_id, "--key", "k1"
+    )
+    assert "nope" in cli.fails(1, "retry", batch_id, "--key", "k3", "--key", "nope")
+    assert "invalid choice: 'running'" in cli.fails(2, "retry", batch_id, "--state", "running")
+    said = cli.ok("retry", batch_id, "--key", "k3")
+    assert f"sent 1 failed item(s) of {batch_id} back to the queue" in said
+    states = {i["key"]: i["state"] for i in cli.json("items", batch_id)}
+    assert states == {"k1": "succeeded", "k2": "failed", "k3": "pending", "k4": "succeeded"}

@@ -42,14 +42,14 @@ DESIGN_BATCH: dict[BatchState, set[BatchState]] = {
 
 # Item: pending -> running -> succeeded | failed, retry_wait between attempts, cancelled;
 # a lease that expires (or is given back) returns the item to the queue; retrying a batch
-# sends its failed items back.
+# sends its failed (or, when asked, its cancelled) items back.
 DESIGN_ITEM: dict[ItemState, set[ItemState]] = {
     S.PENDING: {S.RUNNING, S.CANCELLED},
     S.RUNNING: {S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.PENDING, S.CANCELLED},
     S.RETRY_WAIT: {S.PENDING, S.CANCELLED},
     S.SUCCEEDED: set(),
     S.FAILED: {S.PENDING},
-    S.CANCELLED: set(),
+    S.CANCELLED: {S.PENDING},
 }
 
 
@@ -105,8 +105,9 @@ def test_cancel_reaches_every_open_batch_state_and_nothing_leaves_an_end() -> No
         else:
             assert B.CANCELLED in BATCH_TRANSITIONS[state], state
     for item_state in ItemState:
-        if item_state.is_terminal and item_state is not S.FAILED:
-            assert ITEM_TRANSITIONS[item_state] == frozenset()
+        if item_state.is_terminal:  # only a retry (back to pending) leaves an item's end
+            assert ITEM_TRANSITIONS[item_state] <= {S.PENDING}
+    assert ITEM_TRANSITIONS[S.SUCCEEDED] == frozenset()
 
 
 def test_terminal_and_active_states() -> None:

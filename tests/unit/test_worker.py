@@ -20,6 +20,8 @@ from batchyard import (
     TaskContext,
     Yard,
 )
+from batchyard.retry import RetryPolicy
+from batchyard.store.base import Claim, ClaimedBatch
 from tests.conftest import FAST
 
 
@@ -434,3 +436,17 @@ def test_one_worker_runs_sync_tasks_again_after_a_run(yard: Yard) -> None:
     asyncio.run(asyncio.wait_for(worker.run(until_idle=True), 30))
     for batch, start in ((first, 0), (second, 5)):
         assert [item.result for item in batch.results()] == [2 * n for n in range(start, start + 5)]
+
+
+def test_a_retry_round_starts_its_backoff_again() -> None:
+    # Round 1 spent attempts 1-3 (max_attempts 3); retry_failed set max_attempt to 3 + 3.
+    batch = ClaimedBatch(1, "b", "t", None, {}, max_attempts=3)
+    first_of_round_two = Claim(1, batch, "k", "{}", attempt=4, max_attempt=6)
+    assert first_of_round_two.tries == 1
+    # A lease given back unspent raised max_attempt by one: that run was not a try.
+    after_a_release = Claim(1, batch, "k", "{}", attempt=2, max_attempt=4)
+    assert after_a_release.tries == 1
+    policy = RetryPolicy(base=1.0)
+    fresh = policy.decide(ValueError("no"), 4, 6, draw=0.0, tries=first_of_round_two.tries)
+    carried_on = policy.decide(ValueError("no"), 4, 6, draw=0.0)
+    assert (fresh, carried_on) == (0.5, 4.0)
