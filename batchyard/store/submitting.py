@@ -38,11 +38,12 @@ class Submitting(SqlBase):
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
                 tx.end_if_done(pk, now)
                 tx.notify = True
+            self._after_insert(len(first))
             return self.get_batch(batch_id)
         with self._write() as tx:
             pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
         try:
-            self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
+            added = self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
                 tx.notify = True
@@ -50,6 +51,7 @@ class Submitting(SqlBase):
             with self._write() as tx:
                 delete_rows(tx, pk)
             raise
+        self._after_insert(added)
         return self.get_batch(batch_id)
 
     def _upload(
@@ -59,16 +61,19 @@ class Submitting(SqlBase):
         ready: Callable[[], bool],
         options: BatchOptions,
         now: float,
-    ) -> None:
+    ) -> int:
         """Insert chunks, one transaction for as many as are ready without waiting (up to
         COMMIT_ITEMS): never hold a lock while the source is slow. Item inserts need no
-        feed cursor (a fresh item has seq 0), so these transactions skip the feed."""
+        feed cursor (a fresh item has seq 0), so these transactions skip the feed. Returns
+        how many items went in."""
+        total = 0
         for chunk in chunks:
             with self._write() as tx:
                 written = 0
                 while True:
                     self._insert_items(tx, pk, chunk, options.max_attempts, now)
                     written += len(chunk)
+                    total += len(chunk)
                     if written >= COMMIT_ITEMS or not ready():
                         break
                     following = next(chunks, None)
@@ -78,6 +83,7 @@ class Submitting(SqlBase):
                 tx.run(
                     "UPDATE batches SET upload_expires = ? WHERE pk = ?", (now + UPLOAD_LEASE, pk)
                 )
+        return total
 
     @staticmethod
     def _insert_batch(
@@ -161,6 +167,7 @@ class Submitting(SqlBase):
             if added:
                 tx.event(batch_id, "batch.items_added", {"count": added}, now)
                 tx.notify = True
+        self._after_insert(added)
         return added
 
     def seal(self, batch_id: str, now: float) -> BatchStatus:
