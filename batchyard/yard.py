@@ -33,7 +33,14 @@ from batchyard.states import BatchState
 from batchyard.store import Store, open_store
 from batchyard.store.base import IDEMPOTENCY_TTL, Idempotency
 from batchyard.store.rules import check_budget
-from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
+from batchyard.tasks import (
+    Pilot,
+    TaskRegistry,
+    TaskSpec,
+    check_limits,
+    check_result_limit,
+    make_spec,
+)
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -115,6 +122,7 @@ class Yard:
         budget: float | None = None,
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
+        max_result_bytes: int | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> Batch:
@@ -127,7 +135,9 @@ class Yard:
 
         ``budget`` caps the batch's cost: it pauses, with the reason in its status, rather
         than pass it. ``rate_limit`` ("25/min") and ``tokens_per_minute`` limit its calls
-        across every worker, in place of its task's limits.
+        across every worker, in place of its task's limits. ``max_result_bytes`` caps an
+        item's result (16 MiB of JSON by default, or the task's): a bigger one fails its
+        item.
 
         ``idempotency_key`` makes a retried submission safe: the first submission with a key
         creates the batch; a later one with the same key (kept ``idempotency_ttl`` seconds,
@@ -150,6 +160,7 @@ class Yard:
             budget=budget,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
+            max_result_bytes=max_result_bytes,
         )
         stream = item_codec.stream(items)
         first = next(stream, _END)
@@ -177,13 +188,14 @@ class Yard:
         open: bool,
         rate_limit: str | None,
         tokens_per_minute: str | float | None,
+        max_result_bytes: int | None = None,
         will_call: bool = True,
         **rest: Any,
     ) -> BatchOptions:
         """A submission's options, checked, with the task's defaults filled in and its
         parameters checked by the task (``TaskSpec.prepare``)."""
         check_limits(rate_limit, tokens_per_minute, "the batch's limits")
-        limits = {
+        limits: dict[str, JSON] = {
             label: str(parse_rate(value))
             for label, value in (
                 ("rate_limit", rate_limit),
@@ -191,6 +203,9 @@ class Yard:
             )
             if value is not None
         }
+        if max_result_bytes is not None:
+            check_result_limit(max_result_bytes, "the batch")
+            limits["max_result_bytes"] = max_result_bytes
         options = BatchOptions(
             task=spec.name,
             concurrency=spec.concurrency if concurrency is UNSET else concurrency,

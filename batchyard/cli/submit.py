@@ -4,6 +4,7 @@ and ``run`` (``add_submit_options``, ``submit_from_args``), and the ``submit`` c
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,8 @@ INPUT_HELP = (
     "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "
     "skipped), CSV (.csv: a header row, values as strings) or Parquet (.parquet, .pq: needs "
     "pip install 'batchyard[parquet]'); '-' reads stdin (JSONL, or CSV with --format csv). "
-    "A line may be at most 1 MiB. Any bad line (not JSON, not an object, not UTF-8, too "
+    "A line, and an item as compact JSON, may be at most 1 MiB (1,048,576 bytes). "
+    "Any bad line (not JSON, not an object, not UTF-8, too "
     "long, a duplicate key) rejects the whole input with FILE:LINE and the reason, exit "
     "status 2, and creates no batch. Empty input is an error unless --open."
 )
@@ -72,6 +74,14 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "--batch",
         metavar="ID",
         help="add INPUT's items to this open batch instead of creating one",
+    )
+    parser.add_argument(
+        "--max-result-size",
+        dest="max_result_bytes",
+        type=byte_size,
+        metavar="SIZE",
+        help="the largest result an item may return, as JSON: 500KB, 16MiB, 1000000 (default: "
+        "the task's, 16 MiB); a bigger one fails its item",
     )
     parser.add_argument(
         "--idempotency-key",
@@ -178,6 +188,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
                 metadata={"input": items.source},
                 budget=args.budget,
                 idempotency_key=args.idempotency_key,
+                max_result_bytes=args.max_result_bytes,
                 **spending(args),
                 **_task_overrides(args),
             )
@@ -209,6 +220,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
             ("--tokens-per-minute", args.tokens_per_minute),
             ("--no-cache", args.no_cache or None),
             ("--idempotency-key", args.idempotency_key),
+            ("--max-result-size", args.max_result_bytes),
         )
         if value is not None
     ]
@@ -279,6 +291,23 @@ def _positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be more than zero")
     return seconds
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS |= {"k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes: a whole number with an optional unit (KB, MB, GB are powers of
+    1000; K, KiB, M, MiB, G, GiB of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (500KB, 16MiB, 1000000)")
+    size = int(float(match.group(1)) * unit)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
+    return size
 
 
 def _integer(text: str) -> int:

@@ -215,9 +215,17 @@ class Store(Protocol):
         ...
 
     def items(
-        self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
+        self,
+        batch_id: str,
+        *,
+        state: ItemState | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        bodies: bool = True,
     ) -> list[Item]:
-        """Items in submission order with position greater than ``after``."""
+        """Items in submission order with position greater than ``after``. Without
+        ``bodies`` their payload and result are not read (None): a listing of big
+        results costs no more than one of small ones."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
@@ -229,7 +237,9 @@ class Store(Protocol):
         whole transactions (rows sharing one cursor), so it may exceed ``limit``."""
         ...
 
-    def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
+    def item_changes(
+        self, batch_id: str, since: int = 0, limit: int = 1000, *, bodies: bool = True
+    ) -> list[Item]:
         """Items of a batch changed after cursor ``since``, in cursor order; whole
         transactions per page, as with ``events``."""
         ...
