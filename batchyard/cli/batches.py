@@ -15,6 +15,7 @@ from batchyard.cli.common import (
     add_json,
     console,
     format_duration,
+    human_age,
     open_yard,
     parse_duration,
     print_json,
@@ -297,7 +298,7 @@ def run_prune(args: argparse.Namespace) -> int:
         view = {"deleted": deleted, "older_than": args.older_than}
         print_json(view if forgotten is None else {**view, "cached_answers": forgotten})
     else:
-        age = format_duration(args.older_than)
+        age = human_age(args.older_than)
         console().print(f"deleted {deleted:,} finished batches older than {age}")
         if forgotten is not None:
             console().print(f"forgot {forgotten:,} cached llm answers older than {age}")
