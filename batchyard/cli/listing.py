@@ -30,19 +30,19 @@ if TYPE_CHECKING:
     from batchyard.models import BatchStatus, Item, LogLine
     from batchyard.yard import Yard
 
-LIST_FORMATS = """\\
+LIST_FORMATS = """\
 --format json prints a JSON array, one status object (see 'status --help') per line,
 newest first. --format csv prints a header row and one row per batch with the columns
   id,name,task,state,total,pending,running,retry_wait,succeeded,failed,cancelled,
   progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at
 (times in ISO 8601, UTC). Both stream: any number of batches with flat memory."""
 
-ITEMS_JSON = """\\
+ITEMS_JSON = """\
 --json prints a JSON array, one object per item in submission order:
   {"key", "position", "state", "attempts", "duration" (s or null), "error" (the last
    error or null), "error_type", "started_at", "finished_at" (unix seconds or null)}"""
 
-LOGS_JSON = """\\
+LOGS_JSON = """\
 --json prints {"batch_id", "key", "state", "attempts", "error", "logs": [{"at" (unix
 seconds), "attempt", "kind", "message"}]}; kinds include log lines, progress messages and
 each attempt's error."""

@@ -42,7 +42,10 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
-        "--concurrency", type=positive_int, metavar="N", help="items in flight at once per worker"
+        "--concurrency",
+        type=positive_int,
+        metavar="N",
+        help="items of this batch in flight at once, across all workers (default: the task's)",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, metavar="N", help="attempts per item (default: task's)"

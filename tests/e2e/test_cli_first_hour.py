@@ -64,3 +64,22 @@ def test_prune_says_the_age_in_words(cli: CLI) -> None:
     )
     assert cli.ok("prune", "--older-than", "90s").strip().endswith("older than 90 seconds")
     assert cli.json("prune", "--older-than", "7d")["older_than"] == 7 * 86400
+
+
+# -- item 13: help that says what the code does ---------------------------------------------
+
+
+def test_submit_help_says_concurrency_caps_the_batch_across_workers(tmp_path: Path) -> None:
+    done = bare(tmp_path, "submit", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--concurrency N items of this batch in flight at once, across all workers" in text
+    assert "per worker" not in text
+
+
+@pytest.mark.parametrize("command", ["list", "items", "logs", "status", "submit", "estimate"])
+def test_help_has_no_stray_backslash_line(tmp_path: Path, command: str) -> None:
+    done = bare(tmp_path, command, "--help")
+    assert done.returncode == 0
+    assert "\\" not in [line.strip() for line in done.stdout.splitlines()]
+    assert "--json" in done.stdout
