@@ -318,7 +318,8 @@ def run_submit(args: argparse.Namespace) -> int:
             f"{status.counts.total:,} in all"
         )
     else:
-        what = f"{status.counts.total:,} items queued as {status.id}"
+        total = status.counts.total
+        what = f"{total:,} item{'s' * (total != 1)} queued as {status.id}"
     console(stderr=True).print(
         f"{what} (task {status.task})"
         + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")

@@ -5,6 +5,7 @@ id, one item whole (``item``) and the help texts that must say what the code doe
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -83,3 +84,96 @@ def test_help_has_no_stray_backslash_line(tmp_path: Path, command: str) -> None:
     assert done.returncode == 0
     assert "\\" not in [line.strip() for line in done.stdout.splitlines()]
     assert "--json" in done.stdout
+
+
+# -- item 6: what a user reaches for --------------------------------------------------------
+
+
+def test_version_comes_from_the_installed_package(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    done = bare(tmp_path, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"batchyard {version('batchyard')}"
+
+
+def test_a_mistyped_flag_gets_a_suggestion_from_its_command(cli: CLI) -> None:
+    err = cli.fails(2, "submit", "e2etasks:work", "in.jsonl", "--concurency", "3")
+    assert "usage: batchyard submit" in err
+    assert "unrecognized arguments: --concurency 3; did you mean --concurrency?" in err
+    err = cli.fails(2, "worker", "--until-idel")
+    assert "did you mean --until-idle?" in err
+    assert "did you mean" not in cli.fails(2, "status", "--zzzzzz")
+    assert not (cli.folder / "yard.db").exists()
+
+
+TASK_MODULE = '''
+from batchyard import task
+from json import dumps  # imported, not defined here: not offered
+
+
+def enrich(item, ctx):
+    """Enrich one lead.
+
+    More than the first paragraph."""
+    return item
+
+
+@task(max_attempts=5)
+async def score(item):
+    return 1
+
+
+def _helper(item):
+    return item
+
+
+def no_item():
+    return 0
+'''
+
+
+def test_tasks_lists_the_builtins_and_what_a_module_offers(cli: CLI) -> None:
+    builtins = {t["name"]: t for t in cli.json("tasks")}
+    assert {"llm", "batchyard.demo:score_lead"} <= set(builtins)
+    assert builtins["llm"]["description"].startswith("The built-in llm task: one chat completion")
+    table = cli.ok("tasks")
+    assert "llm" in table and "one chat completion per item" in table
+
+    (cli.folder / "mymod.py").write_text(TASK_MODULE)
+    offered = cli.json("tasks", "mymod")
+    assert [(t["name"], t["decorated"], t["max_attempts"]) for t in offered] == [
+        ("mymod:enrich", False, 3),
+        ("mymod:score", True, 5),
+    ]
+    assert offered[0]["description"] == "Enrich one lead."
+    assert cli.json("tasks", "mymod.py") == offered
+    lines = cli.ok("tasks", "mymod").splitlines()
+    assert lines[1].split()[:2] == ["mymod:enrich", "function"]
+    assert lines[2].split()[:2] == ["mymod:score", "@task"]
+
+
+def test_tasks_of_a_module_that_cannot_be_imported_or_offers_none(cli: CLI) -> None:
+    assert "cannot import module 'nosuch'" in cli.fails(2, "tasks", "nosuch")
+    (cli.folder / "broken.py").write_text("raise RuntimeError('boom')\n")
+    assert "importing module 'broken' failed: RuntimeError: boom" in cli.fails(2, "tasks", "broken")
+    (cli.folder / "empty.py").write_text("X = 1\n")
+    assert "module 'empty' offers no tasks" in cli.fails(1, "tasks", "empty")
+
+
+def test_status_without_an_id_shows_the_newest_batch(cli: CLI) -> None:
+    first = cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "a.jsonl", rows(1))).strip()
+    newest = cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "b.jsonl", rows(2))).strip()
+    done = cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["id"] == newest != first
+    assert done.stderr.strip() == f"the newest batch: {newest}"
+    assert newest in cli.ok("status").splitlines()[0]
+
+
+def test_status_without_an_id_on_an_empty_store_says_so(cli: CLI) -> None:
+    batch_id = cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "a.jsonl", rows(1))).strip()
+    cli.ok("cancel", batch_id)
+    cli.ok("delete", batch_id)
+    err = cli.fails(1, "status")
+    assert f"no batches in {cli.db} yet: submit one first" in err
