@@ -177,3 +177,95 @@ def test_status_without_an_id_on_an_empty_store_says_so(cli: CLI) -> None:
     cli.ok("delete", batch_id)
     err = cli.fails(1, "status")
     assert f"no batches in {cli.db} yet: submit one first" in err
+
+
+# -- item 7: one item, whole -----------------------------------------------------------------
+
+ITEM_TASKS = """
+from batchyard import task
+
+
+@task(retry_backoff=0.01, retry_backoff_max=0.02)
+def flaky(item, ctx):
+    ctx.log(f"attempt {ctx.attempt} on {item['id']}")
+    ctx.usage(tokens_in=10, tokens_out=4, cost=0.001)
+    ctx.metric("size", len(item.get("text", "")))
+    if item.get("fail") or ctx.attempt == 1:
+        raise ValueError(f"{item['id']} went wrong on attempt {ctx.attempt}")
+    return {"echo": item.get("text", "")[:5], "tags": ["a", "b"]}
+"""
+
+
+@pytest.fixture
+def worked(cli: CLI) -> tuple[CLI, str]:
+    """A finished batch of three items: k1 succeeds on its second attempt, k2 fails twice,
+    big has a large payload and succeeds on its second attempt."""
+    (cli.folder / "itemtasks.py").write_text(ITEM_TASKS)
+    items = [
+        {"id": "k1", "text": "hello world"},
+        {"id": "k2", "fail": True},
+        {"id": "big", "text": "x" * 200_000, "rows": [{"n": n} for n in range(2000)]},
+    ]
+    batch_id = cli.ok(
+        "submit", "itemtasks:flaky", jsonl(cli.folder, "in.jsonl", items), "--max-attempts", "2"
+    ).strip()
+    cli.work_until_idle()
+    return cli, batch_id
+
+
+def test_item_json_has_the_payload_result_usage_and_every_attempt(
+    worked: tuple[CLI, str],
+) -> None:
+    cli, batch_id = worked
+    item = cli.json("item", batch_id, "k1")
+    assert (item["key"], item["state"], item["attempts"]) == ("k1", "succeeded", 2)
+    assert item["payload"] == {"id": "k1", "text": "hello world"}
+    assert item["result"] == {"echo": "hello", "tags": ["a", "b"]}
+    assert item["usage"]["tokens_in"] == 20 and item["metrics"] == {"size": 11.0}
+    first, second = item["runs"]
+    assert first["attempt"] == 1 and "went wrong on attempt 1" in first["error"]
+    assert first["finished_at"] is not None and first["duration"] is None
+    assert [log["message"] for log in first["logs"] if log["kind"] == "log"] == ["attempt 1 on k1"]
+    assert (second["attempt"], second["error"]) == (2, None)
+    assert second["started_at"] == item["started_at"] and second["duration"] == item["duration"]
+    assert [log["message"] for log in second["logs"]] == ["attempt 2 on k1"]
+
+
+def test_item_text_shows_input_result_error_and_attempts(worked: tuple[CLI, str]) -> None:
+    cli, batch_id = worked
+    text = cli.ok("item", batch_id, "k2")
+    assert text.startswith(f"item      k2  (position 2 of {batch_id})\n")
+    assert "state     failed  after 2 attempts" in text
+    assert "\nerror\n  ValueError: k2 went wrong on attempt 2\n" in text
+    assert '\npayload\n  {\n    "id": "k2",\n    "fail": true\n  }\n' in text
+    assert "\nresult\n  -\n" in text
+    attempts = text.split("\nattempts\n", 1)[1]
+    assert "  #1  ended " in attempts and "  #2  started " in attempts
+    assert "attempt 1 on k2" in attempts and "attempt 2 on k2" in attempts
+
+
+def test_item_with_a_large_payload_prints_it_whole(worked: tuple[CLI, str]) -> None:
+    cli, batch_id = worked
+    item = cli.json("item", batch_id, "big")
+    assert len(item["payload"]["text"]) == 200_000 and len(item["payload"]["rows"]) == 2000
+    text = cli.ok("item", batch_id, "big")
+    assert '    "rows": [\n      {\n        "n": 0\n      },' in text
+    assert text.count('"n": ') == 2000
+
+
+def test_item_with_an_unknown_key_names_the_key_and_the_batch(worked: tuple[CLI, str]) -> None:
+    cli, batch_id = worked
+    err = cli.fails(1, "item", batch_id, "nope")
+    assert f"batch '{batch_id}' has no item with key 'nope'" in err
+    assert "no batch 'batch_missing'" in cli.fails(1, "item", "batch_missing", "k1")
+
+
+def test_items_json_with_payload_adds_each_input(worked: tuple[CLI, str]) -> None:
+    cli, batch_id = worked
+    plain = cli.json("items", batch_id)
+    assert all("payload" not in row for row in plain)
+    rows = cli.json("items", batch_id, "--payload")
+    assert [row["payload"].get("text", "")[:5] for row in rows] == ["hello", "", "xxxxx"]
+    assert [{k: v for k, v in row.items() if k != "payload"} for row in rows] == plain
+    err = cli.fails(2, "items", batch_id, "--payload")
+    assert "--payload goes with --json" in err
