@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,7 +202,7 @@ def worked(cli: CLI) -> tuple[CLI, str]:
     """A finished batch of three items: k1 succeeds on its second attempt, k2 fails twice,
     big has a large payload and succeeds on its second attempt."""
     (cli.folder / "itemtasks.py").write_text(ITEM_TASKS)
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": "k1", "text": "hello world"},
         {"id": "k2", "fail": True},
         {"id": "big", "text": "x" * 200_000, "rows": [{"n": n} for n in range(2000)]},
