@@ -71,8 +71,12 @@ def run_status(args: argparse.Namespace) -> int:
         if args.batch is None:
             newest = yard.batches(limit=1).rows
             if not newest:
+                from batchyard.store import sqlite_path
+
+                # Not the URL itself: a PostgreSQL one may hold a password.
+                where = sqlite_path(db_url(args)) or "the store"
                 print(
-                    f"no batches in {db_url(args)} yet: submit one first "
+                    f"no batches in {where} yet: submit one first "
                     "('batchyard submit TASK FILE', or try 'batchyard demo')",
                     file=sys.stderr,
                 )

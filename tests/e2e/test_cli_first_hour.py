@@ -177,7 +177,7 @@ def test_status_without_an_id_on_an_empty_store_says_so(cli: CLI) -> None:
     cli.ok("cancel", batch_id)
     cli.ok("delete", batch_id)
     err = cli.fails(1, "status")
-    assert f"no batches in {cli.db} yet: submit one first" in err
+    assert f"no batches in {cli.folder / 'yard.db'} yet: submit one first" in err
 
 
 # -- item 7: one item, whole -----------------------------------------------------------------
