@@ -130,12 +130,21 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
     if run["duration"] is not None:
         span += f"  ({format_duration(run['duration'])})"
     lines = [f"  #{run['attempt']}  {span}".rstrip()]
+    shown = ""
     for log in run["logs"]:
+        if log["kind"] == "error" and _last_line(shown) == _last_line(log["message"]):
+            continue  # the traceback just printed ends with this very error
+        shown = log["message"]
         head = f"      {when(log['at'])}  {log['kind']:<9} "
         text = log["message"].splitlines() or [""]
         lines.append(head + text[0])
         lines += [" " * len(head) + rest for rest in text[1:]]
     return lines
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def _pretty(value: Any) -> str:

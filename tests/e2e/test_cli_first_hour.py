@@ -243,6 +243,9 @@ def test_item_text_shows_input_result_error_and_attempts(worked: tuple[CLI, str]
     attempts = text.split("\nattempts\n", 1)[1]
     assert "  #1  ended " in attempts and "  #2  started " in attempts
     assert "attempt 1 on k2" in attempts and "attempt 2 on k2" in attempts
+    # Each attempt's traceback ends with its error, which is not printed a second time.
+    assert attempts.count("ValueError: k2 went wrong on attempt 1") == 1
+    assert attempts.count("Traceback (most recent call last)") == 2
 
 
 def test_item_with_a_large_payload_prints_it_whole(worked: tuple[CLI, str]) -> None:
