@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 class Batch:
     """A handle on one batch. It holds only the id; every call reads the store."""
 
-    def __init__(self, yard: Yard, batch_id: str) -> None:
+    def __init__(self, yard: Yard, batch_id: str, *, replayed: bool = False) -> None:
         self.yard = yard
         self.id = batch_id
+        #: True when ``Yard.submit`` found this batch under its idempotency key and
+        #: created nothing.
+        self.replayed = replayed
 
     def __repr__(self) -> str:
         return f"Batch({self.id!r})"

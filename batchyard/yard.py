@@ -31,6 +31,7 @@ from batchyard.ratelimit import parse_rate
 from batchyard.signals import serve_with_signals
 from batchyard.states import BatchState
 from batchyard.store import Store, open_store
+from batchyard.store.base import IDEMPOTENCY_TTL, Idempotency
 from batchyard.store.rules import check_budget
 from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
@@ -114,6 +115,8 @@ class Yard:
         budget: float | None = None,
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> Batch:
         """Create a batch of ``items`` for ``task`` and queue it.
 
@@ -125,7 +128,14 @@ class Yard:
         ``budget`` caps the batch's cost: it pauses, with the reason in its status, rather
         than pass it. ``rate_limit`` ("25/min") and ``tokens_per_minute`` limit its calls
         across every worker, in place of its task's limits.
+
+        ``idempotency_key`` makes a retried submission safe: the first submission with a key
+        creates the batch; a later one with the same key (kept ``idempotency_ttl`` seconds,
+        a day by default) and the same task, options and items creates nothing and returns
+        that batch (``Batch.replayed`` is True), even when the two run at once. The same
+        key with other input raises ``IdempotencyConflict``.
         """
+        idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
         spec = self.registry.resolve(task)
         options = self._options(
             spec,
@@ -150,10 +160,10 @@ class Yard:
         batch_id, now = new_batch_id(self.clock.now()), self.clock.now()
         status = item_codec.write_behind(
             item_codec.chunks(stream, key_field=key_field),
-            lambda chunks: self.store.create_batch(batch_id, options, chunks, now),
+            lambda chunks: self.store.create_batch(batch_id, options, chunks, now, idempotency),
         )
         self._wake_workers()
-        return Batch(self, status.id)
+        return Batch(self, status.id, replayed=status.id != batch_id)
 
     def _options(
         self,
@@ -317,6 +327,22 @@ class Yard:
 
 
 _END: Any = object()
+
+
+#: The longest idempotency key taken (HTTP clients send UUIDs or request ids).
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency(key: str | None, ttl: float, now: float) -> Idempotency | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ConfigError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters long")
+    if not key.isprintable():
+        raise ConfigError(f"idempotency key {key!r} has characters that do not print")
+    if not ttl > 0:
+        raise ConfigError(f"idempotency_ttl must be more than 0 seconds, not {ttl}")
+    return Idempotency(key, now + ttl)
 
 
 def _check_options(options: BatchOptions) -> None:

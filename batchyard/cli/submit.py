@@ -76,6 +76,13 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="add INPUT's items to this open batch instead of creating one",
     )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="submit at most once: the same KEY with the same task, options and input gives "
+        "the batch made the first time and writes nothing (also when run at the same time); "
+        "with other input it is refused. Kept a day",
+    )
     add_limit_options(parser)
     parser.add_argument(
         "--budget",
@@ -174,6 +181,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
                 key_field=args.key_field,
                 metadata={"input": items.source},
                 budget=args.budget,
+                idempotency_key=args.idempotency_key,
                 **spending(args),
                 **_task_overrides(args),
             )
@@ -205,6 +213,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
             ("--rate-limit", args.rate_limit),
             ("--tokens-per-minute", args.tokens_per_minute),
             ("--no-cache", args.no_cache or None),
+            ("--idempotency-key", args.idempotency_key),
         )
         if value is not None
     ]
@@ -311,6 +320,13 @@ def run_submit(args: argparse.Namespace) -> int:
         status = batch.status()
     if args.json:
         print_json(status_view(status, time.time()))
+        return 0
+    if batch.replayed:
+        console(stderr=True).print(
+            f"idempotency key {args.idempotency_key!r}: {status.id} was submitted with the "
+            "same input before; nothing written"
+        )
+        print(status.id)
         return 0
     if args.batch:
         what = (
