@@ -41,21 +41,29 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_command_line(self, argv: Sequence[str] | None) -> argparse.Namespace:
         """parse_args, but an unknown option is reported by its command's parser (with that
-        command's usage) and with the closest option it has."""
+        command's usage) and with the closest option it has, or where it goes."""
         args, unknown = self.parse_known_args(argv)
         if unknown:
             parser = self.commands.get(args.command, self)
-            message = f"unrecognized arguments: {' '.join(unknown)}"
-            options = [o for action in parser._actions for o in action.option_strings]
-            for word in unknown:
-                flag = word.partition("=")[0]
-                if flag.startswith("-") and flag not in options:
-                    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.7)
-                    if close:
-                        message += f"; did you mean {close[0]}?"
-                        break
-            parser.error(message)
+            hints = (_hint(word, parser, self, args.command) for word in unknown)
+            hint = next((h for h in hints if h), "")
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
         return args
+
+
+def _hint(
+    word: str, parser: argparse.ArgumentParser, top: argparse.ArgumentParser, command: str
+) -> str:
+    """What to say about one unrecognized word: the closest option of its command, or that
+    an option of batchyard itself (-v, --db) goes before the command; else nothing."""
+    flag = word.partition("=")[0]
+    if not flag.startswith("-"):
+        return ""
+    if any(flag in action.option_strings for action in top._actions):
+        return f"; {flag} goes before the command: 'batchyard {flag} ... {command} ...'"
+    options = [o for action in parser._actions for o in action.option_strings]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.7)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 class _Version(argparse.Action):

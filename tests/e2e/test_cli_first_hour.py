@@ -105,6 +105,8 @@ def test_a_mistyped_flag_gets_a_suggestion_from_its_command(cli: CLI) -> None:
     err = cli.fails(2, "worker", "--until-idel")
     assert "did you mean --until-idle?" in err
     assert "did you mean" not in cli.fails(2, "status", "--zzzzzz")
+    err = cli.fails(2, "status", "-v")
+    assert "-v goes before the command: 'batchyard -v ... status ...'" in err
     assert not (cli.folder / "yard.db").exists()
 
 
