@@ -44,7 +44,10 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
-        "--concurrency", type=positive_int, metavar="N", help="items in flight at once per worker"
+        "--concurrency",
+        type=positive_int,
+        metavar="N",
+        help="items of this batch in flight at once, across all workers (default: the task's)",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, metavar="N", help="attempts per item (default: task's)"
@@ -162,8 +165,9 @@ def task_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
-    """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing.
+def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
+    """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing;
+    returns the batch and how many items this call put in it.
 
     Raises InputError naming FILE:LINE for a bad line or a duplicate key, CommandError for
     options that do not go together, and whatever ``Yard.submit`` or ``Batch.add`` raise.
@@ -176,7 +180,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
         try:
             if args.batch is not None:
                 return _append(yard, args, items)
-            return yard.submit(
+            batch = yard.submit(
                 args.task,
                 items,
                 name=args.name,
@@ -192,6 +196,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
                 **spending(args),
                 **_task_overrides(args),
             )
+            return batch, items.count
         except InputError as exc:
             raise _located(exc, items, args.open) from exc.__cause__
 
@@ -202,7 +207,7 @@ def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
+def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, int]:
     from batchyard.errors import InputError
 
     given = [
@@ -242,7 +247,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
         raise items.locate(exc, first) from exc.__cause__
     if not added:
         raise InputError("no items: the input is empty", source=items.source)
-    return batch
+    return batch, added
 
 
 def _located(exc: Exception, items: Input, is_open: bool) -> Exception:
@@ -340,7 +345,7 @@ def run_submit(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
 
     with open_yard(args) as yard:
-        batch = submit_from_args(yard, args)
+        batch, added = submit_from_args(yard, args)
         status = batch.status()
     if args.json:
         print_json(status_view(status, time.time()))
@@ -352,9 +357,16 @@ def run_submit(args: argparse.Namespace) -> int:
         )
         print(status.id)
         return 0
-    verb = "added to" if args.batch else "queued as"
+    if args.batch:
+        what = (
+            f"{added:,} item{'s' * (added != 1)} added to {status.id}, "
+            f"{status.counts.total:,} in all"
+        )
+    else:
+        total = status.counts.total
+        what = f"{total:,} item{'s' * (total != 1)} queued as {status.id}"
     console(stderr=True).print(
-        f"{status.counts.total:,} items {verb} {status.id} (task {status.task})"
+        f"{what} (task {status.task})"
         + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")
     )
     print(status.id)

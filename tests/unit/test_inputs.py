@@ -39,6 +39,11 @@ def rejected(path: Path | str, fmt: str | None = None, stdin: bytes | None = Non
 
 
 def submit(yard: Yard, *argv: str) -> Any:
+    return submitted(yard, *argv)[0]
+
+
+def submitted(yard: Yard, *argv: str) -> tuple[Any, int]:
+    """The batch and how many items this submission put in it."""
     parser = argparse.ArgumentParser()
     add_submit_options(parser)
     return submit_from_args(yard, parser.parse_args([TASK, *argv]))
@@ -366,7 +371,8 @@ def test_appending_to_an_open_batch_names_lines_of_the_new_input(
 ) -> None:
     first = submit(yard, str(write(tmp_path, "a.jsonl", '{"id": "a"}\n{"id": "b"}\n')), "--open")
     more = write(tmp_path, "b.jsonl", '{"id": "c"}\n\n{"id": "d"}\n')
-    assert submit(yard, str(more), "--batch", first.id).id == first.id
+    batch, added = submitted(yard, str(more), "--batch", first.id)
+    assert (batch.id, added) == (first.id, 2)
     assert first.status().counts.total == 4
 
     clash = write(tmp_path, "c.jsonl", '{"id": "e"}\n\n{"id": "b"}\n')
