@@ -57,7 +57,10 @@ _ID = r"batch_\d+_[0-9a-f]{8}"
 #: What varies between runs, as (pattern in the README, pattern it matches in the output).
 _VOLATILE = [
     (_ID, _ID),
-    (r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?", r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?"),
+    (
+        r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?",
+        r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?",
+    ),
     (r"\d+\.\d+\.\d+", r"\d+\.\d+\.\d+"),  # a version
     (r"\d[\d,]*(?:\.\d+)? items/s", r"\d[\d,]*(?:\.\d+)? items/s"),
     (r"~?\d[\d,]*(?:\.\d+)? ?(?:ms|s)\b", r"~?\d[\d,]*(?:\.\d+)? ?(?:ms|s)\b"),
@@ -201,7 +204,9 @@ class Ids:
         parts.append(re.escape(line[position:]))
         return re.compile("".join(parts))
 
-    def match_line(self, expected: str, actual: str, bound: dict[str, str]) -> dict[str, str] | None:
+    def match_line(
+        self, expected: str, actual: str, bound: dict[str, str]
+    ) -> dict[str, str] | None:
         """``bound`` and the ids this line binds, if it matches."""
         unbound: list[str] = []
         found = self.pattern(expected, self.actual | bound, unbound).fullmatch(actual)
@@ -250,25 +255,33 @@ def match_lines(
     return walk(0, 0, {})
 
 
-def compare(ids: Ids, expected_raw: list[str], output: str, first_line: int, what: str) -> None:
+def compare(
+    ids: Ids, expected_raw: list[str], output: str, first_line: int, what: str
+) -> str | None:
+    """None if ``output`` matches the README's ``expected_raw``, else a report naming the line."""
     expected, actual = _clean("\n".join(expected_raw)), _clean(output)
     furthest = [0]
     bound = match_lines(ids, expected, actual, furthest)
-    if bound is None:
-        at = min(furthest[0], max(len(expected) - 1, 0))
-        offset = next(
-            (i for i, raw in enumerate(expected_raw) if expected and _squash(raw) == expected[at]),
-            0,
-        )
-        diff = "\n".join(
-            difflib.unified_diff(expected, actual, "README", "actual output", lineterm="")
-        )
-        pytest.fail(
-            f"README.md:{first_line + offset}: the output of {what} differs from the README "
-            f"(spaces collapsed; volatile values are patterns):\n{diff}",
-            pytrace=False,
-        )
-    ids.bind(bound, f"README.md:{first_line}")
+    if bound is not None:
+        ids.bind(bound, f"README.md:{first_line}")
+        return None
+    # The README's ids still stand for the run's, in order of appearance, so that the tour
+    # goes on and one run reports every block that drifted.
+    readme_ids = [
+        i for i in dict.fromkeys(re.findall(_ID, "\n".join(expected))) if i not in ids.actual
+    ]
+    run_ids = [i for i in dict.fromkeys(re.findall(_ID, output)) if i not in ids.actual.values()]
+    with contextlib.suppress(AssertionError):
+        ids.bind(dict(zip(readme_ids, run_ids, strict=False)), f"README.md:{first_line}")
+    at = min(furthest[0], max(len(expected) - 1, 0))
+    offset = next(
+        (i for i, raw in enumerate(expected_raw) if expected and _squash(raw) == expected[at]), 0
+    )
+    diff = "\n".join(difflib.unified_diff(expected, actual, "README", "actual output", lineterm=""))
+    return (
+        f"README.md:{first_line + offset}: the output of {what} differs from the README "
+        f"(spaces collapsed; volatile values are patterns):\n{diff}"
+    )
 
 
 class Shell:
@@ -306,9 +319,7 @@ class Shell:
         marker = f"__readme_test_done_{self.count}__"
         # Braces, not a subshell: variables set by one command are there for the next; the
         # status is restored after the marker so that `echo $?` reports the command's own.
-        self._send(
-            f"{{ {command}\n}} </dev/null 2>&1\n__rc=$?; echo; echo {marker}; (exit $__rc)"
-        )
+        self._send(f"{{ {command}\n}} </dev/null 2>&1\n__rc=$?; echo; echo {marker}; (exit $__rc)")
         out: list[str] = []
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while True:
@@ -320,14 +331,15 @@ class Shell:
                 return "".join(out)
             out.append(line)
 
-    def start(self, command: str) -> None:
+    def start(self, command: str) -> tuple[Path, int]:
         """Run a command in the background, its output kept in a log of its own."""
-        self.count += 1
-        log = self.logs / f"background-{self.count}.log"
+        log = self.logs / f"background-{self.count + 1}.log"
         command = command.rstrip().removesuffix("&")
-        self._send(f"{command} </dev/null >{shlex.quote(str(log))} 2>&1 &")
+        # A simple command started with & is its own process: $! is the command's pid.
+        pid = int(self.run(f"{command} </dev/null >{shlex.quote(str(log))} 2>&1 & echo $!"))
         if port := re.search(r"--port (\d+)", command):
             _wait_for_port(int(port.group(1)), log)
+        return log, pid
 
     def close(self) -> None:
         # The background commands get SIGTERM first, as a user's Ctrl-C or kill would.
@@ -343,6 +355,15 @@ class Shell:
             if pipe is not None:
                 with contextlib.suppress(OSError):  # stdin: bash may be gone already
                     pipe.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether the shell's child ``pid`` still runs (a zombie the shell has not reaped is done)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2][:1]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _wait_for_port(port: int, log: Path) -> None:
@@ -387,6 +408,12 @@ class Runner:
         self.shell = Shell(folder, logs, self.env)
         self.ids = Ids()
         self.ports = _ports(tour)
+        self.failures: list[str] = []
+        self.background: list[tuple[str, Path, int]] = []  # command, log, pid
+
+    def check(self, expected: list[str], output: str, first_line: int, what: str) -> None:
+        if failure := compare(self.ids, expected, output, first_line, what):
+            self.failures.append(failure)
 
     def console(self, block: Block) -> None:
         for command in parse_console(block):
@@ -396,18 +423,29 @@ class Runner:
                 assert not _clean("\n".join(command.expected)), (
                     f"{where}: a background command shows no output"
                 )
-                self.shell.start(text)
+                self.background.append((command.text, *self.shell.start(text)))
                 continue
             output = self.shell.run(text)
-            compare(self.ids, command.expected, output, command.line + 1, f"`$ {command.text}`")
+            self.check(command.expected, output, command.line + 1, f"`$ {command.text}`")
+
+    def stopped(self, block: Block) -> None:
+        """SIGTERM to the latest background command; its whole output is the block's."""
+        assert self.background, f"README.md:{block.line}: no background command to stop"
+        command, log, pid = self.background.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), f"README.md:{block.line}: `{command}` did not stop on SIGTERM"
+        self.check(block.lines, log.read_text(), block.line, f"`$ {command}` (after SIGTERM)")
 
     def listing(self, block: Block, name: str) -> None:
         path = self.folder / name
         assert path.exists(), f"README.md:{block.line}: the tour's folder has no {name}"
         shown = "\n".join(block.lines).rstrip()
         assert shown == path.read_text().rstrip(), (
-            f"README.md:{block.line}: the listing of {name} differs from "
-            f"{self.tour.source}/{name}"
+            f"README.md:{block.line}: the listing of {name} differs from {self.tour.source}/{name}"
         )
 
     def python(self, block: Block, output: Block | None) -> None:
@@ -425,7 +463,7 @@ class Runner:
         if output is None:
             assert done.returncode == 0, f"{where}: the python block failed:\n{done.stdout}"
             return
-        compare(self.ids, output.lines, done.stdout, output.line, f"the python block at {where}")
+        self.check(output.lines, done.stdout, output.line, f"the python block at {where}")
 
     def run(self) -> None:
         blocks = self.tour.blocks
@@ -433,6 +471,8 @@ class Runner:
             after = blocks[index + 1] if index + 1 < len(blocks) else None
             if block.lang == "console":
                 self.console(block)
+            elif block.lang == "text" and "stopped" in block.marks:
+                self.stopped(block)
             elif block.lang == "python" and (name := _listing_name(block)):
                 self.listing(block, name)
             elif block.lang == "python":
@@ -473,3 +513,78 @@ def test_tour(tour: Tour, tmp_path: Path) -> None:
         runner.run()
     finally:
         runner.shell.close()
+    if runner.failures:
+        pytest.fail("\n\n".join(runner.failures), pytrace=False)
+
+
+# The comparison itself, on made-up output: what it forgives and what it does not.
+
+A, B = "batch_1795336023_aafb1e78", "batch_1796092767_c10b0324"
+
+
+def test_what_varies_matches_whatever_its_value() -> None:
+    readme = [
+        f"[0:03] {A} done in 3.7 s (53.40 items/s), mean 52 ms, $0.0784, ETA --:--",
+        'at 2026-11-22 08:30:13 in File "/tmp/tour/tasks.py", genai-prices 0.2.3',
+    ]
+    output = (
+        f"[1:12:03] {B}  done in 12 s (1,053.4 items/s),  mean 1,052 ms, $12.0001, ETA 0:02\n"
+        'at 2026-12-01 02:39:28 in File "/tmp/pytest-7/tour/tasks.py", genai-prices 0.3.0\n'
+    )
+    ids = Ids()
+    assert compare(ids, readme, output, 10, "x") is None
+    assert ids.actual == {A: B}
+    assert ids.substitute(f"batchyard report {A}", "here") == f"batchyard report {B}"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "items 200: 196 succeeded, 4 failed, 1 cancelled\nwrote 200 items",  # a changed count
+        "items 200: 196 succeeded, 4 failed, 0 cancelled\nwrote 200 results",  # a changed word
+        "items 200: 196 succeeded, 4 failed, 0 cancelled",  # a missing line
+        "items 200: 196 succeeded, 4 failed, 0 cancelled\nwrote 200 items\nsaved",  # a new one
+        "items 200: 196 succeeded, 4 failed, 0 cancelled, 0 lost\nwrote 200 items",  # a column
+    ],
+)
+def test_a_changed_message_count_line_or_column_fails(output: str) -> None:
+    readme = ["items       200: 196 succeeded, 4 failed, 0 cancelled", "wrote 200 items"]
+    failure = compare(Ids(), readme, output, 40, "`$ batchyard report`")
+    assert failure is not None
+    assert failure.startswith("README.md:4")
+    assert "--- README\n+++ actual output" in failure
+
+
+def test_the_failure_names_the_first_readme_line_that_differs() -> None:
+    failure = compare(Ids(), ["one", "two", "three"], "one\ntwo\n3", 40, "x")
+    assert failure is not None
+    assert failure.startswith("README.md:42: the output of x differs")
+
+
+def test_dots_stand_for_any_lines_or_any_text() -> None:
+    readme = ["first", "...", "last (choose from ...)"]
+    assert compare(Ids(), readme, "first\nlast (choose from a, b)", 1, "x") is None
+    assert compare(Ids(), readme, "first\n1\n2\nlast (choose from a)", 1, "x") is None
+    assert compare(Ids(), readme, "first\n1\n2", 1, "x") is not None
+
+
+def test_a_readme_id_is_one_batch_throughout() -> None:
+    ids = Ids()
+    assert compare(ids, [f"batch {A}"], f"batch {B}", 1, "x") is None
+    assert compare(ids, [f"again {A}"], "again batch_1796092767_00000000", 2, "x") is not None
+    with pytest.raises(AssertionError, match="appears as both"):
+        compare(ids, ["batch batch_1795336030_b35739d8"], f"batch {B}", 3, "x")
+    with pytest.raises(AssertionError, match="not the id of a batch this tour showed"):
+        ids.substitute("batchyard logs batch_1795336213_642cebba lead-050", "README.md:9")
+
+
+def test_a_command_goes_on_while_a_quote_is_open() -> None:
+    block = Block(
+        "console",
+        ['$ OPTS="--a 1', '    --b 2"', "$ echo $OPTS  # a comment's quote", "--a 1 --b 2"],
+        5,
+        {},
+    )
+    first, second = parse_console(block)
+    assert (first.text, first.expected, first.line) == ('OPTS="--a 1\n    --b 2"', [], 5)
+    assert (second.expected, second.line, second.background) == (["--a 1 --b 2"], 7, False)
