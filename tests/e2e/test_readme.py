@@ -4,11 +4,14 @@ README shows, so the README cannot drift from the code.
 The README drives this test with HTML comments (invisible on GitHub) before a fenced block:
 
 - ``<!-- readme-test: tour examples/cli -->`` starts a tour: a fresh folder holding a copy of
-  that folder's files (no argument: an empty folder). The blocks that follow run in it, in
-  order, sharing one shell (variables and ``$?`` carry over) and one set of batch ids.
+  that folder's files (``tour NAME``, NAME no folder of the repository: an empty folder).
+  The blocks that follow run in it, in order, sharing one shell (variables and ``$?`` carry
+  over) and one set of batch ids.
 - ``<!-- readme-test: skip (why) -->``: the next block is not run; the reason is required.
 - ``<!-- readme-test: background (why) -->``: the next console block's commands run in the
   background until the tour ends, like a command ending in ``&``.
+- ``<!-- readme-test: stopped -->``: the latest background command gets SIGTERM, and the
+  next ``text`` block is all it printed.
 
 In a ``console`` block, ``$ `` starts a command (continued over lines while a quote is open)
 and the lines up to the next ``$ `` are its output, stdout and stderr as a terminal shows them.
@@ -91,7 +94,7 @@ class Command:
 @dataclass
 class Tour:
     name: str
-    source: str  # a folder of the repository to start from, or ""
+    source: str  # a folder of the repository to start from, or a name for an empty folder
     line: int
     blocks: list[Block] = field(default_factory=list)
 
@@ -123,7 +126,8 @@ def parse_tours(text: str) -> list[Tour]:
     for block in parse_blocks(text):
         if "tour" in block.marks:
             source = block.marks["tour"]
-            tours.append(Tour(Path(source).name or f"line{block.line}", source, block.line))
+            assert source, f"README.md:{block.line}: readme-test: tour needs a folder or a name"
+            tours.append(Tour(Path(source).name, source, block.line))
         if block.lang in ("console", "python", "text") and "skip" not in block.marks:
             if not tours and block.lang != "text":
                 raise AssertionError(
@@ -496,13 +500,15 @@ TOURS = parse_tours(README.read_text())
 
 
 def test_the_readme_has_tours() -> None:
-    assert {tour.name for tour in TOURS} >= {"cli", "llm", "python"}, [t.name for t in TOURS]
+    names = [tour.name for tour in TOURS]
+    assert set(names) >= {"demo", "cli", "llm", "python"}, names
+    assert len(set(names)) == len(names), names
 
 
 @pytest.mark.parametrize("tour", TOURS, ids=[tour.name for tour in TOURS])
 def test_tour(tour: Tour, tmp_path: Path) -> None:
     folder = tmp_path / "tour"
-    if tour.source:
+    if (ROOT / tour.source).is_dir():
         shutil.copytree(ROOT / tour.source, folder)
     else:
         folder.mkdir()
