@@ -8,7 +8,7 @@ import contextlib
 import logging
 
 from batchyard.clock import Clock, SystemClock
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.runner import DaemonThreads, Job, Runner
 from batchyard.services import Hub
 from batchyard.store.base import Outcome, Store
@@ -86,7 +86,10 @@ class Worker:
         ]
         stop_listening = self.store.on_change(self.wake)
         try:
-            await self._chores.reclaim()
+            try:
+                await self._chores.reclaim()
+            except StoreUnavailable as exc:  # the claim loop waits for the store to return
+                self._shared.outage.down(exc)
             await self._claims.work(until_idle)
             await self._claims.drain()
         finally:

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from batchyard.errors import StoreError, StoreUnavailable
+from batchyard.errors import DiskFull, StoreError, StoreUnavailable
 from batchyard.store.schema import migrate
 from batchyard.store.tx import Dialect, Params, Tx
 
@@ -135,6 +135,12 @@ def translated(url: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+        if isinstance(exc, psycopg.errors.DiskFull):
+            reason = str(exc).strip().splitlines()[0]
+            raise DiskFull(
+                f"the database server's disk is full ({redact(url)}: {reason}); nothing was "
+                "written, and writes carry on once there is room"
+            ) from exc
         if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
             raise StoreError(f"PostgreSQL refused the statement: {exc}") from exc
         raise _unavailable(url, exc) from exc
