@@ -4,7 +4,8 @@ The worker keeps its unrecorded outcomes, says once that the store is away and o
 is back, and finishes the batch by itself; a command that writes meanwhile fails with one
 line that says the disk is full; every item succeeds once, with its result.
 
-Mounting a tmpfs needs root (CI runs as root).
+Both stores: SQLite with its file on the tmpfs, PostgreSQL with the test database in a
+tablespace on it. Mounting a tmpfs needs root (CI runs as root).
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from batchyard import ItemState, Yard
+from tests.procs.pgdb import Databases, require_server, url_of
 
 BATCHYARD = Path(sys.executable).parent / "batchyard"
 ITEMS = 20_000
@@ -33,19 +38,53 @@ async def work(item):
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+def _need_root() -> None:
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
         if os.environ.get("CI"):
             pytest.fail("mounting a tmpfs needs Linux, root and mount (CI runs as root)")
         pytest.skip("SKIPPED FULL DISK: mounting a tmpfs needs Linux and root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
-        yield disk
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A store whose data lives on a 64 MiB tmpfs: (its URL, the tmpfs). On PostgreSQL, a
+    database in a tablespace on it (the server's WAL stays where it is): the machine's own
+    server must be local. The tablespace and database are dropped afterwards."""
+    _need_root()
+    if request.param == "sqlite":
+        with tmpfs(tmp_path / "disk", "64m") as disk:
+            yield f"sqlite:///{disk / 'yard.db'}", disk
+        return
+    require_server()
+    import psycopg
+
+    databases: Databases = request.getfixturevalue("pg_databases")
+    template = databases.create()  # makes sure the schema template exists
+    databases.drop(template)
+    space, name = f"by_small_{uuid.uuid4().hex[:8]}", f"batchyard_full_{uuid.uuid4().hex[:8]}"
+    with tmpfs(Path(f"/tmp/{space}"), "64m") as disk:
+        (disk / "pg").mkdir()
+        shutil.chown(disk / "pg", "postgres", "postgres")
+        with psycopg.connect(url_of("postgres"), autocommit=True) as admin:
+            admin.execute(f"CREATE TABLESPACE {space} LOCATION '{disk / 'pg'}'")
+            admin.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE "{databases.template}" TABLESPACE {space}'
+            )
+            try:
+                yield url_of(name), disk
+            finally:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f"DROP TABLESPACE IF EXISTS {space}")
 
 
 def fill(disk: Path) -> Path:
@@ -96,17 +135,17 @@ class Lines:
         return "\n".join(line for _, line in self.lines)
 
 
-def succeeded(db: Path) -> int:
-    with sqlite3.connect(db, timeout=30) as conn:
-        return int(conn.execute("SELECT n_succeeded FROM batches").fetchone()[0])
-
-
-def test_a_full_disk_is_an_outage_the_worker_rides_out(small_disk: Path, tmp_path: Path) -> None:
+def test_a_full_disk_is_an_outage_the_worker_rides_out(
+    on_small_disk: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, small_disk = on_small_disk
     (tmp_path / "disktasks.py").write_text(TASKS)
     (tmp_path / "items.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(ITEMS)))
     (tmp_path / "more.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(2_000)))
-    db = small_disk / "yard.db"
-    url = f"sqlite:///{db}"
+    yard = Yard(url)
+
+    def succeeded() -> int:
+        return yard.batch(batch_id).status().counts.succeeded
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -131,16 +170,16 @@ def test_a_full_disk_is_an_outage_the_worker_rides_out(small_disk: Path, tmp_pat
     lines = Lines(worker)
     try:
         deadline = time.monotonic() + 60
-        while succeeded(db) < ITEMS // 10:
+        while succeeded() < ITEMS // 10:
             assert worker.poll() is None and time.monotonic() < deadline, lines.text()
         filler = fill(small_disk)
         lines.wait_for("store unavailable", timeout=60)
-        at_full = succeeded(db)
+        at_full = succeeded()
         # A command that writes fails with one line that says so, and writes nothing.
         more = cli("submit", "disktasks:work", "more.jsonl")
         assert more.returncode == 1, more
         assert more.stderr.count("\n") == 1 and "the disk is full" in more.stderr, more
-        assert succeeded(db) == at_full  # nothing is recorded while the disk is full
+        assert succeeded() == at_full  # nothing is recorded while the disk is full
         assert cli("status", batch_id).returncode == 0  # reading goes on
         assert worker.poll() is None, lines.text()  # still alive, waiting for room
         filler.unlink()
@@ -150,6 +189,7 @@ def test_a_full_disk_is_an_outage_the_worker_rides_out(small_disk: Path, tmp_pat
             worker.kill()
             worker.wait()
         lines.close(worker)
+        yard.close()
     assert worker.returncode == 0, lines.text()
     text = lines.text()
     assert "Traceback" not in text, text
@@ -161,11 +201,9 @@ def test_a_full_disk_is_an_outage_the_worker_rides_out(small_disk: Path, tmp_pat
     # Never more than a line a second, whatever else it says.
     times = [at for at, _ in lines.lines]
     assert len(times) <= 2 + (times[-1] - times[0]), text
-    with sqlite3.connect(db) as conn:
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-        assert states == {"succeeded": ITEMS}, states
-        missing = conn.execute(
-            "SELECT COUNT(*) FROM items WHERE result IS NULL OR attempts <> 1"
-        ).fetchone()[0]
-        assert missing == 0
-        assert conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 1
+    with Yard(url) as reader:
+        assert [b.id for b in reader.batches().rows] == [batch_id]  # the refused one left none
+        items = list(reader.batch(batch_id).items(payloads=False))
+    assert len(items) == ITEMS
+    assert {item.state for item in items} == {ItemState.SUCCEEDED}
+    assert all(item.attempts == 1 and item.result is not None for item in items)

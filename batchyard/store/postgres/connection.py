@@ -138,7 +138,7 @@ def translated(url: str) -> Iterator[None]:
         if isinstance(exc, psycopg.errors.DiskFull):
             reason = str(exc).strip().splitlines()[0]
             raise DiskFull(
-                f"the database server's disk is full ({redact(url)}: {reason}); nothing was "
+                f"the disk is full on the database server ({redact(url)}: {reason}); nothing was "
                 "written, and writes carry on once there is room"
             ) from exc
         if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
