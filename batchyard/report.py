@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from batchyard import report_text
 from batchyard.models import JSON, BatchStatus, Item
 from batchyard.progress import elapsed, pace
 from batchyard.states import ItemState
@@ -173,6 +174,10 @@ class Report:
             "tokens_out": usage.tokens_out / n,
             "cost": usage.cost / n,
         }
+
+    def __str__(self) -> str:
+        """The text report, exactly as ``batchyard report`` prints it."""
+        return report_text.render(self)
 
     def as_dict(self) -> dict[str, JSON]:
         """The JSON report::

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int
+from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int, print_json
 from batchyard.cli.submit import INPUT_HELP, add_submit_options, submit_from_args
 
 if TYPE_CHECKING:
@@ -33,6 +33,12 @@ def register(commands: Any) -> None:
         epilog=INPUT_HELP,
     )
     add_submit_options(run)
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print the batch's final status as JSON on stdout (the shape of status --json); "
+        "the live view goes to stderr",
+    )
     run.set_defaults(run=run_run)
 
     worker = commands.add_parser(
@@ -105,16 +111,34 @@ def register(commands: Any) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    """Submit, work with the live view, then end like the demo: the report and the commands
+    to look further (with --json: the final status only, the rest on stderr)."""
     import asyncio
+    import time
 
+    from batchyard.cli.views import status_view
     from batchyard.live import work_and_follow
+    from batchyard.report_text import ending
 
+    out = sys.stderr if args.json else sys.stdout
     with open_yard(args) as yard:
         batch = submit_from_args(yard, args)
         status = batch.status()
-        print(f"batch {batch.id}: {status.counts.total:,} items of {status.task}", flush=True)
-        final = asyncio.run(work_and_follow(yard, batch.id, concurrency=status.concurrency))
+        out.write(f"batch {batch.id}: {status.counts.total:,} items of {status.task}\n")
+        out.flush()
+        final = asyncio.run(
+            work_and_follow(yard, batch.id, concurrency=status.concurrency, out=out)
+        )
+        out.write(f"\n{ending(batch.report(), _cli(args))}\n")
+        out.flush()
+    if args.json:
+        print_json(status_view(final, time.time()))
     return _ending(final)
+
+
+def _cli(args: argparse.Namespace) -> str:
+    """The command a user types to reach this store again."""
+    return "batchyard" if args.db is None else f"batchyard --db {args.db}"
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -126,6 +150,14 @@ def run_worker(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log = logging.getLogger("batchyard.cli")
+    # One line per batch started and ended, with or without -v.
+    journal = logging.getLogger("batchyard.worker.batches")
+    journal.setLevel(logging.INFO)
+    if not args.verbose:
+        lines = logging.StreamHandler(sys.stderr)
+        lines.setFormatter(logging.Formatter("worker: %(message)s"))
+        journal.addHandler(lines)
+        journal.propagate = False
     with open_yard(args) as yard:
         batches = tuple(dict.fromkeys(args.batches)) if args.batches else None
         for batch_id in batches or ():
@@ -166,9 +198,12 @@ def run_monitor(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from batchyard.demo import play
 
-    cli = "batchyard" if args.db is None else f"batchyard --db {args.db}"
     return play(
-        db_url(args), items=args.items, concurrency=args.concurrency, seed=args.seed, cli=cli
+        db_url(args),
+        items=args.items,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        cli=_cli(args),
     )
 
 

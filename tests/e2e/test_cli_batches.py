@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -456,3 +457,66 @@ def test_retry_chosen_items_by_key(cli: CLI) -> None:
     assert f"sent 1 failed item(s) of {batch_id} back to the queue" in said
     states = {i["key"]: i["state"] for i in cli.json("items", batch_id)}
     assert states == {"k1": "succeeded", "k2": "failed", "k3": "pending", "k4": "succeeded"}
+
+
+# -- how run and worker end ------------------------------------------------------------------
+
+
+def test_run_ends_with_the_report_and_the_commands_to_look_further(cli: CLI) -> None:
+    items = rows(4)
+    items[2]["fail"] = True
+    done = cli("run", "e2etasks:work", jsonl(cli.folder, "in.jsonl", items), "--max-attempts", "1")
+
+    assert done.returncode == 1, done.stderr  # one item failed
+    (batch,) = cli.batches()
+    report = cli.ok("report", batch["id"], "--no-save")
+    assert "4: 3 succeeded, 1 failed, 0 cancelled  (partially_completed)" in report
+    here = f"batchyard --db {cli.db}"
+    # The report is the one `report` prints, bar the moment it was made (elapsed is fixed
+    # once a batch has ended, so the whole text is).
+    assert done.stdout.endswith(
+        f"\n{report}\n"
+        f"look further: {here} report {batch['id']}\n"
+        f"              {here} items {batch['id']} --state failed\n"
+        f"              {here} results {batch['id']} -o results.jsonl\n"
+    ), done.stdout
+
+
+def test_run_json_prints_the_final_status_and_the_rest_on_stderr(cli: CLI) -> None:
+    done = cli("run", "e2etasks:work", jsonl(cli.folder, "in.jsonl", rows(3)), "--json")
+
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert set(status) == STATUS_KEYS
+    assert status["state"] == "completed" and status["counts"]["succeeded"] == 3
+    assert status["eta"] is None and status["progress"] == 1.0
+    assert f"look further: batchyard --db {cli.db} report {status['id']}" in done.stderr
+
+
+def test_worker_prints_a_line_per_batch_it_starts_and_ends(cli: CLI) -> None:
+    failing = rows(3)
+    failing[0]["fail"] = True
+    first = cli.ok(
+        "submit", "e2etasks:work", jsonl(cli.folder, "a.jsonl", failing), "--max-attempts", "1"
+    ).strip()
+    second = cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "b.jsonl", rows(2))).strip()
+
+    done = cli("worker", "--until-idle")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert sorted(line for line in lines if "started" in line) == sorted(
+        [
+            f"worker: started {first} (task e2etasks:work, 3 items)",
+            f"worker: started {second} (task e2etasks:work, 2 items)",
+        ]
+    )
+    ended = {line.split()[1]: line for line in lines if "started" not in line}
+    assert set(ended) == {first, second} and len(lines) == 4
+    assert re.fullmatch(
+        rf"worker: {first} partially_completed: 2 succeeded, 1 failed in \S+ m?s", ended[first]
+    )
+    assert re.fullmatch(
+        rf"worker: {second} completed: 2 succeeded, 0 failed in \S+ m?s", ended[second]
+    )
