@@ -21,6 +21,7 @@ from batchyard.cli.submit import (
     INPUT_HELP,
     add_input_options,
     add_limit_options,
+    read_input,
     spending,
     task_params,
 )
@@ -107,12 +108,11 @@ def _add_input(parser: argparse.ArgumentParser, *, optional: bool = False) -> No
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from batchyard.inputs import open_input
     from batchyard.tasks import TaskRegistry
     from batchyard.validation import check_rows
 
     spec = TaskRegistry().resolve(args.task)
-    with open_input(args.input, args.input_format) as items:
+    with read_input(args) as items:
         found = check_rows(spec, task_params(args), _numbered(items))
     view = {
         "task": spec.name,
@@ -159,11 +159,10 @@ def run_estimate(args: argparse.Namespace) -> int:
     if args.task is None or args.input is None:
         raise CommandError("estimate needs TASK INPUT (or --batch ID)")
     from batchyard.errors import InputError
-    from batchyard.inputs import open_input
 
     with (
         open_yard(args, only_reads=not args.pilot) as yard,
-        open_input(args.input, args.input_format) as items,
+        read_input(args) as items,
     ):
         try:
             found = yard.estimate(

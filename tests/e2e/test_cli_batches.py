@@ -199,6 +199,69 @@ def test_submit_reads_csv_and_stdin(cli: CLI) -> None:
     assert [item["key"] for item in items] == ["1", "2"]
 
 
+#: The README's task, fed a CSV: its values are text, so it needs --csv-types.
+README_TASK = """
+def enrich(item, ctx):
+    if item["employees"] == 0:
+        raise ValueError(f"{item['name']} has no employees")
+    return {"company": item["name"], "score": min(100, item["employees"] // 10)}
+"""
+LEADS_CSV = "id,name,employees,zip\nlead-1,Acme,120,01234\nlead-2,Globex,0,02139\n"
+
+
+def test_csv_types_make_the_readme_task_work_on_a_csv(cli: CLI) -> None:
+    (cli.folder / "readme_tasks.py").write_text(README_TASK)
+    (cli.folder / "leads.csv").write_text(LEADS_CSV)
+
+    untyped = cli("run", "readme_tasks:enrich", "leads.csv", "--max-attempts", "1", "--json")
+    assert untyped.returncode == 1
+    errors = {i["key"]: i["error"] for i in cli.json("items", json.loads(untyped.stdout)["id"])}
+    assert errors["lead-1"] == "TypeError: unsupported operand type(s) for //: 'str' and 'int'"
+
+    done = cli(
+        "run", "readme_tasks:enrich", "leads.csv", "--max-attempts", "1", "--json",
+        "--csv-types", "employees=int",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # Globex has no employees, as it should
+    status = json.loads(done.stdout)
+    assert status["counts"]["succeeded"] == 1 and status["counts"]["failed"] == 1
+    rows = [json.loads(line) for line in cli.ok("results", status["id"]).splitlines()]
+    assert rows[0]["result"] == {"company": "Acme", "score": 12}
+    assert rows[1]["error"] == "ValueError: Globex has no employees"
+
+
+@pytest.mark.parametrize("command", ["submit", "run", "validate", "estimate"])
+def test_a_csv_value_that_does_not_parse_exits_2_and_writes_nothing(cli: CLI, command: str) -> None:
+    (cli.folder / "leads.csv").write_text(LEADS_CSV + "lead-3,Initech,many,10001\n")
+
+    # estimate is for the llm task; reading its input comes before any call.
+    task = ["llm", "--param", "model=gpt-4o-mini", "--param", "template={{ name }}"]
+    task = task if command == "estimate" else ["json:dumps"]
+    stderr = cli.fails(2, command, task[0], "leads.csv", *task[1:], "--csv-types", "employees=int")
+
+    assert stderr.startswith(
+        "batchyard: error: leads.csv:4: column 'employees' (int): 'many' is not a whole number"
+    ), stderr
+    assert cli.batches() == []
+    assert not (cli.folder / "yard.db").exists()
+
+
+def test_bad_csv_types_exit_2(cli: CLI) -> None:
+    (cli.folder / "leads.csv").write_text(LEADS_CSV)
+    (cli.folder / "leads.jsonl").write_text('{"id": 1}\n')
+
+    assert "unknown type 'integer'" in cli.fails(
+        2, "submit", "json:dumps", "leads.csv", "--csv-types", "employees=integer"
+    )
+    assert "--csv-types names 'staff', not a column" in cli.fails(
+        2, "submit", "json:dumps", "leads.csv", "--csv-types", "staff=int"
+    )
+    assert "apply to CSV input; leads.jsonl is read as jsonl" in cli.fails(
+        2, "submit", "json:dumps", "leads.jsonl", "--csv-types", "id=int"
+    )
+    assert cli.batches() == []
+
+
 BAD_INPUTS = [
     ("bad.jsonl", '{"id": 1}\n\n{"id": 2,}\n', "bad.jsonl:3: not valid JSON"),
     ("bad.jsonl", '{"id": 1}\n[1, 2]\n', "bad.jsonl:2: not a JSON object"),
