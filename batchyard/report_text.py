@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from batchyard.models import cost_text
+
 if TYPE_CHECKING:
     from batchyard.report import Report
 
@@ -97,13 +99,13 @@ def _attempts(a: dict[str, Any]) -> str:
 
 
 def _usage(u: dict[str, Any]) -> str:
-    text = f"{u['tokens_in']:,} tokens in  {u['tokens_out']:,} out  ${u['cost']:,.4f}"
+    cost = cost_text(u["cost"], u["cost_note"])
+    text = f"{u['tokens_in']:,} tokens in  {u['tokens_out']:,} out  {cost}"
     per = u["per_item"]
     if per:
-        text += (
-            f"   per item {per['tokens_in']:,.1f} in  {per['tokens_out']:,.1f} out  "
-            f"${per['cost']:,.6f}"
-        )
+        text += f"   per item {per['tokens_in']:,.1f} in  {per['tokens_out']:,.1f} out"
+        if per["cost"] is not None:
+            text += f"  ${per['cost']:,.6f}"
     return text
 
 

@@ -146,13 +146,15 @@ STATUS_JSON = """\
 --json prints the status object:
   {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",
    "succeeded", "failed", "cancelled", "total"}, "progress" (0..1), "usage": {"tokens_in",
-   "tokens_out", "cost", "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
-   "saved_cost"}, "sealed", "concurrency", "max_attempts", "timeout", "priority",
-   "metadata", "params", "round", "created_at", "started_at", "finished_at", "updated_at"
-   (unix seconds or null), "budget" (or null), "pause_reason" (why batchyard paused it,
-   or null), "limits" ({"rate_limit", "tokens_per_minute"} or null), "projected_cost"
-   (of the items left, at the average so far; null before any ran), "elapsed" (s),
-   "throughput" (items/s), "eta" (s or null)}"""
+   "tokens_out", "cost" (null when no call had a price), "tokens_cached", "tokens_reasoning",
+   "calls", "cache_hits", "saved_cost", "unpriced_calls", "cost_note" ("no price for MODEL",
+   or how many calls had none, when cost is unknown or a lower bound; else null)},
+   "sealed", "concurrency", "max_attempts", "timeout", "priority", "metadata", "params",
+   "round", "created_at", "started_at", "finished_at", "updated_at" (unix seconds or
+   null), "budget" (or null), "pause_reason" (why batchyard paused it, or null), "limits"
+   ({"rate_limit", "tokens_per_minute"} or null), "projected_cost" (of the items left, at
+   the average so far; null before any ran or while some calls had no price), "elapsed"
+   (s), "throughput" (items/s), "eta" (s or null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

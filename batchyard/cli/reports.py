@@ -20,6 +20,7 @@ from batchyard.cli.common import (
     print_json,
 )
 from batchyard.errors import CommandError
+from batchyard.models import cost_text
 from batchyard.report_text import percent
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def _comparison_rows(metrics: list[str]) -> list[tuple[str, Callable[[dict[str, 
         ("retried", lambda b: f"{b['attempts']['retried']:,}"),
         ("tokens in", lambda b: f"{b['usage']['tokens_in']:,}"),
         ("tokens out", lambda b: f"{b['usage']['tokens_out']:,}"),
-        ("cost", lambda b: f"${b['usage']['cost']:,.4f}"),
+        ("cost", lambda b: cost_text(b["usage"]["cost"], b["usage"]["cost_note"])),
         *((f"{name} (mean)", metric(name)) for name in metrics),
     ]
 

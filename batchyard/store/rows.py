@@ -22,6 +22,7 @@ def _usage(row: BatchRow | ItemRow) -> Usage:
         row.calls,
         row.cache_hits,
         row.saved_cost,
+        row.unpriced_calls,
     )
 
 
@@ -56,6 +57,7 @@ class BatchRow(NamedTuple):
     calls: int
     cache_hits: int
     saved_cost: float
+    unpriced_calls: int
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -127,6 +129,7 @@ class ItemRow(NamedTuple):
     calls: int
     cache_hits: int
     saved_cost: float
+    unpriced_calls: int
     metrics: str | None
     progress: float | None
     message: str | None
