@@ -153,11 +153,14 @@ def run_worker(args: argparse.Namespace) -> int:
     # One line per batch started and ended, with or without -v.
     journal = logging.getLogger("batchyard.worker.batches")
     journal.setLevel(logging.INFO)
+    # Without -v the lines get a short handler of their own; with it, the log's format.
+    journal.handlers = [h for h in journal.handlers if h.get_name() != "batchyard-cli"]
+    journal.propagate = bool(args.verbose)
     if not args.verbose:
         lines = logging.StreamHandler(sys.stderr)
+        lines.set_name("batchyard-cli")
         lines.setFormatter(logging.Formatter("worker: %(message)s"))
         journal.addHandler(lines)
-        journal.propagate = False
     with open_yard(args) as yard:
         batches = tuple(dict.fromkeys(args.batches)) if args.batches else None
         for batch_id in batches or ():
