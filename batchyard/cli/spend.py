@@ -40,7 +40,8 @@ ESTIMATE_JSON = """\
   "calls", "input_tokens", "input_exact", "output_tokens", "output_tokens_range": [low,
   high], "output_source", "price": {"input", "output", "cached_input" (per 1M tokens),
   "source"} or null, "cost", "cost_range": [low, high] (null without a price),
-  "duration_seconds", "bound_by", "batch" (with --batch), "spent" (with --batch)}"""
+  "duration_seconds", "bound_by", "batch" (with --batch), "spent" (with --batch; null
+  when no call had a price)}"""
 
 
 def register(commands: Any) -> None:
@@ -194,12 +195,12 @@ def _estimate_batch(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             pilot=None,
         )
-    view = {**found.as_dict(), "batch": status.id, "spent": status.usage.cost}
-    _show(args, found, view)
+    view = {**found.as_dict(), "batch": status.id, "spent": status.usage_dict()["cost"]}
+    _show(args, found, view, status.cost_text())
     return 0
 
 
-def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any]) -> None:
+def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any], spent: str = "") -> None:
     if args.json:
         print_json(view)
         return
@@ -209,7 +210,7 @@ def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any]) -> No
     table.add_column(style="bold")
     table.add_column()
     if "batch" in view:
-        table.add_row("batch", f"{view['batch']}: items still to do (${view['spent']:,.4f} spent)")
+        table.add_row("batch", f"{view['batch']}: items still to do (spent so far: {spent})")
     table.add_row("model", found.model)
     cached = f", {found.cached:,} answered by the cache (free)" if found.cached else ""
     table.add_row("items", f"{found.items:,}: {found.calls:,} calls{cached}")

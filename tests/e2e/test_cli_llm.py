@@ -246,6 +246,8 @@ def test_a_model_with_no_price_shows_its_cost_as_unknown_not_zero(
     assert report["usage"]["cost_note"] == f"no price for {unpriced}"
     results = [json.loads(line) for line in cli.ok("results", batch).splitlines()]
     assert all(r["result"]["cost"] is None and r["usage"]["cost"] is None for r in results)
+    assert cli.json("estimate", "--batch", batch)["spent"] is None
+    assert f"(spent so far: {unknown})" in cli.ok("estimate", "--batch", batch)
 
 
 def test_estimate_prints_the_documented_keys_and_a_pilot_runs_first(
