@@ -27,7 +27,8 @@ def register(commands: Any) -> None:
         help="submit a batch and work it in this process with live progress",
         description="Submit INPUT as a batch of TASK and work it here, with a live view "
         "(a plain status line every few seconds when stdout is not a terminal), until the "
-        "batch ends. Exit status 0 when it completed, 1 when it ended with failures or was "
+        "batch ends; then print its report (as 'batchyard report' does) and the commands to "
+        "look further. Exit status 0 when it completed, 1 when it ended with failures or was "
         "cancelled, 130 when Ctrl-C stopped it first (its unfinished items wait for a "
         "worker; a second Ctrl-C stops without waiting for running items).",
         epilog=INPUT_HELP,
@@ -45,7 +46,8 @@ def register(commands: Any) -> None:
         "worker",
         help="work queued batches until stopped (or until idle)",
         description="A long-running worker for every queued batch whose task this process "
-        "can import (or only the batches given with --batch). Logs to stderr (-v for INFO). "
+        "can import (or only the batches given with --batch). Prints a line on stderr for "
+        "each batch it starts and each it ends; logs to stderr (-v for INFO). "
         "Ctrl-C or SIGTERM: running items get --grace seconds to finish; a second one "
         "stops at once. Unfinished items go back to the queue.",
     )
