@@ -114,6 +114,24 @@ USAGE_FIELDS = (
 )
 
 
+def cost_note(usage: Usage, model: str | None = None) -> str | None:
+    """Why ``usage.cost`` is not the whole cost: ``no price for MODEL`` when no call was
+    priced, ``3 of 10 calls had no price for MODEL`` when some were not; None when every
+    call was priced."""
+    if usage.cost_is_known:
+        return None
+    why = f"no price for {model}" if model else "no price"
+    if usage.cost_is_unknown:
+        return why
+    return f"{usage.unpriced_calls:,} of {usage.calls:,} calls had {why}"
+
+
+def usage_cost_text(usage: Usage, model: str | None = None, digits: int = 4) -> str:
+    """``cost_text`` of a usage (an item's, say)."""
+    cost = None if usage.cost_is_unknown else usage.cost
+    return cost_text(cost, cost_note(usage, model), digits)
+
+
 def cost_text(cost: float | None, note: str | None, digits: int = 4) -> str:
     """A cost for people from a usage view's ``cost`` and ``cost_note``: ``$0.0123``;
     ``cost unknown (no price for MODEL)`` when no call was priced (``cost`` None); ``at
@@ -225,14 +243,8 @@ class BatchStatus:
         """Why ``usage.cost`` is not the whole cost (``no price for MODEL``, or how many
         calls had none), or None when every call was priced. The model is the batch's
         ``model`` parameter when it has one."""
-        usage = self.usage
-        if usage.cost_is_known:
-            return None
         model = self.params.get("model")
-        why = f"no price for {model}" if isinstance(model, str) and model else "no price"
-        if usage.cost_is_unknown:
-            return why
-        return f"{usage.unpriced_calls:,} of {usage.calls:,} calls had {why}"
+        return cost_note(self.usage, model if isinstance(model, str) else None)
 
     def cost_text(self, digits: int = 4) -> str:
         """The cost for people (see ``cost_text``, the function)."""

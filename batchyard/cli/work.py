@@ -48,6 +48,8 @@ def register(commands: Any) -> None:
         description="A long-running worker for every queued batch whose task this process "
         "can import (or only the batches given with --batch). Prints a line on stderr for "
         "each batch it starts and each it ends; logs to stderr (-v for INFO). "
+        "A SQLite store must exist already (submit a batch first): a missing file is an "
+        "error, exit status 1. "
         "Ctrl-C or SIGTERM: running items get --grace seconds to finish; a second one "
         "stops at once. Unfinished items go back to the queue.",
     )
@@ -124,7 +126,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     out = sys.stderr if args.json else sys.stdout
     with open_yard(args) as yard:
-        batch = submit_from_args(yard, args)
+        batch, _ = submit_from_args(yard, args)
         status = batch.status()
         out.write(f"batch {batch.id}: {status.counts.total:,} items of {status.task}\n")
         out.flush()
@@ -163,7 +165,9 @@ def run_worker(args: argparse.Namespace) -> int:
         lines.set_name("batchyard-cli")
         lines.setFormatter(logging.Formatter("worker: %(message)s"))
         journal.addHandler(lines)
-    with open_yard(args) as yard:
+    # A worker only reads what was submitted: in the wrong folder it must say so, not wait
+    # forever on an empty batchyard.db it made there.
+    with open_yard(args, create=False) as yard:
         batches = tuple(dict.fromkeys(args.batches)) if args.batches else None
         for batch_id in batches or ():
             yard.batch(batch_id)  # BatchNotFound now rather than an idle worker

@@ -247,6 +247,7 @@ def test_a_model_with_no_price_shows_its_cost_as_unknown_not_zero(
     results = [json.loads(line) for line in cli.ok("results", batch).splitlines()]
     assert all(r["result"]["cost"] is None and r["usage"]["cost"] is None for r in results)
     assert cli.json("estimate", "--batch", batch)["spent"] is None
+    assert "cost unknown (no price)" in cli.ok("item", batch, "k1")
     assert f"(spent so far: {unknown})" in cli.ok("estimate", "--batch", batch)
 
 
