@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         TaskSignal,
     )
     from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
+    from batchyard.report import Report
     from batchyard.retry import RetryPolicy
     from batchyard.states import BatchState, ItemState
     from batchyard.tasks import TaskSpec, task
@@ -74,6 +75,7 @@ _HOME = {
     "LogLine": "batchyard.models",
     "NotSerializable": "batchyard.errors",
     "Page": "batchyard.models",
+    "Report": "batchyard.report",
     "Retry": "batchyard.errors",
     "RetryPolicy": "batchyard.retry",
     "SchemaTooNew": "batchyard.errors",
@@ -132,6 +134,7 @@ __all__ = [
     "LogLine",
     "NotSerializable",
     "Page",
+    "Report",
     "Retry",
     "RetryPolicy",
     "SchemaTooNew",

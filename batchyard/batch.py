@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard import items as item_codec
 from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine
+from batchyard.report import MAX_FAILED, Report, build_report
 from batchyard.states import ItemState
 from batchyard.store.base import Store
 
@@ -142,6 +143,12 @@ class Batch:
 
     def item(self, key: str) -> Item:
         return self._store.item(self.id, str(key))
+
+    def report(self, *, max_failed: int = MAX_FAILED) -> Report:
+        """How the batch went, in figures, from one pass over its items (what
+        ``batchyard report`` shows; ``str()`` of it is the same text, ``as_dict()`` the
+        JSON). Lists at most ``max_failed`` failed items. Raises BatchNotFound."""
+        return build_report(self, max_failed=max_failed)
 
     def logs(self, key: str) -> list[LogLine]:
         """Log lines, progress messages and every attempt's error of one item."""

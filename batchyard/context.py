@@ -103,9 +103,12 @@ class TaskContext:
         calls: int = 0,
         cache_hits: int = 0,
         saved_cost: float = 0.0,
+        unpriced_calls: int = 0,
     ) -> None:
         """Add tokens and cost this item used; they roll up into the batch's usage (see
-        ``Usage`` for the keywords)."""
+        ``Usage`` for the keywords). A call whose model has no price counts in ``calls``
+        and in ``unpriced_calls``, with no cost: the batch then shows its cost as unknown
+        (or as a lower bound), not as $0."""
         usage = Usage(
             int(tokens_in),
             int(tokens_out),
@@ -115,6 +118,7 @@ class TaskContext:
             int(calls),
             int(cache_hits),
             float(saved_cost),
+            int(unpriced_calls),
         )
         if any(value < 0 or math.isnan(value) for value in usage.values()):
             raise ValueError("usage must not be negative")

@@ -16,16 +16,15 @@ import math
 import os
 import random
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
-from batchyard.batch import Batch
 from batchyard.context import TaskContext
 from batchyard.errors import Fail
+from batchyard.report_text import ending
 from batchyard.tasks import task
 from batchyard.yard import Yard
 
@@ -136,51 +135,6 @@ async def score_lead(lead: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return result
 
 
-# -- the report ---------------------------------------------------------------------------
-
-
-def report(batch: Batch) -> list[str]:
-    """A few lines on how a finished batch went, read from the store."""
-    status = batch.status()
-    durations: list[float] = []
-    retries = 0
-    failed: list[str] = []
-    metrics: dict[str, list[float]] = {}
-    for item in batch.items():
-        retries += max(0, item.attempts - 1)
-        for name, value in item.metrics.items():
-            metrics.setdefault(name, []).append(value)
-        if item.duration is not None:
-            durations.append(item.duration)
-        if item.error is not None and item.state.is_terminal:
-            failed.append(f"    {item.key}: {_last_line(item.error)}")
-    c, u = status.counts, status.usage
-    took = (status.finished_at or time.time()) - (status.started_at or status.created_at)
-    durations.sort()
-    p95 = durations[max(0, math.ceil(0.95 * len(durations)) - 1)] if durations else 0.0
-    mean = sum(durations) / len(durations) if durations else 0.0
-    return [
-        f"batch {status.id} {'ended' if status.is_finished else 'is still'} {status.state.value}",
-        f"  items       {c.total}: {c.succeeded} succeeded, {c.failed} failed, "
-        f"{c.cancelled} cancelled",
-        f"  duration    {took:.2f} s, {c.finished / took if took > 0 else 0:.1f} items/s",
-        f"  per item    mean {mean * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (last attempt)",
-        f"  retries     {retries} (transient failures the worker retried)",
-        f"  usage       {u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost:.4f}",
-        *(
-            f"  {name:<11} mean {sum(v) / len(v):.1f}, min {min(v):g}, max {max(v):g}"
-            for name, v in sorted(metrics.items())
-        ),
-        f"  failed      {len(failed)} item(s)" + (":" if failed else ""),
-        *failed,
-    ]
-
-
-def _last_line(error: str) -> str:
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else error
-
-
 # -- running it ---------------------------------------------------------------------------
 
 
@@ -228,13 +182,7 @@ def play(
         )
         out.flush()
         final = asyncio.run(work_and_follow(yard, batch.id, concurrency=concurrency, out=out))
-        out.write("\n".join(["", *report(batch), ""]))
-        if not final.is_finished:
-            out.write(f"stopped early: the unfinished items wait in {yard.url} for a worker\n")
-        out.write(
-            f"\nlook further: {cli} report {batch.id}\n"
-            f"              {cli} items {batch.id} --state failed\n"
-        )
+        out.write(f"\n{ending(batch.report(), cli)}\n")
         out.flush()
     return 0 if final.is_finished else 130
 

@@ -64,7 +64,7 @@ def record(item: Item) -> dict[str, JSON]:
         "usage": {
             "tokens_in": item.usage.tokens_in,
             "tokens_out": item.usage.tokens_out,
-            "cost": item.usage.cost,
+            "cost": _cost(item),
         },
         "metrics": item.metrics,
     }
@@ -82,9 +82,14 @@ def row(item: Item) -> tuple[Any, ...]:
         item.duration,
         item.usage.tokens_in,
         item.usage.tokens_out,
-        item.usage.cost,
+        _cost(item),
         _json_text(item.metrics) if item.metrics else None,
     )
+
+
+def _cost(item: Item) -> float | None:
+    """The item's cost; None (empty in CSV) when none of its calls had a price."""
+    return None if item.usage.cost_is_unknown else item.usage.cost
 
 
 def _json_text(value: JSON) -> str:

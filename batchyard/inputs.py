@@ -15,11 +15,12 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
-from batchyard.errors import DuplicateKey, InputError
+from batchyard.columns import BadValue, ColumnTypes
+from batchyard.errors import ConfigError, DuplicateKey, InputError
 
 Format = Literal["jsonl", "csv", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -132,20 +133,33 @@ class Input(Iterator[dict[str, Any]]):
         return located
 
 
-def open_input(path: str, format: str | None = None, *, stdin: IO[bytes] | None = None) -> Input:
+def open_input(
+    path: str,
+    format: str | None = None,
+    *,
+    stdin: IO[bytes] | None = None,
+    csv_types: ColumnTypes | Mapping[str, str] | None = None,
+) -> Input:
     """A reader over ``path`` (``-`` for stdin) in ``format`` (see :func:`detect_format`).
 
     Raises InputError when the file cannot be opened or the format is unknown or not
     installed; reading raises InputError (with ``source`` and ``line``) at the first bad
     line. JSONL: one object per line, blank lines skipped. CSV: a header row, then one item
-    per record with every value a string. Parquet: one item per row (not from stdin).
+    per record with every value a string, except the columns ``csv_types`` names (``{"employees":
+    "int"}``; types: str, int, float, bool, json; see :mod:`batchyard.columns`): an empty
+    cell there is None, and a value that does not parse is an InputError naming the line
+    and column. Parquet: one item per row (not from stdin). ``csv_types`` for an input that
+    is not CSV, or with an unknown type, raises ConfigError.
     """
     fmt = detect_format(path, format)
     name = STDIN_NAME if path == STDIN else path
+    types = csv_types if isinstance(csv_types, ColumnTypes) else ColumnTypes(csv_types or {})
+    if types and fmt != "csv":
+        raise ConfigError(f"column types (--csv-types) apply to CSV input; {name} is read as {fmt}")
     if fmt == "parquet":
         return _open_parquet(path, name)
     stream = _open_binary(path, name, stdin)
-    rows = _jsonl_rows(stream, name) if fmt == "jsonl" else _csv_rows(stream, name)
+    rows = _jsonl_rows(stream, name) if fmt == "jsonl" else _csv_rows(stream, name, types)
     return Input(name, rows, stream.close if path != STDIN else lambda: None)
 
 
@@ -213,7 +227,9 @@ def _json_kind(value: Any) -> str:
     return kinds.get(type(value), "a number")
 
 
-def _csv_rows(stream: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(
+    stream: IO[bytes], name: str, types: ColumnTypes
+) -> Iterator[tuple[int, dict[str, Any]]]:
     import csv
 
     # NOTE: the csv module's field limit is process-wide; it is raised (never lowered) to
@@ -234,7 +250,7 @@ def _csv_rows(stream: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any
         if not record:  # a blank line
             continue
         if header is None:
-            header = _check_header(record, name, lines.first)
+            header = _check_header(record, name, lines.first, types)
             continue
         if len(record) != len(header):
             raise InputError(
@@ -242,10 +258,16 @@ def _csv_rows(stream: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any
                 source=name,
                 line=lines.first,
             )
-        yield lines.first, dict(zip(header, record, strict=True))
+        row = dict(zip(header, record, strict=True))
+        if types:
+            try:
+                row = types.convert(row)
+            except BadValue as exc:
+                raise InputError(str(exc), source=name, line=lines.first) from None
+        yield lines.first, row
 
 
-def _check_header(record: list[str], name: str, line: int) -> list[str]:
+def _check_header(record: list[str], name: str, line: int, types: ColumnTypes) -> list[str]:
     seen: set[str] = set()
     for column in record:
         if not column:
@@ -253,6 +275,13 @@ def _check_header(record: list[str], name: str, line: int) -> list[str]:
         if column in seen:
             raise InputError(f"the header names {column!r} twice", source=name, line=line)
         seen.add(column)
+    missing = types.missing(record)
+    if missing:
+        raise InputError(
+            f"--csv-types names {', '.join(map(repr, missing))}, not a column of the header",
+            source=name,
+            line=line,
+        )
     return record
 
 

@@ -215,7 +215,7 @@ def _usage(status: BatchStatus) -> str:
     u = status.usage
     text = ""
     if not u.is_zero:
-        text = f"   tokens {u.tokens_in:,} in {u.tokens_out:,} out  ${u.cost:,.4f}"
+        text = f"   tokens {u.tokens_in:,} in {u.tokens_out:,} out  {status.cost_text()}"
     if u.cache_hits:
         text += f"  ({u.cache_hits:,} from cache, ${u.saved_cost:,.4f} saved)"
     projected = status.projected_cost

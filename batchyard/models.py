@@ -36,7 +36,9 @@ class Usage:
     served from its prompt cache (billed cheaper); ``tokens_reasoning`` the part of
     ``tokens_out`` a reasoning model spent thinking. ``calls`` counts calls billed by a
     provider; ``cache_hits`` the answers batchyard's response cache gave instead, and
-    ``saved_cost`` what those would have cost.
+    ``saved_cost`` what those would have cost. ``unpriced_calls`` counts the calls whose
+    cost is not in ``cost`` because their model has no price: while it is not zero, ``cost``
+    is unknown (no call was priced) or a lower bound (some were).
     """
 
     tokens_in: int = 0
@@ -47,6 +49,7 @@ class Usage:
     calls: int = 0
     cache_hits: int = 0
     saved_cost: float = 0.0
+    unpriced_calls: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -58,6 +61,7 @@ class Usage:
             self.calls + other.calls,
             self.cache_hits + other.cache_hits,
             self.saved_cost + other.saved_cost,
+            self.unpriced_calls + other.unpriced_calls,
         )
 
     def values(self) -> tuple[float, ...]:
@@ -71,12 +75,23 @@ class Usage:
             self.calls,
             self.cache_hits,
             self.saved_cost,
+            self.unpriced_calls,
         )
 
     @property
     def is_zero(self) -> bool:
         # Every attempt without usage holds NO_USAGE itself: the common case costs no tuple.
         return self is NO_USAGE or not any(self.values())
+
+    @property
+    def cost_is_known(self) -> bool:
+        """Every call's cost is in ``cost`` (none lacked a price)."""
+        return not self.unpriced_calls
+
+    @property
+    def cost_is_unknown(self) -> bool:
+        """No call was priced, though some were made: ``cost`` says nothing."""
+        return self.unpriced_calls > 0 and self.unpriced_calls >= self.calls
 
     def as_dict(self) -> dict[str, JSON]:
         return dict(zip(USAGE_FIELDS, self.values(), strict=True))
@@ -95,7 +110,37 @@ USAGE_FIELDS = (
     "calls",
     "cache_hits",
     "saved_cost",
+    "unpriced_calls",
 )
+
+
+def cost_note(usage: Usage, model: str | None = None) -> str | None:
+    """Why ``usage.cost`` is not the whole cost: ``no price for MODEL`` when no call was
+    priced, ``3 of 10 calls had no price for MODEL`` when some were not; None when every
+    call was priced."""
+    if usage.cost_is_known:
+        return None
+    why = f"no price for {model}" if model else "no price"
+    if usage.cost_is_unknown:
+        return why
+    return f"{usage.unpriced_calls:,} of {usage.calls:,} calls had {why}"
+
+
+def usage_cost_text(usage: Usage, model: str | None = None, digits: int = 4) -> str:
+    """``cost_text`` of a usage (an item's, say)."""
+    cost = None if usage.cost_is_unknown else usage.cost
+    return cost_text(cost, cost_note(usage, model), digits)
+
+
+def cost_text(cost: float | None, note: str | None, digits: int = 4) -> str:
+    """A cost for people from a usage view's ``cost`` and ``cost_note``: ``$0.0123``;
+    ``cost unknown (no price for MODEL)`` when no call was priced (``cost`` None); ``at
+    least $0.0123 (3 of 10 calls had no price for MODEL)`` when some were not."""
+    if cost is None:
+        return f"cost unknown ({note or 'no price'})"
+    if note is None:
+        return f"${cost:,.{digits}f}"
+    return f"at least ${cost:,.{digits}f} ({note})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,11 +232,32 @@ class BatchStatus:
     @property
     def projected_cost(self) -> float | None:
         """What the items still to do will cost at the average cost of those done so far
-        (None before any item has run)."""
+        (None before any item has run, and while some calls had no price)."""
         ran = self.counts.succeeded + self.counts.failed
-        if ran == 0:
+        if ran == 0 or not self.usage.cost_is_known:
             return None
         return self.usage.cost / ran * self.counts.remaining
+
+    @property
+    def cost_note(self) -> str | None:
+        """Why ``usage.cost`` is not the whole cost (``no price for MODEL``, or how many
+        calls had none), or None when every call was priced. The model is the batch's
+        ``model`` parameter when it has one."""
+        model = self.params.get("model")
+        return cost_note(self.usage, model if isinstance(model, str) else None)
+
+    def cost_text(self, digits: int = 4) -> str:
+        """The cost for people (see ``cost_text``, the function)."""
+        return cost_text(self.usage_dict()["cost"], self.cost_note, digits)
+
+    def usage_dict(self) -> dict[str, JSON]:
+        """``usage.as_dict()`` with ``cost`` null when no call was priced, and
+        ``cost_note`` (see ``cost_note``; null when every call was priced)."""
+        view = self.usage.as_dict()
+        if self.usage.cost_is_unknown:
+            view["cost"] = None
+        view["cost_note"] = self.cost_note
+        return view
 
     def as_dict(self) -> dict[str, JSON]:
         """A JSON-ready view (the shape ``--json`` prints)."""
@@ -202,7 +268,7 @@ class BatchStatus:
             "state": self.state.value,
             "counts": {**self.counts.as_dict(), "total": self.counts.total},
             "progress": round(self.progress, 6),
-            "usage": self.usage.as_dict(),
+            "usage": self.usage_dict(),
             "sealed": self.sealed,
             "concurrency": self.concurrency,
             "max_attempts": self.max_attempts,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from batchyard import report_text
 from batchyard.models import JSON, BatchStatus, Item
 from batchyard.progress import elapsed, pace
 from batchyard.states import ItemState
@@ -162,17 +163,21 @@ class Report:
         return counts.succeeded / counts.finished if counts.finished else None
 
     @property
-    def usage_per_item(self) -> dict[str, float] | None:
-        """Mean ``tokens_in``, ``tokens_out`` and ``cost`` per item that ran; None while
-        none has."""
+    def usage_per_item(self) -> dict[str, float | None] | None:
+        """Mean ``tokens_in``, ``tokens_out`` and ``cost`` per item that ran (``cost`` None
+        while some calls had no price); None while none has."""
         if not self.items_run:
             return None
         usage, n = self.status.usage, self.items_run
         return {
             "tokens_in": usage.tokens_in / n,
             "tokens_out": usage.tokens_out / n,
-            "cost": usage.cost / n,
+            "cost": usage.cost / n if usage.cost_is_known else None,
         }
+
+    def __str__(self) -> str:
+        """The text report, exactly as ``batchyard report`` prints it."""
+        return report_text.render(self)
 
     def as_dict(self) -> dict[str, JSON]:
         """The JSON report::
@@ -187,14 +192,16 @@ class Report:
          "durations": {"count", "mean", "p50", "p95", "max"} (seconds or null),
          "attempts": {"total", "mean" (or null), "retried"},
          "errors": {error class: finished items it ended, most frequent first},
-         "usage": {"tokens_in", "tokens_out", "cost", "tokens_cached",
-                   "tokens_reasoning", "calls", "cache_hits", "saved_cost", "budget",
-                   "items_run", "per_item": {"tokens_in", "tokens_out", "cost"} or null},
+         "usage": {"tokens_in", "tokens_out", "cost" (null when no call was priced),
+                   "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
+                   "saved_cost", "unpriced_calls", "cost_note" (why cost is unknown or a
+                   lower bound, or null), "budget", "items_run",
+                   "per_item": {"tokens_in", "tokens_out", "cost"} or null},
          "metrics": {name: {"count", "mean", "min", "max", "sum"}},
          "failed": {"count", "items": [{"key", "error_type", "error",
                     "attempts"}], "more": failed items not listed}}
         """
-        status, usage, per_item = self.status, self.status.usage, self.usage_per_item
+        status, per_item = self.status, self.usage_per_item
         return {
             "batch": {
                 "id": status.id,
@@ -218,7 +225,7 @@ class Report:
             "attempts": _fields(self.attempts, ("total", "mean", "retried")),
             "errors": dict(self.errors),
             "usage": {
-                **usage.as_dict(),
+                **status.usage_dict(),
                 "budget": status.budget,
                 "items_run": self.items_run,
                 "per_item": per_item,

@@ -132,6 +132,8 @@ def print_status(view: dict[str, Any]) -> None:
 
 def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
     """The usage, cost, cache and budget lines of a status, those that say something."""
+    from batchyard.models import cost_text
+
     usage = view["usage"]
     tokens = f"{usage['tokens_in']:,} tokens in  {usage['tokens_out']:,} out"
     extra = [
@@ -140,7 +142,7 @@ def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
         if usage[key]
     ]
     rows = [("usage", "  ".join([tokens, *extra]))]
-    cost = f"${usage['cost']:,.4f}"
+    cost = cost_text(usage["cost"], usage["cost_note"])
     if usage["calls"]:
         cost += f" for {usage['calls']:,} calls"
     if (
@@ -158,7 +160,7 @@ def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     if view["budget"] is not None:
-        left = view["budget"] - usage["cost"]
+        left = view["budget"] - (usage["cost"] or 0.0)
         rows.append(("budget", f"${view['budget']:,.4f}  (${max(left, 0.0):,.4f} left)"))
     if view["pause_reason"]:
         rows.append(("paused", view["pause_reason"]))

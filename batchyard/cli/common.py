@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from batchyard.errors import CommandError as CommandError  # its old home, still importable
+from batchyard.report_text import format_duration as format_duration  # shared with the core
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must not pay for them
     from rich.console import Console
@@ -141,18 +142,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def human_age(seconds: float) -> str:
     """An age in words, in the largest unit up to days that holds it whole: ``7 days`` for
     7d (not ``168:00:00``), ``90 seconds`` for 90s, ``36 hours`` for 1.5d; ``0.5 seconds``."""
@@ -168,13 +157,15 @@ STATUS_JSON = """\
 --json prints the status object:
   {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",
    "succeeded", "failed", "cancelled", "total"}, "progress" (0..1), "usage": {"tokens_in",
-   "tokens_out", "cost", "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
-   "saved_cost"}, "sealed", "concurrency", "max_attempts", "timeout", "priority",
-   "metadata", "params", "round", "created_at", "started_at", "finished_at", "updated_at"
-   (unix seconds or null), "budget" (or null), "pause_reason" (why batchyard paused it,
-   or null), "limits" ({"rate_limit", "tokens_per_minute"} or null), "projected_cost"
-   (of the items left, at the average so far; null before any ran), "elapsed" (s),
-   "throughput" (items/s), "eta" (s or null)}"""
+   "tokens_out", "cost" (null when no call had a price), "tokens_cached", "tokens_reasoning",
+   "calls", "cache_hits", "saved_cost", "unpriced_calls", "cost_note" ("no price for MODEL",
+   or how many calls had none, when cost is unknown or a lower bound; else null)},
+   "sealed", "concurrency", "max_attempts", "timeout", "priority", "metadata", "params",
+   "round", "created_at", "started_at", "finished_at", "updated_at" (unix seconds or
+   null), "budget" (or null), "pause_reason" (why batchyard paused it, or null), "limits"
+   ({"rate_limit", "tokens_per_minute"} or null), "projected_cost" (of the items left, at
+   the average so far; null before any ran or while some calls had no price), "elapsed"
+   (s), "throughput" (items/s), "eta" (s or null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

@@ -102,11 +102,13 @@ def render_item(item: Item, runs: list[dict[str, Any]]) -> str:
         f"times     started {when(item.started_at)}  finished {when(item.finished_at)}  "
         f"(duration {format_duration(item.duration)})",
     ]
+    from batchyard.models import usage_cost_text
+
     usage = item.usage
     if not usage.is_zero:
         out.append(
             f"usage     {usage.tokens_in:,} tokens in  {usage.tokens_out:,} out  "
-            f"${usage.cost:,.4f}"
+            f"{usage_cost_text(usage)}"
             + (f"  {usage.calls:,} calls" if usage.calls else "")
             + (f"  {usage.cache_hits:,} cache hits" if usage.cache_hits else "")
         )

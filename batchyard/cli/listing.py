@@ -176,7 +176,8 @@ def _stream_csv(batches: Iterable[BatchStatus]) -> None:
         writer.writerow(
             [b.id, b.name or "", b.task, b.state.value, b.counts.total]
             + [counts[state] for state in ITEM_STATES]
-            + [round(b.progress, 6), usage.tokens_in, usage.tokens_out, usage.cost]
+            + [round(b.progress, 6), usage.tokens_in, usage.tokens_out]
+            + ["" if usage.cost_is_unknown else usage.cost]
             + [_iso(b.created_at), _iso(b.started_at), _iso(b.finished_at)]
         )
 

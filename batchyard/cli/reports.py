@@ -20,11 +20,11 @@ from batchyard.cli.common import (
     print_json,
 )
 from batchyard.errors import CommandError
+from batchyard.models import cost_text
+from batchyard.report_text import percent
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-    from batchyard.report import Report
 
 _ITEM_STATES = ("pending", "running", "retry_wait", "succeeded", "failed", "cancelled")
 
@@ -120,7 +120,7 @@ def run_report(args: argparse.Namespace) -> int:
     elif fmt == "csv":
         _emit(args.output, lambda out: write_csv(document, out))
     else:
-        _emit(args.output, lambda out: _print_rich(render_report(report), out))
+        _emit(args.output, lambda out: out.write(f"{report}\n".encode()))
     return 0
 
 
@@ -128,106 +128,6 @@ def _json_bytes(value: Any) -> bytes:
     import orjson
 
     return orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def render_report(report: Report) -> Table:
-    """The text report: one labelled line per figure, then metrics and failed items."""
-    from rich.table import Table
-
-    data = report.as_dict()
-    counts, usage = data["counts"], data["usage"]
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    status = report.status
-    table.add_row("batch", status.id + (f"  {status.name!r}" if status.name else ""))
-    table.add_row("task", status.task)
-    table.add_row(
-        "items",
-        f"{counts['total']:,}: {counts['succeeded']:,} succeeded, {counts['failed']:,} "
-        f"failed, {counts['cancelled']:,} cancelled"
-        + (
-            f", {counts['total'] - counts['finished']:,} unfinished"
-            if status.counts.remaining
-            else ""
-        )
-        + f"  ({status.state.value})",
-    )
-    table.add_row("success", _percent(data["success_rate"]))
-    table.add_row(
-        "elapsed",
-        f"{format_duration(data['elapsed'])}  ({data['throughput']:,.2f} items/s)",
-    )
-    table.add_row("duration", _durations(data["durations"]))
-    table.add_row("attempts", _attempts(data["attempts"]))
-    table.add_row("errors", "  ".join(f"{k} {v:,}" for k, v in data["errors"].items()) or "none")
-    table.add_row("usage", _usage(usage))
-    if usage["calls"] or usage["cache_hits"]:
-        table.add_row("calls", _calls(usage))
-    for name, stats in data["metrics"].items():
-        table.add_row(f"metric {name}", _metric(stats))
-    _add_failed(table, data["failed"])
-    return table
-
-
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.1%}"
-
-
-def _durations(d: dict[str, Any]) -> str:
-    if not d["count"]:
-        return "-"
-    return (
-        "  ".join(f"{label} {format_duration(d[label])}" for label in ("mean", "p50", "p95", "max"))
-        + f"  (last attempt of {d['count']:,} items)"
-    )
-
-
-def _attempts(a: dict[str, Any]) -> str:
-    mean = "-" if a["mean"] is None else f"{a['mean']:.2f}"
-    return f"{a['total']:,} in all, {mean} per item, {a['retried']:,} items retried"
-
-
-def _usage(u: dict[str, Any]) -> str:
-    text = f"{u['tokens_in']:,} tokens in  {u['tokens_out']:,} out  ${u['cost']:,.4f}"
-    per = u["per_item"]
-    if per:
-        text += (
-            f"   per item {per['tokens_in']:,.1f} in  {per['tokens_out']:,.1f} out  "
-            f"${per['cost']:,.6f}"
-        )
-    return text
-
-
-def _calls(u: dict[str, Any]) -> str:
-    text = f"{u['calls']:,} calls to the provider"
-    for key, label in (
-        ("tokens_cached", "prompt tokens cached"),
-        ("tokens_reasoning", "reasoning"),
-    ):
-        if u[key]:
-            text += f", {u[key]:,} {label}"
-    if u["cache_hits"]:
-        text += f"; {u['cache_hits']:,} answers reused from the cache saved ${u['saved_cost']:,.4f}"
-    if u["budget"] is not None:
-        text += f"; budget ${u['budget']:,.2f}"
-    return text
-
-
-def _metric(s: dict[str, Any]) -> str:
-    return (
-        f"mean {s['mean']:.4g}  min {s['min']:.4g}  max {s['max']:.4g}  "
-        f"sum {s['sum']:.6g}  ({s['count']:,} items)"
-    )
-
-
-def _add_failed(table: Table, failed: dict[str, Any]) -> None:
-    count = failed["count"]
-    table.add_row("failed", f"{count:,} item{'' if count == 1 else 's'}" + (":" if count else ""))
-    for item in failed["items"]:
-        table.add_row("", f"{item['key']}: {item['error'] or item['error_type'] or '?'}")
-    if failed["more"]:
-        table.add_row("", f"... and {failed['more']:,} more (batchyard results ID --state failed)")
 
 
 # -- results ------------------------------------------------------------------------------
@@ -306,14 +206,14 @@ def _comparison_rows(metrics: list[str]) -> list[tuple[str, Callable[[dict[str, 
         ("state", lambda b: b["state"]),
         ("items", count("total")),
         *((state, count(state)) for state in ("succeeded", "failed", "cancelled")),
-        ("success rate", lambda b: _percent(b["success_rate"])),
+        ("success rate", lambda b: percent(b["success_rate"])),
         ("elapsed", lambda b: format_duration(b["elapsed"])),
         ("throughput", lambda b: f"{b['throughput']:,.2f}/s"),
         *((f"duration {key}", seconds(key)) for key in ("mean", "p50", "p95", "max")),
         ("retried", lambda b: f"{b['attempts']['retried']:,}"),
         ("tokens in", lambda b: f"{b['usage']['tokens_in']:,}"),
         ("tokens out", lambda b: f"{b['usage']['tokens_out']:,}"),
-        ("cost", lambda b: f"${b['usage']['cost']:,.4f}"),
+        ("cost", lambda b: cost_text(b["usage"]["cost"], b["usage"]["cost_note"])),
         *((f"{name} (mean)", metric(name)) for name in metrics),
     ]
 
@@ -343,17 +243,3 @@ def _output(path: str) -> Iterator[IO[bytes]]:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _print_rich(renderable: Any, out: IO[bytes]) -> None:
-    from rich.console import Console
-
-    if out is sys.stdout.buffer:
-        console().print(renderable)
-        return
-    # A file gets plain text without the padding Rich adds to the ends of table rows.
-    plain = Console(width=120, no_color=True, highlight=False, soft_wrap=False)
-    with plain.capture() as captured:
-        plain.print(renderable)
-    lines = (line.rstrip() for line in captured.get().splitlines())
-    out.write(("\n".join(lines) + "\n").encode())

@@ -21,6 +21,7 @@ from batchyard.cli.submit import (
     INPUT_HELP,
     add_input_options,
     add_limit_options,
+    read_input,
     spending,
     task_params,
 )
@@ -39,7 +40,8 @@ ESTIMATE_JSON = """\
   "calls", "input_tokens", "input_exact", "output_tokens", "output_tokens_range": [low,
   high], "output_source", "price": {"input", "output", "cached_input" (per 1M tokens),
   "source"} or null, "cost", "cost_range": [low, high] (null without a price),
-  "duration_seconds", "bound_by", "batch" (with --batch), "spent" (with --batch)}"""
+  "duration_seconds", "bound_by", "batch" (with --batch), "spent" (with --batch; null
+  when no call had a price)}"""
 
 
 def register(commands: Any) -> None:
@@ -107,12 +109,11 @@ def _add_input(parser: argparse.ArgumentParser, *, optional: bool = False) -> No
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from batchyard.inputs import open_input
     from batchyard.tasks import TaskRegistry
     from batchyard.validation import check_rows
 
     spec = TaskRegistry().resolve(args.task)
-    with open_input(args.input, args.input_format) as items:
+    with read_input(args) as items:
         found = check_rows(spec, task_params(args), _numbered(items))
     view = {
         "task": spec.name,
@@ -159,11 +160,10 @@ def run_estimate(args: argparse.Namespace) -> int:
     if args.task is None or args.input is None:
         raise CommandError("estimate needs TASK INPUT (or --batch ID)")
     from batchyard.errors import InputError
-    from batchyard.inputs import open_input
 
     with (
         open_yard(args, only_reads=not args.pilot) as yard,
-        open_input(args.input, args.input_format) as items,
+        read_input(args) as items,
     ):
         try:
             found = yard.estimate(
@@ -195,12 +195,12 @@ def _estimate_batch(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             pilot=None,
         )
-    view = {**found.as_dict(), "batch": status.id, "spent": status.usage.cost}
-    _show(args, found, view)
+    view = {**found.as_dict(), "batch": status.id, "spent": status.usage_dict()["cost"]}
+    _show(args, found, view, status.cost_text())
     return 0
 
 
-def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any]) -> None:
+def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any], spent: str = "") -> None:
     if args.json:
         print_json(view)
         return
@@ -210,7 +210,7 @@ def _show(args: argparse.Namespace, found: Estimate, view: dict[str, Any]) -> No
     table.add_column(style="bold")
     table.add_column()
     if "batch" in view:
-        table.add_row("batch", f"{view['batch']}: items still to do (${view['spent']:,.4f} spent)")
+        table.add_row("batch", f"{view['batch']}: items still to do (spent so far: {spent})")
     table.add_row("model", found.model)
     cached = f", {found.cached:,} answered by the cache (free)" if found.cached else ""
     table.add_row("items", f"{found.items:,}: {found.calls:,} calls{cached}")

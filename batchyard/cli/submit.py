@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 INPUT_HELP = (
     "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "
-    "skipped), CSV (.csv: a header row, values as strings) or Parquet (.parquet, .pq: needs "
-    "pip install 'batchyard[parquet]'); '-' reads stdin (JSONL, or CSV with --format csv). "
+    "skipped), CSV (.csv: a header row, values as strings unless --csv-types) or Parquet "
+    "(.parquet, .pq: needs pip install 'batchyard[parquet]'); '-' reads stdin (JSONL, or CSV "
+    "with --format csv). "
     "A line, and an item as compact JSON, may be at most 1 MiB (1,048,576 bytes). "
     "Any bad line (not JSON, not an object, not UTF-8, too "
     "long, a duplicate key) rejects the whole input with FILE:LINE and the reason, exit "
@@ -104,12 +105,23 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """--format and --param: how INPUT is read and what the task is given."""
+    """--format, --csv-types and --param: how INPUT is read and what the task is given."""
     parser.add_argument(
         "--format",
         dest="input_format",
         choices=("jsonl", "csv", "parquet"),
         help="read INPUT as this format (default: by its extension; JSONL for -)",
+    )
+    parser.add_argument(
+        "--csv-types",
+        dest="csv_types",
+        action="append",
+        type=_csv_types,
+        default=[],
+        metavar="COL=TYPE,...",
+        help="CSV only: convert these columns (types: str, int, float, bool, json), e.g. "
+        "employees=int,score=float; other columns stay strings, an empty cell is null, a "
+        "value that does not parse rejects the input with FILE:LINE and the column",
     )
     parser.add_argument(
         "--param",
@@ -165,6 +177,29 @@ def task_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def read_input(args: argparse.Namespace) -> Input:
+    """INPUT opened as --format and --csv-types say (see ``open_input``)."""
+    from batchyard.inputs import open_input
+
+    types: dict[str, str] = {}
+    for given in args.csv_types:
+        for column, kind in given.items():
+            if column in types:
+                raise CommandError(f"--csv-types gives column {column!r} a type twice")
+            types[column] = kind
+    return open_input(args.input, args.input_format, csv_types=types)
+
+
+def _csv_types(text: str) -> dict[str, str]:
+    from batchyard.columns import ColumnTypes
+    from batchyard.errors import ConfigError
+
+    try:
+        return ColumnTypes.parse(text).types
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
     """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing;
     returns the batch and how many items this call put in it.
@@ -173,10 +208,9 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
     options that do not go together, and whatever ``Yard.submit`` or ``Batch.add`` raise.
     """
     from batchyard.errors import InputError
-    from batchyard.inputs import open_input
 
     params = task_params(args)
-    with open_input(args.input, args.input_format) as items:
+    with read_input(args) as items:
         try:
             if args.batch is not None:
                 return _append(yard, args, items)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int
+from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int, print_json
 from batchyard.cli.submit import INPUT_HELP, add_submit_options, submit_from_args
 
 if TYPE_CHECKING:
@@ -27,19 +27,27 @@ def register(commands: Any) -> None:
         help="submit a batch and work it in this process with live progress",
         description="Submit INPUT as a batch of TASK and work it here, with a live view "
         "(a plain status line every few seconds when stdout is not a terminal), until the "
-        "batch ends. Exit status 0 when it completed, 1 when it ended with failures or was "
+        "batch ends; then print its report (as 'batchyard report' does) and the commands to "
+        "look further. Exit status 0 when it completed, 1 when it ended with failures or was "
         "cancelled, 130 when Ctrl-C stopped it first (its unfinished items wait for a "
         "worker; a second Ctrl-C stops without waiting for running items).",
         epilog=INPUT_HELP,
     )
     add_submit_options(run)
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print the batch's final status as JSON on stdout (the shape of status --json); "
+        "the live view goes to stderr",
+    )
     run.set_defaults(run=run_run)
 
     worker = commands.add_parser(
         "worker",
         help="work queued batches until stopped (or until idle)",
         description="A long-running worker for every queued batch whose task this process "
-        "can import (or only the batches given with --batch). Logs to stderr (-v for INFO). "
+        "can import (or only the batches given with --batch). Prints a line on stderr for "
+        "each batch it starts and each it ends; logs to stderr (-v for INFO). "
         "A SQLite store must exist already (submit a batch first): a missing file is an "
         "error, exit status 1. "
         "Ctrl-C or SIGTERM: running items get --grace seconds to finish; a second one "
@@ -107,16 +115,34 @@ def register(commands: Any) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    """Submit, work with the live view, then end like the demo: the report and the commands
+    to look further (with --json: the final status only, the rest on stderr)."""
     import asyncio
+    import time
 
+    from batchyard.cli.views import status_view
     from batchyard.live import work_and_follow
+    from batchyard.report_text import ending
 
+    out = sys.stderr if args.json else sys.stdout
     with open_yard(args) as yard:
         batch, _ = submit_from_args(yard, args)
         status = batch.status()
-        print(f"batch {batch.id}: {status.counts.total:,} items of {status.task}", flush=True)
-        final = asyncio.run(work_and_follow(yard, batch.id, concurrency=status.concurrency))
+        out.write(f"batch {batch.id}: {status.counts.total:,} items of {status.task}\n")
+        out.flush()
+        final = asyncio.run(
+            work_and_follow(yard, batch.id, concurrency=status.concurrency, out=out)
+        )
+        out.write(f"\n{ending(batch.report(), _cli(args))}\n")
+        out.flush()
+    if args.json:
+        print_json(status_view(final, time.time()))
     return _ending(final)
+
+
+def _cli(args: argparse.Namespace) -> str:
+    """The command a user types to reach this store again."""
+    return "batchyard" if args.db is None else f"batchyard --db {args.db}"
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -128,6 +154,17 @@ def run_worker(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log = logging.getLogger("batchyard.cli")
+    # One line per batch started and ended, with or without -v.
+    journal = logging.getLogger("batchyard.worker.batches")
+    journal.setLevel(logging.INFO)
+    # Without -v the lines get a short handler of their own; with it, the log's format.
+    journal.handlers = [h for h in journal.handlers if h.get_name() != "batchyard-cli"]
+    journal.propagate = bool(args.verbose)
+    if not args.verbose:
+        lines = logging.StreamHandler(sys.stderr)
+        lines.set_name("batchyard-cli")
+        lines.setFormatter(logging.Formatter("worker: %(message)s"))
+        journal.addHandler(lines)
     # A worker only reads what was submitted: in the wrong folder it must say so, not wait
     # forever on an empty batchyard.db it made there.
     with open_yard(args, create=False) as yard:
@@ -170,9 +207,12 @@ def run_monitor(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from batchyard.demo import play
 
-    cli = "batchyard" if args.db is None else f"batchyard --db {args.db}"
     return play(
-        db_url(args), items=args.items, concurrency=args.concurrency, seed=args.seed, cli=cli
+        db_url(args),
+        items=args.items,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        cli=_cli(args),
     )
 
 

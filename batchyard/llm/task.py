@@ -113,18 +113,20 @@ async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
     worst_prompt = prompt_tokens if counted.exact else most_tokens(messages)
     await _hold_budget(ctx, price, worst_prompt, params.max_tokens)
     result = await _call(ctx, params, body, prompt_tokens)
+    # No price: the cost is unknown (None), counted as an unpriced call, never as $0.
     cost = (
-        0.0
+        None
         if price is None
         else price.cost(result.prompt_tokens, result.completion_tokens, result.cached_tokens)
     )
     ctx.usage(
         result.prompt_tokens,
         result.completion_tokens,
-        cost,
+        cost or 0.0,
         tokens_cached=result.cached_tokens,
         tokens_reasoning=result.reasoning_tokens,
         calls=1,
+        unpriced_calls=int(price is None),
     )
     ctx.metric("latency", result.latency)
     answer = _answer(ctx, params, result)

@@ -23,6 +23,7 @@ def _usage(row: BatchRow | ItemRow) -> Usage:
         row.calls,
         row.cache_hits,
         row.saved_cost,
+        row.unpriced_calls,
     )
 
 
@@ -57,6 +58,7 @@ class BatchRow(NamedTuple):
     calls: int
     cache_hits: int
     saved_cost: float
+    unpriced_calls: int
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -128,6 +130,7 @@ class ItemRow(NamedTuple):
     calls: int
     cache_hits: int
     saved_cost: float
+    unpriced_calls: int
     metrics: str | None
     progress: float | None
     message: str | None

@@ -21,6 +21,7 @@ from batchyard.store.base import Claim, Outcome, Recorded
 from batchyard.tasks import TaskSpec
 from batchyard.worker.callbacks import Callbacks
 from batchyard.worker.inflight import InFlight
+from batchyard.worker.journal import Journal
 from batchyard.worker.lanes import Lanes
 from batchyard.worker.shared import Shared
 
@@ -41,6 +42,7 @@ class ClaimLoop:
         self._hub = hub
         self._callbacks = callbacks
         self._specs: dict[str, TaskSpec] = {}
+        self._journal = Journal()
         self._wake = asyncio.Event()
         self.stopping = False
         self._hard_stop = False
@@ -159,6 +161,7 @@ class ClaimLoop:
             only=shared.config.batches,
         )
         self._note(outcomes, done)
+        self._journal.claimed(shared.store, claims)
         return claims
 
     def _record(self, outcomes: list[Outcome]) -> None:
@@ -170,6 +173,7 @@ class ClaimLoop:
         stats.recorded += len(outcomes) - len(done.rejected)
         stats.rejected += len(done.rejected)
         stats.batches_ended.extend(done.ended)
+        self._journal.ended(self._shared.store, done.ended)
         for outcome in done.rejected:
             log.warning(
                 "outcome of item %s (attempt %d) refused: its lease was taken over",

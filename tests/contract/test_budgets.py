@@ -81,13 +81,33 @@ def test_every_usage_figure_rolls_up_from_items_to_the_batch(store: Store) -> No
     store.record(
         [
             outcome(a, usage=Usage(100, 20, 0.5, 40, 5, 1, 0, 0.0)),
-            outcome(b, usage=Usage(0, 0, 0.0, 0, 0, 0, 1, 0.25)),
+            outcome(b, usage=Usage(0, 0, 0.0, 0, 0, 0, 1, 0.25, 0)),
         ],
         T0 + 1,
     )
     assert store.get_batch("b").usage == Usage(100, 20, 0.5, 40, 5, 1, 1, 0.25)
     assert store.item("b", a.key).usage == Usage(100, 20, 0.5, 40, 5, 1, 0, 0.0)
     assert store.item("b", b.key).usage.saved_cost == 0.25
+
+
+def test_unpriced_calls_roll_up_and_make_the_cost_a_lower_bound(store: Store) -> None:
+    submit(store, "b", 3)
+    a, b, c = claim(store)
+    store.record([outcome(a, usage=Usage(100, 20, 0.0, calls=2, unpriced_calls=2))], T0 + 1)
+    unknown = store.get_batch("b")
+    assert unknown.usage.unpriced_calls == 2 and unknown.usage.cost_is_unknown
+    assert store.item("b", a.key).usage.unpriced_calls == 2
+
+    store.record(
+        [
+            outcome(b, usage=Usage(10, 5, 0.25, calls=1)),
+            outcome(c, usage=Usage(10, 5, 0.0, calls=1, unpriced_calls=1)),
+        ],
+        T0 + 2,
+    )
+    partly = store.get_batch("b").usage
+    assert (partly.calls, partly.unpriced_calls, partly.cost) == (4, 3, 0.25)
+    assert not partly.cost_is_known and not partly.cost_is_unknown
 
 
 def test_the_response_cache_keeps_the_first_answer_and_forgets_old_ones(store: Store) -> None:

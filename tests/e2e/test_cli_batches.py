@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,69 @@ def test_submit_reads_csv_and_stdin(cli: CLI) -> None:
     assert [b["counts"]["total"] for b in (from_csv, from_stdin, csv_stdin)] == [2, 2, 3]
     items = cli.json("items", from_csv["id"])
     assert [item["key"] for item in items] == ["1", "2"]
+
+
+#: The README's task, fed a CSV: its values are text, so it needs --csv-types.
+README_TASK = """
+def enrich(item, ctx):
+    if item["employees"] == 0:
+        raise ValueError(f"{item['name']} has no employees")
+    return {"company": item["name"], "score": min(100, item["employees"] // 10)}
+"""
+LEADS_CSV = "id,name,employees,zip\nlead-1,Acme,120,01234\nlead-2,Globex,0,02139\n"
+
+
+def test_csv_types_make_the_readme_task_work_on_a_csv(cli: CLI) -> None:
+    (cli.folder / "readme_tasks.py").write_text(README_TASK)
+    (cli.folder / "leads.csv").write_text(LEADS_CSV)
+
+    untyped = cli("run", "readme_tasks:enrich", "leads.csv", "--max-attempts", "1", "--json")
+    assert untyped.returncode == 1
+    errors = {i["key"]: i["error"] for i in cli.json("items", json.loads(untyped.stdout)["id"])}
+    assert errors["lead-1"] == "TypeError: unsupported operand type(s) for //: 'str' and 'int'"
+
+    done = cli(
+        "run", "readme_tasks:enrich", "leads.csv", "--max-attempts", "1", "--json",
+        "--csv-types", "employees=int",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # Globex has no employees, as it should
+    status = json.loads(done.stdout)
+    assert status["counts"]["succeeded"] == 1 and status["counts"]["failed"] == 1
+    rows = [json.loads(line) for line in cli.ok("results", status["id"]).splitlines()]
+    assert rows[0]["result"] == {"company": "Acme", "score": 12}
+    assert rows[1]["error"] == "ValueError: Globex has no employees"
+
+
+@pytest.mark.parametrize("command", ["submit", "run", "validate", "estimate"])
+def test_a_csv_value_that_does_not_parse_exits_2_and_writes_nothing(cli: CLI, command: str) -> None:
+    (cli.folder / "leads.csv").write_text(LEADS_CSV + "lead-3,Initech,many,10001\n")
+
+    # estimate is for the llm task; reading its input comes before any call.
+    task = ["llm", "--param", "model=gpt-4o-mini", "--param", "template={{ name }}"]
+    task = task if command == "estimate" else ["json:dumps"]
+    stderr = cli.fails(2, command, task[0], "leads.csv", *task[1:], "--csv-types", "employees=int")
+
+    assert stderr.startswith(
+        "batchyard: error: leads.csv:4: column 'employees' (int): 'many' is not a whole number"
+    ), stderr
+    assert cli.batches() == []
+    assert not (cli.folder / "yard.db").exists()
+
+
+def test_bad_csv_types_exit_2(cli: CLI) -> None:
+    (cli.folder / "leads.csv").write_text(LEADS_CSV)
+    (cli.folder / "leads.jsonl").write_text('{"id": 1}\n')
+
+    assert "unknown type 'integer'" in cli.fails(
+        2, "submit", "json:dumps", "leads.csv", "--csv-types", "employees=integer"
+    )
+    assert "--csv-types names 'staff', not a column" in cli.fails(
+        2, "submit", "json:dumps", "leads.csv", "--csv-types", "staff=int"
+    )
+    assert "apply to CSV input; leads.jsonl is read as jsonl" in cli.fails(
+        2, "submit", "json:dumps", "leads.jsonl", "--csv-types", "id=int"
+    )
+    assert cli.batches() == []
 
 
 BAD_INPUTS = [
@@ -456,3 +520,66 @@ def test_retry_chosen_items_by_key(cli: CLI) -> None:
     assert f"sent 1 failed item(s) of {batch_id} back to the queue" in said
     states = {i["key"]: i["state"] for i in cli.json("items", batch_id)}
     assert states == {"k1": "succeeded", "k2": "failed", "k3": "pending", "k4": "succeeded"}
+
+
+# -- how run and worker end ------------------------------------------------------------------
+
+
+def test_run_ends_with_the_report_and_the_commands_to_look_further(cli: CLI) -> None:
+    items = rows(4)
+    items[2]["fail"] = True
+    done = cli("run", "e2etasks:work", jsonl(cli.folder, "in.jsonl", items), "--max-attempts", "1")
+
+    assert done.returncode == 1, done.stderr  # one item failed
+    (batch,) = cli.batches()
+    report = cli.ok("report", batch["id"], "--no-save")
+    assert "4: 3 succeeded, 1 failed, 0 cancelled  (partially_completed)" in report
+    here = f"batchyard --db {cli.db}"
+    # The report is the one `report` prints, bar the moment it was made (elapsed is fixed
+    # once a batch has ended, so the whole text is).
+    assert done.stdout.endswith(
+        f"\n{report}\n"
+        f"look further: {here} report {batch['id']}\n"
+        f"              {here} items {batch['id']} --state failed\n"
+        f"              {here} results {batch['id']} -o results.jsonl\n"
+    ), done.stdout
+
+
+def test_run_json_prints_the_final_status_and_the_rest_on_stderr(cli: CLI) -> None:
+    done = cli("run", "e2etasks:work", jsonl(cli.folder, "in.jsonl", rows(3)), "--json")
+
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert set(status) == STATUS_KEYS
+    assert status["state"] == "completed" and status["counts"]["succeeded"] == 3
+    assert status["eta"] is None and status["progress"] == 1.0
+    assert f"look further: batchyard --db {cli.db} report {status['id']}" in done.stderr
+
+
+def test_worker_prints_a_line_per_batch_it_starts_and_ends(cli: CLI) -> None:
+    failing = rows(3)
+    failing[0]["fail"] = True
+    first = cli.ok(
+        "submit", "e2etasks:work", jsonl(cli.folder, "a.jsonl", failing), "--max-attempts", "1"
+    ).strip()
+    second = cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "b.jsonl", rows(2))).strip()
+
+    done = cli("worker", "--until-idle")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert sorted(line for line in lines if "started" in line) == sorted(
+        [
+            f"worker: started {first} (task e2etasks:work, 3 items)",
+            f"worker: started {second} (task e2etasks:work, 2 items)",
+        ]
+    )
+    ended = {line.split()[1]: line for line in lines if "started" not in line}
+    assert set(ended) == {first, second} and len(lines) == 4
+    assert re.fullmatch(
+        rf"worker: {first} partially_completed: 2 succeeded, 1 failed in \S+ m?s", ended[first]
+    )
+    assert re.fullmatch(
+        rf"worker: {second} completed: 2 succeeded, 0 failed in \S+ m?s", ended[second]
+    )

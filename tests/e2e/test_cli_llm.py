@@ -37,6 +37,8 @@ USAGE_KEYS = {
     "calls",
     "cache_hits",
     "saved_cost",
+    "unpriced_calls",
+    "cost_note",
 }
 ESTIMATE_KEYS = {
     "model",
@@ -218,6 +220,35 @@ def test_run_completes_and_status_shows_the_cost(cli: CLI, server: FakeOpenAI) -
     fresh = batch_id_of(cli.ok("run", "llm", name, *llm_params(server), "--no-cache"))
     assert cli.json("status", fresh)["usage"]["calls"] == 6
     assert server.stats().requests == 12
+
+
+def test_a_model_with_no_price_shows_its_cost_as_unknown_not_zero(
+    cli: CLI, server: FakeOpenAI
+) -> None:
+    name = prompts(cli, "prompts.jsonl", 3)
+    unpriced = "acme-local-7b"  # in no price table, and given no --param prices
+    params = [f"model={unpriced}", "template=@p.j2", f"base_url={server.base_url}"]
+    out = cli.ok("run", "llm", name, *(arg for p in params for arg in ("--param", p)))
+    batch = batch_id_of(out)
+    assert server.stats().requests == 3
+    unknown = f"cost unknown (no price for {unpriced})"
+    assert re.search(rf"usage +\d+ tokens in +\d+ out +{re.escape(unknown)}   per item", out), out
+    assert "$0.0000" not in out
+
+    assert re.search(rf"cost +{re.escape(unknown)} for 3 calls", cli.ok("status", batch))
+    usage = cli.json("status", batch)["usage"]
+    assert set(usage) == USAGE_KEYS
+    assert (usage["cost"], usage["cost_note"]) == (None, f"no price for {unpriced}")
+    assert (usage["calls"], usage["unpriced_calls"]) == (3, 3) and usage["tokens_in"] > 0
+
+    report = json.loads(cli.ok("report", batch, "--json", "--no-save"))
+    assert report["usage"]["cost"] is None and report["usage"]["per_item"]["cost"] is None
+    assert report["usage"]["cost_note"] == f"no price for {unpriced}"
+    results = [json.loads(line) for line in cli.ok("results", batch).splitlines()]
+    assert all(r["result"]["cost"] is None and r["usage"]["cost"] is None for r in results)
+    assert cli.json("estimate", "--batch", batch)["spent"] is None
+    assert "cost unknown (no price)" in cli.ok("item", batch, "k1")
+    assert f"(spent so far: {unknown})" in cli.ok("estimate", "--batch", batch)
 
 
 def test_estimate_prints_the_documented_keys_and_a_pilot_runs_first(

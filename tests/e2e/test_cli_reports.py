@@ -149,6 +149,15 @@ def test_report_text(batches: Batches) -> None:
     assert "k3: ValueError: item k3 is broken" in out
 
 
+def test_report_text_is_str_of_batch_report(batches: Batches) -> None:
+    done = batches.run("report", batches.mixed, "--no-save")
+
+    assert done.returncode == 0, done.stderr
+    with Yard(f"sqlite:///{batches.db}") as yard:
+        report = yard.batch(batches.mixed).report()
+    assert done.stdout == f"{report}\n"
+
+
 def test_report_text_to_a_file(batches: Batches) -> None:
     target = batches.cwd / "report.txt"
     done = batches.run("report", batches.mixed, "-o", str(target))

@@ -4,6 +4,7 @@ subprocess, in a fresh folder, then its database read back through the Python AP
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +43,17 @@ def test_demo_piped_prints_plain_progress_and_a_report(tmp_path: Path) -> None:
     out = done.stdout
     assert "\x1b[" not in out and "\r" not in out, "cursor codes in piped output"
     assert "scoring 40 sample leads from demo-leads.jsonl in sqlite:///batchyard.db" in out
-    assert "ended partially_completed" in out
-    assert "40: 38 succeeded, 2 failed, 0 cancelled" in out
-    for heading in ("duration", "per item", "retries", "usage", "score"):
-        assert f"  {heading}" in out
+    assert "40: 38 succeeded, 2 failed, 0 cancelled  (partially_completed)" in out
+    for heading in ("success", "duration", "attempts", "usage", "metric score"):
+        assert f"\n{heading}  " in out
     assert "lead-0013: Fail: lead lead-0013 has no email" in out
     assert "lead-0026: Fail: lead lead-0026 has no employees" in out
     assert out.count("items/s  ETA") >= 2  # the first status line and the last
+    found = re.search(r"^batch (batch_\w+), task", out, re.MULTILINE)
+    assert found is not None
+    batch_id = found.group(1)
+    assert f"look further: batchyard report {batch_id}\n" in out
+    assert f"batchyard items {batch_id} --state failed\n" in out
     assert done.stderr == ""
     sample = (tmp_path / "demo-leads.jsonl").read_text().splitlines()
     assert len(sample) == 40 and '"id":"lead-0001"' in sample[0]
@@ -80,7 +85,7 @@ def test_demo_options_override_the_environment(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert "scoring 12 sample leads" in done.stdout and "concurrency 3" in done.stdout
-    assert "items       12: 10 succeeded, 2 failed" in done.stdout
+    assert "items         12: 10 succeeded, 2 failed" in done.stdout
 
 
 def test_python_m_demo_uses_a_fresh_file_of_its_own(tmp_path: Path) -> None:
@@ -127,4 +132,4 @@ def test_demo_on_a_terminal_redraws_its_dashboard(tmp_path: Path) -> None:
     assert "\x1b[" in screen, "the dashboard was not redrawn in place"
     assert screen.count("ETA") >= 2, "a single frame"
     assert "partially_completed" in screen and "recent errors" in screen
-    assert "ended partially_completed" in screen
+    assert "failed, 0 cancelled  (partially_completed)" in screen and "look further:" in screen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,99 @@ def test_a_csv_with_only_a_header_has_no_items(tmp_path: Path) -> None:
 
 
 # -- stdin, formats, files ------------------------------------------------------------------
+
+
+def typed(path: Path, types: dict[str, str]) -> list[Any]:
+    with open_input(str(path), csv_types=types) as items:
+        return list(items)
+
+
+def test_csv_types_convert_only_the_named_columns(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "a.csv",
+        "id,zip,employees,score,active,tags,note\n"
+        'a,01234,0042,2.5,yes,"[1, ""x""]",007\n'
+        "b,02139,-7,1e3,FALSE,{},\n",
+    )
+    types = {"employees": "int", "score": "float", "active": "bool", "tags": "json"}
+
+    assert typed(path, types) == [
+        {"id": "a", "zip": "01234", "employees": 42, "score": 2.5, "active": True,
+         "tags": [1, "x"], "note": "007"},
+        {"id": "b", "zip": "02139", "employees": -7, "score": 1000.0, "active": False,
+         "tags": {}, "note": ""},
+    ]  # fmt: skip
+    # Untyped columns, and columns typed str, are never guessed at: "01234" stays text.
+    assert typed(path, {"zip": "str"})[0]["zip"] == "01234"
+
+
+def test_an_empty_cell_in_a_typed_column_is_null(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.csv", "id,n,ok,name\na,,,\n")
+    assert typed(path, {"n": "int", "ok": "bool", "name": "str"}) == [
+        {"id": "a", "n": None, "ok": None, "name": ""}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "reason"),
+    [
+        ("int", "12.5", "'12.5' is not a whole number"),
+        ("int", "1_000", "'1_000' is not a whole number"),
+        ("float", "abc", "'abc' is not a number"),
+        ("float", "nan", "'nan' is not a finite number"),
+        ("bool", "maybe", "'maybe' is not a boolean"),
+        ("json", "{x", "'{x' is not valid JSON"),
+    ],
+)
+def test_a_value_that_does_not_parse_names_file_line_and_column(
+    tmp_path: Path, kind: str, value: str, reason: str
+) -> None:
+    path = write(tmp_path, "a.csv", f'id,v\na,1\n\nb,"{value}"\n')
+    with pytest.raises(InputError) as caught:
+        typed(path, {"v": kind})
+
+    assert caught.value.source == str(path) and caught.value.line == 4
+    assert f"column 'v' ({kind}): {reason}" in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:4: ")
+
+
+def test_csv_types_name_columns_of_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.csv", "id,n\na,1\n")
+    with pytest.raises(InputError, match=r"a\.csv:1: --csv-types names 'm', not a column"):
+        typed(path, {"m": "int"})
+
+
+def test_csv_types_are_checked_and_only_for_csv(tmp_path: Path) -> None:
+    from batchyard.columns import ColumnTypes
+    from batchyard.errors import ConfigError
+
+    assert ColumnTypes.parse(" employees = int ,score=float").types == {
+        "employees": "int",
+        "score": "float",
+    }
+    for bad, message in [
+        ("employees", "'employees' is not COLUMN=TYPE"),
+        ("n=int,n=float", "column 'n' is given a type twice"),
+        ("n=integer", "column 'n': unknown type 'integer' (use one of str, int, float"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            ColumnTypes.parse(bad)
+    path = write(tmp_path, "a.jsonl", '{"n": "1"}\n')
+    with pytest.raises(ConfigError, match=r"apply to CSV input; .*a\.jsonl is read as jsonl"):
+        typed(path, {"n": "int"})
+
+
+def test_a_typed_csv_submits_all_or_nothing(tmp_path: Path, yard: Yard) -> None:
+    good = write(tmp_path, "good.csv", "id,n\na,1\nb,2\n")
+    bad = write(tmp_path, "bad.csv", "id,n\na,1\nb,two\n")
+
+    with pytest.raises(InputError, match=r"bad\.csv:3: column 'n' \(int\): 'two'"):
+        submit(yard, str(bad), "--csv-types", "n=int")
+    assert batch_count(yard) == 0
+
+    batch = submit(yard, str(good), "--csv-types", "n=int")
+    assert [item.payload for item in batch.items()] == [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
 
 
 def test_stdin_is_jsonl_by_default_and_csv_when_told() -> None:

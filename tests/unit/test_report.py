@@ -244,6 +244,8 @@ def test_comparison_puts_batches_side_by_side(yard: Yard) -> None:
         "calls": 0,
         "cache_hits": 0,
         "saved_cost": 0.0,
+        "unpriced_calls": 0,
+        "cost_note": None,
         "budget": None,
         "per_item": {
             "tokens_in": 150.0,
@@ -275,3 +277,79 @@ def test_last_line_keeps_the_exception_of_a_traceback() -> None:
     assert last_line(trace) == "ValueError: bad"
     assert last_line("plain") == "plain"
     assert last_line(None) is None
+
+
+def test_str_is_the_text_report_line_by_line(yard: Yard) -> None:
+    batch = run(yard, MIXED, name="mixed")
+    text = str(batch.report())
+
+    def row(label: str, value: str) -> str:  # labels padded to the longest, then 2 spaces
+        return f"{label:<17}  {value}"
+
+    lines = text.splitlines()
+    assert lines[:3] == [
+        row("batch", f"{batch.id}  'mixed'"),
+        row("task", "scripted"),
+        row("items", "7: 4 succeeded, 3 failed, 0 cancelled  (partially_completed)"),
+    ]
+    assert row("success", "57.1%") in lines
+    assert row("elapsed", "43.5 s  (0.16 items/s)") in lines
+    durations = "mean 4.0 s  p50 4.0 s  p95 6.7 s  max 7.0 s  (last attempt of 7 items)"
+    assert row("duration", durations) in lines
+    assert row("attempts", "11 in all, 1.57 per item, 4 items retried") in lines
+    assert row("errors", "ValueError 2  KeyError 1") in lines
+    assert row("metric confidence", "mean 0.55  min 0.1  max 0.9  sum 2.2  (4 items)") in lines
+    assert row("failed", "3 items:") in lines
+    assert lines[-1] == row("", "f: ValueError: f")
+    assert all(line == line.rstrip() for line in lines)
+    assert "\x1b[" not in text
+
+
+def test_the_ending_of_run_names_the_commands_to_look_further(yard: Yard) -> None:
+    from batchyard.report_text import ending
+
+    batch = run(yard, MIXED)
+    text = ending(batch.report(), "batchyard --db x.db")
+
+    assert text.startswith(str(batch.report()))
+    assert text.endswith(
+        f"\n\nlook further: batchyard --db x.db report {batch.id}\n"
+        f"              batchyard --db x.db items {batch.id} --state failed\n"
+        f"              batchyard --db x.db results {batch.id} -o results.jsonl"
+    )
+
+
+def test_a_cost_with_unpriced_calls_is_unknown_or_a_lower_bound(yard: Yard) -> None:
+    from batchyard.live import _usage
+
+    @yard.task(name="calls", concurrency=1, max_attempts=1)
+    def calls(item: dict[str, Any], ctx: TaskContext) -> None:
+        priced = item["priced"]
+        ctx.usage(100, 10, 0.25 if priced else 0.0, calls=1, unpriced_calls=int(not priced))
+
+    unknown = yard.submit("calls", [{"priced": False}] * 2, params={"model": "m-1"})
+    partly = yard.submit("calls", [{"priced": True}, {"priced": False}, {"priced": False}])
+    known = yard.submit("calls", [{"priced": True}])
+    yard.run_until_idle(concurrency=1, **FAST)
+
+    status = unknown.status()
+    assert status.cost_text() == "cost unknown (no price for m-1)"
+    assert status.projected_cost is None
+    assert status.as_dict()["usage"]["cost"] is None
+    assert status.as_dict()["usage"]["cost_note"] == "no price for m-1"
+    assert "$0.0000" not in str(unknown.report())
+    assert "out  cost unknown (no price for m-1)   per item 100.0 in  10.0 out\n" in str(
+        unknown.report()
+    )
+    assert "cost unknown (no price for m-1)" in _usage(status)
+
+    status = partly.status()
+    assert status.cost_text() == "at least $0.2500 (2 of 3 calls had no price)"
+    usage = partly.report().as_dict()["usage"]
+    assert (usage["cost"], usage["cost_note"]) == (0.25, "2 of 3 calls had no price")
+    assert usage["per_item"]["cost"] is None  # an average of a lower bound says nothing
+    assert "at least $0.2500" in _usage(status)
+
+    status = known.status()
+    assert status.cost_text() == "$0.2500" and status.cost_note is None
+    assert status.as_dict()["usage"]["cost_note"] is None

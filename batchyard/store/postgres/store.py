@@ -43,7 +43,7 @@ FROM unnest(
     ?::bigint[], ?::int[], ?::text[], ?::float8[], ?::bool[], ?::float8[], ?::text[],
     ?::text[], ?::text[], ?::float8[], ?::text[], ?::float8[], ?::text[], ?::bool[],
     ?::bigint[], ?::bigint[], ?::float8[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
-    ?::float8[]
+    ?::float8[], ?::bigint[]
 ) AS u(id, attempt, state, duration, terminal, finished_at, result, error, error_type,
     run_after, metrics, progress, message, later, {", ".join(USAGE_FIELDS)})
 WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}'
