@@ -143,11 +143,9 @@ def report(batch: Batch) -> list[str]:
     """A few lines on how a finished batch went, read from the store."""
     status = batch.status()
     durations: list[float] = []
-    retries = 0
     failed: list[str] = []
     metrics: dict[str, list[float]] = {}
     for item in batch.items():
-        retries += max(0, item.attempts - 1)
         for name, value in item.metrics.items():
             metrics.setdefault(name, []).append(value)
         if item.duration is not None:
@@ -165,7 +163,8 @@ def report(batch: Batch) -> list[str]:
         f"{c.cancelled} cancelled",
         f"  duration    {took:.2f} s, {c.finished / took if took > 0 else 0:.1f} items/s",
         f"  per item    mean {mean * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (last attempt)",
-        f"  retries     {retries} (transient failures the worker retried)",
+        f"  retries     {status.reruns.total}"
+        + (f" ({status.reruns.describe()})" if status.reruns.total else ""),
         f"  usage       {u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost:.4f}",
         *(
             f"  {name:<11} mean {sum(v) / len(v):.1f}, min {min(v):g}, max {max(v):g}"

@@ -170,6 +170,12 @@ class Reruns:
     def as_dict(self) -> dict[str, int]:
         return {reason.value: getattr(self, reason.value) for reason in Again}
 
+    def describe(self) -> str:
+        """The reasons that occurred, most first: ``worker lost 60, released 4``."""
+        counts = [(getattr(self, reason.value), reason.label) for reason in Again]
+        ranked = sorted((pair for pair in counts if pair[0]), key=lambda pair: -pair[0])
+        return ", ".join(f"{label} {n:,}" for n, label in ranked)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchOptions:

@@ -217,7 +217,7 @@ def _item_row(item: Item) -> dict[str, Any]:
         "key": item.key,
         "position": item.position,
         "state": item.state.value,
-        "attempts": item.attempts,
+        "attempts": item.runs,
         "duration": item.duration,
         "error": item.error,
         "error_type": item.error_type,
@@ -264,7 +264,7 @@ def _print_items(items: list[Item], total: int, limit: int | None) -> None:
         table.add_row(
             item.key,
             item.state.value,
-            str(item.attempts),
+            str(item.runs),
             format_duration(item.duration),
             Text(error, overflow="ellipsis", no_wrap=True),
         )
@@ -285,7 +285,7 @@ def run_logs(args: argparse.Namespace) -> int:
                 "batch_id": item.batch_id,
                 "key": item.key,
                 "state": item.state.value,
-                "attempts": item.attempts,
+                "attempts": item.runs,
                 "error": item.error,
                 "logs": [
                     {"at": ln.at, "attempt": ln.attempt, "kind": ln.kind, "message": ln.message}
@@ -304,7 +304,7 @@ def _print_logs(item: Item, lines: list[LogLine]) -> None:
     out = console()
     out.print(
         f"[bold]{escape(item.key)}[/]  {item.state.value}  "
-        f"{item.attempts} attempt{'s' * (item.attempts != 1)}"
+        f"{item.runs} attempt{'s' * (item.runs != 1)}"
     )
     if not lines:
         out.print("no log lines", style="dim")

@@ -160,7 +160,9 @@ def render_report(report: Report) -> Table:
     )
     table.add_row("duration", _durations(data["durations"]))
     table.add_row("attempts", _attempts(data["attempts"]))
-    table.add_row("errors", "  ".join(f"{k} {v:,}" for k, v in data["errors"].items()) or "none")
+    if report.attempts.again.total:
+        table.add_row("ran again", report.attempts.again.describe())
+    table.add_row("errors", _errors(data["errors"], report.attempts.again.error))
     table.add_row("usage", _usage(usage))
     if usage["calls"] or usage["cache_hits"]:
         table.add_row("calls", _calls(usage))
@@ -185,7 +187,16 @@ def _durations(d: dict[str, Any]) -> str:
 
 def _attempts(a: dict[str, Any]) -> str:
     mean = "-" if a["mean"] is None else f"{a['mean']:.2f}"
-    return f"{a['total']:,} in all, {mean} per item, {a['retried']:,} items retried"
+    return f"{a['total']:,} in all, {mean} per item, {a['retried']:,} items ran again"
+
+
+def _errors(errors: dict[str, int], retried_after_error: int) -> str:
+    """The error classes that ended items; when none did, whether errors were retried."""
+    if errors:
+        return "  ".join(f"{k} {v:,}" for k, v in errors.items())
+    if retried_after_error:
+        return f"none at the end ({retried_after_error:,} retried after an error)"
+    return "none"
 
 
 def _usage(u: dict[str, Any]) -> str:
