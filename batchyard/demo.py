@@ -163,8 +163,7 @@ def report(batch: Batch) -> list[str]:
         f"{c.cancelled} cancelled",
         f"  duration    {took:.2f} s, {c.finished / took if took > 0 else 0:.1f} items/s",
         f"  per item    mean {mean * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (last attempt)",
-        f"  retries     {status.reruns.total}"
-        + (f" ({status.reruns.describe()})" if status.reruns.total else ""),
+        f"  retries     {status.reruns.describe() if status.reruns.total else 'none'}",
         f"  usage       {u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost:.4f}",
         *(
             f"  {name:<11} mean {sum(v) / len(v):.1f}, min {min(v):g}, max {max(v):g}"

@@ -171,10 +171,13 @@ class Reruns:
         return {reason.value: getattr(self, reason.value) for reason in Again}
 
     def describe(self) -> str:
-        """The reasons that occurred, most first: ``worker lost 60, released 4``."""
+        """The re-runs and their reasons, most first: ``64 runs: worker lost 60, released
+        4``."""
         counts = [(getattr(self, reason.value), reason.label) for reason in Again]
         ranked = sorted((pair for pair in counts if pair[0]), key=lambda pair: -pair[0])
-        return ", ".join(f"{label} {n:,}" for n, label in ranked)
+        total = self.total
+        reasons = ", ".join(f"{label} {n:,}" for n, label in ranked)
+        return f"{total:,} run{'s' * (total != 1)}: {reasons}"
 
 
 @dataclass(frozen=True, slots=True)

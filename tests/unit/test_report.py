@@ -305,7 +305,7 @@ def test_runs_again_by_reason_with_errors_that_ended_items(yard: Yard) -> None:
     }
     text = rendered(report)
     assert "attempts 11 in all, 1.57 per item, 4 items ran again" in text
-    assert "ran again retried after an error 4" in text
+    assert "ran again 4 runs: retried after an error 4" in text
     assert "errors ValueError 2 KeyError 1" in text
 
 
@@ -344,5 +344,5 @@ def test_given_back_leases_are_no_attempts_and_lost_ones_say_so(
     }
     text = rendered(report)
     assert "attempts 6 in all, 1.50 per item, 2 items ran again" in text
-    assert "ran again worker lost 1, released 1" in text
+    assert "ran again 2 runs: worker lost 1, released 1" in text
     assert "errors none" in text
