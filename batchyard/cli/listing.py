@@ -39,13 +39,15 @@ newest first. --format csv prints a header row and one row per batch with the co
 
 ITEMS_JSON = """\\
 --json prints a JSON array, one object per item in submission order:
-  {"key", "position", "state", "attempts", "duration" (s or null), "error" (the last
-   error or null), "error_type", "started_at", "finished_at" (unix seconds or null)}"""
+  {"key", "position", "state", "attempts" (that ran), "duration" (s or null), "error"
+   (the last error or null), "error_type", "started_at", "finished_at" (unix seconds or
+   null)}"""
 
 LOGS_JSON = """\\
---json prints {"batch_id", "key", "state", "attempts", "error", "logs": [{"at" (unix
-seconds), "attempt", "kind", "message"}]}; kinds include log lines, progress messages and
-each attempt's error."""
+--json prints {"batch_id", "key", "state", "attempts" (that ran), "error", "logs": [{"at"
+(unix seconds), "attempt" (the lease's number: leases given back before they ran count
+too), "kind", "message"}]}; kinds include log lines, progress messages and each attempt's
+error."""
 
 
 def register(commands: Any) -> None:
