@@ -3,6 +3,7 @@ the row that reads it cannot disagree), their conversion to models, and the sche
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from typing import NamedTuple
@@ -121,7 +122,7 @@ class ItemRow(NamedTuple):
     key: str
     position: int
     state: str
-    payload: str
+    payload: str | None  # None when not read (see item_columns)
     result: str | None
     error: str | None
     error_type: str | None
@@ -151,7 +152,7 @@ class ItemRow(NamedTuple):
             key=self.key,
             position=self.position,
             state=ItemState(self.state),
-            payload=codec.loads(self.payload),
+            payload=None if self.payload is None else codec.loads(self.payload),
             result=None if self.result is None else codec.loads(self.result),
             error=self.error,
             error_type=self.error_type,
@@ -219,6 +220,17 @@ class ExpiredRow(NamedTuple):
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
 ITEM_COLUMNS = ", ".join(ItemRow._fields)
+
+
+@functools.cache
+def item_columns(payloads: bool, results: bool) -> str:
+    """ITEM_COLUMNS, with payload and/or result read as NULL when not wanted: the two
+    columns that may be megabytes."""
+    left = {"payload"} if not payloads else set()
+    left |= {"result"} if not results else set()
+    return ", ".join("NULL" if name in left else name for name in ItemRow._fields)
+
+
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
 
 

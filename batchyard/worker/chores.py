@@ -8,11 +8,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from batchyard.errors import StoreUnavailable
 from batchyard.runner import TIMEOUT
 from batchyard.states import BatchState
 from batchyard.store.base import LeaseUpdate
 from batchyard.worker.inflight import InFlight
-from batchyard.worker.shared import Shared
+from batchyard.worker.shared import Outage, Shared
 
 log = logging.getLogger("batchyard.worker")
 #: How often attempts are checked against their deadline: the precision of timeouts.
@@ -21,12 +22,15 @@ WATCHDOG_INTERVAL = 0.05
 Chore = Callable[[], Awaitable[None]]
 
 
-async def every(seconds: float, chore: Chore) -> None:
-    """Run ``chore`` every ``seconds`` until cancelled; a failure is logged, not raised."""
+async def every(seconds: float, chore: Chore, outage: Outage) -> None:
+    """Run ``chore`` every ``seconds`` until cancelled; a failure is logged, not raised
+    (the store being away, once per outage: the claim loop says when it is back)."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await chore()
+        except StoreUnavailable as exc:
+            outage.down(exc)
         except Exception:
             log.exception("worker chore %s failed; trying again", chore.__name__)
 

@@ -78,7 +78,7 @@ class Worker:
         self._shared.db.open()
         lanes = self._lanes.start()
         chores = [
-            asyncio.create_task(every(seconds, chore))
+            asyncio.create_task(every(seconds, chore, self._shared.outage))
             for seconds, chore in [
                 *self._chores.schedule(),
                 (self.config.poll_interval, self._callbacks.run_due),

@@ -199,7 +199,7 @@ def test_the_store_opens_in_wal_mode(tmp_path: Path) -> None:
 
 
 def test_an_upgraded_database_counts_its_old_attempts_as_runs(tmp_path: Path) -> None:
-    """Version 5 (attempts that ran): items of an older database keep their attempts as
+    """Version 6 (attempts that ran): items of an older database keep their attempts as
     runs (no lease of theirs is known to have gone unrun) and no re-run has a reason yet."""
     old = tmp_path / "old.db"
     make_v1_database(old)

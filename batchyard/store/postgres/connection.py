@@ -13,6 +13,7 @@ wait for them.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +45,28 @@ POSTGRES = Dialect(
     log_order="id",
     real="DOUBLE PRECISION",
 )
+
+
+log = logging.getLogger("batchyard.store")
+
+
+class _PoolLog(logging.Handler):
+    """psycopg_pool's records ("discarding closed connection", reconnect attempts) told
+    through batchyard's logger at DEBUG: an outage is said once, by the worker, and a
+    program that configured no logging does not get the pool's warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("connection pool: %s", record.getMessage())
+
+
+def _route_pool_log() -> None:
+    pool_log = logging.getLogger("psycopg.pool")
+    if not any(isinstance(handler, _PoolLog) for handler in pool_log.handlers):
+        pool_log.addHandler(_PoolLog())
+        pool_log.propagate = False
+
+
+_route_pool_log()
 
 
 @functools.lru_cache(maxsize=512)

@@ -1,4 +1,4 @@
--- batchyard schema, version 5: attempts that ran, and why items ran again. `attempts` stays
+-- batchyard schema, version 6: attempts that ran, and why items ran again. `attempts` stays
 -- the lease's fencing token (every claim adds one); `unrun` counts the leases given back
 -- before the task was called (prefetched items, items of a batch a task paused), so an
 -- item ran `attempts - unrun` times. `again` is why the item's next run would be a re-run
