@@ -9,7 +9,7 @@ Parquet writes a row group per ``ROW_GROUP`` items. Every format carries the sam
 ``result``      the task's return value: JSON in JSONL, JSON text in CSV and Parquet
 ``error``       the last attempt's error (a traceback for unexpected exceptions)
 ``error_type``  the error's exception class
-``attempts``    attempts spent
+``attempts``    attempts that ran
 ``duration``    seconds the last attempt took
 ``usage``       tokens_in, tokens_out, cost: an object in JSONL, three columns elsewhere
 ``metrics``     the task's metrics: an object in JSONL, JSON text elsewhere
@@ -59,7 +59,7 @@ def record(item: Item) -> dict[str, JSON]:
         "result": item.result,
         "error": item.error,
         "error_type": item.error_type,
-        "attempts": item.attempts,
+        "attempts": item.runs,
         "duration": item.duration,
         "usage": {
             "tokens_in": item.usage.tokens_in,
@@ -78,7 +78,7 @@ def row(item: Item) -> tuple[Any, ...]:
         None if item.result is None else _json_text(item.result),
         item.error,
         item.error_type,
-        item.attempts,
+        item.runs,
         item.duration,
         item.usage.tokens_in,
         item.usage.tokens_out,

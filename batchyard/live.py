@@ -129,7 +129,7 @@ class Watch:
     def _note_error(self, item: Item) -> None:
         self._errors.pop(item.key, None)  # a later attempt's error replaces the earlier
         self._errors[item.key] = ErrorSeen(
-            item.key, item.attempts, last_line(item.error or ""), item.state
+            item.key, item.runs, last_line(item.error or ""), item.state
         )
         while len(self._errors) > ERRORS_SHOWN:
             del self._errors[next(iter(self._errors))]
@@ -243,7 +243,7 @@ def _in_flight(running: list[Item], room: int, total: int) -> RenderableType:
         value = item.progress or 0.0
         table.add_row(
             item.key,
-            str(item.attempts),
+            str(item.runs),
             ProgressBar(total=1.0, completed=value, width=12),
             f"{value:4.0%}",
             item.message or "",

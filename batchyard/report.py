@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from batchyard import report_text
-from batchyard.models import JSON, BatchStatus, Item
+from batchyard.models import JSON, BatchStatus, Item, Reruns
 from batchyard.progress import elapsed, pace
 from batchyard.states import ItemState
 from batchyard.store import sqlite_path
@@ -68,12 +68,20 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Attempts:
-    """Attempts spent on the finished items: in all, per item that ran, and how many
-    items needed more than one."""
+    """Attempts that ran (``Item.runs``; a lease given back before its task was called is
+    none) on the finished items: in all, per item that ran, how many items ran more than
+    once, and why the batch's items ran again (``again``, from the batch's counters)."""
 
     total: int
     mean: float | None
     retried: int
+    again: Reruns = field(default_factory=Reruns)
+
+    def as_dict(self) -> dict[str, JSON]:
+        data = _fields(self, ("total", "mean", "retried"))
+        if self.again.total:
+            data["again"] = {k: v for k, v in self.again.as_dict().items() if v}
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +117,8 @@ class _MetricTally:
 
 @dataclass(frozen=True, slots=True)
 class FailedItem:
-    """A failed item: its key, error class, the last line of its error, and attempts."""
+    """A failed item: its key, error class, the last line of its error, and attempts that
+    ran."""
 
     key: str
     error_type: str | None
@@ -190,7 +199,9 @@ class Report:
          "success_rate": succeeded / finished, or null,
          "elapsed": seconds, "throughput": finished items per second,
          "durations": {"count", "mean", "p50", "p95", "max"} (seconds or null),
-         "attempts": {"total", "mean" (or null), "retried"},
+         "attempts": {"total", "mean" (or null), "retried" (items that ran more than
+                      once), and only when an item ran again "again": {reason: runs}
+                      with reasons "worker_lost", "released", "error", "retry"},
          "errors": {error class: finished items it ended, most frequent first},
          "usage": {"tokens_in", "tokens_out", "cost" (null when no call was priced),
                    "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
@@ -222,7 +233,7 @@ class Report:
             "elapsed": self.elapsed,
             "throughput": self.throughput,
             "durations": _fields(self.durations, ("count", "mean", "p50", "p95", "max")),
-            "attempts": _fields(self.attempts, ("total", "mean", "retried")),
+            "attempts": self.attempts.as_dict(),
             "errors": dict(self.errors),
             "usage": {
                 **status.usage_dict(),
@@ -259,15 +270,15 @@ class _Tally:
     failed_total: int = 0
 
     def add(self, item: Item) -> None:
-        if item.attempts:
+        if item.runs:
             self.items_run += 1
         if not item.state.is_terminal:
             return
-        self.finished_run += item.attempts > 0
+        self.finished_run += item.runs > 0
         if item.duration is not None:
             self.durations.append(item.duration)
-        self.attempts += item.attempts
-        self.retried += item.attempts > 1
+        self.attempts += item.runs
+        self.retried += item.runs > 1
         if item.error_type is not None:
             self.errors[item.error_type] += 1
         for name, value in item.metrics.items():
@@ -279,7 +290,7 @@ class _Tally:
             self.failed_total += 1
             if len(self.failed) < self.max_failed:
                 self.failed.append(
-                    FailedItem(item.key, item.error_type, last_line(item.error), item.attempts)
+                    FailedItem(item.key, item.error_type, last_line(item.error), item.runs)
                 )
 
     def report(self, status: BatchStatus, now: float) -> Report:
@@ -288,7 +299,9 @@ class _Tally:
             status=status,
             generated_at=now,
             durations=Durations.of(self.durations),
-            attempts=Attempts(self.attempts, self.attempts / ran if ran else None, self.retried),
+            attempts=Attempts(
+                self.attempts, self.attempts / ran if ran else None, self.retried, status.reruns
+            ),
             items_run=self.items_run,
             errors=dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
             metrics={name: self.metrics[name].stats() for name in sorted(self.metrics)},

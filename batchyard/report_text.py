@@ -74,7 +74,12 @@ def _rows(report: Report) -> list[tuple[str, str]]:
         ("elapsed", f"{format_duration(data['elapsed'])}  ({data['throughput']:,.2f} items/s)"),
         ("duration", _durations(data["durations"])),
         ("attempts", _attempts(data["attempts"])),
-        ("errors", "  ".join(f"{k} {v:,}" for k, v in data["errors"].items()) or "none"),
+    ]
+    again = report.attempts.again
+    if again.total:
+        rows.append(("ran again", again.describe()))
+    rows += [
+        ("errors", _errors(data["errors"], again.error)),
         ("usage", _usage(usage)),
     ]
     if usage["calls"] or usage["cache_hits"]:
@@ -95,7 +100,16 @@ def _durations(d: dict[str, Any]) -> str:
 
 def _attempts(a: dict[str, Any]) -> str:
     mean = "-" if a["mean"] is None else f"{a['mean']:.2f}"
-    return f"{a['total']:,} in all, {mean} per item, {a['retried']:,} items retried"
+    return f"{a['total']:,} in all, {mean} per item, {a['retried']:,} items ran again"
+
+
+def _errors(errors: dict[str, int], retried_after_error: int) -> str:
+    """The error classes that ended items; when none did, whether errors were retried."""
+    if errors:
+        return "  ".join(f"{k} {v:,}" for k, v in errors.items())
+    if retried_after_error:
+        return f"none at the end ({retried_after_error:,} retried after an error)"
+    return "none"
 
 
 def _usage(u: dict[str, Any]) -> str:

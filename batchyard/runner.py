@@ -43,6 +43,7 @@ class Job:
         "deadline",
         "lane",
         "pause_reason",
+        "ran",
         "renewed_at",
         "spec",
         "started_at",
@@ -73,6 +74,8 @@ class Job:
         #: Set when the task raised PauseBatch: the worker pauses the batch and gives the
         #: item back.
         self.pause_reason: str | None = None
+        #: Set once the task is called: given back after that, the attempt was a run.
+        self.ran = False
         self.lane: asyncio.Task[None] | None = None
 
     def stop(self, reason: str) -> None:
@@ -263,6 +266,7 @@ class Runner:
     def _invoke(self, job: Job, payload: Any) -> Awaitable[Any]:
         # No timer per call: the worker's watchdog stops attempts past their deadline.
         spec = job.spec
+        job.ran = True
         args = (payload, job.ctx) if spec.takes_context else (payload,)
         if spec.is_async:
             return spec.fn(*args)  # type: ignore[no-any-return]  # an async task: a coroutine

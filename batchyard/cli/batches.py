@@ -26,7 +26,7 @@ from batchyard.cli.common import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from batchyard.models import Reruns
 
 
 def register(commands: Any) -> None:
@@ -83,15 +83,17 @@ def run_status(args: argparse.Namespace) -> int:
                 return 1
             args.batch = newest[0].id
             print(f"the newest batch: {args.batch}", file=sys.stderr)
-        view = status_view(yard.batch(args.batch).status(), time.time())
+        status = yard.batch(args.batch).status()
+        view = status_view(status, time.time())
     if args.json:
         print_json(view)
     else:
-        print_status(view)
+        print_status(view, status.reruns)
     return 0
 
 
-def print_status(view: dict[str, Any]) -> None:
+def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
+    """The status as text; with ``reruns``, a line on why items ran again, if any did."""
     from rich.table import Table
 
     counts = view["counts"]
@@ -113,6 +115,8 @@ def print_status(view: dict[str, Any]) -> None:
     )
     pace = f"{view['throughput']:,.1f} items/s" if view["throughput"] else "-"
     table.add_row("throughput", f"{pace}   ETA {format_duration(view['eta'])}")
+    if reruns is not None and reruns.total:
+        table.add_row("ran again", reruns.describe())
     for label, text in usage_rows(view):
         table.add_row(label, text)
     table.add_row(

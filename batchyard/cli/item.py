@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 ITEM_JSON = """\
 --json prints the item: {"batch_id", "key", "position", "state", "payload" (its input),
-  "result", "error" (the last error, in full), "error_type", "attempts" (how many),
+  "result", "error" (the last error, in full), "error_type", "attempts" (that ran),
   "usage": {"tokens_in", "tokens_out", "cost", "tokens_cached", "tokens_reasoning",
   "calls", "cache_hits", "saved_cost"}, "metrics", "progress", "message",
   "started_at", "finished_at" (of the latest attempt; unix seconds or null), "duration"
@@ -59,7 +59,7 @@ def run_item(args: argparse.Namespace) -> int:
         lines = batch.logs(args.key)
     runs = attempt_runs(item, lines)
     if args.json:
-        print_json({**item.as_dict(), "runs": runs})
+        print_json({**item.as_dict(), "attempts": item.runs, "runs": runs})
     else:
         sys.stdout.write(render_item(item, runs))
     return 0
@@ -72,7 +72,7 @@ def attempt_runs(item: Item, lines: list[LogLine]) -> list[dict[str, Any]]:
     for line in lines:
         by_attempt.setdefault(line.attempt, []).append(line)
     runs = []
-    for attempt in sorted(set(range(1, item.attempts + 1)) | set(by_attempt)):
+    for attempt in _ran(item, set(by_attempt)):
         logged = by_attempt.get(attempt, [])
         errors = [line for line in logged if line.kind == "error"]
         latest = attempt == item.attempts
@@ -91,9 +91,21 @@ def attempt_runs(item: Item, lines: list[LogLine]) -> list[dict[str, Any]]:
     return runs
 
 
+def _ran(item: Item, logged: set[int]) -> list[int]:
+    """The lease numbers of the attempts that ran, as far as the log tells: those that
+    logged, the latest, and as many earlier ones as ``item.runs`` says there were (a
+    lease given back before its task was called left no line and is no attempt)."""
+    numbers = set(logged) | ({item.attempts} if item.runs else set())
+    for attempt in range(1, item.attempts + 1):
+        if len(numbers) >= item.runs:
+            break
+        numbers.add(attempt)
+    return sorted(numbers)
+
+
 def render_item(item: Item, runs: list[dict[str, Any]]) -> str:
     """The text view: a labelled header, then the payload, the result and the attempts."""
-    attempts = f"{item.attempts} attempt{'s' * (item.attempts != 1)}"
+    attempts = f"{item.runs} attempt{'s' * (item.runs != 1)}"
     out = [
         f"item      {item.key}  (position {item.position} of {item.batch_id})",
         f"state     {item.state.value}  after {attempts}"

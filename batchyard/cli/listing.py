@@ -41,14 +41,15 @@ newest first. --format csv prints a header row and one row per batch with the co
 
 ITEMS_JSON = """\
 --json prints a JSON array, one object per item in submission order:
-  {"key", "position", "state", "attempts", "duration" (s or null), "error" (the last
-   error or null), "error_type", "started_at", "finished_at" (unix seconds or null);
-   with --payload also "payload", the item's input}"""
+  {"key", "position", "state", "attempts" (that ran), "duration" (s or null), "error"
+   (the last error or null), "error_type", "started_at", "finished_at" (unix seconds or
+   null); with --payload also "payload", the item's input}"""
 
 LOGS_JSON = """\
---json prints {"batch_id", "key", "state", "attempts", "error", "logs": [{"at" (unix
-seconds), "attempt", "kind", "message"}]}; kinds include log lines, progress messages and
-each attempt's error."""
+--json prints {"batch_id", "key", "state", "attempts" (that ran), "error", "logs": [{"at"
+(unix seconds), "attempt" (the lease's number: leases given back before they ran count
+too), "kind", "message"}]}; kinds include log lines, progress messages and each attempt's
+error."""
 
 
 def register(commands: Any) -> None:
@@ -227,7 +228,7 @@ def _item_row(item: Item, *, payload: bool = False) -> dict[str, Any]:
         "key": item.key,
         "position": item.position,
         "state": item.state.value,
-        "attempts": item.attempts,
+        "attempts": item.runs,
         "duration": item.duration,
         "error": item.error,
         "error_type": item.error_type,
@@ -287,7 +288,7 @@ def _print_items(items: list[Item], total: int, limit: int | None) -> None:
         table.add_row(
             item.key,
             item.state.value,
-            str(item.attempts),
+            str(item.runs),
             format_duration(item.duration),
             Text(error, overflow="ellipsis", no_wrap=True),
         )
@@ -308,7 +309,7 @@ def run_logs(args: argparse.Namespace) -> int:
                 "batch_id": item.batch_id,
                 "key": item.key,
                 "state": item.state.value,
-                "attempts": item.attempts,
+                "attempts": item.runs,
                 "error": item.error,
                 "logs": [
                     {"at": ln.at, "attempt": ln.attempt, "kind": ln.kind, "message": ln.message}
@@ -327,7 +328,7 @@ def _print_logs(item: Item, lines: list[LogLine]) -> None:
     out = console()
     out.print(
         f"[bold]{escape(item.key)}[/]  {item.state.value}  "
-        f"{item.attempts} attempt{'s' * (item.attempts != 1)}"
+        f"{item.runs} attempt{'s' * (item.runs != 1)}"
     )
     if not lines:
         out.print("no log lines", style="dim")

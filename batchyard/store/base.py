@@ -332,9 +332,13 @@ class Store(Protocol):
         """Save outcomes in one transaction, refusing any whose lease was taken over."""
         ...
 
-    def release(self, leases: Sequence[tuple[int, int]], now: float) -> int:
+    def release(
+        self, leases: Sequence[tuple[int, int]], now: float, ran: Collection[int] = ()
+    ) -> int:
         """Give back leased items (item id, attempt) unfinished, without spending the
-        attempt, so another worker can take them at once."""
+        attempt, so another worker can take them at once. ``ran``: the ids of those whose
+        task was called; their attempt counts as a run and the next one as a re-run
+        (``Again.RELEASED``). The others never ran: their attempt is not counted at all."""
         ...
 
     def reclaim_expired(self, now: float) -> int:

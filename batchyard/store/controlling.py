@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from batchyard.errors import ConfigError, Conflict, ItemNotFound
-from batchyard.models import BatchStatus
+from batchyard.models import Again, BatchStatus
 from batchyard.states import ItemState, check_item
 from batchyard.store.rows import BATCH_COLUMNS, COUNTER_OF, BatchRow, batch_from_row
 from batchyard.store.rules import FINISHED, B, S, span
@@ -145,8 +145,12 @@ class Controlling(SqlBase):
             params.append(names)
         return tx.run(
             f"UPDATE items SET state = '{S.PENDING}', priority = priority + 1, "
-            "max_attempt = attempts + ?, error = NULL, error_type = NULL, "
-            f"finished_at = NULL, progress = NULL, message = NULL, seq = ? WHERE {where}",
+            "max_attempt = attempts + ?, "
+            # Only an item that ran runs again; a cancelled one that never ran runs first.
+            f"again = CASE WHEN attempts > unrun THEN '{Again.RETRY}' ELSE again END, "
+            "error = NULL, "
+            "error_type = NULL, finished_at = NULL, progress = NULL, message = NULL, "
+            f"seq = ? WHERE {where}",
             (row.max_attempts, tx.seq, *params),
         )
 

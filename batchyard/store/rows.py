@@ -9,7 +9,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from batchyard import codec
-from batchyard.models import BatchStatus, Counts, Item, Usage
+from batchyard.models import BatchStatus, Counts, Item, Reruns, Usage
 from batchyard.states import BatchState, ItemState
 
 
@@ -68,6 +68,11 @@ class BatchRow(NamedTuple):
     limits: str | None
     resume_state: str | None
     claim_cursor: int
+    # Re-runs by why, in Again order.
+    again_worker_lost: int
+    again_released: int
+    again_error: int
+    again_retry: int
 
     @property
     def batch_state(self) -> BatchState:
@@ -107,6 +112,9 @@ class BatchRow(NamedTuple):
             budget=self.budget,
             pause_reason=self.pause_reason,
             limits=None if self.limits is None else codec.loads(self.limits),
+            reruns=Reruns(
+                self.again_worker_lost, self.again_released, self.again_error, self.again_retry
+            ),
         )
 
 
@@ -138,6 +146,8 @@ class ItemRow(NamedTuple):
     finished_at: float | None
     duration: float | None
     seq: int
+    #: Leases given back before they ran: not attempts the item made.
+    unrun: int
 
     def item(self, batch_id: str) -> Item:
         return Item(
@@ -158,6 +168,7 @@ class ItemRow(NamedTuple):
             finished_at=self.finished_at,
             duration=self.duration,
             seq=self.seq,
+            runs=self.attempts - self.unrun,
         )
 
 
@@ -195,6 +206,8 @@ class TakenRow(NamedTuple):
     attempts: int
     max_attempt: int
     priority: int
+    #: Why this run is a re-run (an ``Again`` value), None for a first run.
+    again: str | None
 
 
 class ExpiredRow(NamedTuple):

@@ -7,6 +7,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from batchyard.models import Again
 from batchyard.states import ItemState, check_item
 from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
 from batchyard.store.reading import NEXT_DUE
@@ -15,6 +16,8 @@ from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
 from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, S, expiry, span
 from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
+
+A = Again
 
 _CLAIMABLE_ROW = (
     f"SELECT {', '.join(ClaimableRow._fields[:-1])}, "
@@ -40,9 +43,17 @@ _REQUEUED = (
 _FRESH = f"id >= ? AND id < ? AND state = '{S.PENDING}' AND attempts = 0 ORDER BY id"
 _UNLEASE = (
     "UPDATE items SET state = ?, worker = NULL, lease_expires = NULL, "
-    "max_attempt = max_attempt + ?, finished_at = ?, seq = ?{expired} "
-    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}}"
+    "max_attempt = max_attempt + ?, finished_at = ?, seq = ?{sets} "
+    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}} RETURNING again"
 )
+#: What a lease taken back sets besides: a run that ended so says why it runs again; a lease
+#: given back before its task was called was no run (and its claim counted no re-run).
+_RAN_SETS = {
+    A.WORKER_LOST: f", again = '{A.WORKER_LOST}', error = ?, error_type = 'LeaseExpired', "
+    "suspect = 1",
+    A.RELEASED: f", again = '{A.RELEASED}'",
+    None: ", unrun = unrun + 1",
+}
 
 
 class Working(Recording):
@@ -192,8 +203,8 @@ class Working(Recording):
     ) -> list[Claim]:
         if row.n_retry_wait:
             due = tx.run(
-                f"UPDATE items SET state = '{S.PENDING}', seq = ? WHERE batch_pk = ? "
-                f"AND state = '{S.RETRY_WAIT}' AND run_after <= ?",
+                f"UPDATE items SET state = '{S.PENDING}', seq = ?, again = '{A.ERROR}' "
+                f"WHERE batch_pk = ? AND state = '{S.RETRY_WAIT}' AND run_after <= ?",
                 (tx.seq, row.pk, now),
             )
             if due:
@@ -215,7 +226,12 @@ class Working(Recording):
                 got += fresh
         if not got:
             return []
-        tx.move_counts(row.pk, {"n_pending": -len(got), "n_running": len(got)}, now)
+        moves = {"n_pending": -len(got), "n_running": len(got)}
+        for taken in got:
+            if taken.again is not None:  # a re-run: counted by why, as it starts
+                column = f"again_{taken.again}"
+                moves[column] = moves.get(column, 0) + 1
+        tx.move_counts(row.pk, moves, now)
         if row.state == B.QUEUED:
             tx.set_state(row.pk, row.id, B.QUEUED, B.PROCESSING, now, started_at=now)
         batch = ClaimedBatch(
@@ -273,9 +289,12 @@ class Working(Recording):
                 tx.many(LOG_INSERT, logs)
         return lost
 
-    def release(self, leases: Sequence[tuple[int, int]], now: float) -> int:
+    def release(
+        self, leases: Sequence[tuple[int, int]], now: float, ran: Collection[int] = ()
+    ) -> int:
         if not leases:
             return 0
+        started = set(ran)
         with self._write() as tx:
             tx.lock_batches({item_id >> POSITION_BITS for item_id, _ in leases})
             where, ids = self._any("i.id", [item_id for item_id, _ in leases])
@@ -291,7 +310,8 @@ class Working(Recording):
                     continue
                 pk, batch_state = found[item_id]
                 target = S.CANCELLED if batch_state is B.CANCELLED else S.PENDING
-                moved += self._unlease(tx, pk, item_id, attempt, target, now, spend=False)
+                why = A.RELEASED if item_id in started else None
+                moved += self._unlease(tx, pk, item_id, attempt, target, now, spend=False, ran=why)
             tx.notify = moved > 0
         return moved
 
@@ -305,11 +325,13 @@ class Working(Recording):
         now: float,
         *,
         spend: bool,
+        ran: Again | None,
         expired: str | None = None,
     ) -> int:
-        """Move one running item off its lease to ``target``; 1 if it moved, else 0. With
-        ``expired`` (why), only if its lease ran out before ``now``: it is marked suspect
-        and ``expired`` is its error and a line of its log."""
+        """Move one running item off its lease to ``target``; 1 if it moved, else 0.
+        ``ran``: why the run it had ends (None: its task was never called, so the attempt
+        was no run). With ``expired`` (why), only if its lease ran out before ``now``: it
+        is marked suspect and ``expired`` is its error and a line of its log."""
         check_item(S.RUNNING, target)
         params: list[Any] = [
             target.value,
@@ -317,21 +339,25 @@ class Working(Recording):
             now if target.is_terminal else None,
             tx.seq,
         ]
-        extra, where = "", ""
+        where = ""
         if expired is not None:
-            extra = ", error = ?, error_type = 'LeaseExpired', suspect = 1"
             params.append(expired)
             where = " AND lease_expires < ?"
         params += (item_id, attempt)
         if expired is not None:
             params.append(now)
-        changed = tx.run(_UNLEASE.format(expired=extra, where=where), params)
-        if changed:
-            tx.move_counts(pk, {"n_running": -1, COUNTER_OF[target]: 1}, now)
-            if expired is not None:
-                tx.run(LOG_INSERT, (item_id, attempt, now, "error", expired))
-            tx.end_if_done(pk, now)
-        return changed
+        row = tx.one(_UNLEASE.format(sets=_RAN_SETS[ran], where=where), params)
+        if row is None:
+            return 0
+        moves = {"n_running": -1, COUNTER_OF[target]: 1}
+        if ran is None and row[0] is not None:
+            # The claim counted this lease as a re-run; it never ran.
+            moves[f"again_{row[0]}"] = -1
+        tx.move_counts(pk, moves, now)
+        if expired is not None:
+            tx.run(LOG_INSERT, (item_id, attempt, now, "error", expired))
+        tx.end_if_done(pk, now)
+        return 1
 
     def _reclaim_leases(self, now: float) -> int:
         expired = [
@@ -372,7 +398,15 @@ class Working(Recording):
                     bool(row.suspect),
                 )
                 moved += self._unlease(
-                    tx, row.batch_pk, row.id, row.attempts, target, now, spend=spend, expired=why
+                    tx,
+                    row.batch_pk,
+                    row.id,
+                    row.attempts,
+                    target,
+                    now,
+                    spend=spend,
+                    ran=A.WORKER_LOST,
+                    expired=why,
                 )
             tx.notify = moved > 0
         return moved

@@ -233,11 +233,14 @@ class ClaimLoop:
 
     async def give_back(self, jobs: list[Job]) -> int:
         """Release the leases of ``jobs`` unspent, for any worker to claim at once; returns
-        how many were released. Raises what the store raises."""
+        how many were released. An attempt whose task was called counts as a run, unless
+        the task paused its batch (it gave its item back to run later). Raises what the
+        store raises."""
         leases = [(job.claim.item_id, job.claim.attempt) for job in jobs]
         if not leases:
             return 0
+        ran = [job.claim.item_id for job in jobs if job.ran and job.pause_reason is None]
         shared = self._shared
-        released = await shared.db.call(shared.store.release, leases, shared.now())
+        released = await shared.db.call(shared.store.release, leases, shared.now(), ran)
         shared.stats.released += released
         return released

@@ -44,12 +44,15 @@ def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Sto
 
 
 def assert_counters_agree(store: Store) -> None:
-    """Every batch's kept counters equal a recount of its item rows."""
+    """Every batch's kept counters equal a recount of its item rows, and its re-runs by
+    reason add up to its items' runs after their first."""
     after = None
     while True:
         page = store.list_batches(limit=100, after=after)
         for status in page.rows:
             assert status.counts == store.recount(status.id), status.id
+            again = sum(max(item.runs - 1, 0) for item in store.items(status.id, limit=10**6))
+            assert status.reruns.total == again, status.id
         if page.next is None:
             return
         after = page.next

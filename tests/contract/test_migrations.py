@@ -196,3 +196,23 @@ def test_the_store_opens_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+def test_an_upgraded_database_counts_its_old_attempts_as_runs(tmp_path: Path) -> None:
+    """Version 6 (attempts that ran): items of an older database keep their attempts as
+    runs (no lease of theirs is known to have gone unrun) and no re-run has a reason yet."""
+    old = tmp_path / "old.db"
+    make_v1_database(old)
+    store = SqliteStore(old)
+    try:
+        done = store.item("batch_old", "k1")
+        assert (done.attempts, done.runs) == (1, 1)
+        assert store.get_batch("batch_old").reruns.total == 0
+        (c, _) = store.claim("w", {"t": 5}, 5, T0 + 10, 30.0)
+        store.release([(c.item_id, c.attempt)], T0 + 11)
+        assert (store.item("batch_old", c.key).attempts, store.item("batch_old", c.key).runs) == (
+            1,
+            0,
+        )
+    finally:
+        store.close()

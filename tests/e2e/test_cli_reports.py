@@ -415,3 +415,49 @@ def test_results_export_in_flat_memory(
             lines = sum(1 for _ in f)  # (no result here holds a newline)
         assert lines == BIG + (fmt == "csv")
     os.remove(out)
+
+
+# -- why items ran again --------------------------------------------------------------------
+
+
+def test_report_status_and_items_count_runs_and_say_why_items_ran_again(tmp_path: Path) -> None:
+    """One item's worker is lost, one is released mid-run, one is given back unstarted: the
+    CLI counts runs (2, 2, 1) and says why two items ran again."""
+    cwd, db = tmp_path, tmp_path / "yard.db"
+    clock = FakeClock()
+    with Yard(f"sqlite:///{db}", clock=clock) as yard:
+
+        @yard.task(name="e2e", max_attempts=2)
+        def e2e(item: dict[str, Any]) -> str:
+            return "ok"
+
+        batch = yard.submit("e2e", [{"id": key} for key in ("lost", "released", "unrun")])
+        now = clock.now()
+        _, released, unrun = yard.store.claim("w", {"e2e": 3}, 3, now, 30.0)
+        yard.store.release(
+            [(c.item_id, c.attempt) for c in (released, unrun)], now, ran=[released.item_id]
+        )
+        yard.store.reclaim_expired(now + 31)
+        yard.run_until_idle(concurrency=1, **FAST)
+
+    report = batchyard(cwd, db, "report", batch.id)
+    assert report.returncode == 0, report.stderr
+    lines = [" ".join(line.split()) for line in report.stdout.splitlines()]
+    assert "attempts 5 in all, 1.67 per item, 2 items ran again" in lines
+    assert "ran again 2 runs: worker lost 1, released 1" in lines
+    assert "errors none" in lines
+
+    data = json.loads(batchyard(cwd, db, "report", batch.id, "--format", "json").stdout)
+    assert data["attempts"]["again"] == {"worker_lost": 1, "released": 1}
+
+    status = batchyard(cwd, db, "status", batch.id)
+    assert "ran again 2 runs: worker lost 1, released 1" in [
+        " ".join(line.split()) for line in status.stdout.splitlines()
+    ]
+    items = json.loads(batchyard(cwd, db, "items", batch.id, "--json").stdout)
+    rows = items["items"] if isinstance(items, dict) else items
+    assert {row["key"]: row["attempts"] for row in rows} == {
+        "lost": 2,
+        "released": 2,
+        "unrun": 1,
+    }

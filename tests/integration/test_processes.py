@@ -463,3 +463,50 @@ def test_sigterm_lets_short_items_finish_and_gives_long_ones_back(
         ("long1", 2),
         ("long2", 2),
     }
+
+
+# -- 6. why items ran again: a worker stopped mid-run, a worker killed -------------------------
+
+
+def test_a_report_says_why_items_ran_again(yard: Yard, workers: Workers, tmp_path: Path) -> None:
+    from batchyard.report import build_report
+
+    def submit(name: str) -> Any:
+        return yard.submit(
+            f"{TASKS}:slow_first",
+            (
+                {"id": key, "n": n, "sleep": 120, "ledger": str(ledger)}
+                for n, key in enumerate((f"{name}1", f"{name}2"))
+            ),
+            name=name,
+        )
+
+    def started(name: str) -> int:
+        return sum(line["key"].startswith(name) for line in read_ledger(ledger))
+
+    ledger = tmp_path / "ledger.jsonl"
+    stopped = submit("stopped")
+    proc = workers.start("--forever", "--lease", "30", "--grace", "0.2", "--concurrency", "8")
+    wait_for(lambda: started("stopped") == 2, 30, "both items to start", workers.report)
+    proc.send_signal(signal.SIGTERM)  # they ran and are given back mid-run
+    assert workers.finish(proc) == 0, workers.stderr(proc)
+
+    killed = submit("killed")
+    proc = workers.start("--forever", "--lease", str(LEASE), "--concurrency", "8")
+    wait_for(
+        lambda: started("killed") == 2 and stopped.status().is_finished,
+        30,
+        "the stopped batch to finish and both killed items to start",
+        workers.report,
+    )
+    proc.kill()  # they die with their worker: their leases expire
+    assert proc.wait(10) == -signal.SIGKILL
+    finisher = workers.start("--lease", str(LEASE), "--concurrency", "8")
+    assert workers.finish(finisher) == 0, workers.stderr(finisher)
+
+    for batch, reason in ((stopped, "released"), (killed, "worker_lost")):
+        assert batch.status().state is BatchState.COMPLETED
+        check_counters(yard, batch.id)
+        assert [item.runs for item in batch.items()] == [2, 2]
+        attempts = build_report(batch).as_dict()["attempts"]
+        assert (attempts["retried"], attempts["again"]) == (2, {reason: 2})

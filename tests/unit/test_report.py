@@ -353,3 +353,66 @@ def test_a_cost_with_unpriced_calls_is_unknown_or_a_lower_bound(yard: Yard) -> N
     status = known.status()
     assert status.cost_text() == "$0.2500" and status.cost_note is None
     assert status.as_dict()["usage"]["cost_note"] is None
+
+
+# -- why items ran again ----------------------------------------------------------------
+
+
+def rendered(report: Any) -> list[str]:
+    """The text report's lines, runs of spaces made one."""
+    return [" ".join(line.split()) for line in str(report).splitlines()]
+
+
+def test_runs_again_by_reason_with_errors_that_ended_items(yard: Yard) -> None:
+    report = build_report(run(yard, MIXED))
+
+    # c retried once after its Retry; d, e and f ran twice before failing.
+    assert report.as_dict()["attempts"] == {
+        "total": 11,
+        "mean": pytest.approx(11 / 7),
+        "retried": 4,
+        "again": {"error": 4},
+    }
+    text = rendered(report)
+    assert "attempts 11 in all, 1.57 per item, 4 items ran again" in text
+    assert "ran again 4 runs: retried after an error 4" in text
+    assert "errors ValueError 2 KeyError 1" in text
+
+
+def test_errors_that_were_retried_away_are_not_reported_as_none(yard: Yard) -> None:
+    report = build_report(run(yard, [MIXED[2]]))
+
+    assert report.attempts.again.error == 1
+    assert "errors none at the end (1 retried after an error)" in rendered(report)
+
+
+def test_given_back_leases_are_no_attempts_and_lost_ones_say_so(
+    yard: Yard, clock: FakeClock
+) -> None:
+    batch = yard.submit("scripted", [{"id": n, "took": 1} for n in range(4)], concurrency=4)
+    now = clock.now()
+    lost, released, unrun = yard.store.claim("w", {"scripted": 4}, 3, now, 30.0)
+    # A shutdown gives back one that ran and one that never started (prefetched).
+    yard.store.release(
+        [(c.item_id, c.attempt) for c in (released, unrun)], now, ran=[released.item_id]
+    )
+    yard.store.reclaim_expired(now + 31)  # the worker died holding ``lost``
+    yard.run_until_idle(concurrency=1, **FAST)
+    report = build_report(batch)
+
+    assert {i.key: (i.runs, i.attempts) for i in batch.items()} == {
+        lost.key: (2, 2),
+        released.key: (2, 2),
+        unrun.key: (1, 2),
+        "3": (1, 1),
+    }
+    assert report.as_dict()["attempts"] == {
+        "total": 6,
+        "mean": 1.5,
+        "retried": 2,
+        "again": {"worker_lost": 1, "released": 1},
+    }
+    text = rendered(report)
+    assert "attempts 6 in all, 1.50 per item, 2 items ran again" in text
+    assert "ran again 2 runs: worker lost 1, released 1" in text
+    assert "errors none" in text

@@ -120,3 +120,25 @@ def test_resume_with_a_budget_sets_it_first(yard: Yard) -> None:
     assert batch.resume(budget=2.5).budget == 2.5
     with pytest.raises(ConfigError, match="budget"):
         batch.set_budget(-1)
+
+
+def test_items_a_paused_batch_gives_back_did_not_run(yard: Yard) -> None:
+    paused = False
+
+    @yard.task(max_attempts=1, concurrency=4)
+    def needs_money(item: dict[str, Any]) -> str:
+        nonlocal paused
+        if not paused:
+            paused = True
+            raise PauseBatch("budget reached")
+        return "paid"
+
+    batch = yard.submit(needs_money, [{"n": n} for n in range(3)])
+    yard.run_until_idle(concurrency=4)
+    assert batch.status().state is BatchState.PAUSED
+    batch.resume()
+    yard.run_until_idle(concurrency=4)
+    assert batch.status().state is BatchState.COMPLETED
+    # The item whose task paused the batch, and any claimed beside it, ran once each.
+    assert [item.runs for item in batch.items()] == [1, 1, 1]
+    assert batch.status().reruns.total == 0

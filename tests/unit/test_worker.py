@@ -450,3 +450,30 @@ def test_a_retry_round_starts_its_backoff_again() -> None:
     fresh = policy.decide(ValueError("no"), 4, 6, draw=0.0, tries=first_of_round_two.tries)
     carried_on = policy.decide(ValueError("no"), 4, 6, draw=0.0)
     assert (fresh, carried_on) == (0.5, 4.0)
+
+
+def test_an_item_stopped_mid_run_counts_as_run_and_runs_again_released(yard: Yard) -> None:
+    entered = asyncio.Event()
+
+    @yard.task
+    async def long(item: dict[str, Any], ctx: Any) -> str:
+        if ctx.attempt == 1:
+            entered.set()
+            await asyncio.sleep(30)
+        return "done"
+
+    batch = yard.submit(long, [{"id": "slow"}])
+
+    async def scenario() -> None:
+        worker = yard.worker(grace=0.05, **FAST)
+        running = asyncio.create_task(worker.run())
+        await entered.wait()
+        worker.stop()
+        assert (await asyncio.wait_for(running, 10)).released == 1
+
+    asyncio.run(scenario())
+    assert batch.item("slow").runs == 1
+    run(yard)
+    item = batch.item("slow")
+    assert (item.state, item.runs, item.attempts) == (ItemState.SUCCEEDED, 2, 2)
+    assert batch.status().reruns.released == 1

@@ -1,0 +1,14 @@
+-- batchyard schema, version 8 (PostgreSQL): attempts that ran, and why items ran again.
+-- `attempts` stays the lease's fencing token (every claim adds one); `unrun` counts the
+-- leases given back before the task was called (prefetched items, items of a batch a task
+-- paused), so an item ran `attempts - unrun` times. `again` is why the item's next run
+-- would be a re-run (worker_lost, released, error, retry); when a claim takes it, the
+-- batch's counter of that reason goes up by one, and a lease given back unrun takes it
+-- down again. Adding columns with constant defaults rewrites no row.
+
+ALTER TABLE items ADD COLUMN unrun INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN again TEXT;
+ALTER TABLE batches ADD COLUMN again_worker_lost BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN again_released BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN again_error BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN again_retry BIGINT NOT NULL DEFAULT 0;
