@@ -296,7 +296,7 @@ def test_str_is_the_text_report_line_by_line(yard: Yard) -> None:
     assert row("elapsed", "43.5 s  (0.16 items/s)") in lines
     durations = "mean 4.0 s  p50 4.0 s  p95 6.7 s  max 7.0 s  (last attempt of 7 items)"
     assert row("duration", durations) in lines
-    assert row("attempts", "11 in all, 1.57 per item, 4 items retried") in lines
+    assert row("attempts", "11 in all, 1.57 per item, 4 items ran again") in lines
     assert row("errors", "ValueError 2  KeyError 1") in lines
     assert row("metric confidence", "mean 0.55  min 0.1  max 0.9  sum 2.2  (4 items)") in lines
     assert row("failed", "3 items:") in lines
