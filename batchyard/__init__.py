@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         SchemaTooNew,
         StoreError,
         StoreUnavailable,
+        TaskNotImportable,
         TaskNotRegistered,
         TaskSignal,
     )
@@ -77,6 +78,7 @@ _HOME = {
     "StoreUnavailable": "batchyard.errors",
     "SystemClock": "batchyard.clock",
     "TaskContext": "batchyard.context",
+    "TaskNotImportable": "batchyard.errors",
     "TaskNotRegistered": "batchyard.errors",
     "TaskSignal": "batchyard.errors",
     "TaskSpec": "batchyard.tasks",
@@ -133,6 +135,7 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "TaskContext",
+    "TaskNotImportable",
     "TaskNotRegistered",
     "TaskSignal",
     "TaskSpec",

@@ -32,7 +32,14 @@ from batchyard.signals import serve_with_signals
 from batchyard.states import BatchState
 from batchyard.store import Store, open_store
 from batchyard.store.rules import check_budget
-from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
+from batchyard.tasks import (
+    Pilot,
+    TaskRegistry,
+    TaskSpec,
+    check_limits,
+    make_spec,
+    refuse_in_worker_import,
+)
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -125,7 +132,12 @@ class Yard:
         ``budget`` caps the batch's cost: it pauses, with the reason in its status, rather
         than pass it. ``rate_limit`` ("25/min") and ``tokens_per_minute`` limit its calls
         across every worker, in place of its task's limits.
+
+        A function that no worker could import by its name (a lambda, a nested function, a
+        function of the script being run) is refused with TaskNotImportable unless it is
+        registered on this Yard (``@yard.task``), to be run in this process.
         """
+        refuse_in_worker_import("submits a batch")
         spec = self.registry.resolve(task)
         options = self._options(
             spec,
@@ -295,6 +307,7 @@ class Yard:
         return self._serve(self.worker(**options), until_idle=False)
 
     def _serve(self, worker: Worker, *, until_idle: bool) -> WorkerStats:
+        refuse_in_worker_import("runs a worker")
         try:
             asyncio.get_running_loop()
             in_a_loop = True
