@@ -20,6 +20,7 @@ from batchyard.services import Hub
 from batchyard.store.base import Claim, Outcome, Recorded
 from batchyard.tasks import TaskSpec
 from batchyard.worker.callbacks import Callbacks
+from batchyard.worker.discovery import Discovery
 from batchyard.worker.inflight import InFlight
 from batchyard.worker.lanes import Lanes
 from batchyard.worker.shared import Shared
@@ -33,9 +34,16 @@ class ClaimLoop:
     """Claims work into the lanes and commits what they finish, until stopped."""
 
     def __init__(
-        self, shared: Shared, inflight: InFlight, lanes: Lanes, hub: Hub, callbacks: Callbacks
+        self,
+        shared: Shared,
+        inflight: InFlight,
+        lanes: Lanes,
+        hub: Hub,
+        callbacks: Callbacks,
+        discovery: Discovery,
     ) -> None:
         self._shared = shared
+        self._discovery = discovery
         self._inflight = inflight
         self._lanes = lanes
         self._hub = hub
@@ -111,11 +119,14 @@ class ClaimLoop:
         next look, or None when ``until_idle`` and nothing is left to do."""
         shared = self._shared
         await self._callbacks.run_due()
+        known = shared.known_tasks()
         outlook = await shared.db.call(
-            shared.store.outlook, shared.known_tasks(), shared.now(), shared.config.batches
+            shared.store.outlook, known, shared.now(), shared.config.batches
         )
         if until_idle and outlook.remaining == 0 and outlook.callbacks_due == 0:
-            return None
+            # Idle only once the tasks of every claimable batch were looked for.
+            await self._discovery.discover()
+            return None if shared.known_tasks() == known else 0.0
         return self._idle_wait(outlook.next_due, quiet_since)
 
     def _idle_wait(self, next_due: float | None, quiet_since: float) -> float:
