@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from batchyard import BatchState, Yard
+from batchyard import BatchState, BatchStatus, Yard
 from batchyard.items import chunks
 from batchyard.models import BatchOptions, new_batch_id
 
@@ -193,6 +193,41 @@ def test_a_module_that_hangs_as_it_loads_never_keeps_a_worker_from_stopping(
     wait_for(lambda: (tmp_path / "loading").exists(), 30, "the worker to import stuck.py")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.finish(timeout=10) == 0, worker.stderr()
+
+
+def test_a_worker_starts_a_new_tasks_first_batch_within_the_poll_interval(
+    tmp_path: Path, workers: Callable[..., Worker]
+) -> None:
+    poll = 0.5  # the README's default, which `batchyard worker` uses
+    (tmp_path / "jobs.py").write_text(
+        "".join(f"def t{n}(item):\n    return {n}\n\n" for n in range(4))
+    )
+    (tmp_path / "one.jsonl").write_text('{"n": 1}\n')
+    worker = workers()
+
+    def submit(task: str) -> BatchStatus:
+        done = subprocess.run(
+            [str(BATCHYARD), "--db", DB, "submit", task, "one.jsonl"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        with Yard(f"sqlite:///{tmp_path / 'batchyard.db'}") as yard:
+            [batch_id] = [b.id for b in yard.batches().rows if b.task == task]
+            status: BatchStatus = wait_for(
+                lambda: (s := yard.batch(batch_id).status()).is_finished and s,
+                30,
+                f"the batch of {task} to end\n{worker.stderr()}",
+            )
+            return status
+
+    submit("jobs:t0")  # the worker is up
+    waits = [(s.started_at or 0) - s.created_at for s in map(submit, ["jobs:t1", "jobs:t2"])]
+    # Within the poll interval, plus time to import and claim on a busy shared machine;
+    # it used to take 2-5 s (new tasks were looked for only in the lease sweep).
+    assert max(waits) < 2 * poll + 0.5, f"created -> started: {waits}"
 
 
 def _submit_by_name(folder: Path, name: str) -> None:
