@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from batchyard.errors import StoreUnavailable
 from batchyard.tasks import TaskSpec, import_task, unimportable
 from batchyard.worker.shared import Shared
 
@@ -58,15 +59,22 @@ class Discovery:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Look every ``poll_interval``, and at once when nudged, until cancelled."""
-        while True:
+        """Look every ``poll_interval``, and at once when nudged, until the worker stops
+        (or this is cancelled)."""
+        while not self._stopping.is_set():
             self._nudge.clear()
             try:
                 await self.discover()
+            except StoreUnavailable:
+                pass  # the claim loop says so, and waits for the store; look again later
             except Exception:
                 log.exception("looking for new tasks failed; trying again")
+            # NOTE: asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that comes as the nudge does (a NOTIFY as the worker stops), and
+            # this loop then outlived its worker's run, which waited for it forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(), self._shared.config.poll_interval)
+                async with asyncio.timeout(self._shared.config.poll_interval):
+                    await self._nudge.wait()
 
     async def discover(self) -> None:
         """Load the tasks of claimable batches not known yet, waiting for their imports
