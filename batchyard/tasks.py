@@ -130,12 +130,18 @@ def check_limits(rate_limit: Any, tokens_per_minute: Any, where: str) -> None:
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` for a function; a function of the script being run is named after
-    the script's file (``a.py:fn``), a name no worker imports (see ``unimportable``)."""
+    """``module:qualname`` for a function. A function of a module run with ``python -m`` is
+    named after that module; one of a script run as ``python a.py`` after the script's file
+    (``a.py:fn``), a name no worker imports (see ``unimportable``)."""
     module = fn.__module__
     if module == "__main__":
-        script = getattr(sys.modules.get("__main__"), "__file__", None)
-        module = Path(script).name if script else "__main__"
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        script = getattr(main, "__file__", None)
+        if spec is not None and spec.name and not spec.name.endswith("__main__"):
+            module = spec.name  # (a package's __main__ is a script: named after its file)
+        else:
+            module = Path(script).name if script else "__main__"
     return f"{module}:{fn.__qualname__}"
 
 
