@@ -190,14 +190,14 @@ class ClaimLoop:
     def _capacity(self, free: int) -> dict[str, int]:
         capacity = {}
         for name in self._shared.known_tasks():
-            spec = self._shared.registry.find(name)
+            spec = self._shared.registry.get(name)
             room = 0 if spec is None else self._inflight.room(spec, free)
             if room > 0:
                 capacity[name] = room
         return capacity
 
     def _spec(self, name: str) -> TaskSpec:
-        spec = self._specs.get(name) or self._shared.registry.find(name)
+        spec = self._specs.get(name) or self._shared.registry.get(name)
         if spec is None:  # pragma: no cover - capacity only lists resolvable tasks
             raise RuntimeError(f"claimed an item of unknown task {name}")
         self._specs[name] = spec
