@@ -186,3 +186,13 @@ def test_a_module_that_submits_as_it_loads_is_refused(
         assert [b.id for b in yard.batches().rows] == [batch_id]  # no second batch
     [warning] = [r.getMessage() for r in caplog.records if "cannot run task" in r.getMessage()]
     assert "submits a batch as it loads" in warning
+
+
+def test_a_worker_told_its_tasks_loads_only_those(store_url: str) -> None:
+    with Yard(store_url) as yard:
+        mine = submit_by_name(yard, "tests.procs.tasks:square", 2)
+        other = submit_by_name(yard, "tests.procs.tasks:slow_first", 2)
+        yard.run_until_idle(tasks=("tests.procs.tasks:square",), **FAST)
+        assert yard.batch(mine).status().state is BatchState.COMPLETED
+        assert yard.batch(other).status().state is BatchState.QUEUED
+        assert yard.registry.names() == ["tests.procs.tasks:square"]
