@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         SchemaTooNew,
         StoreError,
         StoreUnavailable,
+        TaskNotImportable,
         TaskNotRegistered,
         TaskSignal,
     )
@@ -83,6 +84,7 @@ _HOME = {
     "StoreUnavailable": "batchyard.errors",
     "SystemClock": "batchyard.clock",
     "TaskContext": "batchyard.context",
+    "TaskNotImportable": "batchyard.errors",
     "TaskNotRegistered": "batchyard.errors",
     "TaskSignal": "batchyard.errors",
     "TaskSpec": "batchyard.tasks",
@@ -142,6 +144,7 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "TaskContext",
+    "TaskNotImportable",
     "TaskNotRegistered",
     "TaskSignal",
     "TaskSpec",

@@ -4,7 +4,8 @@
 
     BatchyardError
     ├── ConfigError                  bad options, a bad store URL
-    │   └── TaskNotRegistered        a task name nothing can resolve
+    │   ├── TaskNotRegistered        a task name nothing can resolve
+    │   └── TaskNotImportable        a task function no worker could import by name
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
     │   ├── DuplicateKey             two items with one key in a batch
@@ -48,6 +49,22 @@ class TaskNotRegistered(ConfigError):
         super().__init__(
             f"unknown task {name!r}{detail}. Register it with @yard.task or name it "
             f"as 'module:function' with the module importable"
+        )
+
+
+class TaskNotImportable(ConfigError):
+    """A task function submitted without being registered on the Yard that no worker could
+    import by its name: a lambda, a nested function, or a function of the script being run
+    (a worker would reach it only by running the script again). ``name`` is the task's name
+    and ``reason`` says which of those it is."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"task {name} cannot be run by a worker: {reason}. Move it into a module "
+            "(tasks.py beside this script) and import it from there, or register it on "
+            "this Yard (@yard.task) and run the batch in this process (yard.run_until_idle())"
         )
 
 

@@ -2,7 +2,10 @@
 
 A task is named ``module:function`` by default, so any worker process that can import the
 module can run it; ``@task(name="...")`` gives it a shorter name that only processes which
-registered it know.
+registered it know. A lambda, a nested function or a function of the script being run
+(named after its file, ``a.py:fn``) has no name a worker can import: it is submitted only
+once registered on the Yard, to be run in that process, and no worker ever tries to import
+it (importing a script runs it again).
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-from batchyard.errors import ConfigError, TaskNotRegistered
+from batchyard.errors import ConfigError, TaskNotImportable, TaskNotRegistered
 from batchyard.models import JSON, BatchOptions, BatchStatus
 from batchyard.retry import RetryPolicy
 
@@ -139,16 +143,37 @@ def check_limits(rate_limit: Any, tokens_per_minute: Any, where: str) -> None:
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` for a function, naming a script by its file so workers find it."""
+    """``module:qualname`` for a function. A function of a module run with ``python -m`` is
+    named after that module; one of a script run as ``python a.py`` after the script's file
+    (``a.py:fn``), a name no worker imports (see ``unimportable``)."""
     module = fn.__module__
     if module == "__main__":
-        main = sys.modules["__main__"]
+        main = sys.modules.get("__main__")
         spec = getattr(main, "__spec__", None)
-        if spec is not None and spec.name:
-            module = spec.name
-        elif getattr(main, "__file__", None):
-            module = Path(main.__file__ or "").stem
+        script = getattr(main, "__file__", None)
+        if spec is not None and spec.name and not spec.name.endswith("__main__"):
+            module = spec.name  # (a package's __main__ is a script: named after its file)
+        else:
+            module = Path(script).name if script else "__main__"
     return f"{module}:{fn.__qualname__}"
+
+
+def unimportable(name: str) -> str | None:
+    """Why no worker may import the task ``name``, or None when one may try. Decided from
+    the name alone, importing nothing: importing a script's module would run the script."""
+    module, sep, attr = name.partition(":")
+    if not sep:
+        return None
+    if "<lambda>" in attr:
+        return "a lambda has no name a worker can import"
+    if "<" in attr:
+        return "a function defined inside another function has no name a worker can import"
+    if module == "__main__" or module.endswith(".py"):
+        return (
+            f"it is a function of the script {module}, which a worker could reach only by "
+            "running that script again"
+        )
+    return None
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
@@ -232,18 +257,27 @@ class TaskRegistry:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
+    def get(self, name: str) -> TaskSpec | None:
+        """The spec registered as ``name``, importing nothing."""
+        return self._specs.get(name)
+
     def resolve(self, ref: str | Callable[..., Any] | TaskSpec) -> TaskSpec:
-        """The spec for a name, a function or a spec; raises TaskNotRegistered."""
-        if isinstance(ref, TaskSpec):
-            return self.add(ref)
-        if callable(ref):
-            return self.add(spec_of(ref))
+        """The spec for a name, a function or a spec. Raises TaskNotRegistered for a name
+        nothing resolves, and TaskNotImportable for a function (or spec) not registered here
+        that no worker could import by its name (``unimportable``)."""
+        if isinstance(ref, TaskSpec) or callable(ref):
+            spec = ref if isinstance(ref, TaskSpec) else spec_of(ref)
+            known = self._specs.get(spec.name)
+            reason = unimportable(spec.name)
+            if reason is not None and (known is None or known.fn is not spec.fn):
+                raise TaskNotImportable(spec.name, reason)
+            return self.add(spec)
         if not isinstance(ref, str):
             raise TaskNotRegistered(repr(ref), "a task is a function or a name")
         found = self._specs.get(ref)
         if found is not None:
             return found
-        return self.add(replace(_import(BUILTINS.get(ref, ref)), name=ref))
+        return self.add(import_task(ref))
 
     def find(self, name: str) -> TaskSpec | None:
         """Like resolve, but None for a name this process cannot run."""
@@ -251,6 +285,39 @@ class TaskRegistry:
             return self.resolve(name)
         except TaskNotRegistered:
             return None
+
+
+#: Set on a thread while it imports a task for a worker (``import_task(for_worker=True)``).
+_worker_import = threading.local()
+
+
+def import_task(name: str, *, for_worker: bool = False) -> TaskSpec:
+    """The spec of the task ``name`` (a built-in's short name or ``module:function``),
+    importing its module. Raises TaskNotRegistered, also for a name no worker may import
+    (``unimportable``), before importing anything. ``for_worker``: while the module loads,
+    ``Yard.submit`` and worker runs refuse (``refuse_in_worker_import``), so a module that
+    runs a script when imported fails rather than submitting or running batches."""
+    reason = unimportable(name)
+    if reason is not None:
+        raise TaskNotRegistered(name, reason)
+    outer = getattr(_worker_import, "name", None)
+    _worker_import.name = name if for_worker else outer
+    try:
+        return replace(_import(BUILTINS.get(name, name)), name=name)
+    finally:
+        _worker_import.name = outer
+
+
+def refuse_in_worker_import(action: str) -> None:
+    """Raise ConfigError when this thread is importing a task's module for a worker: its
+    code that ``action`` (submits a batch, runs a worker) runs at import, as in a script."""
+    name = getattr(_worker_import, "name", None)
+    if name is not None:
+        raise ConfigError(
+            f"module {name.partition(':')[0]!r}, imported by a worker to find task {name}, "
+            f"{action} as it loads: put that code under 'if __name__ == \"__main__\":' or "
+            "keep the task in a module of its own"
+        )
 
 
 def _import(ref: str) -> TaskSpec:

@@ -40,6 +40,7 @@ from batchyard.tasks import (
     check_limits,
     check_result_limit,
     make_spec,
+    refuse_in_worker_import,
 )
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
@@ -144,7 +145,12 @@ class Yard:
         a day by default) and the same task, options and items creates nothing and returns
         that batch (``Batch.replayed`` is True), even when the two run at once. The same
         key with other input raises ``IdempotencyConflict``.
+
+        A function that no worker could import by its name (a lambda, a nested function, a
+        function of the script being run) is refused with TaskNotImportable unless it is
+        registered on this Yard (``@yard.task``), to be run in this process.
         """
+        refuse_in_worker_import("submits a batch")
         idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
         spec = self.registry.resolve(task)
         options = self._options(
@@ -320,6 +326,7 @@ class Yard:
         return self._serve(self.worker(**options), until_idle=False)
 
     def _serve(self, worker: Worker, *, until_idle: bool) -> WorkerStats:
+        refuse_in_worker_import("runs a worker")
         try:
             asyncio.get_running_loop()
             in_a_loop = True

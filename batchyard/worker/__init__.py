@@ -11,6 +11,8 @@ The parts, one module each:
 - ``lanes.py``: the lanes that run jobs from one queue; an attempt's deadline is set there.
 - ``inflight.py``: the jobs held, outcomes waiting for a commit, prefetch and when to commit.
 - ``chores.py``: heartbeat, control, timeout watchdog, reclaim of expired leases.
+- ``discovery.py``: loading the tasks of batches found in the store (daemon threads,
+  a patience limit, never a name no worker may import).
 - ``callbacks.py``: batch-end callbacks (``on_complete``, ``on_success``, ``on_failure``).
 - ``shared.py``: the store thread and what every part shares.
 """

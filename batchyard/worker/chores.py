@@ -41,7 +41,6 @@ class Chores:
     def __init__(self, shared: Shared, inflight: InFlight) -> None:
         self._shared = shared
         self._inflight = inflight
-        self._unknown_tasks: set[str] = set()
 
     def schedule(self) -> list[tuple[float, Chore]]:
         """Each chore with how often it runs (seconds)."""
@@ -111,17 +110,6 @@ class Chores:
     async def reclaim(self) -> None:
         """Send items whose lease expired (their worker stopped answering) back."""
         shared = self._shared
-        await shared.db.call(self._discover_tasks)
         moved = await shared.db.call(shared.store.reclaim_expired, shared.now())
         if moved:
             log.info("took back %d item(s) whose worker stopped answering", moved)
-
-    def _discover_tasks(self) -> None:
-        """Import the ``module:function`` tasks of claimable batches this process can run."""
-        shared = self._shared
-        if shared.config.tasks is not None:
-            return
-        for name in shared.store.active_tasks():
-            if name not in self._unknown_tasks and shared.registry.find(name) is None:
-                self._unknown_tasks.add(name)
-                log.warning("cannot run task %s here; leaving its batches to others", name)

@@ -20,6 +20,7 @@ from batchyard.services import Hub
 from batchyard.store.base import Claim, Outcome, Recorded
 from batchyard.tasks import TaskSpec
 from batchyard.worker.callbacks import Callbacks
+from batchyard.worker.discovery import Discovery
 from batchyard.worker.inflight import InFlight
 from batchyard.worker.journal import Journal
 from batchyard.worker.lanes import Lanes
@@ -34,9 +35,16 @@ class ClaimLoop:
     """Claims work into the lanes and commits what they finish, until stopped."""
 
     def __init__(
-        self, shared: Shared, inflight: InFlight, lanes: Lanes, hub: Hub, callbacks: Callbacks
+        self,
+        shared: Shared,
+        inflight: InFlight,
+        lanes: Lanes,
+        hub: Hub,
+        callbacks: Callbacks,
+        discovery: Discovery,
     ) -> None:
         self._shared = shared
+        self._discovery = discovery
         self._inflight = inflight
         self._lanes = lanes
         self._hub = hub
@@ -114,11 +122,14 @@ class ClaimLoop:
         next look, or None when ``until_idle`` and nothing is left to do."""
         shared = self._shared
         await self._callbacks.run_due()
+        known = shared.known_tasks()
         outlook = await shared.db.call(
-            shared.store.outlook, shared.known_tasks(), shared.now(), shared.config.batches
+            shared.store.outlook, known, shared.now(), shared.config.batches
         )
         if until_idle and outlook.remaining == 0 and outlook.callbacks_due == 0:
-            return None
+            # Idle only once the tasks of every claimable batch were looked for.
+            await self._discovery.discover()
+            return None if shared.known_tasks() == known else 0.0
         return self._idle_wait(outlook.next_due, quiet_since)
 
     def _idle_wait(self, next_due: float | None, quiet_since: float) -> float:
@@ -184,14 +195,14 @@ class ClaimLoop:
     def _capacity(self, free: int) -> dict[str, int]:
         capacity = {}
         for name in self._shared.known_tasks():
-            spec = self._shared.registry.find(name)
+            spec = self._shared.registry.get(name)
             room = 0 if spec is None else self._inflight.room(spec, free)
             if room > 0:
                 capacity[name] = room
         return capacity
 
     def _spec(self, name: str) -> TaskSpec:
-        spec = self._specs.get(name) or self._shared.registry.find(name)
+        spec = self._specs.get(name) or self._shared.registry.get(name)
         if spec is None:  # pragma: no cover - capacity only lists resolvable tasks
             raise RuntimeError(f"claimed an item of unknown task {name}")
         self._specs[name] = spec

@@ -84,7 +84,7 @@ class Shared:
         return self.clock.now()
 
     def known_tasks(self) -> list[str]:
-        """The tasks this worker serves: those its config names, else all registered."""
-        if self.config.tasks is not None:
-            return list(self.config.tasks)
-        return self.registry.names()
+        """The tasks this worker serves: those registered (by its Yard, or loaded when found
+        in the store), only those its config names if it names some."""
+        wanted = self.config.tasks
+        return [name for name in self.registry.names() if wanted is None or name in wanted]

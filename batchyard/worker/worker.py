@@ -17,6 +17,7 @@ from batchyard.worker.callbacks import Callbacks
 from batchyard.worker.chores import Chores, every
 from batchyard.worker.claims import ClaimLoop
 from batchyard.worker.config import WorkerConfig, WorkerStats
+from batchyard.worker.discovery import Discovery
 from batchyard.worker.inflight import InFlight
 from batchyard.worker.lanes import Lanes
 from batchyard.worker.shared import Shared
@@ -48,7 +49,10 @@ class Worker:
             self.config.concurrency, runner, self.clock, self._settle, self._pause_and_give_back
         )
         self._callbacks = Callbacks(self._shared)
-        self._claims = ClaimLoop(self._shared, self._inflight, self._lanes, hub, self._callbacks)
+        self._discovery = Discovery(self._shared, self._wake_claims)
+        self._claims = ClaimLoop(
+            self._shared, self._inflight, self._lanes, hub, self._callbacks, self._discovery
+        )
         self._chores = Chores(self._shared, self._inflight)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -57,6 +61,7 @@ class Worker:
     def stop(self, *, immediately: bool = False) -> None:
         """Stop claiming; running items get ``grace`` seconds (none if ``immediately``)."""
         self._claims.stop(immediately=immediately)
+        self._discovery.stop()
 
     @property
     def stopping(self) -> bool:
@@ -67,7 +72,14 @@ class Worker:
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._claims.wake)
+                loop.call_soon_threadsafe(self._wake_up)
+
+    def _wake_up(self) -> None:
+        self._discovery.nudge()  # a batch of a task not seen yet, perhaps
+        self._claims.wake()
+
+    def _wake_claims(self) -> None:
+        self._claims.wake()
 
     # -- running ----------------------------------------------------------------------
 
@@ -75,6 +87,7 @@ class Worker:
         """Work until stopped, or, with ``until_idle``, until nothing is left to run."""
         self._loop = asyncio.get_running_loop()
         self._claims.open()
+        self._discovery.open()
         self._shared.db.open()
         lanes = self._lanes.start()
         chores = [
@@ -84,6 +97,7 @@ class Worker:
                 (self.config.poll_interval, self._callbacks.run_due),
             ]
         ]
+        chores.append(asyncio.create_task(self._discovery.run()))
         stop_listening = self.store.on_change(self.wake)
         try:
             try:

@@ -23,11 +23,13 @@ from batchyard import (
     ItemNotFound,
     NotSerializable,
     RetryPolicy,
+    TaskNotImportable,
     TaskNotRegistered,
     Yard,
 )
 from batchyard.errors import Fail, Retry
 from batchyard.store import SqliteStore, open_store
+from batchyard.tasks import unimportable
 
 
 async def noop(item: dict[str, Any]) -> None:
@@ -110,6 +112,51 @@ def test_unknown_tasks_and_bad_options_are_config_errors(yard: Yard) -> None:
     with pytest.raises(ConfigError, match="unknown scheme 'mysql'"):
         open_store("mysql://x")
     assert_nothing_written(yard)
+
+
+def test_a_task_no_worker_could_import_is_refused_unless_registered(yard: Yard) -> None:
+    def nested(item: dict[str, Any]) -> int:
+        return 1
+
+    with pytest.raises(TaskNotImportable, match=r"a lambda has no name a worker can import"):
+        yard.submit(lambda item: 1, [{"a": 1}])
+    with pytest.raises(TaskNotImportable, match=r"<locals>.nested cannot be run by a worker"):
+        yard.submit(nested, [{"a": 1}])
+    with pytest.raises(TaskNotImportable, match=r"register it on this Yard \(@yard.task\)"):
+        yard.submit(batchyard.task(nested), [{"a": 1}])  # marked, but not registered
+    with pytest.raises(TaskNotRegistered, match=r"function of the script a\.py"):
+        yard.submit("a.py:main", [{"a": 1}])  # never imported: that would run a.py
+    assert_nothing_written(yard)
+    # Registered on this Yard, to be run in this process: accepted.
+    assert yard.submit(yard.task(nested), [{"a": 1}]).status().task.endswith("<locals>.nested")
+
+
+def test_names_no_worker_may_import_are_told_from_the_name_alone() -> None:
+    assert unimportable("tasks:enrich") is None and unimportable("llm") is None
+    assert "lambda" in (unimportable("tasks:<lambda>") or "")
+    assert "inside another function" in (unimportable("tasks:outer.<locals>.f") or "")
+    assert "script a.py" in (unimportable("a.py:f") or "")
+    assert "script __main__" in (unimportable("__main__:f") or "")
+
+
+def test_a_module_imported_for_a_worker_may_not_submit_as_it_loads(yard: Yard) -> None:
+    def submit_at_import() -> None:
+        yard.submit(noop, [{"a": 1}])
+
+    with pytest.raises(ConfigError, match=r"imported by a worker to find task m:f, submits"):
+        _as_worker_import("m:f", submit_at_import)
+    assert_nothing_written(yard)
+
+
+def _as_worker_import(name: str, body: Any) -> None:
+    """Run ``body`` as if a worker's import of task ``name`` ran it."""
+    from batchyard import tasks
+
+    tasks._worker_import.name = name
+    try:
+        body()
+    finally:
+        tasks._worker_import.name = None
 
 
 def test_lookups_of_missing_things_name_them(yard: Yard) -> None:

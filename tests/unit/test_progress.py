@@ -13,10 +13,11 @@ from batchyard.models import BatchStatus
 from batchyard.progress import Meter, pace
 
 
-def a_status(yard: Yard, **fields: Any) -> BatchStatus:
-    async def noop(item: dict[str, Any]) -> None:
-        return None
+async def noop(item: dict[str, Any]) -> None:
+    return None
 
+
+def a_status(yard: Yard, **fields: Any) -> BatchStatus:
     return replace(yard.submit(noop, [{"id": 1}]).status(), **fields)
 
 
