@@ -100,8 +100,8 @@ class Waits:
             if value
         )
         log.info(
-            "items wait for rate limit %s (%s): %s, next try in %.1fs; they count as "
-            "waiting, not running",
+            "items wait for rate limit %s (%s): waiting on %s, next try in %.1fs; they "
+            "count as waiting, not running",
             limiter.key,
             said or "no limits",
             wait.reason,
@@ -110,4 +110,4 @@ class Waits:
 
 
 def _rate(per_second: float) -> str:
-    return f"{per_second * 60:g}/min"
+    return f"{per_second * 60:.4g}/min"
