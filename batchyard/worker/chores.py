@@ -70,9 +70,13 @@ class Chores:
             return
         shared = self._shared
         rows = self._waits.rows(now)
-        await shared.db.call(
-            shared.store.publish_waits, shared.config.worker_id, rows, now, now + lease
-        )
+        try:
+            await shared.db.call(
+                shared.store.publish_waits, shared.config.worker_id, rows, now, now + lease
+            )
+        except BaseException:
+            self._waits.changed = True  # still to be written: next time round
+            raise
         self._waits_written = now if rows else None
 
     async def forget_waits(self) -> None:
