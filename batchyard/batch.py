@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 class Batch:
     """A handle on one batch. It holds only the id; every call reads the store."""
 
-    def __init__(self, yard: Yard, batch_id: str) -> None:
+    def __init__(self, yard: Yard, batch_id: str, *, replayed: bool = False) -> None:
         self.yard = yard
         self.id = batch_id
+        #: True when ``Yard.submit`` found this batch under its idempotency key and
+        #: created nothing.
+        self.replayed = replayed
 
     def __repr__(self) -> str:
         return f"Batch({self.id!r})"
@@ -112,12 +115,15 @@ class Batch:
         """Delete a finished batch and everything recorded about it."""
         self._store.delete_batch(self.id, self._now())
 
-    def items(self, state: ItemState | str | None = None, *, page: int = 1000) -> Iterator[Item]:
-        """Every item in submission order (optionally in one state), read a page at a time."""
+    def items(
+        self, state: ItemState | str | None = None, *, page: int = 1000, bodies: bool = True
+    ) -> Iterator[Item]:
+        """Every item in submission order (optionally in one state), read a page at a time.
+        ``bodies=False`` leaves payloads and results unread (None), for listings."""
         wanted = None if state is None else ItemState(state)
         after = 0
         while True:
-            rows = self._store.items(self.id, state=wanted, after=after, limit=page)
+            rows = self._store.items(self.id, state=wanted, after=after, limit=page, bodies=bodies)
             yield from rows
             if len(rows) < page:
                 return

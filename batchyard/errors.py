@@ -15,6 +15,7 @@
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
     │   ├── Conflict                 the batch is not in a state for that
+    │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
     ├── CommandError                 a command line used wrongly (exit status 2)
     └── TaskSignal                   raised by a task about its own item
@@ -141,6 +142,18 @@ class Conflict(StoreError):
     def __init__(self, batch_id: str, message: str) -> None:
         self.batch_id = batch_id
         super().__init__(f"batch {batch_id}: {message}")
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key was used before, for a batch made from other input."""
+
+    def __init__(self, key: str, batch_id: str) -> None:
+        self.key = key
+        super().__init__(
+            batch_id,
+            f"was submitted with idempotency key {key!r} and other input (task, options or "
+            "items differ); nothing was written. Use a new key for a new submission",
+        )
 
 
 class SchemaTooNew(StoreError):

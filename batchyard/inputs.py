@@ -5,7 +5,9 @@ time, so a file of any length submits with flat memory. Any bad line raises an I
 naming the file and line; a store error about an item (a duplicate key) names only the
 item's position, and :meth:`Input.locate` turns that back into a file and line.
 
-Limits: a JSONL line, or a CSV record, may be at most :data:`MAX_LINE_BYTES` (1 MiB).
+Limits: a JSONL line (its end of line aside), or a CSV record, may be at most
+:data:`MAX_LINE_BYTES` (1 MiB, 1,048,576 bytes): the same number as an item's limit as JSON
+(``items.MAX_ITEM_BYTES``).
 """
 
 from __future__ import annotations
@@ -160,11 +162,11 @@ def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) with the size limit enforced before a long line is held."""
     number = 0
     while True:
-        raw = stream.readline(MAX_LINE_BYTES + 1)
+        raw = stream.readline(MAX_LINE_BYTES + 2)  # room for the line's own \r\n
         if not raw:
             return
         number += 1
-        if len(raw) > MAX_LINE_BYTES:
+        if len(raw) > MAX_LINE_BYTES and len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
             raise InputError(
                 f"the line is longer than the limit of {MAX_LINE_BYTES:,} bytes",
                 source=name,

@@ -18,8 +18,10 @@ from batchyard.store.base import Chunk, NewItem
 
 T = TypeVar("T")
 
-#: The largest JSON encoding of one item that a batch accepts.
-MAX_ITEM_BYTES = 1_000_000
+#: The largest item a batch accepts: 1 MiB (1,048,576 bytes) of compact JSON in UTF-8.
+#: The same number bounds an input line (``inputs.MAX_LINE_BYTES``), so a JSONL line the
+#: reader accepts is never refused as an item.
+MAX_ITEM_BYTES = 1 << 20
 MAX_KEY_LENGTH = 512
 CHUNK_SIZE = 5000
 YIELD_EVERY = 256
@@ -70,12 +72,16 @@ def encode(item: Any, position: int, key_field: str | None) -> NewItem:
         raise NotSerializable(
             f"the item is not JSON-serialisable: {exc}", position=position, key=key
         ) from exc
-    if len(payload) > MAX_ITEM_BYTES:
-        raise InvalidItem(
-            f"the item is {len(payload):,} bytes as JSON; the limit is {MAX_ITEM_BYTES:,}",
-            position=position,
-            key=key,
-        )
+    # Counted in characters first: UTF-8 takes at most 4 bytes a character, so only a big
+    # item is measured in bytes.
+    if len(payload) > MAX_ITEM_BYTES // 4:
+        size = len(payload.encode())
+        if size > MAX_ITEM_BYTES:
+            raise InvalidItem(
+                f"the item is {size:,} bytes as JSON; the limit is {MAX_ITEM_BYTES:,} (1 MiB)",
+                position=position,
+                key=key,
+            )
     # tuple.__new__ skips the named tuple's Python-level __new__: a submission makes one
     # of these per item.
     return _new_item(NewItem, (key, position, payload))

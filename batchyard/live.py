@@ -88,17 +88,19 @@ class Watch:
     def _resync(self, *, with_errors: bool = False) -> None:
         # The cursor first: a change made during the scans is then read again, not lost.
         self._cursor = self.store.cursor()
-        running = self.store.items(self.batch_id, state=ItemState.RUNNING, limit=MAX_TRACKED)
+        running = self.store.items(
+            self.batch_id, state=ItemState.RUNNING, limit=MAX_TRACKED, bodies=False
+        )
         self._running = {item.key: item for item in running}
         if with_errors:
             for state in _ERROR_STATES:
-                for item in self.store.items(self.batch_id, state=state, limit=100):
+                for item in self.store.items(self.batch_id, state=state, limit=100, bodies=False):
                     self._note_error(item)
 
     def _catch_up(self) -> None:
         assert self._cursor is not None  # set by _resync
         for _ in range(PAGES_PER_READ):
-            changes = self.store.item_changes(self.batch_id, self._cursor, PAGE)
+            changes = self.store.item_changes(self.batch_id, self._cursor, PAGE, bodies=False)
             for item in changes:
                 self._apply(item)
             if changes:

@@ -155,6 +155,33 @@ class DaemonThreads:
 _Finished = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
+def _result_limit(job: Job) -> int:
+    """The largest result this attempt may record: its batch's limit, else its task's."""
+    limits = job.claim.batch.limits
+    if limits and "max_result_bytes" in limits:
+        return int(limits["max_result_bytes"])
+    return job.spec.max_result_bytes
+
+
+def _cheap_bound(job: Job) -> int:
+    """A length in characters below which a result is surely within its limit in bytes
+    (UTF-8 takes at most 4 bytes a character): most results are never measured."""
+    return _result_limit(job) // 4
+
+
+def _result_too_big(job: Job, encoded: str) -> Fail | None:
+    """A Fail for a result over its limit (the item fails; the result is not kept)."""
+    limit = _result_limit(job)
+    size = len(encoded) if len(encoded) > limit else len(encoded.encode())
+    if size <= limit:
+        return None
+    return Fail(
+        f"the result is {size:,} bytes as JSON; the limit is {limit:,} (max_result_bytes: "
+        "set it on the task or the batch, or keep big outputs elsewhere and return a "
+        "reference)"
+    )
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
@@ -196,12 +223,21 @@ class Runner:
             return None
         except Exception as exc:
             return self._failure(job, exc)
+        return self._succeeded(job, result)
+
+    def _succeeded(self, job: Job, result: Any) -> Outcome:
+        """The outcome of an attempt that returned ``result``: succeeded, with the result
+        encoded; failed when it is not JSON or bigger than its limit."""
         try:
             encoded = None if result is None else codec.dumps(result)
         except (TypeError, ValueError) as exc:
             return self._failure(
                 job, Fail(f"the task returned a result that is not JSON: {exc}"), trace=False
             )
+        if encoded is not None and len(encoded) > _cheap_bound(job):
+            too_big = _result_too_big(job, encoded)
+            if too_big is not None:
+                return self._failure(job, too_big, trace=False)
         return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
 
     def _call(self, job: Job, payload: Any) -> Awaitable[Any]:
@@ -241,7 +277,7 @@ class Runner:
         spec, batch = job.spec, job.claim.batch
         if self._hub is None or spec.manages_limits:
             return None
-        if batch.limits:
+        if batch.limits and ("rate_limit" in batch.limits or "tokens_per_minute" in batch.limits):
             key = f"batch:{batch.id}"
             rpm, tpm = batch.limits.get("rate_limit"), batch.limits.get("tokens_per_minute")
         elif spec.rate_limit is not None or spec.tokens_per_minute is not None:

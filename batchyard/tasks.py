@@ -32,6 +32,8 @@ Callback = Callable[[BatchStatus], Any]
 #: short enough that a hung item does not hold its batch forever.
 DEFAULT_TIMEOUT = 1800.0
 DEFAULT_MAX_ATTEMPTS = 3
+#: The largest result an item may return by default: 16 MiB of compact JSON.
+MAX_RESULT_BYTES = 16 << 20
 _ATTR = "__batchyard_task__"
 #: Tasks every process knows by a short name.
 BUILTINS = {"llm": "batchyard.llm.task:llm"}
@@ -103,6 +105,9 @@ class TaskSpec:
     #: Estimates a batch before it runs (``Yard.estimate``, ``batchyard estimate``); None
     #: for a task that cannot.
     estimate: Estimator | None = None
+    #: The largest result an item may return, in bytes of compact JSON; a bigger one
+    #: fails its item (a batch's own ``max_result_bytes`` wins).
+    max_result_bytes: int = MAX_RESULT_BYTES
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -111,7 +116,15 @@ class TaskSpec:
             raise ConfigError(f"task {self.name}: max_attempts must be at least 1")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"task {self.name}: timeout must be positive (or None)")
+        check_result_limit(self.max_result_bytes, f"task {self.name}")
         check_limits(self.rate_limit, self.tokens_per_minute, f"task {self.name}")
+
+
+def check_result_limit(limit: Any, where: str) -> None:
+    """Raise ConfigError naming ``where`` for a result size limit that is not a positive
+    number of bytes."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"{where}: max_result_bytes must be a positive number of bytes")
 
 
 def check_limits(rate_limit: Any, tokens_per_minute: Any, where: str) -> None:
@@ -187,7 +200,7 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     Any Yard can then run it by reference or by its ``module:function`` name. Options:
     ``concurrency``, ``max_attempts``, ``timeout``, ``retry_backoff``, ``retry_backoff_max``,
     ``on_complete``, ``on_success``, ``on_failure``, ``rate_limit``, ``tokens_per_minute``,
-    ``estimate_tokens``.
+    ``estimate_tokens``, ``max_result_bytes`` (16 MiB by default).
     """
 
     def mark(f: F) -> F:

@@ -31,8 +31,16 @@ from batchyard.ratelimit import parse_rate
 from batchyard.signals import serve_with_signals
 from batchyard.states import BatchState
 from batchyard.store import Store, open_store
+from batchyard.store.base import IDEMPOTENCY_TTL, Idempotency
 from batchyard.store.rules import check_budget
-from batchyard.tasks import Pilot, TaskRegistry, TaskSpec, check_limits, make_spec
+from batchyard.tasks import (
+    Pilot,
+    TaskRegistry,
+    TaskSpec,
+    check_limits,
+    check_result_limit,
+    make_spec,
+)
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -114,6 +122,9 @@ class Yard:
         budget: float | None = None,
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
+        max_result_bytes: int | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> Batch:
         """Create a batch of ``items`` for ``task`` and queue it.
 
@@ -124,8 +135,17 @@ class Yard:
 
         ``budget`` caps the batch's cost: it pauses, with the reason in its status, rather
         than pass it. ``rate_limit`` ("25/min") and ``tokens_per_minute`` limit its calls
-        across every worker, in place of its task's limits.
+        across every worker, in place of its task's limits. ``max_result_bytes`` caps an
+        item's result (16 MiB of JSON by default, or the task's): a bigger one fails its
+        item.
+
+        ``idempotency_key`` makes a retried submission safe: the first submission with a key
+        creates the batch; a later one with the same key (kept ``idempotency_ttl`` seconds,
+        a day by default) and the same task, options and items creates nothing and returns
+        that batch (``Batch.replayed`` is True), even when the two run at once. The same
+        key with other input raises ``IdempotencyConflict``.
         """
+        idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
         spec = self.registry.resolve(task)
         options = self._options(
             spec,
@@ -140,6 +160,7 @@ class Yard:
             budget=budget,
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
+            max_result_bytes=max_result_bytes,
         )
         stream = item_codec.stream(items)
         first = next(stream, _END)
@@ -150,10 +171,10 @@ class Yard:
         batch_id, now = new_batch_id(self.clock.now()), self.clock.now()
         status = item_codec.write_behind(
             item_codec.chunks(stream, key_field=key_field),
-            lambda chunks: self.store.create_batch(batch_id, options, chunks, now),
+            lambda chunks: self.store.create_batch(batch_id, options, chunks, now, idempotency),
         )
         self._wake_workers()
-        return Batch(self, status.id)
+        return Batch(self, status.id, replayed=status.id != batch_id)
 
     def _options(
         self,
@@ -167,13 +188,14 @@ class Yard:
         open: bool,
         rate_limit: str | None,
         tokens_per_minute: str | float | None,
+        max_result_bytes: int | None = None,
         will_call: bool = True,
         **rest: Any,
     ) -> BatchOptions:
         """A submission's options, checked, with the task's defaults filled in and its
         parameters checked by the task (``TaskSpec.prepare``)."""
         check_limits(rate_limit, tokens_per_minute, "the batch's limits")
-        limits = {
+        limits: dict[str, JSON] = {
             label: str(parse_rate(value))
             for label, value in (
                 ("rate_limit", rate_limit),
@@ -181,6 +203,9 @@ class Yard:
             )
             if value is not None
         }
+        if max_result_bytes is not None:
+            check_result_limit(max_result_bytes, "the batch")
+            limits["max_result_bytes"] = max_result_bytes
         options = BatchOptions(
             task=spec.name,
             concurrency=spec.concurrency if concurrency is UNSET else concurrency,
@@ -317,6 +342,22 @@ class Yard:
 
 
 _END: Any = object()
+
+
+#: The longest idempotency key taken (HTTP clients send UUIDs or request ids).
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency(key: str | None, ttl: float, now: float) -> Idempotency | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ConfigError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters long")
+    if not key.isprintable():
+        raise ConfigError(f"idempotency key {key!r} has characters that do not print")
+    if not ttl > 0:
+        raise ConfigError(f"idempotency_ttl must be more than 0 seconds, not {ttl}")
+    return Idempotency(key, now + ttl)
 
 
 def _check_options(options: BatchOptions) -> None:

@@ -4,6 +4,7 @@ delete, prune). Submitting is in ``submit``, looking around in ``listing``."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,9 @@ from batchyard.cli.common import (
     STATUS_JSON,
     add_json,
     console,
+    db_url,
     format_duration,
+    human_age,
     open_yard,
     parse_duration,
     print_json,
@@ -35,10 +38,13 @@ def register(commands: Any) -> None:
         "status",
         help="a batch's state, counts, progress, throughput, ETA, usage and timestamps",
         description="Show a batch's state, item counts per state, progress, throughput, "
-        "ETA, usage (tokens, cost) and timestamps. Reading it is O(1) at any size.",
+        "ETA, usage (tokens, cost) and timestamps. Reading it is O(1) at any size. Without "
+        "ID: the newest batch (its id is said on stderr).",
         epilog=STATUS_JSON,
     )
-    status.add_argument("batch", metavar="ID", help="the batch id (batch_...)")
+    status.add_argument(
+        "batch", metavar="ID", nargs="?", help="the batch id (batch_...; default: the newest)"
+    )
     add_json(status)
     status.set_defaults(run=run_status)
     listing.register(commands)
@@ -62,6 +68,21 @@ def run_status(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
 
     with open_yard(args, create=False) as yard:
+        if args.batch is None:
+            newest = yard.batches(limit=1).rows
+            if not newest:
+                from batchyard.store import sqlite_path
+
+                # Not the URL itself: a PostgreSQL one may hold a password.
+                where = sqlite_path(db_url(args)) or "the store"
+                print(
+                    f"no batches in {where} yet: submit one first "
+                    "('batchyard submit TASK FILE', or try 'batchyard demo')",
+                    file=sys.stderr,
+                )
+                return 1
+            args.batch = newest[0].id
+            print(f"the newest batch: {args.batch}", file=sys.stderr)
         view = status_view(yard.batch(args.batch).status(), time.time())
     if args.json:
         print_json(view)
@@ -306,7 +327,7 @@ def run_prune(args: argparse.Namespace) -> int:
         view = {"deleted": deleted, "older_than": args.older_than}
         print_json(view if forgotten is None else {**view, "cached_answers": forgotten})
     else:
-        age = format_duration(args.older_than)
+        age = human_age(args.older_than)
         console().print(f"deleted {deleted:,} finished batches older than {age}")
         if forgotten is not None:
             console().print(f"forgot {forgotten:,} cached llm answers older than {age}")

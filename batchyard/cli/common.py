@@ -153,6 +153,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def human_age(seconds: float) -> str:
+    """An age in words, in the largest unit up to days that holds it whole: ``7 days`` for
+    7d (not ``168:00:00``), ``90 seconds`` for 90s, ``36 hours`` for 1.5d; ``0.5 seconds``."""
+    units = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+    unit, size = next(
+        ((u, n) for u, n in units if seconds >= n and seconds % n == 0), ("second", 1)
+    )
+    amount = f"{seconds / size:,.1f}".removesuffix(".0")
+    return f"{amount} {unit}{'' if amount == '1' else 's'}"
+
+
 STATUS_JSON = """\
 --json prints the status object:
   {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",

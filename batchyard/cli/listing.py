@@ -9,9 +9,11 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from batchyard.cli import item as one_item
 from batchyard.cli.common import (
     ITEM_STATES,
     RAW,
+    CommandError,
     add_json,
     console,
     db_url,
@@ -30,19 +32,20 @@ if TYPE_CHECKING:
     from batchyard.models import BatchStatus, Item, LogLine
     from batchyard.yard import Yard
 
-LIST_FORMATS = """\\
+LIST_FORMATS = """\
 --format json prints a JSON array, one status object (see 'status --help') per line,
 newest first. --format csv prints a header row and one row per batch with the columns
   id,name,task,state,total,pending,running,retry_wait,succeeded,failed,cancelled,
   progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at
 (times in ISO 8601, UTC). Both stream: any number of batches with flat memory."""
 
-ITEMS_JSON = """\\
+ITEMS_JSON = """\
 --json prints a JSON array, one object per item in submission order:
   {"key", "position", "state", "attempts", "duration" (s or null), "error" (the last
-   error or null), "error_type", "started_at", "finished_at" (unix seconds or null)}"""
+   error or null), "error_type", "started_at", "finished_at" (unix seconds or null);
+   with --payload also "payload", the item's input}"""
 
-LOGS_JSON = """\\
+LOGS_JSON = """\
 --json prints {"batch_id", "key", "state", "attempts", "error", "logs": [{"at" (unix
 seconds), "attempt", "kind", "message"}]}; kinds include log lines, progress messages and
 each attempt's error."""
@@ -86,8 +89,14 @@ def register(commands: Any) -> None:
         metavar="N",
         help="at most N items (default: 100 in a table, all with --json)",
     )
+    items.add_argument(
+        "--payload",
+        action="store_true",
+        help='with --json: add each item\'s input as "payload"',
+    )
     add_json(items)
     items.set_defaults(run=run_items)
+    one_item.register(commands)
 
     logs = commands.add_parser(
         "logs",
@@ -212,8 +221,8 @@ def _wide_console() -> Console:
     return out
 
 
-def _item_row(item: Item) -> dict[str, Any]:
-    return {
+def _item_row(item: Item, *, payload: bool = False) -> dict[str, Any]:
+    row = {
         "key": item.key,
         "position": item.position,
         "state": item.state.value,
@@ -224,17 +233,28 @@ def _item_row(item: Item) -> dict[str, Any]:
         "started_at": item.started_at,
         "finished_at": item.finished_at,
     }
+    if payload:
+        row["payload"] = item.payload
+    return row
 
 
 def run_items(args: argparse.Namespace) -> int:
     from itertools import islice
 
+    if args.payload and not args.json:
+        raise CommandError(
+            "--payload goes with --json (a table has no room for inputs; "
+            "'batchyard item ID KEY' shows one item whole)"
+        )
+
     limit = args.limit or (None if args.json else 100)
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch)
-        rows = islice(batch.items(args.state, page=min(limit or 1000, 1000)), limit)
+        # A listing shows no payload or result: never read them (they may be megabytes).
+        pages = batch.items(args.state, page=min(limit or 1000, 1000), bodies=False)
+        rows = islice(pages, limit)
         if args.json:
-            _stream_json(_item_row(item) for item in rows)
+            _stream_json(_item_row(item, payload=args.payload) for item in rows)
         else:
             _print_items(list(rows), batch.status().counts.total, limit)
     return 0

@@ -4,6 +4,7 @@ and ``run`` (``add_submit_options``, ``submit_from_args``), and the ``submit`` c
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,8 @@ INPUT_HELP = (
     "INPUT is a file: JSONL (.jsonl, .ndjson, .json: one JSON object per line, blank lines "
     "skipped), CSV (.csv: a header row, values as strings) or Parquet (.parquet, .pq: needs "
     "pip install 'batchyard[parquet]'); '-' reads stdin (JSONL, or CSV with --format csv). "
-    "A line may be at most 1 MiB. Any bad line (not JSON, not an object, not UTF-8, too "
+    "A line, and an item as compact JSON, may be at most 1 MiB (1,048,576 bytes). "
+    "Any bad line (not JSON, not an object, not UTF-8, too "
     "long, a duplicate key) rejects the whole input with FILE:LINE and the reason, exit "
     "status 2, and creates no batch. Empty input is an error unless --open."
 )
@@ -42,7 +44,10 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
-        "--concurrency", type=positive_int, metavar="N", help="items in flight at once per worker"
+        "--concurrency",
+        type=positive_int,
+        metavar="N",
+        help="items of this batch in flight at once, across all workers (default: the task's)",
     )
     parser.add_argument(
         "--max-attempts", type=positive_int, metavar="N", help="attempts per item (default: task's)"
@@ -72,6 +77,21 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "--batch",
         metavar="ID",
         help="add INPUT's items to this open batch instead of creating one",
+    )
+    parser.add_argument(
+        "--max-result-size",
+        dest="max_result_bytes",
+        type=byte_size,
+        metavar="SIZE",
+        help="the largest result an item may return, as JSON: 500KB, 16MiB, 1000000 (default: "
+        "the task's, 16 MiB); a bigger one fails its item",
+    )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="submit at most once: the same KEY with the same task, options and input gives "
+        "the batch made the first time and writes nothing (also when run at the same time); "
+        "with other input it is refused. Kept a day",
     )
     add_limit_options(parser)
     parser.add_argument(
@@ -145,8 +165,9 @@ def task_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
-    """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing.
+def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
+    """Submit INPUT as a new batch, or with --batch add it to an open one, all or nothing;
+    returns the batch and how many items this call put in it.
 
     Raises InputError naming FILE:LINE for a bad line or a duplicate key, CommandError for
     options that do not go together, and whatever ``Yard.submit`` or ``Batch.add`` raise.
@@ -159,7 +180,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
         try:
             if args.batch is not None:
                 return _append(yard, args, items)
-            return yard.submit(
+            batch = yard.submit(
                 args.task,
                 items,
                 name=args.name,
@@ -170,9 +191,12 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> Batch:
                 key_field=args.key_field,
                 metadata={"input": items.source},
                 budget=args.budget,
+                idempotency_key=args.idempotency_key,
+                max_result_bytes=args.max_result_bytes,
                 **spending(args),
                 **_task_overrides(args),
             )
+            return batch, items.count
         except InputError as exc:
             raise _located(exc, items, args.open) from exc.__cause__
 
@@ -183,7 +207,7 @@ def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
+def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, int]:
     from batchyard.errors import InputError
 
     given = [
@@ -200,6 +224,8 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
             ("--rate-limit", args.rate_limit),
             ("--tokens-per-minute", args.tokens_per_minute),
             ("--no-cache", args.no_cache or None),
+            ("--idempotency-key", args.idempotency_key),
+            ("--max-result-size", args.max_result_bytes),
         )
         if value is not None
     ]
@@ -221,7 +247,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> Batch:
         raise items.locate(exc, first) from exc.__cause__
     if not added:
         raise InputError("no items: the input is empty", source=items.source)
-    return batch
+    return batch, added
 
 
 def _located(exc: Exception, items: Input, is_open: bool) -> Exception:
@@ -272,6 +298,23 @@ def _positive_duration(text: str) -> float:
     return seconds
 
 
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS |= {"k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes: a whole number with an optional unit (KB, MB, GB are powers of
+    1000; K, KiB, M, MiB, G, GiB of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (500KB, 16MiB, 1000000)")
+    size = int(float(match.group(1)) * unit)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
+    return size
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -302,14 +345,28 @@ def run_submit(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
 
     with open_yard(args) as yard:
-        batch = submit_from_args(yard, args)
+        batch, added = submit_from_args(yard, args)
         status = batch.status()
     if args.json:
         print_json(status_view(status, time.time()))
         return 0
-    verb = "added to" if args.batch else "queued as"
+    if batch.replayed:
+        console(stderr=True).print(
+            f"idempotency key {args.idempotency_key!r}: {status.id} was submitted with the "
+            "same input before; nothing written"
+        )
+        print(status.id)
+        return 0
+    if args.batch:
+        what = (
+            f"{added:,} item{'s' * (added != 1)} added to {status.id}, "
+            f"{status.counts.total:,} in all"
+        )
+    else:
+        total = status.counts.total
+        what = f"{total:,} item{'s' * (total != 1)} queued as {status.id}"
     console(stderr=True).print(
-        f"{status.counts.total:,} items {verb} {status.id} (task {status.task})"
+        f"{what} (task {status.task})"
         + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")
     )
     print(status.id)

@@ -40,6 +40,8 @@ def register(commands: Any) -> None:
         help="work queued batches until stopped (or until idle)",
         description="A long-running worker for every queued batch whose task this process "
         "can import (or only the batches given with --batch). Logs to stderr (-v for INFO). "
+        "A SQLite store must exist already (submit a batch first): a missing file is an "
+        "error, exit status 1. "
         "Ctrl-C or SIGTERM: running items get --grace seconds to finish; a second one "
         "stops at once. Unfinished items go back to the queue.",
     )
@@ -110,7 +112,7 @@ def run_run(args: argparse.Namespace) -> int:
     from batchyard.live import work_and_follow
 
     with open_yard(args) as yard:
-        batch = submit_from_args(yard, args)
+        batch, _ = submit_from_args(yard, args)
         status = batch.status()
         print(f"batch {batch.id}: {status.counts.total:,} items of {status.task}", flush=True)
         final = asyncio.run(work_and_follow(yard, batch.id, concurrency=status.concurrency))
@@ -126,7 +128,9 @@ def run_worker(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log = logging.getLogger("batchyard.cli")
-    with open_yard(args) as yard:
+    # A worker only reads what was submitted: in the wrong folder it must say so, not wait
+    # forever on an empty batchyard.db it made there.
+    with open_yard(args, create=False) as yard:
         batches = tuple(dict.fromkeys(args.batches)) if args.batches else None
         for batch_id in batches or ():
             yard.batch(batch_id)  # BatchNotFound now rather than an idle worker

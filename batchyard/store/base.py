@@ -40,6 +40,18 @@ class NewItem(NamedTuple):
     payload: str
 
 
+#: How long an idempotency key is kept by default: a day.
+IDEMPOTENCY_TTL = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A submission's idempotency key and when the key lapses (see ``create_batch``)."""
+
+    key: str
+    expires_at: float
+
+
 class Chunk(list[NewItem]):
     """Items of one insert, with their ``[[key, payload], ...]`` JSON array made in advance
     by whoever made the chunk (a store may insert a chunk from that array in one statement;
@@ -159,10 +171,20 @@ class Store(Protocol):
 
     # -- submitting -------------------------------------------------------------------
     def create_batch(
-        self, batch_id: str, options: BatchOptions, chunks: Iterable[list[NewItem]], now: float
+        self,
+        batch_id: str,
+        options: BatchOptions,
+        chunks: Iterable[list[NewItem]],
+        now: float,
+        idempotency: Idempotency | None = None,
     ) -> BatchStatus:
         """Create a batch with all its items, or nothing at all if anything fails
-        (a bad chunk, a duplicate key, an exception from ``chunks``)."""
+        (a bad chunk, a duplicate key, an exception from ``chunks``).
+
+        With ``idempotency``, the key is claimed with the batch. When a live submission
+        claimed it first, none is created: this waits for that one to finish uploading,
+        reads all of ``chunks`` and returns that batch when the task, options and items are
+        the same, or raises ``IdempotencyConflict`` when they are not."""
         ...
 
     def append_items(
@@ -196,9 +218,17 @@ class Store(Protocol):
         ...
 
     def items(
-        self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
+        self,
+        batch_id: str,
+        *,
+        state: ItemState | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        bodies: bool = True,
     ) -> list[Item]:
-        """Items in submission order with position greater than ``after``."""
+        """Items in submission order with position greater than ``after``. Without
+        ``bodies`` their payload and result are not read (None): a listing of big
+        results costs no more than one of small ones."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
@@ -210,7 +240,9 @@ class Store(Protocol):
         whole transactions (rows sharing one cursor), so it may exceed ``limit``."""
         ...
 
-    def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
+    def item_changes(
+        self, batch_id: str, since: int = 0, limit: int = 1000, *, bodies: bool = True
+    ) -> list[Item]:
         """Items of a batch changed after cursor ``since``, in cursor order; whole
         transactions per page, as with ``events``."""
         ...
@@ -250,7 +282,8 @@ class Store(Protocol):
     def delete_batch(self, batch_id: str, now: float) -> None: ...
 
     def prune(self, finished_before: float, now: float) -> int:
-        """Delete finished batches that ended before the given time; returns how many."""
+        """Delete finished batches that ended before the given time, and idempotency keys
+        that have lapsed; returns how many batches."""
         ...
 
     # -- working ----------------------------------------------------------------------

@@ -165,6 +165,8 @@ class Controlling(SqlBase):
         )
         for (batch_id,) in rows:
             self.delete_batch(batch_id, now)
+        with self._write() as tx:
+            tx.run("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
         return len(rows)
 
     def claim_callbacks(

@@ -11,7 +11,13 @@ from batchyard.errors import ItemNotFound
 from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
-from batchyard.store.rows import BATCH_COLUMNS, ITEM_COLUMNS, BatchRow, ItemRow
+from batchyard.store.rows import (
+    BATCH_COLUMNS,
+    ITEM_COLUMNS,
+    ITEM_COLUMNS_LIGHT,
+    BatchRow,
+    ItemRow,
+)
 from batchyard.store.rules import CLAIMABLE, B, S, page_key, span
 from batchyard.store.sqlbase import SqlBase
 
@@ -62,7 +68,13 @@ class Reading(SqlBase):
         return Page(page, f"p{rows[limit - 1].pk}" if len(rows) > limit else None)
 
     def items(
-        self, batch_id: str, *, state: ItemState | None = None, after: int = 0, limit: int = 1000
+        self,
+        batch_id: str,
+        *,
+        state: ItemState | None = None,
+        after: int = 0,
+        limit: int = 1000,
+        bodies: bool = True,
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
@@ -76,7 +88,8 @@ class Reading(SqlBase):
             where += " AND batch_pk = ?"
             params.append(pk)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} ORDER BY id LIMIT ?",
+            f"SELECT {ITEM_COLUMNS if bodies else ITEM_COLUMNS_LIGHT} FROM items "
+            f"WHERE {where} ORDER BY id LIMIT ?",
             (*params, limit),
         )
         return [ItemRow._make(row).item(batch_id) for row in rows]
@@ -114,11 +127,13 @@ class Reading(SqlBase):
         )
         return [Event(s, batch, kind, json.loads(data), at) for s, batch, kind, data, at in rows]
 
-    def item_changes(self, batch_id: str, since: int = 0, limit: int = 1000) -> list[Item]:
+    def item_changes(
+        self, batch_id: str, since: int = 0, limit: int = 1000, *, bodies: bool = True
+    ) -> list[Item]:
         where = "batch_pk = ? AND seq > 0 AND seq > ?"
         params = (self._pk(batch_id), since)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
+            f"SELECT {ITEM_COLUMNS if bodies else ITEM_COLUMNS_LIGHT} FROM items WHERE {where} "
             f"AND {self._whole_groups('items', where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )

@@ -113,7 +113,7 @@ class ItemRow(NamedTuple):
     key: str
     position: int
     state: str
-    payload: str
+    payload: str | None  # None when read without bodies (ITEM_COLUMNS_LIGHT)
     result: str | None
     error: str | None
     error_type: str | None
@@ -141,7 +141,7 @@ class ItemRow(NamedTuple):
             key=self.key,
             position=self.position,
             state=ItemState(self.state),
-            payload=codec.loads(self.payload),
+            payload=None if self.payload is None else codec.loads(self.payload),
             result=None if self.result is None else codec.loads(self.result),
             error=self.error,
             error_type=self.error_type,
@@ -206,6 +206,10 @@ class ExpiredRow(NamedTuple):
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
 ITEM_COLUMNS = ", ".join(ItemRow._fields)
+#: The same, without the two columns that may be big (payload and result: read as NULL).
+ITEM_COLUMNS_LIGHT = ", ".join(
+    "NULL" if name in ("payload", "result") else name for name in ItemRow._fields
+)
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
 
 

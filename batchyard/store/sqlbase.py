@@ -69,6 +69,11 @@ class SqlBase(ABC):
     def schema_version(self) -> int: ...
 
     @abstractmethod
+    def _after_insert(self, added: int) -> None:
+        """Called once a submission or an append of ``added`` items has committed: the
+        database may want its planner statistics renewed."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def _any(self, column: str, values: Collection[Any]) -> tuple[str, Any]:

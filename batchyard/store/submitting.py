@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 
-from batchyard.errors import Conflict, DuplicateKey, StoreError
+from batchyard.errors import Conflict, DuplicateKey, IdempotencyConflict, StoreError
 from batchyard.models import BatchOptions, BatchStatus
 from batchyard.states import BatchState
-from batchyard.store.base import UPLOAD_LEASE, Chunk, NewItem
+from batchyard.store.base import UPLOAD_LEASE, Chunk, Idempotency, NewItem
+from batchyard.store.fingerprint import Fingerprint
 from batchyard.store.rules import COMMIT_ITEMS, MAX_POSITION, POSITION_BITS, B, readiness, span
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.tx import Tx
 
+_CLAIM_KEY = (
+    "INSERT INTO idempotency_keys (key, batch_id, created_at, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key) DO NOTHING RETURNING key"
+)
 _INSERT_BATCH = (
     "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, max_attempts, "
     "timeout, params, metadata, upload_expires, created_at, updated_at, budget, limits) "
@@ -25,32 +31,89 @@ class Submitting(SqlBase):
     """Creating batches with their items, appending to open ones, sealing."""
 
     def create_batch(
-        self, batch_id: str, options: BatchOptions, chunks: Iterable[list[NewItem]], now: float
+        self,
+        batch_id: str,
+        options: BatchOptions,
+        chunks: Iterable[list[NewItem]],
+        now: float,
+        idempotency: Idempotency | None = None,
     ) -> BatchStatus:
-        it = iter(chunks)
+        fingerprint = Fingerprint(options) if idempotency else None
+        it = iter(chunks) if fingerprint is None else fingerprint.over(chunks)
         first = next(it, [])
         second = next(it, None)
+        while True:
+            try:
+                return self._create(
+                    batch_id, options, (first, second, it), now, idempotency, fingerprint
+                )
+            except _KeyTaken:
+                pass
+            assert idempotency is not None and fingerprint is not None
+            held = self._wait_for_key(idempotency.key, now)
+            if held is not None:
+                for _ in it:  # the rest of this submission's items, into its fingerprint
+                    pass
+                owner, theirs = held
+                if theirs != fingerprint.digest():
+                    raise IdempotencyConflict(idempotency.key, owner)
+                return self.get_batch(owner)
+            # The submission that held the key failed and took it with its batch: try again.
+
+    def _create(
+        self,
+        batch_id: str,
+        options: BatchOptions,
+        items: tuple[list[NewItem], list[NewItem] | None, Iterator[list[NewItem]]],
+        now: float,
+        idempotency: Idempotency | None,
+        fingerprint: Fingerprint | None,
+    ) -> BatchStatus:
+        first, second, rest = items
         if second is None:
             # Small batch: one transaction, never visible half-made.
             with self._write() as tx:
-                pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+                pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now, idempotency)
                 self._insert_items(tx, pk, first, options.max_attempts, now)
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                _stamp_key(tx, idempotency, fingerprint)
                 tx.end_if_done(pk, now)
                 tx.notify = True
+            self._after_insert(len(first))
             return self.get_batch(batch_id)
         with self._write() as tx:
-            pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+            pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now, idempotency)
         try:
-            self._upload(pk, chain([first, second], it), readiness(chunks), options, now)
+            added = self._upload(pk, chain([first, second], rest), readiness(rest), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+                _stamp_key(tx, idempotency, fingerprint)
                 tx.notify = True
         except BaseException:
             with self._write() as tx:
                 delete_rows(tx, pk)
             raise
+        self._after_insert(added)
         return self.get_batch(batch_id)
+
+    def _wait_for_key(self, key: str, now: float) -> tuple[str, str] | None:
+        """Wait until the submission holding ``key`` has all its items in; its batch id
+        and fingerprint then, or None when it failed (its key went with its batch). A
+        submission whose process died is dropped when its upload lease runs out (time
+        counted from the caller's ``now``, as the store's clock)."""
+        delay, started = 0.01, time.monotonic()
+        while True:
+            rows = self._read(
+                "SELECT batch_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
+            )
+            if not rows:
+                return None
+            owner, fingerprint = rows[0]
+            if fingerprint is not None:
+                return str(owner), str(fingerprint)
+            self._drop_abandoned_uploads(now + time.monotonic() - started)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
 
     def _upload(
         self,
@@ -59,16 +122,19 @@ class Submitting(SqlBase):
         ready: Callable[[], bool],
         options: BatchOptions,
         now: float,
-    ) -> None:
+    ) -> int:
         """Insert chunks, one transaction for as many as are ready without waiting (up to
         COMMIT_ITEMS): never hold a lock while the source is slow. Item inserts need no
-        feed cursor (a fresh item has seq 0), so these transactions skip the feed."""
+        feed cursor (a fresh item has seq 0), so these transactions skip the feed. Returns
+        how many items went in."""
+        total = 0
         for chunk in chunks:
             with self._write() as tx:
                 written = 0
                 while True:
                     self._insert_items(tx, pk, chunk, options.max_attempts, now)
                     written += len(chunk)
+                    total += len(chunk)
                     if written >= COMMIT_ITEMS or not ready():
                         break
                     following = next(chunks, None)
@@ -78,10 +144,16 @@ class Submitting(SqlBase):
                 tx.run(
                     "UPDATE batches SET upload_expires = ? WHERE pk = ?", (now + UPLOAD_LEASE, pk)
                 )
+        return total
 
     @staticmethod
     def _insert_batch(
-        tx: Tx, batch_id: str, options: BatchOptions, state: BatchState, now: float
+        tx: Tx,
+        batch_id: str,
+        options: BatchOptions,
+        state: BatchState,
+        now: float,
+        idempotency: Idempotency | None = None,
     ) -> int:
         values = (
             batch_id,
@@ -101,6 +173,14 @@ class Submitting(SqlBase):
             options.budget,
             None if options.limits is None else json.dumps(options.limits),
         )
+        if idempotency is not None:
+            tx.run(
+                "DELETE FROM idempotency_keys WHERE key = ? AND expires_at <= ?",
+                (idempotency.key, now),
+            )
+            # A submission holding the key makes this wait for its commit, then do nothing.
+            if not tx.all(_CLAIM_KEY, (idempotency.key, batch_id, now, idempotency.expires_at)):
+                raise _KeyTaken
         try:
             with tx.savepoint():
                 return int(tx.one(_INSERT_BATCH, values)[0])
@@ -161,6 +241,7 @@ class Submitting(SqlBase):
             if added:
                 tx.event(batch_id, "batch.items_added", {"count": added}, now)
                 tx.notify = True
+        self._after_insert(added)
         return added
 
     def seal(self, batch_id: str, now: float) -> BatchStatus:
@@ -184,6 +265,19 @@ class Submitting(SqlBase):
                     delete_rows(tx, pk)
 
 
+class _KeyTaken(Exception):
+    """The idempotency key is held by another submission (raised to roll back)."""
+
+
+def _stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint | None) -> None:
+    """Save the fingerprint of a submission whose items are all in: the key is settled."""
+    if idempotency is not None and fingerprint is not None:
+        tx.run(
+            "UPDATE idempotency_keys SET fingerprint = ? WHERE key = ?",
+            (fingerprint.digest(), idempotency.key),
+        )
+
+
 def _duplicate(first_position: int, it: NewItem) -> None:
     raise DuplicateKey(
         f"duplicate key (first used by item {first_position})",
@@ -203,4 +297,8 @@ def delete_rows(tx: Tx, pk: int) -> None:
     tx.run("DELETE FROM items WHERE id >= ? AND id < ?", (low, high))
     tx.run("DELETE FROM budget_holds WHERE batch_pk = ?", (pk,))
     tx.run("DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,))
+    tx.run(
+        "DELETE FROM idempotency_keys WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)",
+        (pk,),
+    )
     tx.run("DELETE FROM batches WHERE pk = ?", (pk,))

@@ -153,13 +153,30 @@ def held_by(url: str, pid: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def _restart_server() -> None:
+def _restart_server(pg_url: str) -> None:
+    version, cluster = _cluster_serving(pg_url)
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"],
         check=True,
         capture_output=True,
         timeout=120,
     )
+
+
+def _cluster_serving(pg_url: str) -> tuple[str, str]:
+    """The installed cluster (version, name) that listens on the test URL's port: the
+    machine's own PostgreSQL, whichever version it is."""
+    from urllib.parse import urlsplit
+
+    port = str(urlsplit(pg_url).port or 5432)
+    listing = subprocess.run(
+        ["pg_lsclusters", "--no-header"], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
+    for line in listing.splitlines():
+        version, cluster, cluster_port, *_ = line.split()
+        if cluster_port == port:
+            return version, cluster
+    pytest.fail(f"no local PostgreSQL cluster listens on port {port}:\n{listing}")
 
 
 def test_workers_survive_a_server_restart_mid_batch(
@@ -179,7 +196,7 @@ def test_workers_survive_a_server_restart_mid_batch(
         "a quarter of the batch to run",
         workers.report,
     )
-    _restart_server()
+    _restart_server(pg_url)
     for proc in procs:
         assert workers.finish(proc, 180) == 0, workers.stderr(proc)
         assert proc.poll() == 0

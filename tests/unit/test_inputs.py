@@ -16,6 +16,7 @@ from batchyard.cli.common import CommandError
 from batchyard.cli.submit import add_submit_options, submit_from_args
 from batchyard.errors import DuplicateKey, InputError, InvalidItem, NotSerializable
 from batchyard.inputs import MAX_LINE_BYTES, detect_format, open_input
+from batchyard.items import MAX_ITEM_BYTES
 
 TASK = "json:dumps"
 
@@ -38,6 +39,11 @@ def rejected(path: Path | str, fmt: str | None = None, stdin: bytes | None = Non
 
 
 def submit(yard: Yard, *argv: str) -> Any:
+    return submitted(yard, *argv)[0]
+
+
+def submitted(yard: Yard, *argv: str) -> tuple[Any, int]:
+    """The batch and how many items this submission put in it."""
     parser = argparse.ArgumentParser()
     add_submit_options(parser)
     return submit_from_args(yard, parser.parse_args([TASK, *argv]))
@@ -108,6 +114,34 @@ def test_a_line_just_under_the_limit_is_accepted(tmp_path: Path) -> None:
     line = head + "x" * (MAX_LINE_BYTES - len(head) - 3) + '"}\n'
     assert len(line) == MAX_LINE_BYTES
     assert len(read(write(tmp_path, "fits.jsonl", line))[0]["t"]) == MAX_LINE_BYTES - 10
+
+
+def test_a_line_of_exactly_the_limit_is_one_item_of_exactly_the_limit(
+    tmp_path: Path, yard: Yard
+) -> None:
+    """One limit: a compact JSONL line of 1 MiB (its newline aside) is an item of 1 MiB as
+    JSON, and both are accepted; one byte more is refused, as a line."""
+    head = '{"t":"'
+    line = head + "x" * (MAX_LINE_BYTES - len(head) - 2) + '"}'
+    assert len(line.encode()) == MAX_LINE_BYTES == MAX_ITEM_BYTES
+    batch = submit(yard, str(write(tmp_path, "exact.jsonl", line + "\r\n")))
+    assert batch.status().counts.total == 1
+    over = head + "x" * (MAX_LINE_BYTES - len(head) - 1) + '"}\n'
+    error = rejected(write(tmp_path, "over.jsonl", over))
+    assert "the line is longer than the limit of 1,048,576 bytes" in error.reason
+
+
+def test_an_item_over_the_limit_as_json_is_refused_naming_its_line(
+    tmp_path: Path, yard: Yard
+) -> None:
+    """A CSV record under the line limit can still make an item over it: JSON writes each
+    tab as two characters."""
+    record = "\t" * (MAX_ITEM_BYTES // 2 + 10)
+    path = write(tmp_path, "tabs.csv", f'id,t\na,x\nb,"{record}"\n')
+    with pytest.raises(InvalidItem) as caught:
+        submit(yard, str(path))
+    assert caught.value.line == 3
+    assert "bytes as JSON; the limit is 1,048,576 (1 MiB)" in str(caught.value)
 
 
 # -- CSV -----------------------------------------------------------------------------------
@@ -289,7 +323,6 @@ def test_submit_from_args_creates_the_batch_with_its_options(tmp_path: Path, yar
         ('{"id": "a"}\n\n{"id": "b"}\n\n{"id": "a"}\n', 5, DuplicateKey),
         ('{"id": "a"}\n\n{"id": [1]}\n', 3, InvalidItem),
         ('{"id": "a"}\n\n{"id": ""}\n', 3, InvalidItem),
-        ('{"id": "a"}\n\n{"t": "' + "x" * 1_000_000 + '"}\n', 3, InvalidItem),
     ],
 )
 def test_an_item_the_store_or_codec_rejects_is_named_by_its_line(
@@ -338,7 +371,8 @@ def test_appending_to_an_open_batch_names_lines_of_the_new_input(
 ) -> None:
     first = submit(yard, str(write(tmp_path, "a.jsonl", '{"id": "a"}\n{"id": "b"}\n')), "--open")
     more = write(tmp_path, "b.jsonl", '{"id": "c"}\n\n{"id": "d"}\n')
-    assert submit(yard, str(more), "--batch", first.id).id == first.id
+    batch, added = submitted(yard, str(more), "--batch", first.id)
+    assert (batch.id, added) == (first.id, 2)
     assert first.status().counts.total == 4
 
     clash = write(tmp_path, "c.jsonl", '{"id": "e"}\n\n{"id": "b"}\n')

@@ -57,6 +57,17 @@ _HEARTBEAT = (
     f"WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}' RETURNING i.id"
 )
 _MONEY = frozenset({"cost", "saved_cost"})
+# When a submission has changed this many rows of items since its last ANALYZE (autovacuum's
+# own rule: 10% of the table plus a floor), the store analyzes it itself. Checked only
+# after submissions of at least ANALYZE_CHECK items: smaller ones cannot tip a table that
+# was analyzed when it was empty into a bad plan on their own.
+ANALYZE_FLOOR = 10_000
+ANALYZE_SHARE = 0.1
+ANALYZE_CHECK = 1_000
+_STALENESS = (
+    "SELECT c.reltuples, COALESCE(s.n_mod_since_analyze, 0) FROM pg_class c "
+    "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'items'::regclass"
+)
 # Every feed cursor below this is final: the oldest transaction id in progress that is not
 # one of {others} (ids in progress in other databases, as 32-bit xids), else the next id
 # to be given; plus the offset of migration 5.
@@ -128,6 +139,21 @@ class PostgresStore(SqlStore):
 
     def schema_version(self) -> int:
         return int(self._read("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def _after_insert(self, added: int) -> None:
+        """ANALYZE items when a submission leaves its statistics stale. Without them (a
+        server with autovacuum off, or one that has not caught up with a bulk insert) the
+        planner guesses a handful of rows and a claim sorts every pending item of a batch
+        instead of walking the primary key: 0.5 s a claim on a 200,000-item batch."""
+        if added < ANALYZE_CHECK:
+            return
+        reltuples, modified = self._read(_STALENESS)[0]
+        # The counter lags (statistics are flushed about once a second): count this one.
+        stale = max(int(modified), added)
+        if stale >= ANALYZE_FLOOR + ANALYZE_SHARE * max(float(reltuples), 0.0):
+            # Takes a lock that only other ANALYZEs and schema changes wait for.
+            with self._write() as tx:
+                tx.run("ANALYZE items")
 
     def close(self) -> None:
         with self._lock:

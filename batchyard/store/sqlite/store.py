@@ -69,6 +69,10 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         self._conns.close()
 
+    def _after_insert(self, added: int) -> None:
+        """SQLite plans the store's queries by its rules, without statistics: nothing to
+        renew."""
+
     def _apply_outcomes(
         self, tx: Tx, outcomes: Sequence[Outcome], seq: int
     ) -> set[tuple[int, int]]:

@@ -1,4 +1,4 @@
--- batchyard schema, version 5: items a worker holds that wait for a rate limiter's
+-- batchyard schema, version 6: items a worker holds that wait for a rate limiter's
 -- admission, so that any process reading a batch's status can tell them from items really
 -- running. One row per worker, batch and limiter key, replaced as a whole by its worker;
 -- a row whose worker stopped answering is ignored after expires_at.

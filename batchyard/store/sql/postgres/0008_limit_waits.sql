@@ -1,4 +1,4 @@
--- batchyard schema, version 7 (PostgreSQL): items a worker holds that wait for a rate
+-- batchyard schema, version 8 (PostgreSQL): items a worker holds that wait for a rate
 -- limiter's admission, so that any process reading a batch's status can tell them from
 -- items really running. One row per worker, batch and limiter key, replaced as a whole by
 -- its worker; a row whose worker stopped answering is ignored after expires_at.

@@ -1,0 +1,54 @@
+"""What makes two submissions the same, for idempotency keys: the task and every option of
+the batch, and its items (key and payload, in order), hashed as they stream past."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+
+from batchyard.models import BatchOptions
+from batchyard.store.base import NewItem
+
+
+class Fingerprint:
+    """A running SHA-256 of a submission."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        self._hash = hashlib.sha256()
+        self._hash.update(
+            json.dumps(dataclasses.asdict(options), sort_keys=True, default=str).encode()
+        )
+
+    def add(self, chunk: list[NewItem]) -> None:
+        update = self._hash.update
+        for key, _, payload in chunk:
+            # Lengths first: no two different item lists hash the same bytes.
+            update(b"%d:%d:" % (len(key), len(payload)))
+            update(key.encode())
+            update(payload.encode())
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def over(self, chunks: Iterable[list[NewItem]]) -> Fingerprinted:
+        return Fingerprinted(self, iter(chunks))
+
+
+class Fingerprinted(Iterator[list[NewItem]]):
+    """Chunks passed through unchanged, each added to the fingerprint as it goes by."""
+
+    def __init__(self, fingerprint: Fingerprint, chunks: Iterator[list[NewItem]]) -> None:
+        self.fingerprint = fingerprint
+        self._chunks = chunks
+
+    def __next__(self) -> list[NewItem]:
+        chunk = next(self._chunks)
+        self.fingerprint.add(chunk)
+        return chunk
+
+    def ready(self) -> bool:
+        """Whether the next chunk is at hand (see ``rules.readiness``)."""
+        ready = getattr(self._chunks, "ready", None)
+        return bool(ready()) if callable(ready) else False
