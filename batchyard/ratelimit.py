@@ -63,6 +63,8 @@ _FORM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per\s+)\s*(\d+(?:\.\d+)?)?\s*([a
 MAX_SLEEP = 5.0
 #: How often a call waiting for a concurrency slot held by another process asks again.
 SLOT_POLL = 0.25
+#: Releases of grants their callers stopped waiting for, still under way.
+_RELEASING: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,9 +255,7 @@ class SharedLimiter:
         waited = False
         try:
             while True:
-                got = await self._call(
-                    self._store.limit_acquire, self.key, self.limits, float(estimated_tokens)
-                )
+                got = await self._ask(float(estimated_tokens))
                 if isinstance(got, Grant):
                     return got
                 if tell is not None:
@@ -265,6 +265,27 @@ class SharedLimiter:
         finally:
             if waited and tell is not None:
                 tell(self, None)
+
+    async def _ask(self, tokens: float) -> Grant | Wait:
+        """One try at the store. A caller stopped meanwhile (a worker giving back a waiting
+        item) must not leave a grant the store gave it held: it is released."""
+        call = asyncio.ensure_future(
+            self._call(self._store.limit_acquire, self.key, self.limits, tokens)
+        )
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(self._release_unused)
+            raise
+
+    def _release_unused(self, call: asyncio.Future[Grant | Wait]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        got = call.result()
+        if isinstance(got, Grant):
+            release = asyncio.ensure_future(self.release(got))
+            _RELEASING.add(release)  # held until done: the loop keeps only weak references
+            release.add_done_callback(_RELEASING.discard)
 
     def _sleep(self, wait: Wait) -> float:
         seconds = wait.seconds

@@ -16,7 +16,7 @@ from batchyard.store.base import BudgetCheck, Store
 from batchyard.waits import Waits
 
 if TYPE_CHECKING:
-    from batchyard.ratelimit import SharedLimiter, WaitObserver
+    from batchyard.ratelimit import SharedLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +65,3 @@ class Services:
         if waits is not None and "on_wait" not in limits:
             limits["on_wait"] = waits.observer(self.batch_pk, self.item_id)
         return SharedLimiter(self.hub.store, key, **limits)
-
-    def on_wait(self) -> WaitObserver | None:
-        """What a limiter should tell while this attempt waits for it (None: nobody
-        listens), for a limiter made elsewhere: ``limiter.slot(on_wait=...)``."""
-        waits = self.hub.waits
-        return None if waits is None else waits.observer(self.batch_pk, self.item_id)
