@@ -116,14 +116,21 @@ class Batch:
         self._store.delete_batch(self.id, self._now())
 
     def items(
-        self, state: ItemState | str | None = None, *, page: int = 1000, bodies: bool = True
+        self,
+        state: ItemState | str | None = None,
+        *,
+        page: int = 1000,
+        payloads: bool = True,
+        results: bool = True,
     ) -> Iterator[Item]:
         """Every item in submission order (optionally in one state), read a page at a time.
-        ``bodies=False`` leaves payloads and results unread (None), for listings."""
+        ``payloads=False`` and ``results=False`` leave those unread (None), for listings."""
         wanted = None if state is None else ItemState(state)
         after = 0
         while True:
-            rows = self._store.items(self.id, state=wanted, after=after, limit=page, bodies=bodies)
+            rows = self._store.items(
+                self.id, state=wanted, after=after, limit=page, payloads=payloads, results=results
+            )
             yield from rows
             if len(rows) < page:
                 return

@@ -14,6 +14,7 @@
     ├── InvalidTransition            a state change the lifecycle forbids
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
+    │   │   └── DiskFull             its disk is full (an outage too)
     │   ├── Conflict                 the batch is not in a state for that
     │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
@@ -134,6 +135,11 @@ class StoreError(BatchyardError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or opened."""
+
+
+class DiskFull(StoreUnavailable):
+    """The store's disk (or the database server's) has no room for a write. Nothing was
+    written; a worker keeps what it holds and carries on when there is room again."""
 
 
 class Conflict(StoreError):

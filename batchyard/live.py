@@ -89,18 +89,22 @@ class Watch:
         # The cursor first: a change made during the scans is then read again, not lost.
         self._cursor = self.store.cursor()
         running = self.store.items(
-            self.batch_id, state=ItemState.RUNNING, limit=MAX_TRACKED, bodies=False
+            self.batch_id, state=ItemState.RUNNING, limit=MAX_TRACKED, payloads=False, results=False
         )
         self._running = {item.key: item for item in running}
         if with_errors:
             for state in _ERROR_STATES:
-                for item in self.store.items(self.batch_id, state=state, limit=100, bodies=False):
+                for item in self.store.items(
+                    self.batch_id, state=state, limit=100, payloads=False, results=False
+                ):
                     self._note_error(item)
 
     def _catch_up(self) -> None:
         assert self._cursor is not None  # set by _resync
         for _ in range(PAGES_PER_READ):
-            changes = self.store.item_changes(self.batch_id, self._cursor, PAGE, bodies=False)
+            changes = self.store.item_changes(
+                self.batch_id, self._cursor, PAGE, payloads=False, results=False
+            )
             for item in changes:
                 self._apply(item)
             if changes:

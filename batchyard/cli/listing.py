@@ -250,8 +250,10 @@ def run_items(args: argparse.Namespace) -> int:
     limit = args.limit or (None if args.json else 100)
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch)
-        # A listing shows no payload or result: never read them (they may be megabytes).
-        pages = batch.items(args.state, page=min(limit or 1000, 1000), bodies=False)
+        # A listing shows no result: never read one (it may be megabytes); inputs on request.
+        pages = batch.items(
+            args.state, page=min(limit or 1000, 1000), payloads=args.payload, results=False
+        )
         rows = islice(pages, limit)
         if args.json:
             _stream_json(_item_row(item, payload=args.payload) for item in rows)

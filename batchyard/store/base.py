@@ -224,11 +224,12 @@ class Store(Protocol):
         state: ItemState | None = None,
         after: int = 0,
         limit: int = 1000,
-        bodies: bool = True,
+        payloads: bool = True,
+        results: bool = True,
     ) -> list[Item]:
         """Items in submission order with position greater than ``after``. Without
-        ``bodies`` their payload and result are not read (None): a listing of big
-        results costs no more than one of small ones."""
+        ``payloads`` or ``results`` those are not read (None): a listing of big results
+        costs no more than one of small ones."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
@@ -241,7 +242,13 @@ class Store(Protocol):
         ...
 
     def item_changes(
-        self, batch_id: str, since: int = 0, limit: int = 1000, *, bodies: bool = True
+        self,
+        batch_id: str,
+        since: int = 0,
+        limit: int = 1000,
+        *,
+        payloads: bool = True,
+        results: bool = True,
     ) -> list[Item]:
         """Items of a batch changed after cursor ``since``, in cursor order; whole
         transactions per page, as with ``events``."""

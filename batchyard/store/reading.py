@@ -14,9 +14,9 @@ from batchyard.store.base import Outlook
 from batchyard.store.rows import (
     BATCH_COLUMNS,
     ITEM_COLUMNS,
-    ITEM_COLUMNS_LIGHT,
     BatchRow,
     ItemRow,
+    item_columns,
 )
 from batchyard.store.rules import CLAIMABLE, B, S, page_key, span
 from batchyard.store.sqlbase import SqlBase
@@ -74,7 +74,8 @@ class Reading(SqlBase):
         state: ItemState | None = None,
         after: int = 0,
         limit: int = 1000,
-        bodies: bool = True,
+        payloads: bool = True,
+        results: bool = True,
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
@@ -88,7 +89,7 @@ class Reading(SqlBase):
             where += " AND batch_pk = ?"
             params.append(pk)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS if bodies else ITEM_COLUMNS_LIGHT} FROM items "
+            f"SELECT {item_columns(payloads, results)} FROM items "
             f"WHERE {where} ORDER BY id LIMIT ?",
             (*params, limit),
         )
@@ -128,12 +129,18 @@ class Reading(SqlBase):
         return [Event(s, batch, kind, json.loads(data), at) for s, batch, kind, data, at in rows]
 
     def item_changes(
-        self, batch_id: str, since: int = 0, limit: int = 1000, *, bodies: bool = True
+        self,
+        batch_id: str,
+        since: int = 0,
+        limit: int = 1000,
+        *,
+        payloads: bool = True,
+        results: bool = True,
     ) -> list[Item]:
         where = "batch_pk = ? AND seq > 0 AND seq > ?"
         params = (self._pk(batch_id), since)
         rows = self._read(
-            f"SELECT {ITEM_COLUMNS if bodies else ITEM_COLUMNS_LIGHT} FROM items WHERE {where} "
+            f"SELECT {item_columns(payloads, results)} FROM items WHERE {where} "
             f"AND {self._whole_groups('items', where)} ORDER BY seq, id",
             (*params, *params, max(1, limit) - 1),
         )

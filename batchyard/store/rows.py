@@ -3,6 +3,7 @@ the row that reads it cannot disagree), their conversion to models, and the sche
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from typing import NamedTuple
@@ -113,7 +114,7 @@ class ItemRow(NamedTuple):
     key: str
     position: int
     state: str
-    payload: str | None  # None when read without bodies (ITEM_COLUMNS_LIGHT)
+    payload: str | None  # None when not read (see item_columns)
     result: str | None
     error: str | None
     error_type: str | None
@@ -206,10 +207,17 @@ class ExpiredRow(NamedTuple):
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
 ITEM_COLUMNS = ", ".join(ItemRow._fields)
-#: The same, without the two columns that may be big (payload and result: read as NULL).
-ITEM_COLUMNS_LIGHT = ", ".join(
-    "NULL" if name in ("payload", "result") else name for name in ItemRow._fields
-)
+
+
+@functools.cache
+def item_columns(payloads: bool, results: bool) -> str:
+    """ITEM_COLUMNS, with payload and/or result read as NULL when not wanted: the two
+    columns that may be megabytes."""
+    left = {"payload"} if not payloads else set()
+    left |= {"result"} if not results else set()
+    return ", ".join("NULL" if name in left else name for name in ItemRow._fields)
+
+
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
 
 

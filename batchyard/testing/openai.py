@@ -30,14 +30,26 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, get_args
 
-import uvicorn
-from starlette.applications import Starlette
-
 from batchyard.errors import ConfigError
 from batchyard.llm.tokens import load_encoding
-from batchyard.testing._app import Service, create_app
 from batchyard.testing._chat import count_prompt_tokens
 from batchyard.testing._config import Fault, FaultKind, ServerConfig, Stats
+
+_EXTRA = "the local OpenAI server needs the testing extra: pip install 'batchyard[testing]'"
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from batchyard.testing._app import Service, create_app
+except ModuleNotFoundError as exc:  # a plain install: no server, and a message that says why
+    _missing = (exc.name or "a module").partition(".")[0]
+    if __name__ == "__main__":
+        print(
+            f"python -m batchyard.testing.openai: {_missing} is missing; {_EXTRA}", file=sys.stderr
+        )
+        sys.exit(2)
+    raise ModuleNotFoundError(f"{_missing} is missing; {_EXTRA}", name=exc.name) from exc
 
 __all__ = [
     "FakeOpenAI",

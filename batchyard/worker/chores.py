@@ -9,13 +9,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.runner import TIMEOUT
 from batchyard.states import BatchState
 from batchyard.store.base import LeaseUpdate
 from batchyard.waits import Waits
 from batchyard.worker.inflight import InFlight
-from batchyard.worker.shared import Shared
+from batchyard.worker.shared import Outage, Shared
 
 log = logging.getLogger("batchyard.worker")
 #: How often attempts are checked against their deadline: the precision of timeouts.
@@ -27,12 +27,15 @@ WAITS_INTERVAL = 0.2
 Chore = Callable[[], Awaitable[None]]
 
 
-async def every(seconds: float, chore: Chore) -> None:
-    """Run ``chore`` every ``seconds`` until cancelled; a failure is logged, not raised."""
+async def every(seconds: float, chore: Chore, outage: Outage) -> None:
+    """Run ``chore`` every ``seconds`` until cancelled; a failure is logged, not raised
+    (the store being away, once per outage: the claim loop says when it is back)."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await chore()
+        except StoreUnavailable as exc:
+            outage.down(exc)
         except Exception:
             log.exception("worker chore %s failed; trying again", chore.__name__)
 

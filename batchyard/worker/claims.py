@@ -81,6 +81,7 @@ class ClaimLoop:
                 free = self._inflight.free()
                 claims = await self._flush_and_claim(free) if free > 0 else []
                 outage = 0.0
+                self._shared.outage.up()
                 if claims:
                     quiet_since = None
                     continue
@@ -97,7 +98,7 @@ class ClaimLoop:
                 # waiting longer each time. Leases outlive a short outage; after a long one
                 # our items went to others, and our late outcomes are refused.
                 outage = min(max(outage * 2, 0.1), OUTAGE_BACKOFF_MAX)
-                log.warning("store unavailable (%s); retrying in %.1fs", exc, outage)
+                self._shared.outage.down(exc)
                 timeout = outage
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -4,6 +4,8 @@ its tasks, its settings, its clock and its running tally."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +17,32 @@ from batchyard.tasks import TaskRegistry
 from batchyard.worker.config import WorkerConfig, WorkerStats
 
 T = TypeVar("T")
+log = logging.getLogger("batchyard.worker")
+
+
+class Outage:
+    """Says when the store went away and when it came back: one line each per outage,
+    whichever part of the worker met it, however many calls failed in between. The first
+    error's traceback is logged at INFO (``-v``), later ones at DEBUG."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def down(self, exc: BaseException) -> None:
+        if self.since is not None:
+            log.debug("store still unavailable", exc_info=exc)
+            return
+        self.since = time.monotonic()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning(
+            "store unavailable (%s); keeping what this worker holds and trying again", reason
+        )
+        log.info("the error that began the outage", exc_info=exc)
+
+    def up(self) -> None:
+        if self.since is not None:
+            log.warning("store back after %.1f s; carrying on", time.monotonic() - self.since)
+            self.since = None
 
 
 class StoreThread:
@@ -50,6 +78,7 @@ class Shared:
     clock: Clock
     stats: WorkerStats = field(default_factory=WorkerStats)
     db: StoreThread = field(default_factory=StoreThread)
+    outage: Outage = field(default_factory=Outage)
 
     def now(self) -> float:
         return self.clock.now()

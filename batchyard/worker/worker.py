@@ -8,7 +8,7 @@ import contextlib
 import logging
 
 from batchyard.clock import Clock, SystemClock
-from batchyard.errors import BatchyardError
+from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.runner import DaemonThreads, Job, Runner
 from batchyard.services import Hub
 from batchyard.store.base import Outcome, Store
@@ -80,7 +80,7 @@ class Worker:
         self._shared.db.open()
         lanes = self._lanes.start()
         chores = [
-            asyncio.create_task(every(seconds, chore))
+            asyncio.create_task(every(seconds, chore, self._shared.outage))
             for seconds, chore in [
                 *self._chores.schedule(),
                 (self.config.poll_interval, self._callbacks.run_due),
@@ -88,7 +88,10 @@ class Worker:
         ]
         stop_listening = self.store.on_change(self.wake)
         try:
-            await self._chores.reclaim()
+            try:
+                await self._chores.reclaim()
+            except StoreUnavailable as exc:  # the claim loop waits for the store to return
+                self._shared.outage.down(exc)
             await self._claims.work(until_idle)
             await self._claims.drain()
         finally:

@@ -62,7 +62,7 @@ def test_listings_do_not_read_payloads_or_results(store_url: str) -> None:
         yard.task(sized)
         batch = yard.submit(sized, [{"id": "k", "size": 10}])
         run(yard)
-        (listed,) = batch.items(bodies=False)
+        (listed,) = batch.items(payloads=False, results=False)
         assert (listed.payload, listed.result, listed.state) == (None, None, ItemState.SUCCEEDED)
         whole = batch.item("k")
         assert whole.payload == {"id": "k", "size": 10} and whole.result == "x" * 10

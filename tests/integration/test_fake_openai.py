@@ -390,6 +390,24 @@ def test_the_command_line_serves_until_stopped() -> None:
     assert f"127.0.0.1:{port}/v1" in err
 
 
+@pytest.mark.parametrize("missing", ["uvicorn", "starlette"])
+def test_the_command_line_without_the_testing_extra_says_what_to_install(missing: str) -> None:
+    # A plain install has neither; None in sys.modules makes their import fail as if absent.
+    code = (
+        f"import runpy, sys; sys.modules[{missing!r}] = None; "
+        "runpy.run_module('batchyard.testing.openai', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"python -m batchyard.testing.openai: {missing} is missing; the local OpenAI server "
+        "needs the testing extra: pip install 'batchyard[testing]'"
+    ]
+
+
 def test_the_window_slides_rather_than_resetting() -> None:
     from batchyard.testing._window import SlidingWindow
 

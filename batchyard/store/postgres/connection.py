@@ -13,6 +13,7 @@ wait for them.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from batchyard.errors import StoreError, StoreUnavailable
+from batchyard.errors import DiskFull, StoreError, StoreUnavailable
 from batchyard.store.schema import migrate
 from batchyard.store.tx import Dialect, Params, Tx
 
@@ -44,6 +45,28 @@ POSTGRES = Dialect(
     log_order="id",
     real="DOUBLE PRECISION",
 )
+
+
+log = logging.getLogger("batchyard.store")
+
+
+class _PoolLog(logging.Handler):
+    """psycopg_pool's records ("discarding closed connection", reconnect attempts) told
+    through batchyard's logger at DEBUG: an outage is said once, by the worker, and a
+    program that configured no logging does not get the pool's warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("connection pool: %s", record.getMessage())
+
+
+def _route_pool_log() -> None:
+    pool_log = logging.getLogger("psycopg.pool")
+    if not any(isinstance(handler, _PoolLog) for handler in pool_log.handlers):
+        pool_log.addHandler(_PoolLog())
+        pool_log.propagate = False
+
+
+_route_pool_log()
 
 
 @functools.lru_cache(maxsize=512)
@@ -112,6 +135,12 @@ def translated(url: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+        if isinstance(exc, psycopg.errors.DiskFull):
+            reason = str(exc).strip().splitlines()[0]
+            raise DiskFull(
+                f"the database server's disk is full ({redact(url)}: {reason}); nothing was "
+                "written, and writes carry on once there is room"
+            ) from exc
         if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
             raise StoreError(f"PostgreSQL refused the statement: {exc}") from exc
         raise _unavailable(url, exc) from exc

@@ -81,7 +81,10 @@ class Listener:
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     return
-                log.warning("change listener lost its connection (%s); retrying", exc)
+                # Notifications are only hints (workers poll as well), so this is said
+                # quietly, in one line; a worker says when the store itself is away.
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.info("change listener lost its connection (%s); reconnecting", reason)
                 first = False
                 self._stop.wait(delay)
                 delay = min(delay * 2, BACKOFF[1])

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batchyard.errors import StoreError, StoreUnavailable
+from batchyard.errors import DiskFull, StoreError, StoreUnavailable
 from batchyard.store.schema import migrate
 from batchyard.store.tx import Dialect, Params, Tx
 
@@ -70,6 +70,17 @@ class SqliteTx(Tx):
             self.conn.execute("RELEASE batchyard")
             raise
         self.conn.execute("RELEASE batchyard")
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction. SQLite may have rolled it back
+    itself (a full disk during COMMIT does): then there is nothing to do, and the error
+    that made it fail is the one to raise, not "no transaction is active"."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way; the first error is raised
 
 
 class _Owned:
@@ -137,15 +148,24 @@ class Connections:
         try:
             yield SqliteTx(conn)
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"write failed on {self.path}: {exc}") from exc
+                raise self._fault(exc, "write") from exc
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed on {self.path}: {exc}") from exc
+            _roll_back(conn)
+            raise self._fault(exc, "commit") from exc
+
+    def _fault(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        """The store error for a failed write: a full disk is an outage (DiskFull)."""
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return DiskFull(
+                f"the disk is full: cannot write to {self.path} ({exc}); nothing was "
+                "written, and writes carry on once there is room"
+            )
+        return StoreError(f"{doing} failed on {self.path}: {exc}")
 
     def read(self, query: str, params: Params = ()) -> list[Any]:
         try:
