@@ -165,17 +165,22 @@ def counts_text(status: BatchStatus) -> str:
     ]
     if c.cancelled:
         parts.append(f"cancelled {c.cancelled}")
+    if c.waiting:
+        parts.append(f"waiting {c.waiting}")
     return "  ".join(parts)
 
 
 def plain_line(snap: Snapshot) -> str:
     """One status line for a log or a pipe."""
     status, c = snap.status, snap.status.counts
-    return (
+    line = (
         f"[{clock(snap.elapsed)}] {status.id} {status.state.value} {c.finished}/{c.total} "
         f"({status.progress:.0%})  {counts_text(status)}  {snap.rate:.1f} items/s  "
         f"ETA {clock(snap.eta)}"
     )
+    if status.waiting_on is not None:
+        line += f"  ({status.waiting_on.describe(time.time())})"
+    return line
 
 
 def last_line(error: str) -> str:
@@ -225,6 +230,8 @@ def _usage(status: BatchStatus) -> str:
         text += f"  budget ${status.budget:,.2f}"
     if status.pause_reason:
         text += f"\npaused: {status.pause_reason}"
+    if status.waiting_on is not None:
+        text += f"\n[yellow]waiting:[/] {status.waiting_on.describe(time.time())}"
     return text
 
 

@@ -146,7 +146,11 @@ def cost_text(cost: float | None, note: str | None, digits: int = 4) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """How many items of a batch are in each state; kept by the store with every change."""
+    """How many items of a batch are in each state; kept by the store with every change.
+
+    ``waiting`` counts items a worker holds (their state is ``running``) that wait for a
+    rate limiter to admit them: a status counts them there and not in ``running``, which
+    then counts only items really executing (see ``Waiting``)."""
 
     pending: int = 0
     running: int = 0
@@ -154,6 +158,7 @@ class Counts:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    waiting: int = 0
 
     @property
     def total(self) -> int:
@@ -165,10 +170,48 @@ class Counts:
 
     @property
     def remaining(self) -> int:
-        return self.pending + self.running + self.retry_wait
+        return self.pending + self.running + self.retry_wait + self.waiting
 
     def as_dict(self) -> dict[str, int]:
-        return {state.value: getattr(self, state.value) for state in ItemState}
+        counts = {state.value: getattr(self, state.value) for state in ItemState}
+        counts["waiting"] = self.waiting
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What a batch's held items wait on: a rate limiter ``key`` that does not admit them
+    yet. ``items`` wait across every worker; ``reason`` is the limiter's (``requests``,
+    ``tokens``, ``concurrency`` or ``paused: <why>``); ``until`` is when the last of them
+    should be admitted (the key's pause, then ``items`` at its request ``rate`` per second,
+    when known)."""
+
+    key: str
+    reason: str
+    items: int
+    until: float
+    rate: float | None = None
+
+    def seconds(self, now: float) -> float:
+        """How long from ``now`` until the last waiting item should be admitted."""
+        return max(0.0, self.until - now)
+
+    def describe(self, now: float) -> str:
+        """One line: ``48 items wait for rate limit task:x (requests), the last ~24.0 s``."""
+        items = f"{self.items:,} item" + ("s wait" if self.items != 1 else " waits")
+        return (
+            f"{items} for rate limit {self.key} ({self.reason}), "
+            f"the last ~{self.seconds(now):.1f} s"
+        )
+
+    def as_dict(self) -> dict[str, JSON]:
+        return {
+            "key": self.key,
+            "reason": self.reason,
+            "items": self.items,
+            "until": self.until,
+            "rate": self.rate,
+        }
 
 
 class Again(StrEnum):
@@ -275,6 +318,8 @@ class BatchStatus:
     limits: dict[str, JSON] | None = None
     #: Runs that were re-runs of an item, by why.
     reruns: Reruns = field(default_factory=Reruns)
+    #: The rate limiter its held items wait on, if any (``counts.waiting`` of them).
+    waiting_on: Waiting | None = None
 
     @property
     def progress(self) -> float:
@@ -341,6 +386,7 @@ class BatchStatus:
             "budget": self.budget,
             "pause_reason": self.pause_reason,
             "limits": self.limits,
+            "waiting_on": None if self.waiting_on is None else self.waiting_on.as_dict(),
             "projected_cost": self.projected_cost,
         }
 

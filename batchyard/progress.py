@@ -15,8 +15,9 @@ class Pace:
 
     ``elapsed`` is seconds from its first claim to its end (or to now while it runs; 0 before
     any claim); ``throughput`` finished items per second of it; ``rate`` the pace the ETA
-    assumes; ``eta`` seconds left at that rate: 0.0 when nothing is left, None when the rate
-    is not known yet.
+    assumes; ``eta`` seconds left at that rate, or at the rate limit its items wait on when
+    that is longer (``limit_eta``): 0.0 when nothing is left, None when the rate is not
+    known yet.
     """
 
     elapsed: float
@@ -45,7 +46,25 @@ def pace(status: BatchStatus, now: float, recent: float | None = None) -> Pace:
         eta = 0.0
     elif rate > 0:
         eta = counts.remaining / rate
+    limited = limit_eta(status, now)
+    if limited is not None and (eta is None or limited > eta):
+        eta = limited
     return Pace(took, throughput, rate, eta)
+
+
+def limit_eta(status: BatchStatus, now: float) -> float | None:
+    """Seconds the items left need at least when the batch waits on a rate limiter: the
+    key's pause, if any, then every item left at the key's request rate (None when it
+    waits on nothing, or on a limiter whose rate is unknown and whose wait is over)."""
+    waiting = status.waiting_on
+    if waiting is None or status.is_finished:
+        return None
+    left = status.counts.remaining
+    if not waiting.rate:
+        return waiting.seconds(now) or None
+    # ``until`` is the pause's end plus the waiting items at the rate: keep the pause.
+    pause = max(0.0, waiting.seconds(now) - max(0, waiting.items - 1) / waiting.rate)
+    return pause + left / waiting.rate
 
 
 class Meter:

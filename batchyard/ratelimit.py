@@ -39,7 +39,7 @@ from batchyard.errors import ConfigError
 from batchyard.store.base import Store
 from batchyard.store.limits import Grant, Limits, Rate, Wait
 
-__all__ = ["RateLimit", "SharedLimiter", "Slot", "parse_rate", "window_safe"]
+__all__ = ["RateLimit", "SharedLimiter", "Slot", "WaitObserver", "parse_rate", "window_safe"]
 
 _PERIODS = {
     "s": 1.0,
@@ -55,11 +55,16 @@ _PERIODS = {
     "day": 86400.0,
 }
 R = TypeVar("R")
+#: Told about a call that waits for admission: the limiter and what the store said each
+#: time it said wait, then None once, when the call stops waiting (admitted or stopped).
+WaitObserver = Callable[["SharedLimiter", Wait | None], None]
 _FORM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
 #: The longest single sleep of a waiting call: it asks the store again at least this often.
 MAX_SLEEP = 5.0
 #: How often a call waiting for a concurrency slot held by another process asks again.
 SLOT_POLL = 0.25
+#: Releases of grants their callers stopped waiting for, still under way.
+_RELEASING: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +205,7 @@ class SharedLimiter:
         lease: float = 600.0,
         jitter: float = 0.05,
         clock: Callable[[], float] = time.time,
+        on_wait: WaitObserver | None = None,
     ) -> None:
         if not key:
             raise ConfigError("a limiter key must not be empty")
@@ -222,23 +228,64 @@ class SharedLimiter:
         self.limits = Limits(requests, tokens, concurrency, lease)
         self._jitter = jitter
         self._clock = clock
+        #: Told when a call of this limiter waits (see ``WaitObserver``), unless the call
+        #: names its own observer.
+        self.on_wait = on_wait
+
+    @property
+    def rate(self) -> float | None:
+        """Calls a second the key admits once its request bucket is empty (None: no
+        request limit)."""
+        requests = self.limits.requests
+        return None if requests is None else requests.per_second
 
     async def _call(self, fn: Callable[..., R], *args: object) -> R:
         """Run a blocking store call in a thread, with the time appended as ``now``."""
         return await asyncio.to_thread(lambda: fn(*args, self._clock()))
 
-    async def acquire(self, estimated_tokens: float = 0.0) -> Grant:
+    async def acquire(
+        self, estimated_tokens: float = 0.0, *, on_wait: WaitObserver | None = None
+    ) -> Grant:
         """Wait until the key admits one call with ``estimated_tokens``; returns its grant
-        (release it with ``release``, or use ``slot``)."""
+        (release it with ``release``, or use ``slot``). ``on_wait`` (else the limiter's)
+        hears each wait, then once that the call stopped waiting."""
         if estimated_tokens < 0:
             raise ValueError("estimated_tokens must not be negative")
-        while True:
-            got = await self._call(
-                self._store.limit_acquire, self.key, self.limits, float(estimated_tokens)
-            )
-            if isinstance(got, Grant):
-                return got
-            await asyncio.sleep(self._sleep(got))
+        tell = on_wait or self.on_wait
+        waited = False
+        try:
+            while True:
+                got = await self._ask(float(estimated_tokens))
+                if isinstance(got, Grant):
+                    return got
+                if tell is not None:
+                    tell(self, got)
+                    waited = True
+                await asyncio.sleep(self._sleep(got))
+        finally:
+            if waited and tell is not None:
+                tell(self, None)
+
+    async def _ask(self, tokens: float) -> Grant | Wait:
+        """One try at the store. A caller stopped meanwhile (a worker giving back a waiting
+        item) must not leave a grant the store gave it held: it is released."""
+        call = asyncio.ensure_future(
+            self._call(self._store.limit_acquire, self.key, self.limits, tokens)
+        )
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(self._release_unused)
+            raise
+
+    def _release_unused(self, call: asyncio.Future[Grant | Wait]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        got = call.result()
+        if isinstance(got, Grant):
+            release = asyncio.ensure_future(self.release(got))
+            _RELEASING.add(release)  # held until done: the loop keeps only weak references
+            release.add_done_callback(_RELEASING.discard)
 
     def _sleep(self, wait: Wait) -> float:
         seconds = wait.seconds
@@ -250,10 +297,12 @@ class SharedLimiter:
         await self._call(self._store.limit_release, grant)
 
     @asynccontextmanager
-    async def slot(self, estimated_tokens: float = 0.0) -> AsyncIterator[Slot]:
+    async def slot(
+        self, estimated_tokens: float = 0.0, *, on_wait: WaitObserver | None = None
+    ) -> AsyncIterator[Slot]:
         """Hold one admitted call for the ``async with`` block; its concurrency slot is
-        released when the block ends, however it ends."""
-        slot = Slot(await self.acquire(estimated_tokens), self)
+        released when the block ends, however it ends. ``on_wait`` as for ``acquire``."""
+        slot = Slot(await self.acquire(estimated_tokens, on_wait=on_wait), self)
         try:
             yield slot
         finally:

@@ -255,7 +255,9 @@ class Runner:
         estimate = 0.0
         if limiter.limits.tokens is not None and job.spec.estimate_tokens is not None:
             estimate = float(job.spec.estimate_tokens(payload))
-        async with limiter.slot(estimate) as slot:
+        waits = None if self._hub is None else self._hub.waits
+        on_wait = None if waits is None else waits.observer(job.claim.batch.pk, job.claim.item_id)
+        async with limiter.slot(estimate, on_wait=on_wait) as slot:
             try:
                 return await self._invoke(job, payload)
             finally:

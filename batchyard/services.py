@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard.clock import Clock
 from batchyard.store.base import BudgetCheck, Store
+from batchyard.waits import Waits
 
 if TYPE_CHECKING:
     from batchyard.ratelimit import SharedLimiter
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Hub:
-    """What a worker shares with every item it runs."""
+    """What a worker shares with every item it runs: its store, its clock, and the
+    register of items waiting for a limiter (None outside a worker)."""
 
     store: Store
     clock: Clock
+    waits: Waits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,11 @@ class Services:
 
     def limiter(self, key: str, **limits: Any) -> SharedLimiter:
         """A limiter shared by every worker of the store under ``key`` (the keywords of
-        ``SharedLimiter``: rpm, tpm, concurrency, burst, token_burst, lease)."""
+        ``SharedLimiter``: rpm, tpm, concurrency, burst, token_burst, lease). While this
+        attempt waits for it, its worker counts the item as waiting, not running."""
         from batchyard.ratelimit import SharedLimiter
 
+        waits = self.hub.waits
+        if waits is not None and "on_wait" not in limits:
+            limits["on_wait"] = waits.observer(self.batch_pk, self.item_id)
         return SharedLimiter(self.hub.store, key, **limits)

@@ -106,13 +106,13 @@ def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
     table.add_row(
         "state",
         f"{view['state']}  {view['progress']:.0%}  "
-        f"({counts['total'] - counts['pending'] - counts['running'] - counts['retry_wait']}"
+        f"({counts['succeeded'] + counts['failed'] + counts['cancelled']}"
         f"/{counts['total']} finished)" + ("" if view["sealed"] else "  open: takes more items"),
     )
-    table.add_row(
-        "items",
-        "  ".join(f"{state} {counts[state]:,}" for state in ITEM_STATES),
-    )
+    shown = [*ITEM_STATES, "waiting"] if counts.get("waiting") else ITEM_STATES
+    table.add_row("items", "  ".join(f"{state} {counts[state]:,}" for state in shown))
+    if view["waiting_on"]:
+        table.add_row("waiting", _waiting_text(view["waiting_on"]))
     pace = f"{view['throughput']:,.1f} items/s" if view["throughput"] else "-"
     table.add_row("throughput", f"{pace}   ETA {format_duration(view['eta'])}")
     if reruns is not None and reruns.total:
@@ -134,6 +134,14 @@ def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
     console().print(table)
 
 
+def _waiting_text(waiting: dict[str, Any]) -> str:
+    items = waiting["items"]
+    return (
+        f"{items:,} item{'s' * (items != 1)} for rate limit {waiting['key']} "
+        f"({waiting['reason']}), the last in ~{format_duration(waiting['seconds'])}"
+    )
+
+
 def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
     """The usage, cost, cache and budget lines of a status, those that say something."""
     from batchyard.models import cost_text
@@ -151,7 +159,8 @@ def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
         cost += f" for {usage['calls']:,} calls"
     if (
         view["projected_cost"] is not None
-        and view["counts"]["pending"] + view["counts"]["running"] + view["counts"]["retry_wait"]
+        and view["counts"]["total"]
+        > view["counts"]["succeeded"] + view["counts"]["failed"] + view["counts"]["cancelled"]
     ):
         cost += f"   ~${view['projected_cost']:,.4f} more for the items left"
     if usage["cost"] or usage["calls"] or view["budget"] is not None:

@@ -156,16 +156,19 @@ def human_age(seconds: float) -> str:
 STATUS_JSON = """\
 --json prints the status object:
   {"id", "name", "task", "state", "counts": {"pending", "running", "retry_wait",
-   "succeeded", "failed", "cancelled", "total"}, "progress" (0..1), "usage": {"tokens_in",
-   "tokens_out", "cost" (null when no call had a price), "tokens_cached", "tokens_reasoning",
-   "calls", "cache_hits", "saved_cost", "unpriced_calls", "cost_note" ("no price for MODEL",
-   or how many calls had none, when cost is unknown or a lower bound; else null)},
-   "sealed", "concurrency", "max_attempts", "timeout", "priority", "metadata", "params",
-   "round", "created_at", "started_at", "finished_at", "updated_at" (unix seconds or
-   null), "budget" (or null), "pause_reason" (why batchyard paused it, or null), "limits"
-   ({"rate_limit", "tokens_per_minute"} or null), "projected_cost" (of the items left, at
-   the average so far; null before any ran or while some calls had no price), "elapsed"
-   (s), "throughput" (items/s), "eta" (s or null)}"""
+   "succeeded", "failed", "cancelled", "waiting", "total"} ("running" counts items
+   executing; "waiting" those a worker holds until a rate limiter admits them),
+   "progress" (0..1), "usage": {"tokens_in", "tokens_out", "cost" (null when no call had a
+   price), "tokens_cached", "tokens_reasoning", "calls", "cache_hits", "saved_cost",
+   "unpriced_calls", "cost_note" ("no price for MODEL", or how many calls had none, when
+   cost is unknown or a lower bound; else null)}, "sealed", "concurrency", "max_attempts",
+   "timeout", "priority", "metadata", "params", "round", "created_at", "started_at",
+   "finished_at", "updated_at" (unix seconds or null), "budget" (or null), "pause_reason"
+   (why batchyard paused it, or null), "limits" ({"rate_limit", "tokens_per_minute"} or
+   null), "waiting_on" ({"key", "reason", "items", "until", "seconds", "rate"}: the rate
+   limiter its waiting items wait on, or null), "projected_cost" (of the items left, at the
+   average so far; null before any ran or while some calls had no price), "elapsed" (s),
+   "throughput" (items/s), "eta" (s or null; counts the rate limit)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

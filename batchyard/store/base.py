@@ -25,7 +25,7 @@ from batchyard.models import (
     Usage,
 )
 from batchyard.states import BatchState, ItemState
-from batchyard.store.limits import Grant, Limits, LimitState, Wait
+from batchyard.store.limits import Grant, Limits, LimitState, Wait, WaitRow
 
 #: How long an unfinished upload may go without a new chunk before its batch is removed.
 UPLOAD_LEASE = 600.0
@@ -200,7 +200,10 @@ class Store(Protocol):
         ...
 
     # -- reading ----------------------------------------------------------------------
-    def get_batch(self, batch_id: str) -> BatchStatus: ...
+    def get_batch(self, batch_id: str) -> BatchStatus:
+        """The batch's status; items its workers hold that wait for a rate limiter count
+        as ``waiting``, not ``running`` (see ``publish_waits``). Raises BatchNotFound."""
+        ...
 
     def list_batches(
         self,
@@ -404,6 +407,15 @@ class Store(Protocol):
 
     def limit_state(self, key: str, now: float) -> LimitState | None:
         """The key as stored (levels not refilled to ``now``), None if never used."""
+        ...
+
+    def publish_waits(
+        self, worker: str, waits: Sequence[WaitRow], now: float, expires_at: float
+    ) -> None:
+        """Replace what ``worker`` said before about its items that wait for a limiter with
+        ``waits`` (none: it holds no waiting item), each row trusted until ``expires_at``.
+        ``get_batch`` counts those items as ``waiting``, not ``running``, and names the key
+        in ``waiting_on``. Rows past their expiry (a worker that died) are dropped."""
         ...
 
     # -- budgets and the response cache ----------------------------------------------

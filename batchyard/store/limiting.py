@@ -6,6 +6,7 @@ commits, and the two kinds of transaction never wait for each other."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from batchyard.store.limits import (
     Grant,
@@ -13,6 +14,7 @@ from batchyard.store.limits import (
     Limits,
     LimitState,
     Wait,
+    WaitRow,
     limit_correct,
     limit_take,
 )
@@ -103,3 +105,20 @@ class Limiting(SqlBase):
         )[0][0]
         requests, tokens, updated_at, paused_until, reason = rows[0]
         return LimitState(key, requests, tokens, updated_at, int(in_flight), paused_until, reason)
+
+    def publish_waits(
+        self, worker: str, waits: Sequence[WaitRow], now: float, expires_at: float
+    ) -> None:
+        # The worker's rows are replaced as a whole: it knows all of them, and a row it
+        # leaves out is no longer true. Rows of workers that stopped answering go too.
+        with self._write() as tx:
+            tx.run("DELETE FROM limit_waits WHERE worker = ? OR expires_at <= ?", (worker, now))
+            if waits:
+                tx.many(
+                    "INSERT INTO limit_waits (worker, batch_pk, key, reason, items, "
+                    "wait_until, rate, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (worker, w.batch_pk, w.key, w.reason, w.items, w.until, w.rate, expires_at)
+                        for w in waits
+                    ],
+                )

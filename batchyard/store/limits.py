@@ -7,7 +7,10 @@ async front that waits when told to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from batchyard.models import BatchStatus, Waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +162,51 @@ def limit_correct(row: LimitRow, limits: Limits, delta: float, now: float) -> No
     row.updated_at = max(row.updated_at, now)
     level = rate.capacity if row.tokens is None else row.tokens
     row.tokens = min(rate.capacity, level - delta)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRow:
+    """What one worker says about the items of one batch it holds that wait for a limiter
+    key (``Store.publish_waits``): how many, why, until when the last should be admitted,
+    and the key's request rate per second (None when it has none)."""
+
+    batch_pk: int
+    key: str
+    reason: str
+    items: int
+    until: float
+    rate: float | None = None
+
+
+def waiting_on(rows: Sequence[tuple[str, str, int, float, float | None]]) -> Waiting | None:
+    """A batch's wait from the live rows every worker published for it, as ``(key, reason,
+    items, until, rate)``: the key most of its items wait on, with the items of every key
+    and the latest ``until`` (None when nothing waits)."""
+    if not rows:
+        return None
+    items: dict[str, int] = {}
+    for key, _, count, _, _ in rows:
+        items[key] = items.get(key, 0) + int(count)
+    main = max(items, key=lambda key: items[key])
+    mine = [row for row in rows if row[0] == main]
+    reason = max(mine, key=lambda row: row[3])[1]
+    rates = [row[4] for row in mine if row[4] is not None]
+    return Waiting(
+        main,
+        reason,
+        sum(items.values()),
+        max(float(row[3]) for row in rows),
+        max(rates) if rates else None,
+    )
+
+
+def with_waiting(status: BatchStatus, waiting: Waiting | None) -> BatchStatus:
+    """``status`` with the items that wait for a limiter counted as ``waiting``, not as
+    ``running`` (items the store holds as running but are only waiting for admission)."""
+    if waiting is None:
+        return status
+    items = min(waiting.items, status.counts.running)
+    if items <= 0:
+        return status
+    counts = replace(status.counts, running=status.counts.running - items, waiting=items)
+    return replace(status, counts=counts, waiting_on=replace(waiting, items=items))

@@ -4,6 +4,7 @@ operations each database does its own way (declared here, defined by ``SqliteSto
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 from batchyard.errors import BatchNotFound
 from batchyard.models import BatchStatus
 from batchyard.store.base import LeaseUpdate, Outcome
+from batchyard.store.limits import waiting_on, with_waiting
 from batchyard.store.rows import BATCH_COLUMNS, BatchRow
 from batchyard.store.rules import S
 from batchyard.store.tx import Dialect, Params, Tx
@@ -85,7 +87,18 @@ class SqlBase(ABC):
         return BatchRow._make(rows[0])
 
     def get_batch(self, batch_id: str) -> BatchStatus:
-        return self._batch(batch_id).status()
+        row = self._batch(batch_id)
+        status = row.status()
+        if not status.counts.running:
+            return status
+        # NOTE: the wall clock, not a caller's: these rows only expire when their worker
+        # died, and a status read has no ``now`` of its own.
+        waits = self._read(
+            "SELECT key, reason, items, wait_until, rate FROM limit_waits "
+            "WHERE batch_pk = ? AND expires_at > ?",
+            (row.pk, time.time()),
+        )
+        return with_waiting(status, waiting_on(waits))
 
     def _pk(self, batch_id: str) -> int:
         rows = self._read("SELECT pk FROM batches WHERE id = ?", (batch_id,))

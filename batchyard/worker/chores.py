@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from batchyard.errors import StoreUnavailable
+from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.runner import TIMEOUT
 from batchyard.states import BatchState
 from batchyard.store.base import LeaseUpdate
+from batchyard.waits import Waits
 from batchyard.worker.inflight import InFlight
 from batchyard.worker.shared import Outage, Shared
 
 log = logging.getLogger("batchyard.worker")
 #: How often attempts are checked against their deadline: the precision of timeouts.
 WATCHDOG_INTERVAL = 0.05
+#: How often a change in the items waiting for a rate limiter is written to the store: how
+#: late a status elsewhere may count a freshly claimed item as running, not waiting.
+WAITS_INTERVAL = 0.2
 
 Chore = Callable[[], Awaitable[None]]
 
@@ -38,9 +43,13 @@ async def every(seconds: float, chore: Chore, outage: Outage) -> None:
 class Chores:
     """The chores over the jobs a worker holds."""
 
-    def __init__(self, shared: Shared, inflight: InFlight) -> None:
+    def __init__(self, shared: Shared, inflight: InFlight, waits: Waits) -> None:
         self._shared = shared
         self._inflight = inflight
+        self._waits = waits
+        #: When waits were last written (wall clock, as limiters and statuses use), None
+        #: while the store holds none of this worker's.
+        self._waits_written: float | None = None
 
     def schedule(self) -> list[tuple[float, Chore]]:
         """Each chore with how often it runs (seconds)."""
@@ -50,7 +59,40 @@ class Chores:
             (WATCHDOG_INTERVAL, self.watchdog),
             (cfg.control_interval, self.control),
             (min(cfg.lease / 2, 5.0), self.reclaim),
+            (WAITS_INTERVAL, self.publish_waits),
         ]
+
+    async def publish_waits(self) -> None:
+        """Write which held items wait for which limiter when that changed, and again
+        every third of a lease while any wait (each row is trusted for one lease)."""
+        # The wall clock, not the worker's: limiters wait on it, and statuses read it.
+        now, lease = time.time(), self._shared.config.lease
+        written = self._waits_written
+        if not self._waits.changed and (written is None or now - written < lease / 3):
+            return
+        shared = self._shared
+        rows = self._waits.rows(now)
+        try:
+            await shared.db.call(
+                shared.store.publish_waits, shared.config.worker_id, rows, now, now + lease
+            )
+        except BaseException:
+            self._waits.changed = True  # still to be written: next time round
+            raise
+        self._waits_written = now if rows else None
+
+    async def forget_waits(self) -> None:
+        """Take this worker's waits out of the store (it is stopping)."""
+        if self._waits_written is None:
+            return
+        shared = self._shared
+        try:
+            await shared.db.call(
+                shared.store.publish_waits, shared.config.worker_id, [], time.time(), 0.0
+            )
+        except BatchyardError as exc:  # they expire by themselves within a lease
+            log.info("could not clear this worker's rate limit waits: %s", exc)
+        self._waits_written = None
 
     async def heartbeat(self) -> None:
         """Renew leases older than a third of a lease and save changed progress, in one

@@ -223,6 +223,9 @@ class ClaimLoop:
         cfg = self._shared.config
         deadline = self._shared.now() + (0.0 if self._hard_stop else cfg.grace)
         while self._inflight.jobs and self._shared.now() < deadline and not self._hard_stop:
+            await self._give_back_unstarted()
+            if not self._inflight.jobs:
+                break
             self._wake.clear()
             await self.flush()
             with contextlib.suppress(TimeoutError):
@@ -237,6 +240,30 @@ class ClaimLoop:
         if left:
             released = await self.give_back(left)
             log.info("gave back %d unfinished item(s) for other workers", released)
+
+    async def _give_back_unstarted(self) -> None:
+        """Items claimed but not started, or waiting for a rate limiter to admit them, go
+        back at once, unspent: the grace is for work under way, and they have none."""
+        waits = self._hub.waits
+        waiting = [
+            job
+            for job in self._inflight.jobs.values()
+            if waits is not None and waits.is_waiting(job.claim.item_id)
+        ]
+        unstarted = self._lanes.take_waiting()
+        if not waiting and not unstarted:
+            return
+        for job in waiting:
+            job.stop(SHUTDOWN)
+        for job in unstarted:
+            self.done(job, None)
+        await asyncio.sleep(0)  # let the stopped lanes unwind before the leases go back
+        try:
+            released = await self.give_back([*waiting, *unstarted])
+        except StoreUnavailable as exc:  # their leases will expire and bring them back
+            log.warning("could not give back %d item(s): %s", len(waiting) + len(unstarted), exc)
+            return
+        log.info("gave back %d item(s) waiting for a rate limit or a lane", released)
 
     async def flush(self) -> None:
         """Record the buffered outcomes now."""

@@ -9,6 +9,7 @@ from collections import Counter
 from batchyard.runner import Job
 from batchyard.store.base import Outcome
 from batchyard.tasks import TaskSpec
+from batchyard.waits import Waits
 from batchyard.worker.config import WorkerConfig
 
 #: Items shorter than this on average (seconds) make a worker prefetch (see ``prefetch``).
@@ -21,8 +22,10 @@ class InFlight:
     """Jobs claimed and not yet finished, counted per task, plus the outcomes waiting for
     the next group commit. Pure bookkeeping: no store, no event loop."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, waits: Waits | None = None) -> None:
         self._config = config
+        #: Items waiting for a rate limiter: while any do, prefetching gains nothing.
+        self._waits = waits
         self.jobs: dict[int, Job] = {}
         self.by_task: Counter[str] = Counter()
         self.outcomes: list[Outcome] = []
@@ -77,10 +80,15 @@ class InFlight:
         for work. Only while items are short: a long item's prefetched neighbours would sit
         leased here while another worker could run them. Short items: one per lane; very
         short ones, as many as the lanes start within PREFETCH_HORIZON (up to a claim
-        chunk), so that each round trip to the store carries a full chunk."""
+        chunk), so that each round trip to the store carries a full chunk. None while items
+        wait for a rate limiter."""
         cfg = self._config
         if cfg.prefetch is not None:
             return cfg.prefetch
+        if self._waits is not None and len(self._waits):
+            # A rate limit, not the lanes, sets the pace: extra items would only wait,
+            # leased here, shown as held, and kept from other workers.
+            return 0
         mean = self.mean_duration
         if mean is None or mean >= SHORT_ITEM:
             return 0

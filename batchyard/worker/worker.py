@@ -13,6 +13,7 @@ from batchyard.runner import DaemonThreads, Job, Runner
 from batchyard.services import Hub
 from batchyard.store.base import Outcome, Store
 from batchyard.tasks import TaskRegistry
+from batchyard.waits import Waits
 from batchyard.worker.callbacks import Callbacks
 from batchyard.worker.chores import Chores, every
 from batchyard.worker.claims import ClaimLoop
@@ -42,9 +43,10 @@ class Worker:
         self._shared = Shared(store, registry, self.config, self.clock)
         self.stats: WorkerStats = self._shared.stats
         self._threads = DaemonThreads(self.config.concurrency)
-        hub = Hub(store, self.clock)
+        self._waits = Waits()
+        hub = Hub(store, self.clock, self._waits)
         runner = Runner(self.clock, self._threads, hub)
-        self._inflight = InFlight(self.config)
+        self._inflight = InFlight(self.config, self._waits)
         self._lanes = Lanes(
             self.config.concurrency, runner, self.clock, self._settle, self._pause_and_give_back
         )
@@ -53,7 +55,7 @@ class Worker:
         self._claims = ClaimLoop(
             self._shared, self._inflight, self._lanes, hub, self._callbacks, self._discovery
         )
-        self._chores = Chores(self._shared, self._inflight)
+        self._chores = Chores(self._shared, self._inflight, self._waits)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- control from outside ---------------------------------------------------------
@@ -111,6 +113,7 @@ class Worker:
             for task in lanes + chores:
                 task.cancel()
             await asyncio.gather(*lanes, *chores, return_exceptions=True)
+            await self._chores.forget_waits()
             self._threads.shutdown()
             self._shared.db.close()
             self._loop = None

@@ -3,12 +3,15 @@ leased concurrency slots, pauses. Times are given explicitly; nothing sleeps."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pytest
 
-from batchyard.store.base import Store
-from batchyard.store.limits import Grant, Limits, Rate, Wait
+from batchyard.models import BatchOptions, Waiting
+from batchyard.store.base import NewItem, Store
+from batchyard.store.limits import Grant, Limits, Rate, Wait, WaitRow
 
 T0 = 1_700_000_000.0
 RPM = Limits(requests=Rate(60, 60.0, burst=3))  # 1 a second, 3 at once
@@ -187,3 +190,49 @@ def test_concurrent_callers_never_overdraw_a_bucket(store: Store) -> None:
     # 25 requests could go, but 1000 tokens hold only 33 calls of 30... and 25 < 33.
     assert len(admitted) == 25
     assert len({g.id for g in admitted}) == 25
+
+
+# -- items waiting for admission ---------------------------------------------------------
+
+
+def _batch_with_running(store: Store, running: int) -> int:
+    """A batch ``b`` of 5 items, ``running`` of them claimed; returns its pk."""
+    store.create_batch(
+        "b",
+        BatchOptions(task="t"),
+        [[NewItem(str(n), n, json.dumps(n)) for n in range(1, 6)]],
+        T0,
+    )
+    claims = store.claim("w1", {"t": 100}, running, T0, 30.0, alone=True)
+    assert len(claims) == running
+    return claims[0].batch.pk
+
+
+def test_waiting_items_count_as_waiting_not_running(store: Store) -> None:
+    pk = _batch_with_running(store, 4)
+    now = time.time()
+    row = WaitRow(pk, "task:t", "requests", 3, now + 6.0, 0.5)
+    store.publish_waits("w1", [row], now, now + 30.0)
+    status = store.get_batch("b")
+    assert (status.counts.running, status.counts.waiting, status.counts.pending) == (1, 3, 1)
+    assert status.counts.remaining == 5
+    assert status.waiting_on == Waiting("task:t", "requests", 3, now + 6.0, 0.5)
+    assert status.as_dict()["counts"]["waiting"] == 3
+    # Another worker's items on the same key add up, never beyond the items held running.
+    store.publish_waits("w2", [WaitRow(pk, "task:t", "requests", 2, now + 9.0, 0.5)], now, now + 30)
+    status = store.get_batch("b")
+    assert (status.counts.running, status.counts.waiting) == (0, 4)
+    assert status.waiting_on is not None and status.waiting_on.until == now + 9.0
+    # A worker's rows are replaced as a whole; none left: nothing waits.
+    store.publish_waits("w1", [], now, now + 30.0)
+    store.publish_waits("w2", [], now, now + 30.0)
+    status = store.get_batch("b")
+    assert (status.counts.running, status.counts.waiting, status.waiting_on) == (4, 0, None)
+
+
+def test_the_waits_of_a_worker_that_stopped_answering_expire(store: Store) -> None:
+    pk = _batch_with_running(store, 2)
+    now = time.time()
+    store.publish_waits("w1", [WaitRow(pk, "task:t", "requests", 2, now + 5, None)], now, now - 1)
+    status = store.get_batch("b")
+    assert (status.counts.running, status.counts.waiting, status.waiting_on) == (2, 0, None)

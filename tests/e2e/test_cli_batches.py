@@ -46,9 +46,19 @@ STATUS_KEYS = {
     "budget",
     "pause_reason",
     "limits",
+    "waiting_on",
     "projected_cost",
 }
-COUNT_KEYS = {"pending", "running", "retry_wait", "succeeded", "failed", "cancelled", "total"}
+COUNT_KEYS = {
+    "pending",
+    "running",
+    "retry_wait",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "waiting",
+    "total",
+}
 ITEM_KEYS = {
     "key",
     "position",

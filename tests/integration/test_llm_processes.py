@@ -8,6 +8,9 @@ real stores (a SQLite file; a PostgreSQL database, see conftest.py).
 2. A 429 storm is ridden out: the batch sets no limit and the server allows 10 requests a
    second; every 429 pauses the limiter key for the ``retry-after`` it carries, the call
    tries again, and every item still ends succeeded.
+3. Items held for the limit are waiting, not running: a worker holds 16 items against a
+   limit that admits about 4 a second; the batch's status, read meanwhile, counts what
+   runs (no more than the limiter admits) apart from what waits, and names the key.
 
 The tests wait only on files the workers create and on their exit, each with a deadline;
 the one assertion about time is a loose share of the limit used.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +29,11 @@ from typing import Any
 
 import pytest
 
-from batchyard import BatchState, ItemState, Yard
+from batchyard import BatchState, BatchStatus, ItemState, Yard
 from batchyard.llm.params import read_params
 from batchyard.llm.tokens import count_message_tokens
 from batchyard.testing.openai import FakeOpenAI, count_prompt_tokens
+from batchyard.worker.chores import WAITS_INTERVAL
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +64,15 @@ STORM_WINDOW = 1.0
 STORM_RPW = 10
 STORM_ITEMS = 40
 STORM_CONCURRENCY = 16
+
+# -- 3. waiting, not running: 10 requests in any 2 s (window-safe: about 4.4 a second)
+WAIT_WINDOW = 2.0
+WAIT_RPW = 10
+WAIT_ITEMS = 24
+WAIT_CONCURRENCY = 16
+#: Calls in flight at once at most: the bucket's one, plus one admitted while another is
+#: answered, plus one claimed just before its wait is written (every 0.2 s at most).
+MOST_RUNNING = 3
 
 
 def prompts(n: int) -> Iterator[dict[str, Any]]:
@@ -243,3 +257,51 @@ def test_a_storm_of_429s_is_ridden_out(store_url: str) -> None:
     assert all(item.state == ItemState.SUCCEEDED for item in items)
     assert stats.accepted == STORM_ITEMS  # each item answered once: no call repeated
     assert stats.rate_limited.get("requests", 0) > 0, stats
+
+
+def test_items_held_for_the_limit_are_waiting_not_running(store_url: str) -> None:
+    # Warm the tokenizers (the task's and the server's): loading one takes half a second,
+    # during which the items preparing their first call would count as running.
+    reservation(next(prompts(1)))
+    count_prompt_tokens([{"role": "user", "content": "warm up"}], MODEL)
+    seen: list[tuple[float, BatchStatus]] = []
+    done = threading.Event()
+    with FakeOpenAI(rpm=WAIT_RPW, window=WAIT_WINDOW, **LATENCY) as server:
+        with Yard(store_url) as yard:
+            batch = yard.submit(
+                "llm",
+                prompts(WAIT_ITEMS),
+                params=llm_params(server.base_url),
+                rate_limit=f"{WAIT_RPW}/{WAIT_WINDOW:g}s",
+            )
+
+            def watch() -> None:
+                while not done.wait(0.05):
+                    seen.append((time.monotonic(), batch.status()))
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                yard.run_until_idle(concurrency=WAIT_CONCURRENCY)
+            finally:
+                done.set()
+                watcher.join(10)
+            status = batch.status()
+        stats = server.stats()
+
+    assert status.state == BatchState.COMPLETED, status
+    assert status.counts.succeeded == WAIT_ITEMS
+    assert stats.rate_limited == {}, stats  # the limit held: the server never refused
+    waiting = [(at, look) for at, look in seen if look.waiting_on is not None]
+    assert waiting, [look.counts for _, look in seen]
+    key = read_params(llm_params(server.base_url)).limiter_key(None)
+    assert {look.waiting_on.key for _, look in waiting if look.waiting_on} == {key}
+    assert max(look.counts.waiting for _, look in waiting) >= WAIT_CONCURRENCY // 2
+    # From one publication of the waits on (WAITS_INTERVAL: until then the items still
+    # preparing their first call, queued for the store, run), what runs is what the
+    # limiter admits, not what the worker holds.
+    settled = waiting[0][0] + 2 * WAITS_INTERVAL
+    running = [look.counts.running for at, look in waiting if at >= settled]
+    assert running and max(running) <= MOST_RUNNING, running
+    # Once it ends, nothing is left waiting.
+    assert (status.counts.waiting, status.waiting_on) == (0, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -9,7 +10,8 @@ import pytest
 
 from batchyard import BatchState, Counts, Yard
 from batchyard.cli.views import status_view
-from batchyard.models import BatchStatus
+from batchyard.live import Snapshot, plain_line
+from batchyard.models import BatchStatus, Waiting
 from batchyard.progress import Meter, pace
 
 
@@ -58,3 +60,24 @@ def test_the_meter_needs_two_samples_a_moment_apart() -> None:
     assert meter.rate is None
     meter.add(2.0, 20)
     assert meter.rate == pytest.approx(10.0)
+
+
+def test_a_batch_waiting_on_a_limit_says_so_in_the_live_line_and_json(yard: Yard) -> None:
+    now = time.time()
+    status = a_status(
+        yard,
+        state=BatchState.PROCESSING,
+        started_at=now - 2,
+        counts=Counts(pending=10, running=1, succeeded=2, waiting=5),
+        waiting_on=Waiting("task:x", "requests", 5, now + 8.0, 0.5),
+    )
+    going = pace(status, now)
+    line = plain_line(Snapshot(status, [], [], going.rate, going.eta, going.elapsed))
+    assert "running 1" in line and "waiting 5" in line
+    assert "5 items wait for rate limit task:x (requests), the last ~8.0 s" in line
+    view = status_view(status, now)
+    assert view["counts"]["waiting"] == 5 and view["counts"]["total"] == 18
+    assert view["waiting_on"]["key"] == "task:x"
+    assert view["waiting_on"]["seconds"] == pytest.approx(8.0, abs=0.01)
+    # 1 item a second so far would say 16 s; the 16 items left at the limit take 32 s.
+    assert view["eta"] == pytest.approx(16 / 0.5, abs=0.01)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,5 +128,62 @@ def test_a_waiting_call_sleeps_what_the_store_says(tmp_path: Path) -> None:
     try:
         waited = asyncio.run(scenario())
         assert 0.05 < waited < 0.5
+    finally:
+        store.close()
+
+
+def test_a_waiting_call_is_told_once_it_waits_and_once_it_stops(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "x.db")
+    heard: list[tuple[str, str | None]] = []
+    limiter = SharedLimiter(
+        store,
+        "k",
+        rpm="10/s",
+        burst=1,
+        jitter=0.0,
+        on_wait=lambda lim, wait: heard.append((lim.key, None if wait is None else wait.reason)),
+    )
+
+    async def scenario() -> None:
+        async with limiter.slot():
+            pass
+        assert heard == []  # admitted at once: nothing to tell
+        async with limiter.slot():
+            pass
+
+    try:
+        asyncio.run(scenario())
+        assert heard[0] == ("k", "requests") and heard[-1] == ("k", None)
+        assert heard.count(("k", None)) == 1
+    finally:
+        store.close()
+
+
+def test_a_call_stopped_while_the_store_admits_it_gives_the_slot_back(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "x.db")
+    limiter = SharedLimiter(store, "k", concurrency=1)
+    asked, go = threading.Event(), threading.Event()
+    acquire = store.limit_acquire
+
+    def slow_acquire(*args: Any) -> Any:
+        asked.set()
+        go.wait(5)
+        return acquire(*args)
+
+    async def scenario() -> None:
+        store.limit_acquire = slow_acquire  # type: ignore[method-assign,assignment]  # held mid-call
+        call = asyncio.create_task(limiter.acquire())
+        await asyncio.to_thread(asked.wait, 5)
+        call.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        store.limit_acquire = acquire  # type: ignore[method-assign]
+        # The grant the store gave the stopped call is released: the one slot is free.
+        grant = await asyncio.wait_for(limiter.acquire(), 5)
+        await limiter.release(grant)
+
+    try:
+        asyncio.run(scenario())
     finally:
         store.close()

@@ -3,15 +3,20 @@ store; PauseBatch pauses a batch with its reason and gives the item back unspent
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from batchyard import ConfigError, Yard
 from batchyard.errors import PauseBatch
+from batchyard.models import BatchStatus, Counts, Waiting
+from batchyard.progress import pace
 from batchyard.ratelimit import window_safe
 from batchyard.states import BatchState
+from batchyard.worker import WorkerStats
 
 
 def most_in_any_window(stamps: list[float], window: float) -> int:
@@ -142,3 +147,66 @@ def test_items_a_paused_batch_gives_back_did_not_run(yard: Yard) -> None:
     # The item whose task paused the batch, and any claimed beside it, ran once each.
     assert [item.runs for item in batch.items()] == [1, 1, 1]
     assert batch.status().reruns.total == 0
+
+
+def test_items_waiting_for_a_limit_are_waiting_not_running_and_go_back_at_once(
+    yard: Yard,
+) -> None:
+    # About 9 calls a second (10/s, window-safe), 16 lanes: most held items wait.
+    @yard.task(rate_limit="10/s")
+    async def limited(item: dict[str, Any]) -> int:
+        return int(item["n"])
+
+    batch = yard.submit(limited, [{"n": n} for n in range(40)], max_attempts=1)
+    key = f"task:{limited.__module__}:{limited.__qualname__}"
+    seen: list[BatchStatus] = []
+
+    async def scenario() -> tuple[WorkerStats, float]:
+        worker = yard.worker(concurrency=16, grace=30.0)
+        running = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 10
+        while not (seen and seen[-1].counts.waiting >= 8):
+            assert time.monotonic() < deadline, seen[-1:]
+            seen.append(await asyncio.to_thread(batch.status))
+            await asyncio.sleep(0.02)
+        stopped = time.monotonic()
+        worker.stop()
+        stats = await asyncio.wait_for(running, 10)
+        return stats, time.monotonic() - stopped
+
+    stats, took = asyncio.run(scenario())
+    waiting = seen[-1]
+    assert waiting.waiting_on is not None and waiting.waiting_on.key == key
+    assert waiting.waiting_on.reason == "requests"
+    # Executing: about what the limiter admits at once, not the 16 held (nor more, fetched
+    # ahead), in every look after the first wait was published.
+    shown = [status.counts.running for status in seen if status.waiting_on is not None]
+    assert max(shown) <= 3, shown
+    assert waiting.counts.total == 40
+    # The waiting items went back at once, not after the 30 s grace, and unspent.
+    assert took < 5
+    assert stats.released >= 8
+    after = batch.status()
+    assert (after.counts.running, after.counts.waiting, after.waiting_on) == (0, 0, None)
+    assert after.counts.pending == 40 - after.counts.succeeded
+    yard.run_until_idle(concurrency=16)
+    assert batch.status().counts.succeeded == 40  # max_attempts=1: none was charged
+
+
+def test_the_eta_counts_the_limit_a_batch_waits_on(yard: Yard) -> None:
+    @yard.task
+    async def free(item: dict[str, Any]) -> None:
+        return None
+
+    status = yard.submit(free, [{"n": n} for n in range(10)]).status()
+    now = time.time()
+    waiting = replace(
+        status,
+        started_at=now - 10,
+        counts=Counts(pending=6, running=1, waiting=3),
+        waiting_on=Waiting("task:x", "paused: 429", 3, now + 4.0 + 2 / 0.5, 0.5),
+    )
+    # Seen lately: 10 items a second, which would say 1 s; the limit says a 4 s pause, then
+    # the 10 items left at 0.5 a second.
+    assert pace(waiting, now, recent=10.0).eta == pytest.approx(4.0 + 10 / 0.5, abs=0.01)
+    assert pace(replace(waiting, waiting_on=None), now, recent=10.0).eta == pytest.approx(1.0)

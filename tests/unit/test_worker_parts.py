@@ -4,14 +4,19 @@ their results back to the loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
+
+import pytest
 
 from batchyard.models import NO_USAGE, Usage
 from batchyard.runner import DaemonThreads, Job
 from batchyard.states import ItemState
 from batchyard.store.base import Claim, ClaimedBatch, Outcome
+from batchyard.store.limits import Limits, Rate, Wait, WaitRow
 from batchyard.tasks import TaskRegistry
+from batchyard.waits import Waits
 from batchyard.worker.config import WorkerConfig
 from batchyard.worker.inflight import InFlight
 
@@ -92,3 +97,47 @@ def test_sync_results_that_gather_while_the_loop_is_busy_wake_it_once() -> None:
         assert 1 <= len(wakeups) <= 2  # not one per result
 
     asyncio.run(main())
+
+
+class _Limiter:
+    """What Waits reads of a SharedLimiter: its key, rate and limits."""
+
+    def __init__(self, key: str, rate: float | None) -> None:
+        self.key = key
+        self.rate = rate
+        self.limits = Limits(requests=None if rate is None else Rate(rate * 60, 60.0))
+
+
+def test_waits_group_items_per_batch_and_key_and_log_each_wait_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [1000.0]
+    waits = Waits(lambda: now[0])
+    limiter: Any = _Limiter("task:t", 0.5)
+    caplog.set_level(logging.INFO, logger="batchyard.worker")
+    for item_id in range(1, 5):
+        waits.observer(7, item_id)(limiter, Wait(2.0, "requests"))
+    paused: Any = _Limiter("llm:x", None)
+    waits.observer(8, 9)(paused, Wait(30.0, "paused: 429"))
+    assert waits.changed and len(waits) == 5 and waits.is_waiting(3)
+
+    rows = {row.key: row for row in waits.rows(1000.0)}
+    assert not waits.changed
+    # The first try in 2 s, then one call every 2 s for the three others.
+    assert rows["task:t"] == WaitRow(7, "task:t", "requests", 4, 1000.0 + 2.0 + 3 / 0.5, 0.5)
+    assert rows["llm:x"] == WaitRow(8, "llm:x", "paused: 429", 1, 1030.0, None)
+    logged = [r.getMessage() for r in caplog.records if "wait for rate limit" in r.getMessage()]
+    assert len(logged) == 2, logged  # once per key, not once per item
+
+    waits.observer(7, 1)(limiter, None)  # admitted
+    assert waits.changed and not waits.is_waiting(1)
+    assert {row.key: row.items for row in waits.rows(1000.0)} == {"task:t": 3, "llm:x": 1}
+
+
+def test_no_prefetch_while_items_wait_for_a_limit() -> None:
+    waits = Waits(lambda: 0.0)
+    inflight = InFlight(WorkerConfig(concurrency=4, claim_chunk=100), waits)
+    inflight.mean_duration = 0.001
+    assert inflight.prefetch() == 100
+    waits.observer(1, 1)(_Limiter("k", 1.0), Wait(1.0, "requests"))  # type: ignore[arg-type]
+    assert inflight.prefetch() == 0
