@@ -203,6 +203,7 @@ def test_a_worker_starts_a_new_tasks_first_batch_within_the_poll_interval(
         "".join(f"def t{n}(item):\n    return {n}\n\n" for n in range(4))
     )
     (tmp_path / "one.jsonl").write_text('{"n": 1}\n')
+    Yard(f"sqlite:///{tmp_path / 'batchyard.db'}").close()  # a worker needs a database
     worker = workers()
 
     def submit(task: str) -> BatchStatus:
