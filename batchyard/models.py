@@ -417,6 +417,8 @@ class Item:
     #: Attempts that ran: its task was called, or its worker was lost while it held the
     #: item. What reports, ``items`` and ``max_attempts`` count.
     runs: int = 0
+    #: The worker that holds the item or ran its latest attempt (None when not known).
+    worker: str | None = None
 
     def as_dict(self) -> dict[str, JSON]:
         return {
@@ -438,6 +440,7 @@ class Item:
             "duration": self.duration,
             "seq": self.seq,
             "runs": self.runs,
+            "worker": self.worker,
         }
 
 

@@ -197,10 +197,13 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class Runner:
     """Runs attempts and builds their outcomes."""
 
-    def __init__(self, clock: Clock, threads: DaemonThreads, hub: Hub | None = None) -> None:
+    def __init__(
+        self, clock: Clock, threads: DaemonThreads, hub: Hub | None = None, worker_id: str = ""
+    ) -> None:
         self._clock = clock
         self._threads = threads
         self._hub = hub
+        self._worker_id = worker_id
         self._limiters: dict[str, SharedLimiter] = {}
 
     async def run(self, job: Job) -> Outcome | None:
@@ -337,6 +340,7 @@ class Runner:
             progress=ctx.progress_value,
             message=ctx.message,
             logs=ctx.take_logs(),
+            worker=self._worker_id,
             **fields,
         )
 

@@ -26,9 +26,10 @@ ITEM_JSON = """\
   "usage": {"tokens_in", "tokens_out", "cost", "tokens_cached", "tokens_reasoning",
   "calls", "cache_hits", "saved_cost"}, "metrics", "progress", "message",
   "started_at", "finished_at" (of the latest attempt; unix seconds or null), "duration"
-  (s or null), "seq" (its last change in the feed), "runs": [one per attempt, oldest
-  first: {"attempt", "started_at", "finished_at", "duration" (null where not recorded),
-  "error", "logs": [{"at", "kind", "message"}]}]}"""
+  (s or null), "seq" (its last change in the feed), "worker" (that holds it or ran its
+  latest attempt, or null), "runs": [one per attempt, oldest first: {"attempt", "worker",
+  "started_at", "finished_at", "duration" (null where not recorded), "error", "logs":
+  [{"at", "kind", "message"}]}]}"""
 
 
 def register(commands: Any) -> None:
@@ -39,8 +40,8 @@ def register(commands: Any) -> None:
             "Show one item whole: its input payload and result (as indented JSON, however "
             "large), its state and last error in full, usage and metrics, and every attempt "
             "with its log lines, progress messages and error. The latest attempt has its "
-            "start, end and duration; an earlier one ends at its error, if it recorded one. "
-            "Which worker ran an attempt is not recorded. An unknown KEY is an error (exit "
+            "start, end, duration and worker; an earlier one that failed (or whose worker "
+            "was lost) has its start, end and worker too. An unknown KEY is an error (exit "
             "status 1)."
         ),
         epilog=ITEM_JSON,
@@ -75,20 +76,31 @@ def attempt_runs(item: Item, lines: list[LogLine]) -> list[dict[str, Any]]:
     for attempt in _ran(item, set(by_attempt)):
         logged = by_attempt.get(attempt, [])
         errors = [line for line in logged if line.kind == "error"]
+        started = [line for line in logged if line.kind == "started"]
         latest = attempt == item.attempts
+        start = item.started_at if latest else (started[0].at if started else None)
+        end = item.finished_at if latest else (errors[-1].at if errors else None)
+        worker = started[0].message.removeprefix("on worker ") if started else None
         runs.append(
             {
                 "attempt": attempt,
-                "started_at": item.started_at if latest else None,
-                "finished_at": item.finished_at if latest else (errors[-1].at if errors else None),
-                "duration": item.duration if latest else None,
+                "worker": item.worker if latest and item.worker else worker,
+                "started_at": start,
+                "finished_at": end,
+                "duration": item.duration if latest else _span(start, end),
                 "error": errors[-1].message if errors else None,
                 "logs": [
-                    {"at": line.at, "kind": line.kind, "message": line.message} for line in logged
+                    {"at": line.at, "kind": line.kind, "message": line.message}
+                    for line in logged
+                    if line.kind != "started"
                 ],
             }
         )
     return runs
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else max(0.0, end - start)
 
 
 def _ran(item: Item, logged: set[int]) -> list[int]:
@@ -143,7 +155,8 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         span += f"ended {when(run['finished_at'])}"
     if run["duration"] is not None:
         span += f"  ({format_duration(run['duration'])})"
-    lines = [f"  #{run['attempt']}  {span}".rstrip()]
+    worker = f"  on {run['worker']}" if run.get("worker") else ""
+    lines = [f"  #{run['attempt']}  {span}{worker}".rstrip()]
     shown = ""
     for log in run["logs"]:
         if log["kind"] == "error" and _last_line(shown) == _last_line(log["message"]):

@@ -120,6 +120,8 @@ class Outcome:
     progress: float | None = None
     message: str | None = None
     logs: list[tuple[float, str, str]] = field(default_factory=list)
+    #: The worker that ran the attempt ("" when not known): logged with a failed attempt.
+    worker: str = ""
 
 
 @dataclass(frozen=True, slots=True)

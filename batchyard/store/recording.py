@@ -88,6 +88,10 @@ class Recording(SqlBase):
                     d[column] += value
             logs.extend((o.item_id, o.attempt, *line) for line in o.logs)
             if o.error is not None:
+                # When and where an attempt that failed ran: the item row keeps only the
+                # latest attempt's (a success writes no such line: the row has it).
+                where = f"on worker {o.worker}" if o.worker else "on a worker"
+                logs.append((o.item_id, o.attempt, o.started_at, "started", where))
                 logs.append((o.item_id, o.attempt, o.finished_at, "error", o.error))
         if logs:
             tx.many(LOG_INSERT, logs)

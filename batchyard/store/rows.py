@@ -148,6 +148,8 @@ class ItemRow(NamedTuple):
     seq: int
     #: Leases given back before they ran: not attempts the item made.
     unrun: int
+    #: The worker holding it, or that ran its latest attempt (None once given back).
+    worker: str | None
 
     def item(self, batch_id: str) -> Item:
         return Item(
@@ -169,6 +171,7 @@ class ItemRow(NamedTuple):
             duration=self.duration,
             seq=self.seq,
             runs=self.attempts - self.unrun,
+            worker=self.worker,
         )
 
 
@@ -219,6 +222,7 @@ class ExpiredRow(NamedTuple):
     max_attempt: int
     worker: str
     suspect: int
+    started_at: float | None
 
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)

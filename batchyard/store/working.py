@@ -363,7 +363,8 @@ class Working(Recording):
         expired = [
             ExpiredRow._make(row)
             for row in self._read(
-                "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, i.worker, i.suspect "
+                "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, i.worker, i.suspect, "
+                "i.started_at "
                 "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
                 f"AND i.state = '{S.RUNNING}' AND i.lease_expires < ? ORDER BY i.id",
                 (now,),
@@ -397,7 +398,7 @@ class Working(Recording):
                     others,
                     bool(row.suspect),
                 )
-                moved += self._unlease(
+                took = self._unlease(
                     tx,
                     row.batch_pk,
                     row.id,
@@ -408,6 +409,10 @@ class Working(Recording):
                     ran=A.WORKER_LOST,
                     expired=why,
                 )
+                if took and row.started_at is not None:  # when and where the lost run began
+                    started = (row.id, row.attempts, row.started_at, "started")
+                    tx.run(LOG_INSERT, (*started, f"on worker {row.worker}"))
+                moved += took
             tx.notify = moved > 0
         return moved
 

@@ -45,7 +45,7 @@ class Worker:
         self._threads = DaemonThreads(self.config.concurrency)
         self._waits = Waits()
         hub = Hub(store, self.clock, self._waits)
-        runner = Runner(self.clock, self._threads, hub)
+        runner = Runner(self.clock, self._threads, hub, self.config.worker_id)
         self._inflight = InFlight(self.config, self._waits)
         self._lanes = Lanes(
             self.config.concurrency, runner, self.clock, self._settle, self._pause_and_give_back

@@ -587,7 +587,10 @@ def test_record_saves_the_outcome(store: Store) -> None:
     assert [(line.kind, line.message) for line in store.item_logs("b1", "1")] == [("log", "hello")]
     failed = store.item("b1", "2")
     assert (failed.state, failed.error, failed.error_type) == (S.FAILED, "boom", "ValueError")
-    assert [line.kind for line in store.item_logs("b1", "2")] == ["error"]
+    assert [line.kind for line in store.item_logs("b1", "2")] == [
+        "started",
+        "error",
+    ]  # where it ran, then why it failed
     status = store.get_batch("b1")
     assert (status.usage.tokens_in, status.usage.tokens_out, status.usage.cost) == (11, 5, 0.75)
     assert status.state is B.PARTIALLY_COMPLETED

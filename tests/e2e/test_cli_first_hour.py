@@ -227,7 +227,9 @@ def test_item_json_has_the_payload_result_usage_and_every_attempt(
     assert item["usage"]["tokens_in"] == 20 and item["metrics"] == {"size": 11.0}
     first, second = item["runs"]
     assert first["attempt"] == 1 and "went wrong on attempt 1" in first["error"]
-    assert first["finished_at"] is not None and first["duration"] is None
+    # Every attempt says when and where it ran, the failed first one too.
+    assert first["started_at"] <= first["finished_at"] and first["duration"] >= 0
+    assert first["worker"] and first["worker"] == second["worker"] == item["worker"]
     assert [log["message"] for log in first["logs"] if log["kind"] == "log"] == ["attempt 1 on k1"]
     assert (second["attempt"], second["error"]) == (2, None)
     assert second["started_at"] == item["started_at"] and second["duration"] == item["duration"]
@@ -243,7 +245,8 @@ def test_item_text_shows_input_result_error_and_attempts(worked: tuple[CLI, str]
     assert '\npayload\n  {\n    "id": "k2",\n    "fail": true\n  }\n' in text
     assert "\nresult\n  -\n" in text
     attempts = text.split("\nattempts\n", 1)[1]
-    assert "  #1  ended " in attempts and "  #2  started " in attempts
+    assert "  #1  started " in attempts and "  #2  started " in attempts
+    assert attempts.splitlines()[0].endswith(f"  on {cli.json('item', batch_id, 'k2')['worker']}")
     assert "attempt 1 on k2" in attempts and "attempt 2 on k2" in attempts
     # Each attempt's traceback ends with its error, which is not printed a second time.
     assert attempts.count("ValueError: k2 went wrong on attempt 1") == 1
