@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import time
@@ -170,12 +171,17 @@ def counts_text(status: BatchStatus) -> str:
     return "  ".join(parts)
 
 
+def percent_done(progress: float) -> str:
+    """Progress in whole percent, rounded down: 199 of 200 is 99%, not 100%."""
+    return f"{math.floor(progress * 100 + 1e-9)}%"
+
+
 def plain_line(snap: Snapshot) -> str:
     """One status line for a log or a pipe."""
     status, c = snap.status, snap.status.counts
     line = (
         f"[{clock(snap.elapsed)}] {status.id} {status.state.value} {c.finished}/{c.total} "
-        f"({status.progress:.0%})  {counts_text(status)}  {snap.rate:.1f} items/s  "
+        f"({percent_done(status.progress)})  {counts_text(status)}  {snap.rate:.1f} items/s  "
         f"ETA {clock(snap.eta)}"
     )
     if status.waiting_on is not None:

@@ -237,7 +237,7 @@ _AGAIN_LABELS = {
     Again.WORKER_LOST: "worker lost",
     Again.RELEASED: "released",
     Again.ERROR: "retried after an error",
-    Again.RETRY: "retried on request",
+    Again.RETRY: "sent back by retry",
 }
 
 

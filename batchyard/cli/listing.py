@@ -194,6 +194,8 @@ def _iso(timestamp: float | None) -> str:
 def _print_batches(batches: list[BatchStatus]) -> None:
     from rich.table import Table
 
+    from batchyard.live import percent_done
+
     if not batches:
         console().print("no batches")
         return
@@ -208,7 +210,7 @@ def _print_batches(batches: list[BatchStatus]) -> None:
             b.task,
             b.state.value,
             f"{b.counts.total:,}",
-            f"{b.progress:.0%}",
+            percent_done(b.progress),
             f"{b.counts.failed:,}",
             when(b.created_at)[:-3],
         )
