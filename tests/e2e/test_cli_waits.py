@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from batchyard import Yard
+from tests.integration.test_processes import wait_for
 
 BATCHYARD = str(Path(sys.executable).parent / "batchyard")
 TASKS = """
@@ -58,16 +59,6 @@ def cli(folder: Path, *args: str) -> str:
 def status_json(folder: Path, batch_id: str) -> dict[str, Any]:
     view: dict[str, Any] = orjson.loads(cli(folder, "status", batch_id, "--json"))
     return view
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -114,7 +105,7 @@ def test_status_shows_the_wait_and_sigterm_gives_waiting_items_back_at_once(
         shown = view["waiting_on"]
         return view if shown and shown["items"] >= CONCURRENCY - 4 else None
 
-    view = wait_until(waiting, "the held items to show as waiting")
+    view = wait_for(waiting, 20.0, "the held items to show as waiting")
     counts, shown = view["counts"], view["waiting_on"]
     assert shown["key"] == key and shown["reason"] == "requests"
     assert counts["running"] <= 2, counts  # executing: what 30/min admits, not the 48 held
