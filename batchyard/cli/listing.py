@@ -334,10 +334,11 @@ def _print_logs(item: Item, lines: list[LogLine]) -> None:
     )
     if not lines:
         out.print("no log lines", style="dim")
+    width = max((len(ln.kind) for ln in lines), default=0)
     for ln in lines:
         style = "red" if ln.kind == "error" else ""
         out.print(
-            f"{when(ln.at)}  #{ln.attempt}  {ln.kind:<8} ",
+            f"{when(ln.at)}  #{ln.attempt}  {ln.kind:<{width}} ",
             escape(ln.message),
             style=style,
         )
