@@ -23,6 +23,8 @@ from batchyard.models import JSON
 ID_LENGTH = 10
 #: The longest normalised message kept in a signature (characters).
 MAX_TEXT = 200
+#: How many clusters a report and ``status --json`` show: the top ones.
+TOP_CLUSTERS = 5
 
 _QUOTED = re.compile(r"""(?<![A-Za-z0-9])'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\"""")
 #: A quoted HTTP status line ('429 Too Many Requests', as httpx writes it) says what failed.
