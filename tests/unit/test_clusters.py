@@ -3,12 +3,17 @@ and the task's top frame found in a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from batchyard import Yard
 from batchyard.clusters import ID_LENGTH, MAX_TEXT, normalise, of_exception, signature, top_frame
+from tests.conftest import FAST
 
 MESSAGES = [
     # What varies is blanked.
@@ -127,3 +132,27 @@ def test_top_frame_skips_installed_packages_unless_they_hold_the_task() -> None:
         task_file = inner.tb_frame.f_code.co_filename  # as if the task lived in httpx
         name = task_file.rsplit("/", 1)[-1]
         assert (top_frame(exc.__traceback__, task_file) or "").startswith(f"{name}:")
+
+
+async def _fetch(item: dict[str, Any]) -> None:
+    await asyncio.sleep(0)
+    raise KeyError(item["id"])
+
+
+def test_the_worker_signs_each_failure_with_the_tasks_frame(tmp_path: Path) -> None:
+    with Yard(f"sqlite:///{tmp_path / 'y.db'}") as yard:
+
+        @yard.task(name="signed", max_attempts=2, retry_backoff=0)
+        async def signed(item: dict[str, Any]) -> Any:
+            if item["how"] == "helper":
+                await _fetch(item)
+            return {1, 2}  # not JSON: fails without a traceback of its own
+
+        batch = yard.submit("signed", [{"id": "a1", "how": "helper"}, {"id": "b2", "how": "set"}])
+        yard.run_until_idle(**FAST)
+        found = {c.text: (c.attempts, c.items, c.sample_key) for c in batch.error_clusters()}
+    assert found == {
+        "KeyError: <str> @ test_clusters.py:_fetch": (2, 1, "a1"),
+        "Fail: the task returned a result that is not JSON: Object of type set is not JSON "
+        "serializable": (1, 1, "b2"),
+    }
