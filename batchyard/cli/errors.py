@@ -7,7 +7,16 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from batchyard.cli.common import RAW, add_json, console, open_yard, positive_int, print_json, when
+from batchyard.cli.common import (
+    RAW,
+    add_json,
+    console,
+    open_yard,
+    positive_int,
+    print_json,
+    when,
+    wrap,
+)
 
 if TYPE_CHECKING:
     from batchyard.clusters import ErrorCluster
@@ -29,10 +38,12 @@ def register(commands: Any) -> None:
     errors = commands.add_parser(
         "errors",
         help="a batch's failures grouped by signature: counts, shares, first and last seen",
-        description="List a batch's error clusters: its failures grouped by signature (the "
-        "error class, the message with ids, numbers, hex and quoted strings blanked, and the "
-        "task's top frame), most failed items first. Counts are kept as failures are "
-        "recorded: this reads no item. 'batchyard retry ID --cluster C' retries one.",
+        description=wrap(
+            "List a batch's error clusters: its failures grouped by signature (the error "
+            "class, the message with ids, numbers, hex and quoted strings blanked, and the "
+            "task's top frame), most failed items first. Counts are kept as failures are "
+            "recorded: this reads no item. 'batchyard retry ID --cluster C' retries one."
+        ),
         epilog=ERRORS_JSON,
         formatter_class=RAW,
     )

@@ -28,7 +28,7 @@ def price(item):
         return {}[item["id"]]
     return {"ok": item["n"]}
 """
-ITEMS = [
+ITEMS: list[dict[str, Any]] = [
     {"id": "p1", "kind": "price", "n": 12},
     {"id": "p2", "kind": "price", "n": 99},
     {"id": "p3", "kind": "price", "n": 7},

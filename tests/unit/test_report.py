@@ -322,7 +322,7 @@ def test_the_report_shows_the_top_error_clusters(yard: Yard) -> None:
     assert top.share == pytest.approx(1 / 3)
     assert top.sample is not None and top.sample_key in top.sample  # "ValueError: d", ...
     with pytest.raises(dataclasses.FrozenInstanceError):
-        top.items = 5  # type: ignore[misc]
+        top.items = 5
     assert report.as_dict()["error_clusters"][0] == top.as_dict()
     lines = str(report).splitlines()
     first = f"{top.id}  1 item (33%), 2 attempts  {top.text}"
