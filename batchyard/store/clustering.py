@@ -62,7 +62,8 @@ class Hit:
 def with_signatures(outcomes: Sequence[Outcome]) -> Sequence[Outcome]:
     """The outcomes, each failure given a signature if its worker sent none (made from its
     error class and message alone). A worker's outcomes all have one: nothing is copied."""
-    if all(o.signature is not None or o.state not in _FAILURES for o in outcomes):
+    # NOTE: a set, not ``is S.FAILED``: reading a member off its enum class costs more.
+    if not [o for o in outcomes if o.state in _FAILURES and o.signature is None]:
         return outcomes
     return [
         replace(o, signature=signature(o.error_type or "Error", o.error or ""))
@@ -82,7 +83,7 @@ def hits_of(outcomes: Iterable[Outcome]) -> list[Hit]:
     return [
         Hit(o.batch_pk, o.signature, o.state is S.FAILED, o.finished_at, o.error, o.key)
         for o in outcomes
-        if o.signature is not None and o.state in _FAILURES
+        if o.state in _FAILURES and o.signature is not None
     ]
 
 
