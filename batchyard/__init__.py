@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from batchyard.batch import Batch
     from batchyard.clock import Clock, FakeClock, SystemClock
+    from batchyard.clusters import ErrorCluster
     from batchyard.context import TaskContext
     from batchyard.errors import (
         BatchNotFound,
         BatchyardError,
         Cancelled,
+        ClusterNotFound,
         ConfigError,
         Conflict,
         DiskFull,
@@ -58,11 +60,13 @@ _HOME = {
     "BatchyardError": "batchyard.errors",
     "Cancelled": "batchyard.errors",
     "Clock": "batchyard.clock",
+    "ClusterNotFound": "batchyard.errors",
     "ConfigError": "batchyard.errors",
     "Conflict": "batchyard.errors",
     "Counts": "batchyard.models",
     "DiskFull": "batchyard.errors",
     "DuplicateKey": "batchyard.errors",
+    "ErrorCluster": "batchyard.clusters",
     "Event": "batchyard.models",
     "Fail": "batchyard.errors",
     "FakeClock": "batchyard.clock",
@@ -118,11 +122,13 @@ __all__ = [
     "BatchyardError",
     "Cancelled",
     "Clock",
+    "ClusterNotFound",
     "ConfigError",
     "Conflict",
     "Counts",
     "DiskFull",
     "DuplicateKey",
+    "ErrorCluster",
     "Event",
     "Fail",
     "FakeClock",

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from batchyard import items as item_codec
+from batchyard.clusters import ErrorCluster
 from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine
 from batchyard.report import MAX_FAILED, Report, build_report
 from batchyard.states import ItemState
@@ -81,21 +82,32 @@ class Batch:
         *,
         keys: Iterable[str] | None = None,
         states: Iterable[ItemState | str] = (ItemState.FAILED,),
+        cluster: str | None = None,
     ) -> int:
         """Send a finished batch's failed items back, ahead of fresh work; returns how
         many. ``states`` may add (or be) ``"cancelled"``; ``keys`` sends back only those
-        items (each must be in one of ``states``). Each item gets a fresh ``max_attempts``
-        and its backoff starts again; its ``attempts`` keeps counting. All or nothing:
-        raises ItemNotFound for an unknown key, Conflict for a key in another state or a
-        batch that has not ended failed or partially completed."""
+        items (each must be in one of ``states``); ``cluster`` (an error cluster's id, or
+        a start of it that only one has) only the failed items whose failure is in it.
+        Each item gets a fresh ``max_attempts`` and its backoff starts again; its
+        ``attempts`` keeps counting. All or nothing: raises ItemNotFound for an unknown
+        key, Conflict for a key in another state or a batch that has not ended failed or
+        partially completed, ClusterNotFound for an unknown or ambiguous cluster."""
         sent = self._store.retry_failed(
             self.id,
             self._now(),
             keys=None if keys is None else list(keys),
             states=[ItemState(state) for state in states],
+            cluster=cluster,
         )
         self.yard._wake_workers()
         return sent
+
+    def error_clusters(self, limit: int | None = None) -> list[ErrorCluster]:
+        """What went wrong, grouped: the batch's failures by signature (error class,
+        message with ids and numbers blanked, the task's top frame), most failed items
+        first, at most ``limit``. Counts are kept by the store as failures are recorded,
+        so this reads no item. Raises BatchNotFound."""
+        return self._store.error_clusters(self.id, limit)
 
     def add(self, items: Iterable[Any], *, key_field: str | None = "id") -> int:
         """Add items to an open batch, all or none; returns how many were added."""

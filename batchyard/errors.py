@@ -5,7 +5,8 @@
     BatchyardError
     ├── ConfigError                  bad options, a bad store URL
     │   ├── TaskNotRegistered        a task name nothing can resolve
-    │   └── TaskNotImportable        a task function no worker could import by name
+    │   ├── TaskNotImportable        a task function no worker could import by name
+    │   └── ClusterNotFound          no error cluster of a batch has this id (or prefix)
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
     │   ├── DuplicateKey             two items with one key in a batch
@@ -134,6 +135,23 @@ class ItemNotFound(BatchyardError):
         self.batch_id = batch_id
         self.key = key
         super().__init__(f"batch {batch_id!r} has no item with key {key!r}")
+
+
+class ClusterNotFound(ConfigError):
+    """No error cluster of the batch has an id starting with ``cluster``, or more than one
+    has (``matches`` then names them)."""
+
+    def __init__(self, batch_id: str, cluster: str, matches: tuple[str, ...] = ()) -> None:
+        self.batch_id = batch_id
+        self.cluster = cluster
+        self.matches = matches
+        if matches:
+            text = f"{cluster!r} is the start of {len(matches)} error clusters of batch "
+            text += f"{batch_id!r} ({', '.join(matches)}): give more of the id"
+        else:
+            text = f"batch {batch_id!r} has no error cluster {cluster!r} (batchyard errors "
+            text += f"{batch_id} lists them)"
+        super().__init__(text)
 
 
 class InvalidTransition(BatchyardError):

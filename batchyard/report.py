@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from batchyard import report_text
+from batchyard.clusters import TOP_CLUSTERS, ErrorCluster
 from batchyard.models import JSON, BatchStatus, Item, Reruns
 from batchyard.progress import elapsed, pace
 from batchyard.states import ItemState
@@ -154,6 +155,8 @@ class Report:
     metrics: dict[str, MetricStats]
     failed: tuple[FailedItem, ...]
     failed_total: int
+    #: The top error clusters (``Batch.error_clusters``), most failed items first.
+    clusters: tuple[ErrorCluster, ...] = ()
 
     @property
     def elapsed(self) -> float:
@@ -203,6 +206,8 @@ class Report:
                       once), and only when an item ran again "again": {reason: runs}
                       with reasons "worker_lost", "released", "error", "retry"},
          "errors": {error class: finished items it ended, most frequent first},
+         "error_clusters": [the top 5 error clusters: {"id", "text", "attempts", "items",
+                            "share", "first_seen", "last_seen", "sample", "sample_key"}],
          "usage": {"tokens_in", "tokens_out", "cost" (null when no call was priced),
                    "tokens_cached", "tokens_reasoning", "calls", "cache_hits",
                    "saved_cost", "unpriced_calls", "cost_note" (why cost is unknown or a
@@ -235,6 +240,7 @@ class Report:
             "durations": _fields(self.durations, ("count", "mean", "p50", "p95", "max")),
             "attempts": self.attempts.as_dict(),
             "errors": dict(self.errors),
+            "error_clusters": [cluster.as_dict() for cluster in self.clusters],
             "usage": {
                 **status.usage_dict(),
                 "budget": status.budget,
@@ -293,7 +299,9 @@ class _Tally:
                     FailedItem(item.key, item.error_type, last_line(item.error), item.runs)
                 )
 
-    def report(self, status: BatchStatus, now: float) -> Report:
+    def report(
+        self, status: BatchStatus, now: float, clusters: Sequence[ErrorCluster] = ()
+    ) -> Report:
         ran = self.finished_run
         return Report(
             status=status,
@@ -307,6 +315,7 @@ class _Tally:
             metrics={name: self.metrics[name].stats() for name in sorted(self.metrics)},
             failed=tuple(self.failed),
             failed_total=self.failed_total,
+            clusters=tuple(clusters),
         )
 
 
@@ -327,7 +336,8 @@ def build_report(batch: Batch, *, now: float | None = None, max_failed: int = MA
     tally = _Tally(max_failed)
     for item in batch.items():
         tally.add(item)
-    return tally.report(status, time.time() if now is None else now)
+    clusters = batch.error_clusters(TOP_CLUSTERS)
+    return tally.report(status, time.time() if now is None else now, clusters)
 
 
 _COMPARED = ("counts", "success_rate", "elapsed", "throughput", "durations", "attempts")

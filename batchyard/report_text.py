@@ -78,10 +78,9 @@ def _rows(report: Report) -> list[tuple[str, str]]:
     again = report.attempts.again
     if again.total:
         rows.append(("ran again", again.describe()))
-    rows += [
-        ("errors", _errors(data["errors"], again.error)),
-        ("usage", _usage(usage)),
-    ]
+    rows.append(("errors", _errors(data["errors"], again.error)))
+    rows.extend(_clusters(data["error_clusters"]))
+    rows.append(("usage", _usage(usage)))
     if usage["calls"] or usage["cache_hits"]:
         rows.append(("calls", _calls(usage)))
     rows.extend((f"metric {name}", _metric(stats)) for name, stats in data["metrics"].items())
@@ -110,6 +109,17 @@ def _errors(errors: dict[str, int], retried_after_error: int) -> str:
     if retried_after_error:
         return f"none at the end ({retried_after_error:,} retried after an error)"
     return "none"
+
+
+def _clusters(clusters: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A line per top error cluster: its id, counts and signature."""
+    rows = []
+    for n, c in enumerate(clusters):
+        items, attempts = c["items"], c["attempts"]
+        counts = f"{items:,} item{'s' * (items != 1)} ({c['share']:.0%}), {attempts:,} "
+        counts += f"attempt{'s' * (attempts != 1)}"
+        rows.append(("clusters" if n == 0 else "", f"{c['id']}  {counts}  {c['text']}"))
+    return rows
 
 
 def _usage(u: dict[str, Any]) -> str:

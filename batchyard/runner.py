@@ -9,6 +9,7 @@ stops waiting for it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import threading
 import traceback
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
 from batchyard.clock import Clock
+from batchyard.clusters import of_exception
 from batchyard.context import TaskContext
 from batchyard.errors import Cancelled, Fail, PauseBatch, Retry
 from batchyard.services import Hub, Services
@@ -315,14 +317,15 @@ class Runner:
         text = _describe(exc)  # one line for the item; the whole traceback goes to its log
         if trace and not isinstance(exc, (Retry, Fail)):
             job.ctx.log_raw("traceback", _user_traceback(exc)[-MAX_ERROR:])
+        failure = {
+            "error": text,
+            "error_type": type(exc).__name__,
+            "signature": of_exception(exc, _task_file(job.spec)),
+        }
         if delay is None:
-            return self._outcome(job, ItemState.FAILED, error=text, error_type=type(exc).__name__)
+            return self._outcome(job, ItemState.FAILED, **failure)
         return self._outcome(
-            job,
-            ItemState.RETRY_WAIT,
-            error=text,
-            error_type=type(exc).__name__,
-            run_after=self._clock.now() + delay,
+            job, ItemState.RETRY_WAIT, run_after=self._clock.now() + delay, **failure
         )
 
     def _outcome(self, job: Job, state: ItemState, **fields: Any) -> Outcome:
@@ -351,6 +354,12 @@ def _user_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _task_file(spec: TaskSpec) -> str | None:
+    """The file the task function is defined in (its frames are the task's own)."""
+    code = getattr(inspect.unwrap(spec.fn), "__code__", None)
+    return None if code is None else str(code.co_filename)
 
 
 def _timed_out(job: Job) -> TimeoutError:

@@ -40,7 +40,8 @@ def register(commands: Any) -> None:
         description="Show a batch's state, item counts per state, progress, throughput, "
         "ETA, usage (tokens, cost) and timestamps. Reading it is O(1) at any size. Without "
         "ID: the newest batch (its id is said on stderr).",
-        epilog=STATUS_JSON,
+        epilog=STATUS_JSON[:-1] + STATUS_CLUSTERS,
+        formatter_class=RAW,
     )
     status.add_argument(
         "batch", metavar="ID", nargs="?", help="the batch id (batch_...; default: the newest)"
@@ -66,6 +67,7 @@ def _register_seal(commands: Any) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     from batchyard.cli.views import status_view
+    from batchyard.clusters import TOP_CLUSTERS
 
     with open_yard(args, create=False) as yard:
         if args.batch is None:
@@ -83,8 +85,11 @@ def run_status(args: argparse.Namespace) -> int:
                 return 1
             args.batch = newest[0].id
             print(f"the newest batch: {args.batch}", file=sys.stderr)
-        status = yard.batch(args.batch).status()
+        batch = yard.batch(args.batch)
+        status = batch.status()
         view = status_view(status, time.time())
+        if args.json:
+            view["error_clusters"] = [c.as_dict() for c in batch.error_clusters(TOP_CLUSTERS)]
     if args.json:
         print_json(view)
     else:
@@ -183,6 +188,10 @@ def usage_rows(view: dict[str, Any]) -> list[tuple[str, str]]:
 # -- submitting -----------------------------------------------------------------------
 
 
+STATUS_CLUSTERS = (
+    ',\n   "error_clusters" (the top 5 error clusters, as\n'
+    "   'batchyard errors ID --json' lists them)}"
+)
 CONTROL_JSON = STATUS_JSON.replace("--json prints", "--json prints, afterwards,")
 
 
@@ -278,7 +287,9 @@ RETRY_EPILOG = (
     "those items, each of which must be in one of those states. All or nothing.\n"
     "Each item sent back gets a fresh --max-attempts and its retry backoff starts again;\n"
     "its attempt count keeps counting. The batch runs a new round (state retrying) and\n"
-    "ends again, with its callbacks. Only a failed or partially completed batch retries.\n\n"
+    "ends again, with its callbacks. Only a failed or partially completed batch retries.\n"
+    "--cluster C sends back only the failed items whose failure is in error cluster C\n"
+    "(an id 'batchyard errors ID' lists, or a start of it that only one cluster has).\n\n"
 )
 
 
@@ -297,6 +308,11 @@ def _retry_options(parser: argparse.ArgumentParser) -> None:
         choices=["failed", "cancelled"],
         help="send back the items in this state (repeat for both; default: failed)",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="C",
+        help="send back only the failed items of this error cluster (see 'batchyard errors')",
+    )
 
 
 def run_retry(args: argparse.Namespace) -> int:
@@ -305,13 +321,14 @@ def run_retry(args: argparse.Namespace) -> int:
     states = args.states or ["failed"]
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch)
-        retried = batch.retry_failed(keys=args.keys, states=states)
+        retried = batch.retry_failed(keys=args.keys, states=states, cluster=args.cluster)
         status = batch.status()
     if args.json:
         print_json({**status_view(status, time.time()), "retried": retried})
     else:
         which = " or ".join(sorted(set(states)))
-        console().print(f"sent {retried:,} {which} item(s) of {status.id} back to the queue")
+        of = f" of error cluster {args.cluster}" if args.cluster else ""
+        console().print(f"sent {retried:,} {which} item(s){of} of {status.id} back to the queue")
     return 0
 
 

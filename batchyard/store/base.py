@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from batchyard.clusters import ErrorCluster, Signature
 from batchyard.models import (
     JSON,
     BatchOptions,
@@ -122,6 +123,9 @@ class Outcome:
     logs: list[tuple[float, str, str]] = field(default_factory=list)
     #: The worker that ran the attempt ("" when not known): logged with a failed attempt.
     worker: str = ""
+    #: What the failure is (``batchyard.clusters``), for a failed or retry-waiting outcome;
+    #: without one the store makes it from ``error_type`` and ``error`` alone.
+    signature: Signature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,11 +285,26 @@ class Store(Protocol):
         *,
         keys: Collection[str] | None = None,
         states: Collection[ItemState] = (ItemState.FAILED,),
+        cluster: str | None = None,
     ) -> int:
         """Send a finished batch's failed items (or those of ``states``: failed and/or
-        cancelled; or only the items ``keys`` names) back, ahead of fresh work, each with a
-        fresh ``max_attempts``; returns how many. All or nothing: an unknown key raises
-        ItemNotFound, a key in another state Conflict, and nothing is sent back."""
+        cancelled; or only the items ``keys`` names; or only the failed items whose failure
+        is in error cluster ``cluster``, an id or a unique start of one) back, ahead of
+        fresh work, each with a fresh ``max_attempts``; returns how many. All or nothing:
+        an unknown key raises ItemNotFound, a key in another state Conflict, an unknown or
+        ambiguous cluster ClusterNotFound, ``cluster`` with ``keys`` or other states than
+        failed ConfigError, and nothing is sent back."""
+        ...
+
+    # -- error clusters -----------------------------------------------------------------
+    def error_clusters(self, batch_id: str, limit: int | None = None) -> list[ErrorCluster]:
+        """The batch's error clusters, most failed items first (then most attempts), at
+        most ``limit``; counts as kept, read in one statement. Raises BatchNotFound."""
+        ...
+
+    def recount_clusters(self, batch_id: str) -> dict[str, int]:
+        """Count the batch's failed items per signature id from the item rows (a check on
+        the kept ``items`` counts; items failed before clusters existed are left out)."""
         ...
 
     def delete_batch(self, batch_id: str, now: float) -> None: ...

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from batchyard.errors import ConfigError, Conflict, ItemNotFound
 from batchyard.models import Again, BatchStatus
 from batchyard.states import ItemState, check_item
+from batchyard.store.clustering import resolve, uncount_failed
 from batchyard.store.rows import BATCH_COLUMNS, COUNTER_OF, BatchRow, batch_from_row
 from batchyard.store.rules import FINISHED, B, S, span
 from batchyard.store.sqlbase import SqlBase
@@ -93,8 +94,11 @@ class Controlling(SqlBase):
         *,
         keys: Collection[str] | None = None,
         states: Collection[ItemState] = (S.FAILED,),
+        cluster: str | None = None,
     ) -> int:
         wanted = _retryable(states)
+        if cluster is not None and (keys is not None or wanted != [S.FAILED]):
+            raise ConfigError("a retry of an error cluster takes its failed items only")
         with self._write() as tx:
             row = tx.batch(batch_id)
             state = row.batch_state
@@ -105,11 +109,15 @@ class Controlling(SqlBase):
                 )
             if keys is not None:
                 self._check_keys(tx, row.pk, batch_id, keys, wanted)
-            sent = {item_state: self._send_back(tx, row, item_state, keys) for item_state in wanted}
+            sig = None if cluster is None else resolve(tx, row.pk, batch_id, cluster)
+            sent = {
+                item_state: self._send_back(tx, row, item_state, keys, sig) for item_state in wanted
+            }
             total = sum(sent.values())
             if total == 0:
                 names = " or ".join(item_state.value for item_state in wanted)
-                raise Conflict(batch_id, f"has no {names} items to retry")
+                where = "" if sig is None else f" in error cluster {sig}"
+                raise Conflict(batch_id, f"has no {names} items{where} to retry")
             moved = {COUNTER_OF[item_state]: -n for item_state, n in sent.items()}
             tx.move_counts(row.pk, {**moved, "n_pending": total}, now)
             tx.run("UPDATE batches SET round = round + 1 WHERE pk = ?", (row.pk,))
@@ -133,22 +141,33 @@ class Controlling(SqlBase):
                 raise Conflict(batch_id, f"item {key} is {found[key]}; only {names} items retry")
 
     def _send_back(
-        self, tx: Tx, row: BatchRow, state: ItemState, keys: Collection[str] | None
+        self,
+        tx: Tx,
+        row: BatchRow,
+        state: ItemState,
+        keys: Collection[str] | None,
+        sig: str | None = None,
     ) -> int:
-        """Items of one state back to pending, ahead of fresh work, with a fresh round of
-        attempts; returns how many."""
+        """Items of one state (those of error cluster ``sig`` only, if given) back to
+        pending, ahead of fresh work, with a fresh round of attempts; returns how many.
+        Failed ones leave their clusters' counts of failed items."""
         check_item(state, S.PENDING)
         where, params = "batch_pk = ? AND state = ?", [row.pk, state.value]
         if keys is not None:
             fragment, names = self._any("key", keys)
             where += f" AND {fragment}"
             params.append(names)
+        if sig is not None:
+            where += " AND error_sig = ?"
+            params.append(sig)
+        if state is S.FAILED:
+            uncount_failed(tx, row.pk, where, params)
         return tx.run(
             f"UPDATE items SET state = '{S.PENDING}', priority = priority + 1, "
             "max_attempt = attempts + ?, "
             # Only an item that ran runs again; a cancelled one that never ran runs first.
             f"again = CASE WHEN attempts > unrun THEN '{Again.RETRY}' ELSE again END, "
-            "error = NULL, "
+            "error = NULL, error_sig = NULL, "
             "error_type = NULL, finished_at = NULL, progress = NULL, message = NULL, "
             f"seq = ? WHERE {where}",
             (row.max_attempts, tx.seq, *params),

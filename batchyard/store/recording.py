@@ -11,6 +11,7 @@ from typing import Any
 from batchyard.models import USAGE_FIELDS
 from batchyard.states import check_item
 from batchyard.store.base import Outcome, Recorded
+from batchyard.store.clustering import count_failures, hits_of, with_signatures
 from batchyard.store.rows import COUNTER_OF
 from batchyard.store.rules import B, S, first_per_attempt
 from batchyard.store.sqlbase import LOG_INSERT, SqlBase
@@ -30,7 +31,7 @@ class Recording(SqlBase):
         for state in {o.state for o in outcomes}:
             check_item(S.RUNNING, state)
         tx.lock_batches({o.batch_pk for o in outcomes})
-        outcomes = self._no_retry_when_cancelled(tx, outcomes)
+        outcomes = with_signatures(self._no_retry_when_cancelled(tx, outcomes))
         firsts, _ = first_per_attempt(outcomes)
         applied = self._apply_outcomes(tx, firsts, tx.seq)
         if len(applied) == len(outcomes):  # the usual case: every one of them applied
@@ -95,6 +96,7 @@ class Recording(SqlBase):
                 logs.append((o.item_id, o.attempt, o.finished_at, "error", o.error))
         if logs:
             tx.many(LOG_INSERT, logs)
+        count_failures(tx, hits_of(accepted))
         ended = []
         # In pk order: two transactions never wait for each other's batch rows in a cycle.
         for pk in sorted(deltas):

@@ -5,6 +5,7 @@ connects, takes a transaction and does those few operations."""
 from __future__ import annotations
 
 from batchyard.store.budgeting import Budgeting
+from batchyard.store.clustering import Clustering
 from batchyard.store.controlling import Controlling
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
@@ -12,7 +13,7 @@ from batchyard.store.submitting import Submitting
 from batchyard.store.working import Working
 
 
-class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
+class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting, Clustering):
     """The store, put together from its parts (one noun each)."""
 
     def reclaim_expired(self, now: float) -> int:

@@ -296,6 +296,7 @@ def delete_rows(tx: Tx, pk: int) -> None:
     tx.run(f"SELECT 1 FROM batches WHERE pk = ?{tx.dialect.for_update}", (pk,))
     tx.run("DELETE FROM items WHERE id >= ? AND id < ?", (low, high))
     tx.run("DELETE FROM budget_holds WHERE batch_pk = ?", (pk,))
+    tx.run("DELETE FROM error_clusters WHERE batch_pk = ?", (pk,))
     tx.run("DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,))
     tx.run(
         "DELETE FROM idempotency_keys WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)",

@@ -7,9 +7,11 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from batchyard.clusters import signature
 from batchyard.models import Again
 from batchyard.states import ItemState, check_item
 from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
+from batchyard.store.clustering import Hit, count_failures
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
 from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
@@ -18,6 +20,8 @@ from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
 
 A = Again
+#: The error class of an attempt whose lease expired.
+LEASE_EXPIRED = "LeaseExpired"
 
 _CLAIMABLE_ROW = (
     f"SELECT {', '.join(ClaimableRow._fields[:-1])}, "
@@ -49,8 +53,8 @@ _UNLEASE = (
 #: What a lease taken back sets besides: a run that ended so says why it runs again; a lease
 #: given back before its task was called was no run (and its claim counted no re-run).
 _RAN_SETS = {
-    A.WORKER_LOST: f", again = '{A.WORKER_LOST}', error = ?, error_type = 'LeaseExpired', "
-    "suspect = 1",
+    A.WORKER_LOST: f", again = '{A.WORKER_LOST}', error = ?, error_type = '{LEASE_EXPIRED}', "
+    "error_sig = ?, suspect = 1",
     A.RELEASED: f", again = '{A.RELEASED}'",
     None: ", unrun = unrun + 1",
 }
@@ -341,7 +345,7 @@ class Working(Recording):
         ]
         where = ""
         if expired is not None:
-            params.append(expired)
+            params += (expired, signature(LEASE_EXPIRED, expired).id)
             where = " AND lease_expires < ?"
         params += (item_id, attempt)
         if expired is not None:
@@ -373,6 +377,7 @@ class Working(Recording):
         if not expired:
             return 0
         moved = 0
+        hits: list[tuple[ExpiredRow, bool, str]] = []
         with self._write() as tx:
             batch_pks = {row.batch_pk for row in expired}
             tx.lock_batches(batch_pks)
@@ -412,9 +417,26 @@ class Working(Recording):
                 if took and row.started_at is not None:  # when and where the lost run began
                     started = (row.id, row.attempts, row.started_at, "started")
                     tx.run(LOG_INSERT, (*started, f"on worker {row.worker}"))
+                if took and spend and target is not S.CANCELLED:  # a failed attempt
+                    hits.append((row, target is S.FAILED, why))
                 moved += took
+            self._count_expiries(tx, hits, now)
             tx.notify = moved > 0
         return moved
+
+    def _count_expiries(
+        self, tx: Tx, expiries: Sequence[tuple[ExpiredRow, bool, str]], now: float
+    ) -> None:
+        """Count the expiries that spent an attempt in their batches' error clusters."""
+        if not expiries:
+            return
+        where, ids = self._any("id", [row.id for row, _, _ in expiries])
+        keys = dict(tx.all(f"SELECT id, key FROM items WHERE {where}", (ids,)))
+        hits = [
+            Hit(row.batch_pk, signature(LEASE_EXPIRED, why), final, now, why, keys.get(row.id))
+            for row, final, why in expiries
+        ]
+        count_failures(tx, hits)
 
 
 def _runnable(row: ClaimableRow, now: float, only: Collection[str] | None) -> bool:

@@ -44,8 +44,9 @@ def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Sto
 
 
 def assert_counters_agree(store: Store) -> None:
-    """Every batch's kept counters equal a recount of its item rows, and its re-runs by
-    reason add up to its items' runs after their first."""
+    """Every batch's kept counters equal a recount of its item rows, its re-runs by reason
+    add up to its items' runs after their first, and its error clusters' failed items equal
+    a recount of its failed item rows by signature."""
     after = None
     while True:
         page = store.list_batches(limit=100, after=after)
@@ -53,9 +54,19 @@ def assert_counters_agree(store: Store) -> None:
             assert status.counts == store.recount(status.id), status.id
             again = sum(max(item.runs - 1, 0) for item in store.items(status.id, limit=10**6))
             assert status.reruns.total == again, status.id
+            assert_clusters_agree(store, status.id)
         if page.next is None:
             return
         after = page.next
+
+
+def assert_clusters_agree(store: Store, batch_id: str) -> None:
+    """A batch's clusters count exactly its failed items by signature, and never fewer
+    attempts than items."""
+    clusters = store.error_clusters(batch_id)
+    kept = {c.id: c.items for c in clusters if c.items}
+    assert kept == store.recount_clusters(batch_id), batch_id
+    assert all(c.attempts >= c.items >= 0 for c in clusters), clusters
 
 
 @pytest.fixture(params=STORES)

@@ -24,6 +24,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from batchyard.clusters import signature
 from batchyard.errors import Conflict, InvalidTransition
 from batchyard.models import BatchOptions, BatchStatus
 from batchyard.states import (
@@ -39,6 +40,8 @@ from tests.procs.pgdb import Databases, require_server
 
 B = BatchState
 S = ItemState
+#: The signature the store gives the machine's failures (error "x", no class, no frame).
+RECORDED = signature("Error", "x")
 T0 = 1_700_000_000.0
 LEASE = 30.0
 TASK = "t"
@@ -73,6 +76,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.batch_state: dict[str, BatchState] = {}  # followed through the event feed
         self.item_state: dict[tuple[str, str], ItemState] = {}  # through item_changes
         self.item_cursor: dict[str, int] = {}
+        #: Failed attempts recorded per batch, to check its error cluster against.
+        self.failures: dict[str, int] = {}
         self.event_cursor = 0
         self.cursor = 0
 
@@ -115,6 +120,18 @@ class Lifecycle(RuleBasedStateMachine):
         pool = live if mostly_live else self.claims
         picked = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=most))
         return list({c.item_id: c for c in picked}.values())
+
+    def _clusters_agree(self, batch_ids: set[str]) -> None:
+        """Clusters count the failed items by signature exactly, and the recorded
+        failures ("x"; an expired lease is a cluster of its own) attempt by attempt.
+        Checked after the steps that change them (an invariant would be too slow)."""
+        for batch_id in batch_ids:
+            clusters = self.store.error_clusters(batch_id)
+            failed = {c.id: c.items for c in clusters if c.items}
+            assert failed == self.store.recount_clusters(batch_id)
+            recorded = [c.attempts for c in clusters if c.text == RECORDED.text]
+            assert sum(recorded) == self.failures.get(batch_id, 0)
+            assert all(c.attempts >= c.items for c in clusters)
 
     # -- rules -------------------------------------------------------------------------
 
@@ -265,10 +282,14 @@ class Lifecycle(RuleBasedStateMachine):
             waits = o.state is S.RETRY_WAIT and o.item_id in cancelled
             expected = S.CANCELLED if waits else o.state
             assert (after.state, after.attempts) == (expected, o.attempt)
+            if expected in (S.FAILED, S.RETRY_WAIT):
+                batch_id = before[o.item_id].batch_id
+                self.failures[batch_id] = self.failures.get(batch_id, 0) + 1
             self.leases.pop(o.item_id, None)
         for item_id in set(before) - {outcomes[n].item_id for n in applied}:
             # A refused outcome changes nothing.
             assert self.store.item(before[item_id].batch_id, before[item_id].key) == before[item_id]
+        self._clusters_agree({c.batch.id for c in picked})
 
     @rule(seconds=st.sampled_from([1, 3, 10, LEASE + 1]))
     def wait_and_reclaim(self, seconds: float) -> None:
@@ -277,6 +298,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert self.store.reclaim_expired(self.now) == len(expired)
         for item_id in expired:
             del self.leases[item_id]
+        self._clusters_agree({c.batch.id for c in self.claims if c.item_id in expired})
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
@@ -337,6 +359,7 @@ class Lifecycle(RuleBasedStateMachine):
             assert self.store.retry_failed(batch_id, self.now) == status.counts.failed
             after = self.store.get_batch(batch_id)
             assert (after.state, after.round) == (B.RETRYING, status.round + 1)
+            self._clusters_agree({batch_id})
         else:
             self._refused_and_unchanged(
                 batch_id, lambda: self.store.retry_failed(batch_id, self.now)

@@ -160,7 +160,8 @@ def test_submit_prints_the_batch_id_and_status_reads_it(cli: CLI) -> None:
     assert batch_id.startswith("batch_") and "\n" not in batch_id
 
     status = cli.json("status", batch_id)
-    assert set(status) == STATUS_KEYS
+    assert set(status) == STATUS_KEYS | {"error_clusters"}
+    assert status["error_clusters"] == []
     assert set(status["counts"]) == COUNT_KEYS
     assert (status["state"], status["counts"]["pending"], status["task"]) == (
         "queued",

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ REPORT_KEYS = {
     "durations",
     "attempts",
     "errors",
+    "error_clusters",
     "usage",
     "metrics",
     "failed",
@@ -112,6 +114,9 @@ def test_report_json_has_the_documented_shape_and_is_saved_beside_the_db(
     assert report["success_rate"] == 0.75
     assert report["durations"]["p50"] == 2.5 and report["durations"]["max"] == 4.0
     assert report["errors"] == {"ValueError": 1}
+    assert [(c["items"], c["share"], c["sample_key"]) for c in report["error_clusters"]] == [
+        (1, 1.0, "k3")
+    ]
     assert report["metrics"]["confidence"]["sum"] == pytest.approx(1.0)
     assert report["usage"]["tokens_in"] == 100
     assert report["failed"]["items"] == [
@@ -145,6 +150,12 @@ def test_report_text(batches: Batches) -> None:
     assert "4: 3 succeeded, 1 failed, 0 cancelled" in out
     assert "75.0%" in out
     assert "ValueError 1" in out
+    assert re.search(
+        r"^clusters +[0-9a-f]{10}  1 item \(100%\), 1 attempt  "
+        r"ValueError: item k3 is broken @ test_cli_reports\.py:e2e$",
+        out,
+        re.MULTILINE,
+    ), out
     assert "metric confidence" in out
     assert "k3: ValueError: item k3 is broken" in out
 

@@ -251,6 +251,11 @@ def test_a_refused_request_fails_its_item_after_one_attempt(case: str, yard: Yar
         assert item.error is not None and f"HTTP {status_code}" in item.error
         assert item.error_type == "Fail"
     assert status.usage.calls == 0 and status.usage.cost == 0
+    # One cause, one cluster: its status stays, and it is placed in the llm task's code.
+    (cluster,) = batch.error_clusters()
+    assert cluster.text.startswith(f"Fail: HTTP {status_code} "), cluster.text
+    assert " @ task.py:" in cluster.text, cluster.text
+    assert (cluster.items, cluster.attempts, cluster.share) == (4, 4, 1.0)
 
 
 def test_429s_pause_the_key_and_the_call_tries_again_in_the_same_attempt(yard: Yard) -> None:

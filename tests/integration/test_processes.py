@@ -184,8 +184,11 @@ def freeze(proc: subprocess.Popen[bytes], url: str) -> None:
 
 
 def check_counters(yard: Yard, batch_id: str) -> None:
-    """The O(1) counters agree with a recount of the item rows."""
+    """The O(1) counters agree with a recount of the item rows, and so do the error
+    clusters' failed items."""
     assert yard.store.get_batch(batch_id).counts == yard.store.recount(batch_id)
+    kept = {c.id: c.items for c in yard.store.error_clusters(batch_id) if c.items}
+    assert kept == yard.store.recount_clusters(batch_id)
 
 
 # -- 1. a worker SIGKILLed at random moments, restarted each time -----------------------------
@@ -361,6 +364,10 @@ def test_poison_item_that_kills_its_worker_fails_after_max_attempts(
     assert (status.counts.succeeded, status.counts.failed) == (n_items - 1, 1)
     poisoned = batch.item("k10")
     assert poisoned.error is not None and "lease expired" in poisoned.error
+    # Its charged deaths are one error cluster; the uncharged one is no failure.
+    (cluster,) = batch.error_clusters()
+    assert cluster.text.startswith("LeaseExpired: lease expired on attempt <num> while it ran")
+    assert (cluster.attempts, cluster.items, cluster.sample_key) == (max_attempts, 1, "k10")
     for item in batch.items():
         if item.key != "k10":
             assert item.state is ItemState.SUCCEEDED, item

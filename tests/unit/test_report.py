@@ -3,6 +3,7 @@ task moves by a known amount, so every duration, rate and sum is known exactly."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,7 @@ def test_as_dict_has_the_documented_keys_and_is_json(yard: Yard) -> None:
         "durations",
         "attempts",
         "errors",
+        "error_clusters",
         "usage",
         "metrics",
         "failed",
@@ -303,6 +305,30 @@ def test_str_is_the_text_report_line_by_line(yard: Yard) -> None:
     assert lines[-1] == row("", "f: ValueError: f")
     assert all(line == line.rstrip() for line in lines)
     assert "\x1b[" not in text
+
+
+def test_the_report_shows_the_top_error_clusters(yard: Yard) -> None:
+    batch = run(yard, MIXED)
+    report = batch.report()
+    at = " @ test_report.py:scripted"
+    assert {c.text: (c.items, c.attempts) for c in report.clusters} == {
+        f"ValueError: d{at}": (1, 2),  # a bare word is no id: d and f are two failures
+        f"ValueError: f{at}": (1, 2),
+        f"KeyError: <str>{at}": (1, 2),
+        f"Retry: retry requested{at}": (0, 1),  # c's first attempt; c then succeeded
+    }
+    assert list(report.clusters) == batch.error_clusters()
+    top = report.clusters[0]
+    assert top.share == pytest.approx(1 / 3)
+    assert top.sample is not None and top.sample_key in top.sample  # "ValueError: d", ...
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        top.items = 5
+    assert report.as_dict()["error_clusters"][0] == top.as_dict()
+    lines = str(report).splitlines()
+    first = f"{top.id}  1 item (33%), 2 attempts  {top.text}"
+    assert f"{'clusters':<17}  {first}" in lines
+    assert lines[lines.index(f"{'clusters':<17}  {first}") - 1].startswith("errors")
+    assert len(batch.error_clusters(limit=2)) == 2
 
 
 def test_the_ending_of_run_names_the_commands_to_look_further(yard: Yard) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from batchyard.errors import StoreError
 from batchyard.models import USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
+from batchyard.store.clustering import failure_sig
 from batchyard.store.postgres.connection import CHANNEL, POOL_SIZE, POSTGRES, Pool
 from batchyard.store.postgres.listening import Listener
 from batchyard.store.rules import S
@@ -32,6 +33,8 @@ UPDATE items i SET
     error = CASE WHEN u.error IS NOT NULL THEN u.error WHEN u.later THEN NULL ELSE i.error END,
     error_type = CASE WHEN u.error IS NOT NULL THEN u.error_type
         WHEN u.later THEN NULL ELSE i.error_type END,
+    error_sig = CASE WHEN u.error IS NOT NULL OR u.error_sig IS NOT NULL THEN u.error_sig
+        WHEN u.later THEN NULL ELSE i.error_sig END,
     run_after = COALESCE(u.run_after, i.run_after),
     {", ".join(f"{c} = i.{c} + u.{c}" for c in USAGE_FIELDS)},
     metrics = CASE WHEN u.metrics IS NOT NULL THEN u.metrics
@@ -43,9 +46,10 @@ FROM unnest(
     ?::bigint[], ?::int[], ?::text[], ?::float8[], ?::bool[], ?::float8[], ?::text[],
     ?::text[], ?::text[], ?::float8[], ?::text[], ?::float8[], ?::text[], ?::bool[],
     ?::bigint[], ?::bigint[], ?::float8[], ?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],
-    ?::float8[], ?::bigint[]
+    ?::float8[], ?::bigint[], ?::text[]
 ) AS u(id, attempt, state, duration, terminal, finished_at, result, error, error_type,
-    run_after, metrics, progress, message, later, {", ".join(USAGE_FIELDS)})
+    run_after, metrics, progress, message, later, {", ".join(USAGE_FIELDS)},
+    error_sig)
 WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}'
 RETURNING i.id, i.attempts
 """
@@ -194,7 +198,7 @@ def _columns(outcomes: Sequence[Outcome], seq: int) -> list[Any]:
         "id attempt state duration terminal finished_at result error error_type run_after "
         "metrics progress message later"
     ).split()
-    cols: dict[str, list[Any]] = {name: [] for name in (*names, *USAGE_FIELDS)}
+    cols: dict[str, list[Any]] = {name: [] for name in (*names, *USAGE_FIELDS, "error_sig")}
     for o in outcomes:
         cols["id"].append(o.item_id)
         cols["attempt"].append(o.attempt)
@@ -212,4 +216,5 @@ def _columns(outcomes: Sequence[Outcome], seq: int) -> list[Any]:
         cols["later"].append(o.attempt > 1)
         for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
             cols[column].append(float(value) if column in _MONEY else int(value))
+        cols["error_sig"].append(failure_sig(o))
     return [seq, *cols.values()]

@@ -14,6 +14,7 @@ from typing import Any
 
 from batchyard.models import USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
+from batchyard.store.clustering import failure_sig
 from batchyard.store.rules import S
 from batchyard.store.sqlite.connection import SQLITE, Connections
 from batchyard.store.sqlstore import SqlStore
@@ -115,7 +116,7 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
         shape = (
             o.state.is_terminal,
             o.result is not None,
-            o.error is not None,
+            o.error is not None or o.signature is not None,
             o.run_after is not None,
             not o.usage.is_zero,
             o.metrics is not None,
@@ -128,7 +129,7 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
         if shape[1]:
             params.append(o.result)
         if shape[2]:
-            params += (o.error, o.error_type)
+            params += (o.error, o.error_type, failure_sig(o))
         if shape[3]:
             params.append(o.run_after)
         if shape[4]:
@@ -147,7 +148,10 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
 _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
     ("finished_at = ?", None),
     ("result = ?", None),
-    ("error = ?, error_type = ?", "error = NULL, error_type = NULL"),
+    (
+        "error = ?, error_type = ?, error_sig = ?",
+        "error = NULL, error_type = NULL, error_sig = NULL",
+    ),
     ("run_after = ?", None),
     (", ".join(f"{column} = {column} + ?" for column in USAGE_FIELDS), None),
     ("metrics = ?", "metrics = NULL"),
