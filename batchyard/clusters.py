@@ -39,6 +39,10 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)*")
 #: A number an HTTP status follows these words: kept, so a 429 and a 500 are two clusters.
 _STATUS_BEFORE = re.compile(r"(?:HTTP/?[\d.]*|status(?: code)?|[Ee]rror code:?|code)[ =:]*$|['\"]$")
 _SPACE = re.compile(r"\s+")
+#: A message that is one quoted field name and nothing else, as a KeyError's is: the name
+#: is what failed ('price' missing and 'sku' missing are two bugs), so it stays. A name with
+#: a digit ('lead-050', 'a1') is more likely a looked-up value and is blanked.
+_FIELD_NAME = re.compile(r"'[A-Za-z_]+'|\"[A-Za-z_]+\"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,10 @@ class ErrorCluster:
 def normalise(message: str) -> str:
     """A message with what varies between occurrences blanked: quoted strings ``<str>``,
     uuids ``<uuid>``, hex ``<hex>``, long mixed ids ``<id>``, numbers ``<num>``; words and
-    HTTP statuses stay. Whitespace is collapsed and the result cut at ``MAX_TEXT``."""
+    HTTP statuses stay, and so does a message that is only a quoted field name (KeyError's
+    'price'). Whitespace is collapsed and the result cut at ``MAX_TEXT``."""
+    if _FIELD_NAME.fullmatch(message.strip()):
+        return message.strip()
     text = _QUOTED.sub(_quoted, message)
     text = _UUID.sub("<uuid>", text)
     text = _HEX.sub("<hex>", text)

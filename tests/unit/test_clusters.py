@@ -18,7 +18,8 @@ from tests.conftest import FAST
 MESSAGES = [
     # What varies is blanked.
     ("price 12.5 out of range for 'widget-3'", "price <num> out of range for <str>"),
-    ("'sku'", "<str>"),
+    ("'sku'", "'sku'"),  # a field name, kept
+    ("'sku-12'", "<str>"),
     ('no field "email" in row 17', "no field <str> in row <num>"),
     ("Company 50 has no employees", "Company <num> has no employees"),
     (
@@ -86,12 +87,16 @@ def test_a_long_message_is_cut() -> None:
 
 
 def test_signature_text_and_id() -> None:
-    sig = signature("KeyError", "KeyError: 'x'", "tasks.py:enrich")
+    sig = signature("KeyError", "KeyError: 'a1'", "tasks.py:enrich")
     assert sig.text == "KeyError: <str> @ tasks.py:enrich"
     assert len(sig.id) == ID_LENGTH and int(sig.id, 16) >= 0
-    # Another item, another key: the same cluster.
-    assert signature("KeyError", "KeyError: 'y'", "tasks.py:enrich") == sig
-    assert signature("KeyError", "KeyError: 'y'", "tasks.py:other") != sig
+    # Another item, another looked-up id: the same cluster.
+    assert signature("KeyError", "KeyError: 'b2'", "tasks.py:enrich") == sig
+    assert signature("KeyError", "KeyError: 'b2'", "tasks.py:other") != sig
+    # A missing field is named: two fields, two bugs.
+    price = signature("KeyError", "KeyError: 'price'", "tasks.py:enrich")
+    assert price.text == "KeyError: 'price' @ tasks.py:enrich"
+    assert signature("KeyError", "KeyError: 'sku'", "tasks.py:enrich") != price
     assert signature("TimeoutError", "TimeoutError").text == "TimeoutError"
     assert signature("Fail", "").text == "Fail"
 
