@@ -12,6 +12,7 @@
     │   └── NotSerializable          a payload that is not JSON
     ├── BatchNotFound
     ├── ItemNotFound
+    ├── DatasetNotFound
     ├── InvalidTransition            a state change the lifecycle forbids
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
@@ -134,6 +135,14 @@ class ItemNotFound(BatchyardError):
         self.batch_id = batch_id
         self.key = key
         super().__init__(f"batch {batch_id!r} has no item with key {key!r}")
+
+
+class DatasetNotFound(BatchyardError):
+    """No dataset has this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no dataset {name!r} (batchyard dataset list shows them)")
 
 
 class InvalidTransition(BatchyardError):
