@@ -214,24 +214,40 @@ class DatasetTables(SqlBase):
         where = self._where(pk, dataset, selection or Selection())
         kind = None if sort is None else sort_kind(dataset, sort)
         json_sql = JsonSql(self.dialect.name)
-        page = Sql().add("SELECT r.id, r.key, r.payload")
+        # One pass over the dataset: the matching rows' ids (and sort values) are kept
+        # aside, then counted and paged; only the page's rows are read whole.
+        query = Sql().add("WITH m AS MATERIALIZED (SELECT r.id AS rid")
         if sort is not None and kind is not None:
-            page.add(", ").extend(json_sql.value(sort.field, kind))
-        page.add(" FROM dataset_rows r WHERE ").extend(where)
+            query.add(", ").extend(json_sql.value(sort.field, kind)).add(" AS s")
+        query.add(" FROM dataset_rows r WHERE ").extend(where).add("), p AS (SELECT * FROM m")
+        low = span(pk)[0]
         if cursor is not None:
             value, position = decode_cursor(cursor, sort)
-            page.add(" AND ").extend(json_sql.after(sort, kind, value, span(pk)[0] + position))
-        page.add(" ORDER BY ").extend(json_sql.order(sort, kind)).add(" LIMIT ?", limit + 1)
-        rows = self._read(page.sql(), page.params)
-        count = self._read("SELECT COUNT(*) FROM dataset_rows r WHERE " + where.sql(), where.params)
-        low = span(pk)[0]
+            query.add(" WHERE ").extend(json_sql.after(sort, value, low + position, kind))
+        order = json_sql.order(sort, kind)
+        query.add(f" ORDER BY {order} LIMIT ?) ", limit + 1)
+        sort_value = "p.s" if sort is not None else "NULL"
+        query.add(
+            f"SELECT p.rid, r.key, r.payload, {sort_value}, (SELECT COUNT(*) FROM m) "
+            "FROM p JOIN dataset_rows r ON r.id = p.rid "
+            f"ORDER BY {json_sql.order(sort, kind, 'p.')}"
+        )
+        rows = self._read(query.sql(), query.params)
+        if rows:
+            count = int(rows[0][4])
+        elif cursor is None:
+            count = 0
+        else:
+            counted = self._read(
+                "SELECT COUNT(*) FROM dataset_rows r WHERE " + where.sql(), where.params
+            )
+            count = int(counted[0][0])
         records = [Record(key, at - low, json.loads(payload)) for at, key, payload, *_ in rows]
         more = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            value = plain(last[3]) if sort is not None else None
-            more = encode_cursor(sort, value, last[0] - low)
-        return RecordPage(records[:limit], int(count[0][0]), more)
+            more = encode_cursor(sort, plain(last[3]), last[0] - low)
+        return RecordPage(records[:limit], count, more)
 
     def _where(self, pk: int, dataset: Dataset, selection: Selection) -> Sql:
         """The rows of dataset ``pk`` a selection picks, as a WHERE clause over ``r``."""

@@ -116,27 +116,35 @@ class JsonSql:
         out = Sql().add("strpos(translate(").extend(text)
         return out.add(f", '{_UPPER}', '{_LOWER}'), ?)")
 
-    def after(self, sort: Sort | None, kind: Kind | None, value: Any, row_id: int) -> Sql:
-        """The keyset of the page after the row (``value``, ``row_id``): rows ordered by the
-        sort's value, rows without one last, ties by id."""
+    def after(self, sort: Sort | None, value: Any, row_id: int, kind: Kind | None) -> Sql:
+        """The keyset of the page after the row (``value``, ``row_id``) over the columns
+        ``s`` (the sort's value) and ``rid``: rows by ``s``, rows without one last, ties by
+        ``rid``."""
         if sort is None or kind is None:
-            return Sql().add("r.id > ?", row_id)
-        key = self.value(sort.field, kind)
+            return Sql().add("rid > ?", row_id)
+        key = self._column("s", kind)
         if value is None:
-            return Sql().add("(").extend(key).add(" IS NULL AND r.id > ?)", row_id)
+            return Sql().add(f"({key} IS NULL AND rid > ?)", row_id)
         beyond = "<" if sort.descending else ">"
         bound = _bind(kind, value)
-        out = Sql().add("(").extend(key).add(f" {beyond} ? OR (", bound)
-        out.extend(key).add(" = ? AND r.id > ?) OR ", bound, row_id)
-        return out.extend(key).add(" IS NULL)")
+        return Sql().add(
+            f"({key} {beyond} ? OR ({key} = ? AND rid > ?) OR {key} IS NULL)",
+            bound,
+            bound,
+            row_id,
+        )
 
-    def order(self, sort: Sort | None, kind: Kind | None) -> Sql:
-        """ORDER BY's terms: the sort's value (rows without one last), then the id."""
+    def order(self, sort: Sort | None, kind: Kind | None, table: str = "") -> str:
+        """ORDER BY's terms over the columns ``s`` and ``rid`` (of ``table``, if given)."""
+        rid = f"{table}rid"
         if sort is None or kind is None:
-            return Sql().add("r.id")
-        key = self.value(sort.field, kind)
-        out = Sql().extend(key).add(" IS NULL, ").extend(self.value(sort.field, kind))
-        return out.add(" DESC, r.id" if sort.descending else ", r.id")
+            return rid
+        key = self._column(f"{table}s", kind)
+        return f"{key} IS NULL, {key}{' DESC' if sort.descending else ''}, {rid}"
+
+    def _column(self, name: str, kind: Kind) -> str:
+        # Text orders by code point on both: PostgreSQL is told so (SQLite's BINARY is).
+        return f'{name} COLLATE "C"' if kind == "string" and not self.sqlite else name
 
 
 def _bind(kind: Kind, value: Any) -> Any:
