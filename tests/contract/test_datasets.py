@@ -135,7 +135,7 @@ def test_conditions(store: Store) -> None:
 
 
 def test_values_read_as_the_field_type(store: Store) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": "a", "zip": "01234", "v": 5, "ok": True},
         {"id": "b", "zip": "1234", "v": "5", "ok": False},
         {"id": "c", "v": None},
@@ -181,7 +181,9 @@ def test_a_condition_the_fields_cannot_answer_is_refused(store: Store) -> None:
 
 
 def test_sorted_keyset_pages(store: Store) -> None:
-    rows = [{"id": f"r{i}", "size": (i * 7) % 5 if i % 4 else None} for i in range(1, 24)]
+    rows: list[dict[str, Any]] = [
+        {"id": f"r{i}", "size": (i * 7) % 5 if i % 4 else None} for i in range(1, 24)
+    ]
     load(store, "sizes", rows)
     for descending in (False, True):
         sort = Sort("size", descending)
@@ -225,7 +227,7 @@ def test_a_page_of_a_big_dataset_reads_only_the_page(store: Store) -> None:
     read = store._read  # type: ignore[attr-defined]  # every store reads through _read
 
     def counting(query: str, params: Any = ()) -> list[Any]:
-        rows = read(query, params)
+        rows: list[Any] = read(query, params)
         fetched.append(len(rows))
         return rows
 
