@@ -77,9 +77,9 @@ def test_add_list_show_and_delete(cli: CLI) -> None:
     ]
     # Sorted pages, followed by their cursors.
     keys: list[str] = []
-    cursor = None
+    cursor: str | None = None
     while True:
-        more = ["--cursor", cursor] if cursor else []
+        more: list[str] = ["--cursor", cursor] if cursor else []
         page = show(cli, "--sort", "employees:desc", "--limit", "2", *more)
         assert page["count"] == 5
         keys += [r["key"] for r in page["rows"]]
