@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         Cancelled,
         ConfigError,
         Conflict,
+        DatasetNotFound,
         DiskFull,
         DuplicateKey,
         Fail,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         TaskSignal,
     )
     from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
+    from batchyard.records import Dataset, Record, RecordPage
     from batchyard.report import Report
     from batchyard.retry import RetryPolicy
     from batchyard.states import BatchState, ItemState
@@ -61,6 +63,8 @@ _HOME = {
     "ConfigError": "batchyard.errors",
     "Conflict": "batchyard.errors",
     "Counts": "batchyard.models",
+    "Dataset": "batchyard.records",
+    "DatasetNotFound": "batchyard.errors",
     "DiskFull": "batchyard.errors",
     "DuplicateKey": "batchyard.errors",
     "Event": "batchyard.models",
@@ -76,6 +80,8 @@ _HOME = {
     "LogLine": "batchyard.models",
     "NotSerializable": "batchyard.errors",
     "Page": "batchyard.models",
+    "Record": "batchyard.records",
+    "RecordPage": "batchyard.records",
     "Report": "batchyard.report",
     "Retry": "batchyard.errors",
     "RetryPolicy": "batchyard.retry",
@@ -121,6 +127,8 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Counts",
+    "Dataset",
+    "DatasetNotFound",
     "DiskFull",
     "DuplicateKey",
     "Event",
@@ -136,6 +144,8 @@ __all__ = [
     "LogLine",
     "NotSerializable",
     "Page",
+    "Record",
+    "RecordPage",
     "Report",
     "Retry",
     "RetryPolicy",
