@@ -176,9 +176,11 @@ def _print_page(dataset: Dataset, page: RecordPage, args: argparse.Namespace) ->
     import orjson
     from rich.table import Table
 
+    from batchyard.selection import known_field
+
     fields = dataset.field_names
     if args.fields:
-        fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+        fields = [known_field(dataset, f.strip()).name for f in args.fields.split(",") if f.strip()]
     keyed = dataset.key_field in fields
     table = Table(box=None, pad_edge=False)
     for column in ([] if keyed else ["KEY"]) + fields:

@@ -93,6 +93,10 @@ def test_add_list_show_and_delete(cli: CLI) -> None:
     assert done.stdout.splitlines()[0].split() == ["id", "name", "industry", "employees"]
     assert done.stdout.splitlines()[1].split() == ["l3", "Initech", "SaaS", "15"]
     assert done.stderr.strip() == "3 shown; 3 of 5 rows match"
+    narrow = cli.ok("dataset", "show", "leads", "--fields", "name,employees", "--limit", "1")
+    assert narrow.split() == ["KEY", "name", "employees", "l1", "Acme", "Corp", "120"]
+    error = cli.fails(2, "dataset", "show", "leads", "--fields", "name,size")
+    assert "no row of 'leads' has a field 'size'" in error
     paged = cli("dataset", "show", "leads", "--limit", "1")
     assert paged.stderr.startswith("1 shown of 5 rows; next page: --cursor ")
 
@@ -213,6 +217,14 @@ def test_generation_batches_with_count(cli: CLI) -> None:
         "result": {"q": "question 2199 about owls"},
     }
     assert len(results) == 2200
+    # The same count and options with an idempotency key: one batch.
+    command = ["submit", "e2etasks:question", "--count", "5", "--param", "topic=x"]
+    first = cli.ok(*command, "--idempotency-key", "q1").strip()
+    assert cli.ok(*command, "--idempotency-key", "q1").strip() == first
+    # run works a generation batch here and now.
+    done = cli("run", "e2etasks:question", "--count", "3", "--param", "topic=moss", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["succeeded"] == 3
 
 
 def test_bad_counts_are_refused_and_write_nothing(cli: CLI) -> None:
