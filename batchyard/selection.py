@@ -31,6 +31,7 @@ _CONDITION = re.compile(r"\s*([^=<>!~]+?)\s*(>=|<=|!=|=|<|>|~)(.*)", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _SPLIT = re.compile(r"(?<!\\)\|")
 _COMPARABLE: tuple[Kind, ...] = ("number", "boolean", "string")
+_ORDERING = frozenset({"<", "<=", ">", ">="})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class Condition:
             )
         field, op, raw = match.group(1).strip(), match.group(2), match.group(3).strip()
         if op in ("=", "!="):
-            values = tuple(part.replace("\\|", "|") for part in _SPLIT.split(raw))
+            values = tuple(part.strip().replace("\\|", "|") for part in _SPLIT.split(raw))
         else:
             values = (raw,)
         return cls(field, op, values, text.strip())  # type: ignore[arg-type]  # op: the regex's
@@ -137,11 +138,14 @@ def typed(dataset: Dataset, condition: Condition) -> Typed:
                 f"{_words(kinds)}"
             )
         return Typed(field.name, "~", (("string", condition.values[0]),))
-    return Typed(
-        field.name,
-        condition.op,
-        tuple(_read(value, kinds, condition, field) for value in condition.values),
-    )
+    values = tuple(_read(value, kinds, condition, field) for value in condition.values)
+    if condition.op in _ORDERING and values[0][0] == "string" and _number(values[0][1]) is not None:
+        raise InputError(
+            f"{condition.text!r}: field {field.name!r} holds text, so {condition.op!r} would "
+            f'compare text ("20" comes after "100"); keep it as numbers (for a CSV: '
+            f"dataset add --csv-types {field.name}=int or =float)"
+        )
+    return Typed(field.name, condition.op, values)
 
 
 def sort_kind(dataset: Dataset, sort: Sort) -> Kind:

@@ -156,6 +156,11 @@ def test_filters_that_cannot_be_answered_are_refused(cli: CLI) -> None:
     error = cli.fails(2, "dataset", "show", "leads", "--where", "employees>=lots")
     assert "'employees' holds numbers, and 'lots' is not a number" in error
     assert "is not a condition" in cli.fails(2, "dataset", "show", "leads", "--where", "bare")
+    # CSV is text unless typed: a number compared with text is refused with the way out.
+    cli.ok("dataset", "add", "raw", "leads.csv")
+    error = cli.fails(2, "dataset", "show", "raw", "--where", "employees>=100")
+    assert "holds text, so '>=' would compare text" in error
+    assert "dataset add --csv-types employees=int" in error
     assert "not a page cursor" in cli.fails(2, "dataset", "show", "leads", "--cursor", "zz")
 
 

@@ -42,6 +42,7 @@ LEADS = Dataset(
         (" employees >= 100 ", "employees", ">=", ("100",)),
         ("name~acme corp", "name", "~", ("acme corp",)),
         ("industry=SaaS|Retail", "industry", "=", ("SaaS", "Retail")),
+        ("industry = SaaS | Retail ", "industry", "=", ("SaaS", "Retail")),
         ("industry!=a|b", "industry", "!=", ("a", "b")),
         ("note=a\\|b|c", "note", "=", ("a|b", "c")),
         ("x<=y=z", "x", "<=", ("y=z",)),
@@ -77,6 +78,10 @@ def test_values_are_read_as_their_field_type() -> None:
         read("paid=yes")
     with pytest.raises(InputError, match="holds arrays"):
         read("tags=a")
+    # A number against a field of text would compare text: "20" after "100".
+    with pytest.raises(InputError, match="holds text, so '>=' would compare text"):
+        read("zip>=100")
+    assert read("zip>=a") == (("string", "a"),)
     with pytest.raises(InputError, match="'~' looks for text"):
         read("employees~1")
     with pytest.raises(InputError, match="its fields: id, employees, zip, paid, v, tags"):
