@@ -65,7 +65,9 @@ def _register_add(actions: Any) -> None:
         help="store a file's rows as a dataset",
         description=wrap(
             "Store INPUT's rows as dataset NAME, all or nothing, with the rules of submit: "
-            + INPUT_HELP.replace("item", "row").replace(" unless --open", "")
+            + INPUT_HELP.replace("an item", "a row")
+            .replace("item", "row")
+            .replace(" unless --open", "")
         ),
     )
     add.add_argument("name", metavar="NAME", help="letters, digits, '_', '.', '-'")
