@@ -68,6 +68,7 @@ def _register_add(actions: Any) -> None:
             + INPUT_HELP.replace("an item", "a row")
             .replace("item", "row")
             .replace(" unless --open", "")
+            .replace("creates no batch", "writes nothing")
         ),
     )
     add.add_argument("name", metavar="NAME", help="letters, digits, '_', '.', '-'")
