@@ -74,7 +74,7 @@ class DatasetTables(Loading):
         if not 1 <= limit <= MAX_PAGE:
             raise ConfigError(f"a page holds 1 to {MAX_PAGE:,} rows, not {limit}")
         pk, dataset = self._dataset(name)
-        where = self._where(pk, dataset, selection or Selection())
+        where = self._rows_where(pk, dataset, selection or Selection())
         kind = None if sort is None else sort_kind(dataset, sort)
         json_sql = JsonSql(self.dialect.name)
         # One pass over the dataset: the matching rows' ids (and sort values) are kept
@@ -112,7 +112,7 @@ class DatasetTables(Loading):
             more = encode_cursor(sort, plain(last[3]), last[0] - low)
         return RecordPage(records[:limit], count, more)
 
-    def _where(self, pk: int, dataset: Dataset, selection: Selection) -> Sql:
+    def _rows_where(self, pk: int, dataset: Dataset, selection: Selection) -> Sql:
         """The rows of dataset ``pk`` a selection picks, as a WHERE clause over ``r``."""
         low, high = span(pk)
         where = Sql().add("r.id > ? AND r.id < ?", low, high)
@@ -132,7 +132,7 @@ class DatasetTables(Loading):
             row = tx.one(query, (name,))
             if row is None:
                 raise DatasetNotFound(name)
-            deleted = self._delete_rows(tx, int(row[0]))
+            deleted = self._delete_dataset_rows(tx, int(row[0]))
             tx.run("DELETE FROM datasets WHERE pk = ?", (int(row[0]),))
         return deleted
 
@@ -150,7 +150,7 @@ class DatasetTables(Loading):
             share = " FOR SHARE" if self.dialect.for_update else ""
             tx.all(f"SELECT pk FROM datasets WHERE name = ?{share}", (name,))
             ds_pk, dataset = self._dataset(name, tx)
-            where = self._where(ds_pk, dataset, selection)
+            where = self._rows_where(ds_pk, dataset, selection)
             pk = Submitting._insert_batch(tx, batch_id, options, B.UPLOADING, now)
             copied = tx.run(
                 _COPY.format(where=where.sql()),

@@ -54,11 +54,11 @@ class Loading(SqlBase):
             pk, key_field, start = self._open_for_load(tx, name, mode, key_field, now)
             added = 0
             for chunk in chunks(start, key_field):
-                self._insert_rows(tx, pk, chunk)
+                self._insert_dataset_rows(tx, pk, chunk)
                 added += len(chunk)
             if not added:
                 raise InputError("no rows: the input is empty")
-            self._merge_fields(tx, pk, tally.types)
+            self._merge_dataset_fields(tx, pk, tally.types)
             tx.run(
                 "UPDATE datasets SET n_rows = n_rows + ?, updated_at = ? WHERE pk = ?",
                 (added, now, pk),
@@ -94,14 +94,14 @@ class Loading(SqlBase):
         pk, kept, rows = int(row[0]), row[1], int(row[2])
         if mode == "append":
             return pk, kept, rows + 1
-        self._delete_rows(tx, pk)
+        self._delete_dataset_rows(tx, pk)
         tx.run(
             "UPDATE datasets SET key_field = ?, n_rows = 0, updated_at = ? WHERE pk = ?",
             (key_field, now, pk),
         )
         return pk, key_field, 1
 
-    def _insert_rows(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+    def _insert_dataset_rows(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
         if not chunk:
             return
         low, high = span(pk)
@@ -131,7 +131,7 @@ class Loading(SqlBase):
         raise StoreError("a row insert failed for no reason found")  # pragma: no cover
 
     @staticmethod
-    def _merge_fields(tx: Tx, pk: int, seen: dict[str, set[str]]) -> None:
+    def _merge_dataset_fields(tx: Tx, pk: int, seen: dict[str, set[str]]) -> None:
         kept = {
             name: (ord_, set(types.split(",")))
             for name, ord_, types in tx.all(
@@ -153,7 +153,7 @@ class Loading(SqlBase):
                 )
 
     @staticmethod
-    def _delete_rows(tx: Tx, pk: int) -> int:
+    def _delete_dataset_rows(tx: Tx, pk: int) -> int:
         low, high = span(pk)
         tx.run("DELETE FROM dataset_fields WHERE dataset_pk = ?", (pk,))
         return tx.run("DELETE FROM dataset_rows WHERE id >= ? AND id < ?", (low, high))
