@@ -289,3 +289,23 @@ def test_a_batch_from_no_rows_is_refused_and_writes_nothing(store: Store) -> Non
     with pytest.raises(DatasetNotFound):
         store.create_batch_from_dataset("batch_x", options, "nope", Selection(), T0)
     assert store.list_batches().rows == []
+
+
+def test_concurrent_loads_of_one_name_leave_one_whole_dataset(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(tag: str) -> str:
+        rows = ({"id": f"{tag}{i}", "tag": tag} for i in range(2_000))
+        try:
+            load(store, "leads", rows, size=500)
+        except ConfigError as exc:
+            assert "leads" in str(exc)
+            return "refused"
+        return tag
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(attempt, ["a", "b"]))
+    assert outcomes in (["a", "refused"], ["b", "refused"]), outcomes
+    winner = outcomes[0]
+    page = store.dataset_rows("leads", Selection.of([f"tag={winner}"]), limit=1)
+    assert page.count == 2_000 == store.get_dataset("leads").rows
