@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint types check bench bench-postgres bench-llm clean
+.PHONY: demo test install lint types check bench bench-postgres bench-llm bench-datasets clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-postgres: install
 
 bench-llm: install
 	$(PY) bench/llm.py
+
+bench-datasets: install
+	$(PY) bench/datasets.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

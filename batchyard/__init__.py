@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         ClusterNotFound,
         ConfigError,
         Conflict,
+        DatasetNotFound,
         DiskFull,
         DuplicateKey,
         Fail,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         TaskSignal,
     )
     from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
+    from batchyard.records import Dataset, Record, RecordPage
     from batchyard.report import Report
     from batchyard.retry import RetryPolicy
     from batchyard.states import BatchState, ItemState
@@ -64,6 +66,8 @@ _HOME = {
     "ConfigError": "batchyard.errors",
     "Conflict": "batchyard.errors",
     "Counts": "batchyard.models",
+    "Dataset": "batchyard.records",
+    "DatasetNotFound": "batchyard.errors",
     "DiskFull": "batchyard.errors",
     "DuplicateKey": "batchyard.errors",
     "ErrorCluster": "batchyard.clusters",
@@ -80,6 +84,8 @@ _HOME = {
     "LogLine": "batchyard.models",
     "NotSerializable": "batchyard.errors",
     "Page": "batchyard.models",
+    "Record": "batchyard.records",
+    "RecordPage": "batchyard.records",
     "Report": "batchyard.report",
     "Retry": "batchyard.errors",
     "RetryPolicy": "batchyard.retry",
@@ -126,6 +132,8 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Counts",
+    "Dataset",
+    "DatasetNotFound",
     "DiskFull",
     "DuplicateKey",
     "ErrorCluster",
@@ -142,6 +150,8 @@ __all__ = [
     "LogLine",
     "NotSerializable",
     "Page",
+    "Record",
+    "RecordPage",
     "Report",
     "Retry",
     "RetryPolicy",

@@ -13,6 +13,7 @@
     │   └── NotSerializable          a payload that is not JSON
     ├── BatchNotFound
     ├── ItemNotFound
+    ├── DatasetNotFound
     ├── InvalidTransition            a state change the lifecycle forbids
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
@@ -152,6 +153,14 @@ class ClusterNotFound(ConfigError):
             text = f"batch {batch_id!r} has no error cluster {cluster!r} (batchyard errors "
             text += f"{batch_id} lists them)"
         super().__init__(text)
+
+
+class DatasetNotFound(BatchyardError):
+    """No dataset has this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no dataset {name!r} (batchyard dataset list shows them)")
 
 
 class InvalidTransition(BatchyardError):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from batchyard import items as item_codec
 from batchyard.batch import Batch
 from batchyard.clock import Clock, SystemClock
+from batchyard.datasets import Datasets
 from batchyard.errors import ConfigError, InputError
 from batchyard.models import (
     JSON,
@@ -32,7 +33,7 @@ from batchyard.signals import serve_with_signals
 from batchyard.states import BatchState
 from batchyard.store import Store, open_store
 from batchyard.store.base import IDEMPOTENCY_TTL, Idempotency
-from batchyard.store.rules import check_budget
+from batchyard.store.rules import MAX_POSITION, check_budget
 from batchyard.tasks import (
     Pilot,
     TaskRegistry,
@@ -109,8 +110,9 @@ class Yard:
     def submit(
         self,
         task: str | Callable[..., Any] | TaskSpec,
-        items: Iterable[Any],
+        items: Iterable[Any] | None = None,
         *,
+        count: int | None = None,
         name: str | None = None,
         concurrency: int | None = UNSET,
         max_attempts: int | None = None,
@@ -146,11 +148,19 @@ class Yard:
         that batch (``Batch.replayed`` is True), even when the two run at once. The same
         key with other input raises ``IdempotencyConflict``.
 
+        ``count`` instead of ``items`` makes a generation batch: ``count`` items
+        ``{"n": 0}`` ... ``{"n": count - 1}``, keyed ``"0"`` ... , for a task that makes
+        something from its parameters rather than from an input.
+
         A function that no worker could import by its name (a lambda, a nested function, a
         function of the script being run) is refused with TaskNotImportable unless it is
         registered on this Yard (``@yard.task``), to be run in this process.
         """
         refuse_in_worker_import("submits a batch")
+        if count is not None:
+            items, key_field = _numbered(items, count), "n"
+        elif items is None:
+            raise ConfigError("submit needs items (an iterable of dicts) or a count")
         idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
         spec = self.registry.resolve(task)
         options = self._options(
@@ -181,6 +191,12 @@ class Yard:
         )
         self._wake_workers()
         return Batch(self, status.id, replayed=status.id != batch_id)
+
+    @property
+    def datasets(self) -> Datasets:
+        """The store's datasets: tables of records to pick items from (``add``, ``rows``,
+        ``submit``, ...; see ``batchyard.datasets``)."""
+        return Datasets(self)
 
     def _options(
         self,
@@ -349,6 +365,17 @@ class Yard:
 
 
 _END: Any = object()
+
+
+def _numbered(items: Iterable[Any] | None, count: int) -> Iterable[dict[str, int]]:
+    """The items of a generation batch: ``{"n": 0}`` to ``{"n": count - 1}``."""
+    if items is not None:
+        raise ConfigError("give items or a count, not both")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"count must be a whole number of at least 1, not {count!r}")
+    if count > MAX_POSITION:
+        raise ConfigError(f"a batch holds at most {MAX_POSITION:,} items, not {count:,}")
+    return ({"n": n} for n in range(count))
 
 
 #: The longest idempotency key taken (HTTP clients send UUIDs or request ids).

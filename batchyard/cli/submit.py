@@ -19,6 +19,7 @@ from batchyard.cli.common import (
     print_json,
     wrap,
 )
+from batchyard.cli.sources import add_source_options, check_source, submit_source, takes_source
 from batchyard.errors import CommandError
 
 if TYPE_CHECKING:
@@ -37,12 +38,26 @@ INPUT_HELP = (
     "status 2, and creates no batch. Empty input is an error unless --open."
 )
 
+SOURCES_HELP = (
+    "Instead of INPUT: --dataset NAME takes the rows of a stored dataset ('batchyard "
+    "dataset add'), all or those --where and --keys pick, copied inside the store, each "
+    "item keyed by its row's key; the batch's metadata records the dataset, the conditions "
+    'and the number of rows. --count N makes N items {"n": 0} ... {"n": N-1}, keyed '
+    "0 ... N-1, for a task that generates from its --param values."
+)
+
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """TASK, INPUT and the options of a new batch (or --batch to append to an open one)."""
     parser.add_argument("task", metavar="TASK", help="module:function, or a built-in task name")
-    parser.add_argument("input", metavar="INPUT", help="a .jsonl, .csv or .parquet file, or -")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        nargs="?",
+        help="a .jsonl, .csv or .parquet file, or - (or --dataset NAME, or --count N)",
+    )
     add_input_options(parser)
+    add_source_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
         "--concurrency",
@@ -106,6 +121,21 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """--format, --csv-types and --param: how INPUT is read and what the task is given."""
+    add_csv_options(parser)
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
+        "string; KEY=@FILE takes FILE's text as the string",
+    )
+
+
+def add_csv_options(parser: argparse.ArgumentParser) -> None:
+    """--format and --csv-types: how INPUT is read."""
     parser.add_argument(
         "--format",
         dest="input_format",
@@ -122,16 +152,6 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         help="CSV only: convert these columns (types: str, int, float, bool, json), e.g. "
         "employees=int,score=float; other columns stay strings, an empty cell is null, a "
         "value that does not parse rejects the input with FILE:LINE and the column",
-    )
-    parser.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        type=_param,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
-        "string; KEY=@FILE takes FILE's text as the string",
     )
 
 
@@ -209,7 +229,11 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
     """
     from batchyard.errors import InputError
 
+    check_source(args)
     params = task_params(args)
+    if takes_source(args):
+        made = submit_source(yard, args, _submit_options(args, params))
+        return made, made.status().counts.total
     with read_input(args) as items:
         try:
             if args.batch is not None:
@@ -217,22 +241,29 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
             batch = yard.submit(
                 args.task,
                 items,
-                name=args.name,
-                max_attempts=args.max_attempts,
-                priority=args.priority or 0,
-                params=params,
-                open=args.open,
-                key_field=args.key_field,
                 metadata={"input": items.source},
-                budget=args.budget,
-                idempotency_key=args.idempotency_key,
-                max_result_bytes=args.max_result_bytes,
-                **spending(args),
-                **_task_overrides(args),
+                **_submit_options(args, params),
             )
             return batch, items.count
         except InputError as exc:
             raise _located(exc, items, args.open) from exc.__cause__
+
+
+def _submit_options(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of ``Yard.submit`` the command line's options give."""
+    return {
+        "name": args.name,
+        "max_attempts": args.max_attempts,
+        "priority": args.priority or 0,
+        "params": params,
+        "open": args.open,
+        "key_field": args.key_field,
+        "budget": args.budget,
+        "idempotency_key": args.idempotency_key,
+        "max_result_bytes": args.max_result_bytes,
+        **spending(args),
+        **_task_overrides(args),
+    }
 
 
 def _task_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -365,7 +396,7 @@ def register(commands: Any) -> None:
         help="create a batch from a file (or stdin) and queue it",
         description=wrap(
             "Create a batch of TASK over INPUT's items and queue it for workers "
-            "('batchyard worker'). Prints the batch id. " + INPUT_HELP
+            "('batchyard worker'). Prints the batch id. " + INPUT_HELP + " " + SOURCES_HELP
         ),
         epilog=STATUS_JSON.replace("--json prints", "--json prints, once queued,"),
         formatter_class=RAW,

@@ -25,6 +25,8 @@ from batchyard.models import (
     Page,
     Usage,
 )
+from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
+from batchyard.selection import Selection, Sort
 from batchyard.states import BatchState, ItemState
 from batchyard.store.limits import Grant, Limits, LimitState, Wait, WaitRow
 
@@ -170,7 +172,72 @@ class BudgetCheck:
     held: float
 
 
-class Store(Protocol):
+class DatasetStore(Protocol):
+    """The store's datasets: stored tables of records to pick a batch's items from."""
+
+    def load_dataset(
+        self,
+        name: str,
+        mode: LoadMode,
+        key_field: str | None,
+        chunks: Callable[[int, str | None], Iterable[list[NewItem]]],
+        tally: FieldTally,
+        now: float,
+    ) -> Dataset:
+        """Load rows into a dataset in one transaction, all or nothing: ``create`` a new one
+        (ConfigError if the name is taken), ``append`` to one (DatasetNotFound if none; its
+        own key field is used), or ``replace`` its rows (creating it if need be).
+        ``chunks(start, key_field)`` yields the rows encoded, with positions from ``start``;
+        ``tally`` holds the fields they had once read. A duplicate key raises DuplicateKey
+        (positions as the rows were given), no row at all InputError."""
+        ...
+
+    def get_dataset(self, name: str) -> Dataset:
+        """The dataset with its fields; raises DatasetNotFound."""
+        ...
+
+    def list_datasets(self) -> list[Dataset]:
+        """Every dataset, by name."""
+        ...
+
+    def dataset_rows(
+        self,
+        name: str,
+        selection: Selection | None = None,
+        *,
+        sort: Sort | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RecordPage:
+        """A page of the rows the selection picks, in the order of ``sort`` (rows without
+        its field last) or as they were added, with how many match in all; ``cursor`` is
+        a page's ``next``. Filters and counts run in the database: only the page's rows
+        are read. Raises InputError for a field no row has or a value that does not read
+        as its field's type, ConfigError for a bad cursor or limit."""
+        ...
+
+    def delete_dataset(self, name: str) -> int:
+        """Delete a dataset and its rows (batches made from it keep their items); returns
+        how many rows. Raises DatasetNotFound."""
+        ...
+
+    def create_batch_from_dataset(
+        self,
+        batch_id: str,
+        options: BatchOptions,
+        name: str,
+        selection: Selection,
+        now: float,
+    ) -> BatchStatus:
+        """A queued batch of the rows the selection picks, in dataset order, each item
+        keyed by its row's key, copied inside the database in one transaction. Its
+        metadata records the dataset, the conditions, the keys and the number of rows
+        taken. Raises InputError when nothing matches, when a key names no row, or for a
+        condition ``dataset_rows`` would refuse; nothing is written then."""
+        ...
+
+
+class Store(DatasetStore, Protocol):
     """The operations batchyard needs from a database."""
 
     url: str

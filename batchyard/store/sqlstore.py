@@ -7,13 +7,16 @@ from __future__ import annotations
 from batchyard.store.budgeting import Budgeting
 from batchyard.store.clustering import Clustering
 from batchyard.store.controlling import Controlling
+from batchyard.store.datasets import DatasetTables
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
 from batchyard.store.submitting import Submitting
 from batchyard.store.working import Working
 
 
-class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting, Clustering):
+class SqlStore(
+    Working, Controlling, Reading, Submitting, Limiting, Budgeting, Clustering, DatasetTables
+):
     """The store, put together from its parts (one noun each)."""
 
     def reclaim_expired(self, now: float) -> int:

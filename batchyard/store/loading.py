@@ -1,0 +1,172 @@
+"""Loading rows into a dataset: one transaction, all or nothing (a new dataset, rows added,
+or rows replaced), each chunk inserted in one statement from its JSON array, and the fields
+the rows had merged into ``dataset_fields``."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
+
+from batchyard.errors import ConfigError, DatasetNotFound, DuplicateKey, InputError, StoreError
+from batchyard.records import JSON_TYPES, Dataset, FieldTally, LoadMode
+from batchyard.store.base import Chunk, NewItem
+from batchyard.store.rules import span
+from batchyard.store.sqlbase import SqlBase
+from batchyard.store.tx import Tx
+
+#: Makes a load's chunks: (first position, key field) -> lists of encoded rows.
+RowChunks = Callable[[int, "str | None"], Iterable[list[NewItem]]]
+
+# Inserts one chunk of rows from its JSON array of [key, payload] pairs (parameters: the
+# first row's id, the dataset pk, the array). It differs by database like
+# SqlBase.INSERT_CHUNK; kept here by dialect name so that datasets stay in their own modules.
+_INSERT = {
+    "sqlite": (
+        "INSERT INTO dataset_rows (id, dataset_pk, key, payload) "
+        "SELECT ? + key, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+        "FROM json_each(?)"
+    ),
+    "postgres": (
+        "INSERT INTO dataset_rows (id, dataset_pk, key, payload, doc) "
+        "SELECT ? + o - 1, ?, e->>0, e->>1, (e->>1)::jsonb "
+        "FROM json_array_elements(?::json) WITH ORDINALITY AS t(e, o)"
+    ),
+}
+
+
+class Loading(SqlBase):
+    """Rows into datasets."""
+
+    @abstractmethod
+    def get_dataset(self, name: str) -> Dataset:
+        """The dataset as stored (``DatasetTables`` reads it)."""
+
+    def load_dataset(
+        self,
+        name: str,
+        mode: LoadMode,
+        key_field: str | None,
+        chunks: RowChunks,
+        tally: FieldTally,
+        now: float,
+    ) -> Dataset:
+        with self._write() as tx:
+            pk, key_field, start = self._open_for_load(tx, name, mode, key_field, now)
+            added = 0
+            for chunk in chunks(start, key_field):
+                self._insert_dataset_rows(tx, pk, chunk)
+                added += len(chunk)
+            if not added:
+                raise InputError("no rows: the input is empty")
+            self._merge_dataset_fields(tx, pk, tally.types)
+            tx.run(
+                "UPDATE datasets SET n_rows = n_rows + ?, updated_at = ? WHERE pk = ?",
+                (added, now, pk),
+            )
+        return self.get_dataset(name)
+
+    def _open_for_load(
+        self, tx: Tx, name: str, mode: LoadMode, key_field: str | None, now: float
+    ) -> tuple[int, str | None, int]:
+        """The dataset's pk, its key field and the position of the first new row."""
+        row = tx.one(
+            f"SELECT pk, key_field, n_rows FROM datasets WHERE name = ?{self.dialect.for_update}",
+            (name,),
+        )
+        if row is not None and mode == "create":
+            raise ConfigError(
+                f"dataset {name!r} exists already: --append adds rows to it, --replace "
+                "replaces them"
+            )
+        if row is None and mode == "append":
+            raise DatasetNotFound(name)
+        if row is None:
+            try:
+                with tx.savepoint():
+                    created = tx.one(
+                        "INSERT INTO datasets (name, key_field, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?) RETURNING pk",
+                        (name, key_field, now, now),
+                    )
+            except tx.UniqueViolation as exc:
+                raise ConfigError(f"dataset {name!r} was created meanwhile") from exc
+            return int(created[0]), key_field, 1
+        pk, kept, rows = int(row[0]), row[1], int(row[2])
+        if mode == "append":
+            return pk, kept, rows + 1
+        self._delete_dataset_rows(tx, pk)
+        tx.run(
+            "UPDATE datasets SET key_field = ?, n_rows = 0, updated_at = ? WHERE pk = ?",
+            (key_field, now, pk),
+        )
+        return pk, key_field, 1
+
+    def _insert_dataset_rows(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+        if not chunk:
+            return
+        low, high = span(pk)
+        if low + chunk[-1].position >= high:
+            raise StoreError(f"a dataset holds at most {high - low - 1:,} rows")
+        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
+        try:
+            with tx.savepoint():
+                tx.run(_INSERT[self.dialect.name], (low + chunk[0].position, pk, rows))
+        except tx.UniqueViolation:
+            self._raise_duplicate_row(tx, pk, chunk)
+
+    def _raise_duplicate_row(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+        seen: dict[str, int] = {}
+        for row in chunk:
+            if row.key in seen:
+                _duplicate(seen[row.key], row)
+            seen[row.key] = row.position
+        where, keys = self._any("key", seen)
+        query = f"SELECT key, id FROM dataset_rows WHERE dataset_pk = ? AND {where}"
+        found = tx.all(query, (pk, keys))
+        low = span(pk)[0]
+        earlier = {key: row_id - low for key, row_id in found}
+        for row in chunk:
+            if row.key in earlier:
+                _duplicate(earlier[row.key], row)
+        raise StoreError("a row insert failed for no reason found")  # pragma: no cover
+
+    @staticmethod
+    def _merge_dataset_fields(tx: Tx, pk: int, seen: dict[str, set[str]]) -> None:
+        kept = {
+            name: (ord_, set(types.split(",")))
+            for name, ord_, types in tx.all(
+                "SELECT name, ord, types FROM dataset_fields WHERE dataset_pk = ?", (pk,)
+            )
+        }
+        next_ord = max((ord_ for ord_, _ in kept.values()), default=0) + 1
+        for name, types in seen.items():
+            if name not in kept:
+                tx.run(
+                    "INSERT INTO dataset_fields (dataset_pk, name, ord, types) VALUES (?, ?, ?, ?)",
+                    (pk, name, next_ord, _types(types)),
+                )
+                next_ord += 1
+            elif not types <= kept[name][1]:
+                tx.run(
+                    "UPDATE dataset_fields SET types = ? WHERE dataset_pk = ? AND name = ?",
+                    (_types(types | kept[name][1]), pk, name),
+                )
+
+    @staticmethod
+    def _delete_dataset_rows(tx: Tx, pk: int) -> int:
+        low, high = span(pk)
+        tx.run("DELETE FROM dataset_fields WHERE dataset_pk = ?", (pk,))
+        return tx.run("DELETE FROM dataset_rows WHERE id >= ? AND id < ?", (low, high))
+
+
+def _types(types: set[str]) -> str:
+    return ",".join(t for t in JSON_TYPES if t in types)
+
+
+def _duplicate(first_position: int, row: NewItem) -> None:
+    raise DuplicateKey(
+        f"duplicate key (first used by row {first_position})",
+        first_position=first_position,
+        position=row.position,
+        key=row.key,
+    )
