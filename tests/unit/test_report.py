@@ -314,7 +314,7 @@ def test_the_report_shows_the_top_error_clusters(yard: Yard) -> None:
     assert {c.text: (c.items, c.attempts) for c in report.clusters} == {
         f"ValueError: d{at}": (1, 2),  # a bare word is no id: d and f are two failures
         f"ValueError: f{at}": (1, 2),
-        f"KeyError: <str>{at}": (1, 2),
+        f"KeyError: 'e'{at}": (1, 2),  # a quoted word alone reads as a field name: kept
         f"Retry: retry requested{at}": (0, 1),  # c's first attempt; c then succeeded
     }
     assert list(report.clusters) == batch.error_clusters()
