@@ -15,7 +15,8 @@ from batchyard.store.working import Working
 class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
     """The store, put together from its parts (one noun each)."""
 
-    def reclaim_expired(self, now: float) -> int:
-        moved = self._reclaim_leases(now)
+    def reclaim_expired(self, now: float, steady: float | None = None) -> int:
+        moved = self._reclaim_leases(now, steady)
+        self._rebase_retries(now)
         self._drop_abandoned_uploads(now)
         return moved
