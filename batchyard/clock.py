@@ -98,7 +98,8 @@ class DatabaseClock:
         try:
             db_time = self._read()
         except Exception as exc:  # a database away: try again at the next resync
-            log.warning("could not read the database's clock (%s); using the last reading", exc)
+            # INFO: an outage is told once, by whoever meets it (the worker, the CLI).
+            log.info("could not read the database's clock (%s); using the last reading", exc)
             return
         after = time.monotonic()
         if after - before > MAX_ROUND_TRIP and self._anchor is not None:
