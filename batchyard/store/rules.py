@@ -1,6 +1,6 @@
 """The store's rules that are not SQL: the claimable states, item ids as ranges per batch,
 page cursors, upload batching, which outcome of an attempt counts, where an expired lease
-sends its item, and budget arithmetic."""
+sends its item, which lapsed leases a sweep may take back, and budget arithmetic."""
 
 from __future__ import annotations
 
