@@ -17,8 +17,8 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -60,14 +60,15 @@ def faked(offset: str | None = None, timestamp_file: Path | None = None) -> dict
     return env
 
 
+# The fixtures of test_processes.py (imported fixtures would shadow test arguments).
 @pytest.fixture
-def yard(store_url: str) -> Any:
+def yard(store_url: str) -> Iterator[Yard]:
     with Yard(store_url) as y:
         yield y
 
 
 @pytest.fixture
-def workers(store_url: str, tmp_path: Path, yard: Yard) -> Any:
+def workers(store_url: str, tmp_path: Path, yard: Yard) -> Iterator[Workers]:
     logs = tmp_path / "logs"
     logs.mkdir()
     pool = Workers(store_url, logs)
