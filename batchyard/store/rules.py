@@ -103,7 +103,7 @@ class LeaseWatch:
     this watcher has seen it look lapsed, unrenewed (same attempt, same end), for its whole
     length on the steady clock. A worker that is alive renews within that time, whatever
     any clock says; a dead one's items come back a lease after the sweep first saw them.
-    A lease of unknown length (set before schema 9 / 11) is taken back at once, as before.
+    A lease of unknown length (set before schema 11 / 13) is taken back at once, as before.
     """
 
     def __init__(self) -> None:
