@@ -29,7 +29,6 @@ import asyncio
 import math
 import random
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -204,7 +203,7 @@ class SharedLimiter:
         token_burst: float | None = None,
         lease: float = 600.0,
         jitter: float = 0.05,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         on_wait: WaitObserver | None = None,
     ) -> None:
         if not key:
@@ -227,7 +226,8 @@ class SharedLimiter:
         self.key = key
         self.limits = Limits(requests, tokens, concurrency, lease)
         self._jitter = jitter
-        self._clock = clock
+        # The store's clock by default: every worker sharing the limit reads the same.
+        self._clock = clock or store.clock().now
         #: Told when a call of this limiter waits (see ``WaitObserver``), unless the call
         #: names its own observer.
         self.on_wait = on_wait

@@ -55,7 +55,7 @@ class Job:
         self, claim: Claim, spec: TaskSpec, claimed_at: float, hub: Hub | None = None
     ) -> None:
         self.claim = claim
-        #: When (on the worker's clock) this attempt times out; None for never. Set
+        #: When (on ``Shared.timer``) this attempt times out; None for never. Set
         #: when it starts, like ``started_at``: a prefetched item waits without a clock.
         self.deadline: float | None = None
         self.spec = spec

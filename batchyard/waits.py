@@ -37,7 +37,7 @@ class Waits:
     worker's event loop only (limiters wait there, sync tasks included)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        # The wall clock by default, as limiters (``SharedLimiter``) and statuses use.
+        # A worker passes its store's clock, as limiters (``SharedLimiter``) and statuses use.
         self._clock = clock
         self._held: dict[int, _Held] = {}
         #: Whether anything changed since the last ``rows``.

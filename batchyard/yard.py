@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchyard import items as item_codec
 from batchyard.batch import Batch
-from batchyard.clock import Clock, SystemClock
+from batchyard.clock import Clock
 from batchyard.datasets import Datasets
 from batchyard.errors import ConfigError, InputError
 from batchyard.models import (
@@ -67,7 +67,9 @@ class Yard:
         self.url = str(url)
         self.store: Store = open_store(url)
         self.registry = TaskRegistry()
-        self.clock: Clock = clock or SystemClock()
+        # The store's clock by default: on PostgreSQL the database's, which every worker
+        # shares whatever its machine's clock says.
+        self.clock: Clock = clock or self.store.clock()
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Yard:

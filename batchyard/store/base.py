@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
 from batchyard.models import (
     JSON,
@@ -432,9 +433,15 @@ class Store(DatasetStore, Protocol):
         (``Again.RELEASED``). The others never ran: their attempt is not counted at all."""
         ...
 
-    def reclaim_expired(self, now: float) -> int:
+    def reclaim_expired(self, now: float, steady: float | None = None) -> int:
         """Return items whose lease expired to the queue (or fail them when their attempts
-        are spent), and remove uploads abandoned mid-way.
+        are spent), and remove uploads abandoned mid-way. Retries that began to wait after
+        ``now`` (a clock went back) wait their delay from ``now``.
+
+        With ``steady`` (the caller's monotonic time), a lease is taken back only once
+        this store object's sweeps have seen it lapse, unrenewed, for its whole length
+        (``rules.LeaseWatch``): no clock step or disagreement takes a live lease. Without,
+        a lease whose end is before ``now`` is taken back at once.
 
         An expiry counts as an attempt only when it is surely the item's own: it was the
         only item its worker held, or it already ran alone. Items that died in a crowd are
@@ -531,6 +538,13 @@ class Store(DatasetStore, Protocol):
 
     def cache_prune(self, kept_before: float) -> int:
         """Delete responses kept before this time; returns how many."""
+        ...
+
+    def clock(self) -> Clock:
+        """The clock this store's times are read from: the machine's on SQLite (every
+        process shares it), the database server's on PostgreSQL (``DatabaseClock``), so
+        workers on machines whose clocks disagree agree on leases and retry times. One
+        clock per store object: a Yard and its workers take it as their default."""
         ...
 
     def close(self) -> None: ...

@@ -223,6 +223,8 @@ class ExpiredRow(NamedTuple):
     worker: str
     suspect: int
     started_at: float | None
+    lease_expires: float
+    lease_for: float | None
 
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)

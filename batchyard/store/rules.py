@@ -1,10 +1,11 @@
 """The store's rules that are not SQL: the claimable states, item ids as ranges per batch,
 page cursors, upload batching, which outcome of an attempt counts, where an expired lease
-sends its item, and budget arithmetic."""
+sends its item, which lapsed leases a sweep may take back, and budget arithmetic."""
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -91,6 +92,39 @@ def expiry(
             "not counted against it; it runs alone next"
         ),
     )
+
+
+class LeaseWatch:
+    """Which leases a sweep may take back, when it has a steady (monotonic) clock of its own.
+
+    A lease looks lapsed when its end has passed on the store's clock, or lies further
+    ahead than its length (``lease_for``): a renewal never sets it so far, so the clock
+    went back, or the worker that set it was ahead. Either way it is taken back only once
+    this watcher has seen it look lapsed, unrenewed (same attempt, same end), for its whole
+    length on the steady clock. A worker that is alive renews within that time, whatever
+    any clock says; a dead one's items come back a lease after the sweep first saw them.
+    A lease of unknown length (set before schema 11 / 13) is taken back at once, as before.
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[tuple[int, int, float], float] = {}
+        self._lock = threading.Lock()
+
+    def due(
+        self, lapsed: Iterable[tuple[int, int, float, float | None]], steady: float
+    ) -> set[int]:
+        """The item ids to take back of ``lapsed`` (item id, attempt, lease end, lease
+        length) as seen at ``steady``; a lease not in ``lapsed`` is forgotten."""
+        since: dict[tuple[int, int, float], float] = {}
+        due: set[int] = set()
+        with self._lock:
+            for item_id, attempt, end, length in lapsed:
+                key = (item_id, attempt, end)
+                first = since[key] = self._since.get(key, steady)
+                if steady - first >= (length or 0.0):
+                    due.add(item_id)
+            self._since = since
+        return due
 
 
 def check_budget(budget: float | None) -> None:

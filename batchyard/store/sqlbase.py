@@ -4,12 +4,12 @@ operations each database does its own way (declared here, defined by ``SqliteSto
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
+from batchyard.clock import Clock, SystemClock
 from batchyard.errors import BatchNotFound
 from batchyard.models import BatchStatus
 from batchyard.store.base import LeaseUpdate, Outcome
@@ -29,6 +29,13 @@ class SqlBase(ABC):
     #: the first item's id, the batch pk, the first position, max_attempt, the array.
     INSERT_CHUNK: ClassVar[str]
     url: str
+    _clock: Clock | None = None
+
+    def clock(self) -> Clock:
+        """The machine's clock; PostgreSQL's store reads its server's."""
+        if self._clock is None:
+            self._clock = SystemClock()
+        return self._clock
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Tx]:
@@ -91,12 +98,12 @@ class SqlBase(ABC):
         status = row.status()
         if not status.counts.running:
             return status
-        # NOTE: the wall clock, not a caller's: these rows only expire when their worker
-        # died, and a status read has no ``now`` of its own.
+        # NOTE: the store's clock, not a caller's: these rows only expire when their
+        # worker died, and a status read has no ``now`` of its own.
         waits = self._read(
             "SELECT key, reason, items, wait_until, rate FROM limit_waits "
             "WHERE batch_pk = ? AND expires_at > ?",
-            (row.pk, time.time()),
+            (row.pk, self.clock().now()),
         )
         return with_waiting(status, waiting_on(waits))
 

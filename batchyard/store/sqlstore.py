@@ -19,7 +19,8 @@ class SqlStore(
 ):
     """The store, put together from its parts (one noun each)."""
 
-    def reclaim_expired(self, now: float) -> int:
-        moved = self._reclaim_leases(now)
+    def reclaim_expired(self, now: float, steady: float | None = None) -> int:
+        moved = self._reclaim_leases(now, steady)
+        self._rebase_retries(now)
         self._drop_abandoned_uploads(now)
         return moved

@@ -15,7 +15,7 @@ from batchyard.store.clustering import Hit, count_failures
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
 from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
-from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, S, expiry, span
+from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, LeaseWatch, S, expiry, span
 from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
 
@@ -37,7 +37,8 @@ _CLAIMABLE_BATCHES = (
 _TAKE = (
     "WITH picked AS (SELECT id FROM items WHERE {where} LIMIT ?{lock}) "
     f"UPDATE items SET state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, "
-    "lease_expires = ?, started_at = ?, seq = ?{clear} WHERE id IN (SELECT id FROM picked) "
+    "lease_expires = ?, lease_for = ?, started_at = ?, seq = ?{clear} "
+    "WHERE id IN (SELECT id FROM picked) "
     f"RETURNING {', '.join(TakenRow._fields)}"
 )
 _REQUEUED = (
@@ -62,6 +63,10 @@ _RAN_SETS = {
 
 class Working(Recording):
     """What workers do to items: claim, heartbeat, release; and the lease sweep."""
+
+    #: The leases this store object's sweeps saw lapse, and since when; made on the first
+    #: sweep (two sweeps racing to make it lose one sighting at most).
+    _lease_watch: LeaseWatch | None = None
 
     def _claimable(
         self,
@@ -213,7 +218,7 @@ class Working(Recording):
             )
             if due:
                 tx.move_counts(row.pk, {"n_pending": due, "n_retry_wait": -due}, now)
-        lease_args = (worker_id, now + lease, now, tx.seq)
+        lease_args = (worker_id, now + lease, lease, now, tx.seq)
         # Items that came back (retries, leases taken back) go first, then fresh ones.
         got = sorted(
             self._take(tx, _REQUEUED, (row.pk, int(suspect), room), lease_args, requeued=True),
@@ -330,12 +335,13 @@ class Working(Recording):
         *,
         spend: bool,
         ran: Again | None,
-        expired: str | None = None,
+        expired: tuple[str, float] | None = None,
     ) -> int:
         """Move one running item off its lease to ``target``; 1 if it moved, else 0.
         ``ran``: why the run it had ends (None: its task was never called, so the attempt
-        was no run). With ``expired`` (why), only if its lease ran out before ``now``: it
-        is marked suspect and ``expired`` is its error and a line of its log."""
+        was no run). With ``expired`` (why, the lease's end as the sweep saw it), only if
+        the lease was not renewed since: it is marked suspect and ``why`` is its error and
+        a line of its log."""
         check_item(S.RUNNING, target)
         params: list[Any] = [
             target.value,
@@ -345,11 +351,11 @@ class Working(Recording):
         ]
         where = ""
         if expired is not None:
-            params += (expired, signature(LEASE_EXPIRED, expired).id)
-            where = " AND lease_expires < ?"
+            params += (expired[0], signature(LEASE_EXPIRED, expired[0]).id)
+            where = " AND lease_expires = ?"
         params += (item_id, attempt)
         if expired is not None:
-            params.append(now)
+            params.append(expired[1])
         row = tx.one(_UNLEASE.format(sets=_RAN_SETS[ran], where=where), params)
         if row is None:
             return 0
@@ -359,21 +365,29 @@ class Working(Recording):
             moves[f"again_{row[0]}"] = -1
         tx.move_counts(pk, moves, now)
         if expired is not None:
-            tx.run(LOG_INSERT, (item_id, attempt, now, "error", expired))
+            tx.run(LOG_INSERT, (item_id, attempt, now, "error", expired[0]))
         tx.end_if_done(pk, now)
         return 1
 
-    def _reclaim_leases(self, now: float) -> int:
-        expired = [
+    def _reclaim_leases(self, now: float, steady: float | None) -> int:
+        lapsed = [
             ExpiredRow._make(row)
             for row in self._read(
-                "SELECT i.id, i.batch_pk, i.attempts, i.max_attempt, i.worker, i.suspect, "
-                "i.started_at "
+                f"SELECT {', '.join(f'i.{name}' for name in ExpiredRow._fields)} "
                 "FROM batches b JOIN items i ON i.batch_pk = b.pk WHERE b.n_running > 0 "
-                f"AND i.state = '{S.RUNNING}' AND i.lease_expires < ? ORDER BY i.id",
-                (now,),
+                f"AND i.state = '{S.RUNNING}' "
+                "AND (i.lease_expires < ? OR i.lease_expires > ? + i.lease_for) ORDER BY i.id",
+                (now, now),
             )
         ]
+        if steady is None:  # the caller's clock decides alone (a test's FakeClock)
+            expired = [row for row in lapsed if row.lease_expires < now]
+        else:
+            if self._lease_watch is None:
+                self._lease_watch = LeaseWatch()
+            watched = [(r.id, r.attempts, r.lease_expires, r.lease_for) for r in lapsed]
+            due = self._lease_watch.due(watched, steady)
+            expired = [row for row in lapsed if row.id in due]
         if not expired:
             return 0
         moved = 0
@@ -412,7 +426,7 @@ class Working(Recording):
                     now,
                     spend=spend,
                     ran=A.WORKER_LOST,
-                    expired=why,
+                    expired=(why, row.lease_expires),
                 )
                 if took and row.started_at is not None:  # when and where the lost run began
                     started = (row.id, row.attempts, row.started_at, "started")
@@ -437,6 +451,29 @@ class Working(Recording):
             for row, final, why in expiries
         ]
         count_failures(tx, hits)
+
+    def _rebase_retries(self, now: float) -> int:
+        """Retries that began to wait later than ``now`` (the clock went back since, or the
+        worker that recorded them was ahead) wait their delay from ``now`` instead, not
+        until the clocks meet; returns how many."""
+        rows = self._read(
+            "SELECT i.id, i.batch_pk FROM batches b JOIN items i ON i.batch_pk = b.pk "
+            f"WHERE b.n_retry_wait > 0 AND i.state = '{S.RETRY_WAIT}' AND i.waiting_since > ?",
+            (now,),
+        )
+        if not rows:
+            return 0
+        with self._write() as tx:
+            tx.lock_batches({pk for _, pk in rows})
+            where, ids = self._any("id", [item_id for item_id, _ in rows])
+            rebased = tx.run(
+                "UPDATE items SET run_after = ? + (run_after - waiting_since), "
+                f"waiting_since = ? WHERE {where} AND state = '{S.RETRY_WAIT}' "
+                "AND waiting_since > ?",
+                (now, now, ids, now),
+            )
+            tx.notify = rebased > 0
+        return rebased
 
 
 def _runnable(row: ClaimableRow, now: float, only: Collection[str] | None) -> bool:

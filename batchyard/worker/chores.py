@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from batchyard.errors import BatchyardError, StoreUnavailable
@@ -47,7 +46,7 @@ class Chores:
         self._shared = shared
         self._inflight = inflight
         self._waits = waits
-        #: When waits were last written (wall clock, as limiters and statuses use), None
+        #: When waits were last written (store's clock, as limiters and statuses use), None
         #: while the store holds none of this worker's.
         self._waits_written: float | None = None
 
@@ -65,8 +64,8 @@ class Chores:
     async def publish_waits(self) -> None:
         """Write which held items wait for which limiter when that changed, and again
         every third of a lease while any wait (each row is trusted for one lease)."""
-        # The wall clock, not the worker's: limiters wait on it, and statuses read it.
-        now, lease = time.time(), self._shared.config.lease
+        # The store's clock, not the worker's: limiters wait on it, and statuses read it.
+        now, lease = self._shared.store.clock().now(), self._shared.config.lease
         written = self._waits_written
         if not self._waits.changed and (written is None or now - written < lease / 3):
             return
@@ -88,7 +87,11 @@ class Chores:
         shared = self._shared
         try:
             await shared.db.call(
-                shared.store.publish_waits, shared.config.worker_id, [], time.time(), 0.0
+                shared.store.publish_waits,
+                shared.config.worker_id,
+                [],
+                shared.store.clock().now(),
+                0.0,
             )
         except BatchyardError as exc:  # they expire by themselves within a lease
             log.info("could not clear this worker's rate limit waits: %s", exc)
@@ -114,7 +117,9 @@ class Chores:
         updates = []
         for job in list(self._inflight.jobs.values()):
             ctx = job.ctx
-            if not ctx.progress_changed and now - job.renewed_at < renew_every:
+            # A renewal "in the future" means the clock went back: renew now, or the lease
+            # would wait for the clock to catch up and look lapsed meanwhile.
+            if not ctx.progress_changed and 0 <= now - job.renewed_at < renew_every:
                 continue
             job.renewed_at = now
             updates.append(
@@ -143,8 +148,8 @@ class Chores:
 
     async def watchdog(self) -> None:
         """Stop the running attempts past their deadline."""
-        # The injected clock, as for leases: a test moves a FakeClock past the deadline.
-        now = self._shared.now()
+        # Not a wall clock: a step of it would time out every attempt at once.
+        now = self._shared.timer()
         for job in list(self._inflight.jobs.values()):
             if job.deadline is not None and job.deadline <= now and job.lane is not None:
                 job.stop(TIMEOUT)
@@ -152,6 +157,10 @@ class Chores:
     async def reclaim(self) -> None:
         """Send items whose lease expired (their worker stopped answering) back."""
         shared = self._shared
-        moved = await shared.db.call(shared.store.reclaim_expired, shared.now())
+        # The store's own clock makes the sweep watch leases on the monotonic clock, so no
+        # clock step takes a live one (``rules.LeaseWatch``); a clock a caller injected (a
+        # test's FakeClock) decides alone.
+        steady = shared.timer() if shared.steady else None
+        moved = await shared.db.call(shared.store.reclaim_expired, shared.now(), steady)
         if moved:
             log.info("took back %d item(s) whose worker stopped answering", moved)

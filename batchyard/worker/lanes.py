@@ -21,11 +21,18 @@ class Lanes:
     """The queue of claimed jobs waiting to start, and the lanes that run them."""
 
     def __init__(
-        self, count: int, runner: Runner, clock: Clock, settle: Settle, pause: Pause
+        self,
+        count: int,
+        runner: Runner,
+        clock: Clock,
+        timer: Callable[[], float],
+        settle: Settle,
+        pause: Pause,
     ) -> None:
         self._count = count
         self._runner = runner
         self._clock = clock
+        self._timer = timer  # deadlines (see Shared.timer)
         self._settle = settle
         self._pause = pause
         #: Claimed jobs not started yet, oldest first.
@@ -81,7 +88,7 @@ class Lanes:
         job.started_at = self._clock.now()
         limit = job.claim.batch.timeout
         if limit is not None:
-            job.deadline = job.started_at + limit
+            job.deadline = self._timer() + limit
         outcome: Outcome | None = None
         try:
             outcome = await self._runner.run(job)

@@ -76,12 +76,21 @@ class Shared:
     registry: TaskRegistry
     config: WorkerConfig
     clock: Clock
+    #: Whether the clock is the store's own (not one a caller injected, like a test's
+    #: FakeClock): then lengths of time are measured on the monotonic clock.
+    steady: bool = False
     stats: WorkerStats = field(default_factory=WorkerStats)
     db: StoreThread = field(default_factory=StoreThread)
     outage: Outage = field(default_factory=Outage)
 
     def now(self) -> float:
         return self.clock.now()
+
+    def timer(self) -> float:
+        """Seconds for measuring lengths of time (timeouts): the monotonic clock, which
+        never steps, unless the worker was given a clock of its own (a test's FakeClock,
+        moved past a deadline)."""
+        return time.monotonic() if self.steady else self.clock.now()
 
     def known_tasks(self) -> list[str]:
         """The tasks this worker serves: those registered (by its Yard, or loaded when found

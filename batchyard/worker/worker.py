@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 
-from batchyard.clock import Clock, SystemClock
+from batchyard.clock import Clock
 from batchyard.errors import BatchyardError, StoreUnavailable
 from batchyard.runner import DaemonThreads, Job, Runner
 from batchyard.services import Hub
@@ -39,16 +39,23 @@ class Worker:
         self.store = store
         self.registry = registry
         self.config = config or WorkerConfig()
-        self.clock = clock or SystemClock()
-        self._shared = Shared(store, registry, self.config, self.clock)
+        self.clock = clock or store.clock()
+        self._shared = Shared(
+            store, registry, self.config, self.clock, steady=self.clock is store.clock()
+        )
         self.stats: WorkerStats = self._shared.stats
         self._threads = DaemonThreads(self.config.concurrency)
-        self._waits = Waits()
+        self._waits = Waits(store.clock().now)
         hub = Hub(store, self.clock, self._waits)
         runner = Runner(self.clock, self._threads, hub, self.config.worker_id)
         self._inflight = InFlight(self.config, self._waits)
         self._lanes = Lanes(
-            self.config.concurrency, runner, self.clock, self._settle, self._pause_and_give_back
+            self.config.concurrency,
+            runner,
+            self.clock,
+            self._shared.timer,
+            self._settle,
+            self._pause_and_give_back,
         )
         self._callbacks = Callbacks(self._shared)
         self._discovery = Discovery(self._shared, self._wake_claims)

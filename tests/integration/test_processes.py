@@ -65,9 +65,10 @@ class Workers:
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker with ``args``; ``env``: more environment variables for it."""
         n = len(self.procs)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         with (
             open(self.logs / f"worker{n}.out", "wb") as out,
             open(self.logs / f"worker{n}.err", "wb") as err,

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchyard import Retry
+
 
 def expected(n: int) -> dict[str, Any]:
     """The result every task here records for input ``n``."""
@@ -83,4 +85,18 @@ async def slow_first(item, ctx):
     append_line(item["ledger"], {"key": ctx.key, "attempt": ctx.attempt, "pid": os.getpid()})
     if ctx.attempt == 1:
         await asyncio.sleep(item["sleep"])
+    return expected(item["n"])
+
+
+async def clocked(item, ctx):
+    """Sleeps ``sleep`` seconds on its first attempt; with ``after``, it then asks to be retried
+    ``after`` seconds later. Each start and each retry request leaves a ledger line with the
+    machine's monotonic time (the clock tests keep libfaketime off it), so a test can time
+    retries across processes whose wall clocks disagree."""
+    line = {"key": ctx.key, "attempt": ctx.attempt, "pid": os.getpid()}
+    append_line(item["ledger"], {**line, "event": "start", "mono": time.monotonic()})
+    await asyncio.sleep(item.get("sleep", 0.0) if ctx.attempt == 1 else 0.0)
+    if ctx.attempt == 1 and "after" in item:
+        append_line(item["ledger"], {**line, "event": "retry", "mono": time.monotonic()})
+        raise Retry(after=item["after"])
     return expected(item["n"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from batchyard.clock import DatabaseClock
 from batchyard.errors import StoreError
 from batchyard.models import USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
@@ -36,6 +37,8 @@ UPDATE items i SET
     error_sig = CASE WHEN u.error IS NOT NULL OR u.error_sig IS NOT NULL THEN u.error_sig
         WHEN u.later THEN NULL ELSE i.error_sig END,
     run_after = COALESCE(u.run_after, i.run_after),
+    waiting_since = CASE WHEN u.run_after IS NOT NULL THEN u.finished_at
+        ELSE i.waiting_since END,
     {", ".join(f"{c} = i.{c} + u.{c}" for c in USAGE_FIELDS)},
     metrics = CASE WHEN u.metrics IS NOT NULL THEN u.metrics
         WHEN u.later THEN NULL ELSE i.metrics END,
@@ -100,6 +103,11 @@ class PostgresStore(SqlStore):
         self._pool = Pool(url, pool_size)
         self._listener: Listener | None = None
         self._lock = threading.Lock()
+        self._clock = DatabaseClock(self._server_time)
+
+    def _server_time(self) -> float:
+        # clock_timestamp(), not now(): the time of the reading, not of a transaction.
+        return float(self._read("SELECT EXTRACT(EPOCH FROM clock_timestamp())")[0][0])
 
     def _write(self) -> AbstractContextManager[Tx]:
         return self._pool.write()

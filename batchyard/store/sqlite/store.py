@@ -131,7 +131,7 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
         if shape[2]:
             params += (o.error, o.error_type, failure_sig(o))
         if shape[3]:
-            params.append(o.run_after)
+            params += (o.run_after, o.finished_at)
         if shape[4]:
             params += o.usage.values()
         if shape[5]:
@@ -152,7 +152,7 @@ _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
         "error = ?, error_type = ?, error_sig = ?",
         "error = NULL, error_type = NULL, error_sig = NULL",
     ),
-    ("run_after = ?", None),
+    ("run_after = ?, waiting_since = ?", None),
     (", ".join(f"{column} = {column} + ?" for column in USAGE_FIELDS), None),
     ("metrics = ?", "metrics = NULL"),
     ("progress = COALESCE(?, progress), message = COALESCE(?, message)", None),
