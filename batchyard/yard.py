@@ -25,6 +25,7 @@ from batchyard.models import (
     BatchOptions,
     BatchStatus,
     Page,
+    TemplateRef,
     new_batch_id,
 )
 from batchyard.ratelimit import parse_rate
@@ -42,6 +43,7 @@ from batchyard.tasks import (
     make_spec,
     refuse_in_worker_import,
 )
+from batchyard.templates.library import Templates, merged_params
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -67,6 +69,9 @@ class Yard:
         self.store: Store = open_store(url)
         self.registry = TaskRegistry()
         self.clock: Clock = clock or SystemClock()
+        #: The store's templates: ``create``, ``update``, ``get``, ``list``, ``diff``,
+        #: ``archive``, ``usage``.
+        self.templates = Templates(self.store, self.registry, self.clock)
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Yard:
@@ -108,9 +113,10 @@ class Yard:
 
     def submit(
         self,
-        task: str | Callable[..., Any] | TaskSpec,
-        items: Iterable[Any],
+        task: str | Callable[..., Any] | TaskSpec | None = None,
+        items: Iterable[Any] = (),
         *,
+        template: str | TemplateRef | None = None,
         name: str | None = None,
         concurrency: int | None = UNSET,
         max_attempts: int | None = None,
@@ -146,15 +152,23 @@ class Yard:
         that batch (``Batch.replayed`` is True), even when the two run at once. The same
         key with other input raises ``IdempotencyConflict``.
 
+        ``template`` (``"lead-report"``: its latest version; ``"lead-report@3"``: that one)
+        gives the task and its parameters; ``params`` given here override the template's,
+        and the batch records the merged result and the version. A missing or archived
+        version raises TemplateNotFound / TemplateArchived (naming the latest version)
+        before anything is written.
+
         A function that no worker could import by its name (a lambda, a nested function, a
         function of the script being run) is refused with TaskNotImportable unless it is
         registered on this Yard (``@yard.task``), to be run in this process.
         """
         refuse_in_worker_import("submits a batch")
         idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
+        task, params, chosen = self._with_template(task, params, template)
         spec = self.registry.resolve(task)
         options = self._options(
             spec,
+            template=chosen,
             name=name,
             concurrency=concurrency,
             max_attempts=max_attempts,
@@ -181,6 +195,24 @@ class Yard:
         )
         self._wake_workers()
         return Batch(self, status.id, replayed=status.id != batch_id)
+
+    def _with_template(
+        self,
+        task: str | Callable[..., Any] | TaskSpec | None,
+        params: dict[str, JSON] | None,
+        template: str | TemplateRef | None,
+    ) -> tuple[str | Callable[..., Any] | TaskSpec, dict[str, JSON] | None, TemplateRef | None]:
+        """The task, the parameters (the template's with ``params`` on top) and the
+        template version of a submission or estimate."""
+        if template is None:
+            if task is None:
+                raise ConfigError("a batch needs a task (or a template, which names one)")
+            return task, params, None
+        chosen = self.templates.runnable(template)
+        if task is not None and self.registry.resolve(task).name != chosen.task:
+            name = self.registry.resolve(task).name
+            raise ConfigError(f"template {chosen.ref} is for task {chosen.task}, not {name}")
+        return chosen.task, merged_params(chosen, params), chosen.ref
 
     def _options(
         self,
@@ -228,10 +260,11 @@ class Yard:
 
     def estimate(
         self,
-        task: str,
+        task: str | None,
         items: Iterable[Any],
         *,
-        params: dict[str, JSON],
+        params: dict[str, JSON] | None = None,
+        template: str | TemplateRef | None = None,
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         pilot: int = 0,
@@ -240,9 +273,11 @@ class Yard:
         """What a batch of ``items`` would cost and take, without creating it, as its task
         says (``TaskSpec.estimate``; the llm task: see ``batchyard.llm.estimate``).
         ``pilot`` runs that many items first (a small batch of its own, spread over the
-        input) to learn how long the answers are. Raises ConfigError for a task that
-        cannot estimate, or parameters it cannot run with."""
-        spec = self.registry.resolve(task)
+        input) to learn how long the answers are. ``template`` as for ``submit``: a version
+        with no history of its own is estimated from its previous version's. Raises
+        ConfigError for a task that cannot estimate, or parameters it cannot run with."""
+        resolved, params, chosen = self._with_template(task, params, template)
+        spec = self.registry.resolve(resolved)
         if spec.estimate is None:
             raise ConfigError(f"estimates are for the llm task, not {spec.name}")
         options = self._options(
@@ -259,12 +294,14 @@ class Yard:
         )
         rows = list(items)
         trial = Pilot(pilot, self._pilot_runner(spec, options.params, concurrency))
+        extra = {} if chosen is None else {"template": chosen}
         return spec.estimate(
             self.store,
             options.params,
             rows,
             concurrency=concurrency,
             pilot=trial if pilot > 0 else None,
+            **extra,
         )
 
     def _pilot_runner(

@@ -9,10 +9,11 @@ from batchyard.store.controlling import Controlling
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
 from batchyard.store.submitting import Submitting
+from batchyard.store.templating import Templating
 from batchyard.store.working import Working
 
 
-class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting):
+class SqlStore(Working, Controlling, Reading, Submitting, Limiting, Budgeting, Templating):
     """The store, put together from its parts (one noun each)."""
 
     def reclaim_expired(self, now: float) -> int:
