@@ -40,8 +40,19 @@ INPUT_HELP = (
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """TASK, INPUT and the options of a new batch (or --batch to append to an open one)."""
-    parser.add_argument("task", metavar="TASK", help="module:function, or a built-in task name")
+    parser.add_argument(
+        "task",
+        metavar="TASK",
+        nargs="?",
+        help="module:function, or a built-in task name (with --template: the template's)",
+    )
     parser.add_argument("input", metavar="INPUT", help="a .jsonl, .csv or .parquet file, or -")
+    parser.add_argument(
+        "--template",
+        metavar="NAME[@N]",
+        help="run with a template's task and parameters: NAME its latest version, NAME@N "
+        "that one; --param values override the template's",
+    )
     add_input_options(parser)
     parser.add_argument("--name", help="a name to show beside the batch id")
     parser.add_argument(
@@ -123,6 +134,11 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         "employees=int,score=float; other columns stay strings, an empty cell is null, a "
         "value that does not parse rejects the input with FILE:LINE and the column",
     )
+    add_param_option(parser)
+
+
+def add_param_option(parser: argparse.ArgumentParser) -> None:
+    """--param KEY=VALUE, repeatable."""
     parser.add_argument(
         "--param",
         dest="params",
@@ -210,6 +226,8 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
     from batchyard.errors import InputError
 
     params = task_params(args)
+    if args.task is None and args.template is None and args.batch is None:
+        raise CommandError("submit needs TASK INPUT (or --template NAME INPUT)")
     with read_input(args) as items:
         try:
             if args.batch is not None:
@@ -217,6 +235,7 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
             batch = yard.submit(
                 args.task,
                 items,
+                template=args.template,
                 name=args.name,
                 max_attempts=args.max_attempts,
                 priority=args.priority or 0,
@@ -260,6 +279,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
             ("--no-cache", args.no_cache or None),
             ("--idempotency-key", args.idempotency_key),
             ("--max-result-size", args.max_result_bytes),
+            ("--template", args.template),
         )
         if value is not None
     ]
@@ -269,7 +289,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
         )
     batch = yard.batch(args.batch)
     status = batch.status()
-    task = yard.registry.resolve(args.task).name
+    task = status.task if args.task is None else yard.registry.resolve(args.task).name
     if task != status.task:
         raise CommandError(f"batch {batch.id} runs task {status.task!r}, not {task!r}")
     # NOTE: positions are taken when the append starts; another append racing this one
@@ -399,8 +419,9 @@ def run_submit(args: argparse.Namespace) -> int:
     else:
         total = status.counts.total
         what = f"{total:,} item{'s' * (total != 1)} queued as {status.id}"
+    runs = f"task {status.task}" + (f", template {status.template}" if status.template else "")
     console(stderr=True).print(
-        f"{what} (task {status.task})"
+        f"{what} ({runs})"
         + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")
     )
     print(status.id)

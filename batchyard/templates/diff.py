@@ -101,7 +101,7 @@ class TemplateDiff:
 
 def show(value: JSON) -> str:
     """A value for the table: text as it is, anything else as compact JSON."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return value if isinstance(value, str) and value else orjson.dumps(value).decode()
 
 
 def _is_text(name: str, old: JSON, new: JSON) -> bool:
