@@ -158,6 +158,11 @@ def test_rerun_failed_items_with_a_new_version_and_compare(cli: CLI, server: Fak
     assert server.stats().requests == 3
     (cli.folder / "prompt.j2").write_text("About {{ topic | default('a company') }}.\n")
     cli.ok("template", "update", "lead-report", "--param", "template=@prompt.j2")
+    guess = cli.json("estimate", "--template", "lead-report", leads)
+    assert (guess["items"], guess["calls"]) == (5, 5)
+    assert (
+        guess["output_source"] == "3 earlier answers (1 batch) of lead-report@1, the version before"
+    )
 
     done = cli("rerun", old, "--state", "failed", "--template", "lead-report", "--name", "fix")
     assert done.returncode == 0, done.stderr
