@@ -67,7 +67,7 @@ def test_the_latest_version_not_archived_runs(yard: Yard) -> None:
     assert yard.templates.runnable("t").version == 2
     assert [str(t.ref) for t in yard.templates.list()] == ["t@2"]
     assert yard.templates.get("t@3").archived
-    with pytest.raises(TemplateArchived, match="the latest is 2: use t@2 or t$"):
+    with pytest.raises(TemplateArchived, match=r"the latest is 2: use t@2 or t$"):
         yard.templates.runnable("t@3")
     with pytest.raises(TemplateNotFound, match="no version 4; the latest is 2"):
         yard.templates.runnable(TemplateRef("t", 4))
