@@ -155,7 +155,7 @@ class Templating(SqlBase):
         with self._write() as tx:
             pk = Submitting._insert_batch(tx, batch_id, options, B.UPLOADING, now)
             if len(windows) <= 1:  # small: one transaction, never seen half-made
-                copied = self._copy(tx, pk, low, windows, states, options.max_attempts, 0, now)
+                copied = self._copy(tx, pk, windows, states, options.max_attempts, 0, now)
                 self._rerun_queued(tx, pk, batch_id, source_id, copied, now)
         if len(windows) <= 1:
             self._after_insert(copied)
@@ -164,9 +164,7 @@ class Templating(SqlBase):
             copied = 0
             for start in windows:
                 with self._write() as tx:
-                    copied += self._copy(
-                        tx, pk, start, [start], states, options.max_attempts, copied, now
-                    )
+                    copied += self._copy(tx, pk, [start], states, options.max_attempts, copied, now)
             with self._write() as tx:
                 self._rerun_queued(tx, pk, batch_id, source_id, copied, now)
         except BaseException:
@@ -180,15 +178,14 @@ class Templating(SqlBase):
         self,
         tx: Tx,
         pk: int,
-        low: int,
         windows: list[int],
         states: Collection[ItemState] | None,
         max_attempts: int,
         base: int,
         now: float,
     ) -> int:
-        """Copy the items of each window of COMMIT_ITEMS source ids after ``base`` items
-        already copied; returns how many it copied."""
+        """Copy the items of each window of COMMIT_ITEMS source ids (each starts at one
+        of ``windows``) after the ``base`` items copied before; returns how many."""
         where, extra = "", []
         if states is not None:
             sql, values = self._any("state", [state.value for state in states])
