@@ -13,8 +13,10 @@ from batchyard.cli.common import (
     STATUS_JSON,
     add_json,
     console,
+    db_url,
     open_yard,
     print_json,
+    store_exists,
     when,
     wrap,
 )
@@ -208,8 +210,10 @@ def _written(args: argparse.Namespace, made: Template, verb: str) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    with open_yard(args, create=False) as yard:
-        found = yard.templates.list(archived=args.archived)
+    found: list[Template] = []
+    if store_exists(db_url(args)):  # no store yet: no templates, and no file made for that
+        with open_yard(args, create=False) as yard:
+            found = yard.templates.list(archived=args.archived)
     if args.json:
         print_json([t.as_dict() for t in found])
         return 0

@@ -56,6 +56,9 @@ def count_templates(cli: CLI) -> int:
 
 
 def test_create_update_list_show_diff_and_archive(cli: CLI, server: FakeOpenAI) -> None:
+    assert cli.ok("template", "list") == "no templates\n"  # and no database made for that
+    assert cli.json("template", "list") == []
+    assert not (cli.folder / "yard.db").exists()
     assert create(cli, server, "lead-report", "--description", "first") == (
         "lead-report@1 created (task llm, by ann)\n"
     )
