@@ -1,4 +1,4 @@
--- batchyard schema, version 11 (PostgreSQL): templates, named and versioned parameter sets
+-- batchyard schema, version 14 (PostgreSQL): templates, named and versioned parameter sets
 -- of a task. A version is never changed: an update writes a new row (version + 1) and
 -- archiving sets a flag, so a batch that ran with a version can always read it again. A
 -- batch records the version it ran with (template_name, template_version) and the batch it
