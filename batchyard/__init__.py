@@ -41,13 +41,26 @@ if TYPE_CHECKING:
         TaskNotImportable,
         TaskNotRegistered,
         TaskSignal,
+        TemplateArchived,
+        TemplateExists,
+        TemplateNotFound,
     )
-    from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page, Usage
+    from batchyard.models import (
+        BatchStatus,
+        Counts,
+        Event,
+        Item,
+        LogLine,
+        Page,
+        TemplateRef,
+        Usage,
+    )
     from batchyard.records import Dataset, Record, RecordPage
     from batchyard.report import Report
     from batchyard.retry import RetryPolicy
     from batchyard.states import BatchState, ItemState
     from batchyard.tasks import TaskSpec, task
+    from batchyard.templates import Template, TemplateDiff, Templates, VersionUsage
     from batchyard.worker import Worker, WorkerConfig, WorkerStats
     from batchyard.yard import Yard
 
@@ -98,7 +111,15 @@ _HOME = {
     "TaskNotRegistered": "batchyard.errors",
     "TaskSignal": "batchyard.errors",
     "TaskSpec": "batchyard.tasks",
+    "Template": "batchyard.templates",
+    "TemplateArchived": "batchyard.errors",
+    "TemplateDiff": "batchyard.templates",
+    "TemplateExists": "batchyard.errors",
+    "TemplateNotFound": "batchyard.errors",
+    "TemplateRef": "batchyard.models",
+    "Templates": "batchyard.templates",
     "Usage": "batchyard.models",
+    "VersionUsage": "batchyard.templates",
     "Worker": "batchyard.worker",
     "WorkerConfig": "batchyard.worker",
     "WorkerStats": "batchyard.worker",
@@ -164,7 +185,15 @@ __all__ = [
     "TaskNotRegistered",
     "TaskSignal",
     "TaskSpec",
+    "Template",
+    "TemplateArchived",
+    "TemplateDiff",
+    "TemplateExists",
+    "TemplateNotFound",
+    "TemplateRef",
+    "Templates",
     "Usage",
+    "VersionUsage",
     "Worker",
     "WorkerConfig",
     "WorkerStats",

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard import items as item_codec
 from batchyard.clusters import ErrorCluster
-from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine
+from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine, TemplateRef
 from batchyard.report import MAX_FAILED, Report, build_report
+from batchyard.rerun import rerun
 from batchyard.states import ItemState
 from batchyard.store.base import Store
 
@@ -108,6 +109,21 @@ class Batch:
         first, at most ``limit``. Counts are kept by the store as failures are recorded,
         so this reads no item. Raises BatchNotFound."""
         return self._store.error_clusters(self.id, limit)
+
+    def rerun(
+        self,
+        *,
+        template: str | TemplateRef | None = None,
+        state: str | ItemState | Iterable[str | ItemState] = "all",
+        name: str | None = None,
+    ) -> Batch:
+        """A new batch with this batch's items (``state="failed"``: only its failed ones)
+        and options, linked to it (``status().rerun_of``), run with the same template
+        version or ``template`` (``NAME``, ``NAME@N``). The items are copied inside the
+        store, never through this process. See ``batchyard.rerun.rerun`` for what it
+        raises."""
+        new_id = rerun(self.yard, self.id, template=template, state=state, name=name)
+        return Batch(self.yard, new_id)
 
     def add(self, items: Iterable[Any], *, key_field: str | None = "id") -> int:
         """Add items to an open batch, all or none; returns how many were added."""

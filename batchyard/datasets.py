@@ -13,7 +13,7 @@ from batchyard import items as item_codec
 from batchyard.batch import Batch
 from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import Input
-from batchyard.models import JSON, UNSET, new_batch_id
+from batchyard.models import JSON, UNSET, TemplateRef, new_batch_id
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage, check_name
 from batchyard.selection import Condition, Selection, Sort
 from batchyard.tasks import TaskSpec, refuse_in_worker_import
@@ -114,9 +114,10 @@ class Datasets:
 
     def submit(
         self,
-        task: str | Callable[..., Any] | TaskSpec,
+        task: str | Callable[..., Any] | TaskSpec | None,
         dataset: str,
         *,
+        template: str | TemplateRef | None = None,
         where: Sequence[str | Condition] = (),
         keys: Sequence[str] | None = None,
         name: str | None = None,
@@ -135,14 +136,17 @@ class Datasets:
         pick (as ``rows`` does), one item per row in dataset order, keyed by the row's key.
         The rows are copied inside the store in one transaction; the batch's metadata
         records ``dataset``, ``where``, ``keys`` and ``rows`` (how many it took). The other
-        options are those of ``Yard.submit``. Raises InputError, writing nothing, when no
-        row matches ("no rows of 'leads' match industry=SaaS"), a key names no row, or a
-        condition names a field no row has or a value that does not read as its type."""
+        options are those of ``Yard.submit``, ``template`` too. Raises InputError, writing
+        nothing, when no row matches ("no rows of 'leads' match industry=SaaS"), a key
+        names no row, or a condition names a field no row has or a value that does not read
+        as its type."""
         refuse_in_worker_import("submits a batch")
         selection = Selection.of(where, keys)
         yard = self._yard
+        task, params, chosen = yard._with_template(task, params, template)
         options = yard._options(
             yard.registry.resolve(task),
+            template=chosen,
             name=name,
             concurrency=concurrency,
             max_attempts=max_attempts,

@@ -7,6 +7,9 @@
     │   ├── TaskNotRegistered        a task name nothing can resolve
     │   ├── TaskNotImportable        a task function no worker could import by name
     │   └── ClusterNotFound          no error cluster of a batch has this id (or prefix)
+    │   ├── TemplateNotFound         no such template or version, or not one to run
+    │   │   └── TemplateArchived     a version archived: readable, not runnable
+    │   └── TemplateExists           creating a template whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
     │   ├── DuplicateKey             two items with one key in a batch
@@ -68,6 +71,29 @@ class TaskNotImportable(ConfigError):
             "(tasks.py beside this script) and import it from there, or register it on "
             "this Yard (@yard.task) and run the batch in this process (yard.run_until_idle())"
         )
+
+
+class TemplateNotFound(ConfigError):
+    """A template (``name``) or one of its versions (``version``) that the store does not
+    hold, or that cannot be run; the message names the latest version to use instead."""
+
+    def __init__(self, name: str, version: int | None, message: str) -> None:
+        self.name = name
+        self.version = version
+        super().__init__(message)
+
+
+class TemplateArchived(TemplateNotFound):
+    """A template version that was archived: batches that ran with it read it, nothing new
+    runs with it."""
+
+
+class TemplateExists(ConfigError):
+    """``templates.create`` with a name that has versions already (``update`` adds one)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"template {name!r} exists already; update it to add a version")
 
 
 class InputError(BatchyardError):

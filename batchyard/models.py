@@ -269,6 +269,27 @@ class Reruns:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateRef:
+    """A template version: ``lead-report@3``. ``version`` None means the latest one not
+    archived (what ``TemplateRef.parse("lead-report")`` gives)."""
+
+    name: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+    @classmethod
+    def parse(cls, text: str) -> TemplateRef:
+        """``NAME`` or ``NAME@N``; ValueError for anything else (an empty name, a version
+        that is not a whole number of at least 1)."""
+        name, sep, version = text.strip().partition("@")
+        if not name or (sep and not (version.isdigit() and int(version) >= 1)):
+            raise ValueError(f"{text!r} is not a template: write NAME or NAME@VERSION")
+        return cls(name, int(version) if sep else None)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOptions:
     """What a submission asks for; the store keeps it with the batch."""
 
@@ -286,6 +307,11 @@ class BatchOptions:
     #: Rate limits for the batch's calls, overriding its task's: ``rate_limit`` (requests,
     #: e.g. "25/min") and ``tokens_per_minute``, shared by every worker of the store.
     limits: dict[str, JSON] | None = None
+    #: The template version the batch runs with (its ``params`` are that version's,
+    #: merged with the submission's own), if any.
+    template: TemplateRef | None = None
+    #: The id of the batch this one re-runs, if it is a re-run.
+    rerun_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +346,10 @@ class BatchStatus:
     reruns: Reruns = field(default_factory=Reruns)
     #: The rate limiter its held items wait on, if any (``counts.waiting`` of them).
     waiting_on: Waiting | None = None
+    #: The template version it runs with, if any (``lead-report@3``).
+    template: TemplateRef | None = None
+    #: The id of the batch it re-runs, if it is a re-run.
+    rerun_of: str | None = None
 
     @property
     def progress(self) -> float:
@@ -388,6 +418,8 @@ class BatchStatus:
             "limits": self.limits,
             "waiting_on": None if self.waiting_on is None else self.waiting_on.as_dict(),
             "projected_cost": self.projected_cost,
+            "template": None if self.template is None else str(self.template),
+            "rerun_of": self.rerun_of,
         }
 
 

@@ -195,7 +195,7 @@ class Report:
         """The JSON report::
 
         {"batch": {"id", "name", "task", "state", "created_at", "started_at",
-                   "finished_at"},
+                   "finished_at", "template" (NAME@N or null), "rerun_of" (or null)},
          "generated_at": unix seconds,
          "counts": {"pending", "running", "retry_wait", "succeeded", "failed",
                     "cancelled", "total", "finished"},
@@ -227,6 +227,8 @@ class Report:
                 "created_at": status.created_at,
                 "started_at": status.started_at,
                 "finished_at": status.finished_at,
+                "template": None if status.template is None else str(status.template),
+                "rerun_of": status.rerun_of,
             },
             "generated_at": self.generated_at,
             "counts": {
@@ -346,7 +348,8 @@ _COMPARED = ("counts", "success_rate", "elapsed", "throughput", "durations", "at
 def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
     """Batches side by side (``batchyard compare --json``)::
 
-        {"batches": [{"id", "name", "task", "state", "counts", "success_rate",
+        {"batches": [{"id", "name", "task", "template", "rerun_of", "state", "counts",
+                      "success_rate",
                       "elapsed", "throughput", "durations", "attempts",
                       "usage": the report's usage without "items_run",
                       "metrics": {name: {"count", "mean", "min", "max", "sum"}}}],
@@ -362,7 +365,10 @@ def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
         del usage["items_run"]
         rows.append(
             {
-                **{k: full["batch"][k] for k in ("id", "name", "task", "state")},
+                **{
+                    k: full["batch"][k]
+                    for k in ("id", "name", "task", "template", "rerun_of", "state")
+                },
                 **{k: full[k] for k in _COMPARED},
                 "usage": usage,
                 "metrics": full["metrics"],

@@ -63,6 +63,8 @@ def _rows(report: Report) -> list[tuple[str, str]]:
     rows = [
         ("batch", status.id + (f"  {status.name!r}" if status.name else "")),
         ("task", status.task),
+        *([("template", str(status.template))] if status.template else []),
+        *([("re-run of", status.rerun_of)] if status.rerun_of else []),
         (
             "items",
             f"{counts['total']:,}: {counts['succeeded']:,} succeeded, {counts['failed']:,} "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from batchyard.errors import ConfigError, TaskNotImportable, TaskNotRegistered
-from batchyard.models import JSON, BatchOptions, BatchStatus
+from batchyard.models import JSON, BatchOptions, BatchStatus, TemplateRef
 from batchyard.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ class Pilot:
 class Estimator(Protocol):
     """What a batch of ``items`` under ``params`` would cost and take, without creating it:
     from the store's history, or from a ``pilot`` it runs first. Raises ConfigError for
-    ``params`` it cannot read, or a pilot that taught it nothing."""
+    ``params`` it cannot read, or a pilot that taught it nothing. ``template`` is the
+    template version ``params`` come from, if any (passed only when there is one)."""
 
     def __call__(
         self,
@@ -68,6 +69,7 @@ class Estimator(Protocol):
         *,
         concurrency: int,
         pilot: Pilot | None,
+        template: TemplateRef | None = None,
     ) -> Estimate: ...
 
 

@@ -26,6 +26,7 @@ from batchyard.models import (
     BatchOptions,
     BatchStatus,
     Page,
+    TemplateRef,
     new_batch_id,
 )
 from batchyard.ratelimit import parse_rate
@@ -43,6 +44,7 @@ from batchyard.tasks import (
     make_spec,
     refuse_in_worker_import,
 )
+from batchyard.templates.library import Templates, merged_params
 from batchyard.worker import Worker, WorkerConfig, WorkerStats
 
 if TYPE_CHECKING:
@@ -70,6 +72,9 @@ class Yard:
         # The store's clock by default: on PostgreSQL the database's, which every worker
         # shares whatever its machine's clock says.
         self.clock: Clock = clock or self.store.clock()
+        #: The store's templates: ``create``, ``update``, ``get``, ``list``, ``diff``,
+        #: ``archive``, ``usage``.
+        self.templates = Templates(self.store, self.registry, self.clock)
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Yard:
@@ -111,10 +116,11 @@ class Yard:
 
     def submit(
         self,
-        task: str | Callable[..., Any] | TaskSpec,
+        task: str | Callable[..., Any] | TaskSpec | None = None,
         items: Iterable[Any] | None = None,
         *,
         count: int | None = None,
+        template: str | TemplateRef | None = None,
         name: str | None = None,
         concurrency: int | None = UNSET,
         max_attempts: int | None = None,
@@ -154,6 +160,12 @@ class Yard:
         ``{"n": 0}`` ... ``{"n": count - 1}``, keyed ``"0"`` ... , for a task that makes
         something from its parameters rather than from an input.
 
+        ``template`` (``"lead-report"``: its latest version; ``"lead-report@3"``: that one)
+        gives the task and its parameters; ``params`` given here override the template's,
+        and the batch records the merged result and the version. A missing or archived
+        version raises TemplateNotFound / TemplateArchived (naming the latest version)
+        before anything is written.
+
         A function that no worker could import by its name (a lambda, a nested function, a
         function of the script being run) is refused with TaskNotImportable unless it is
         registered on this Yard (``@yard.task``), to be run in this process.
@@ -164,9 +176,11 @@ class Yard:
         elif items is None:
             raise ConfigError("submit needs items (an iterable of dicts) or a count")
         idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
+        task, params, chosen = self._with_template(task, params, template)
         spec = self.registry.resolve(task)
         options = self._options(
             spec,
+            template=chosen,
             name=name,
             concurrency=concurrency,
             max_attempts=max_attempts,
@@ -199,6 +213,24 @@ class Yard:
         """The store's datasets: tables of records to pick items from (``add``, ``rows``,
         ``submit``, ...; see ``batchyard.datasets``)."""
         return Datasets(self)
+
+    def _with_template(
+        self,
+        task: str | Callable[..., Any] | TaskSpec | None,
+        params: dict[str, JSON] | None,
+        template: str | TemplateRef | None,
+    ) -> tuple[str | Callable[..., Any] | TaskSpec, dict[str, JSON] | None, TemplateRef | None]:
+        """The task, the parameters (the template's with ``params`` on top) and the
+        template version of a submission or estimate."""
+        if template is None:
+            if task is None:
+                raise ConfigError("a batch needs a task (or a template, which names one)")
+            return task, params, None
+        chosen = self.templates.runnable(template)
+        if task is not None and self.registry.resolve(task).name != chosen.task:
+            name = self.registry.resolve(task).name
+            raise ConfigError(f"template {chosen.ref} is for task {chosen.task}, not {name}")
+        return chosen.task, merged_params(chosen, params), chosen.ref
 
     def _options(
         self,
@@ -246,10 +278,11 @@ class Yard:
 
     def estimate(
         self,
-        task: str,
+        task: str | None,
         items: Iterable[Any],
         *,
-        params: dict[str, JSON],
+        params: dict[str, JSON] | None = None,
+        template: str | TemplateRef | None = None,
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         pilot: int = 0,
@@ -258,9 +291,11 @@ class Yard:
         """What a batch of ``items`` would cost and take, without creating it, as its task
         says (``TaskSpec.estimate``; the llm task: see ``batchyard.llm.estimate``).
         ``pilot`` runs that many items first (a small batch of its own, spread over the
-        input) to learn how long the answers are. Raises ConfigError for a task that
-        cannot estimate, or parameters it cannot run with."""
-        spec = self.registry.resolve(task)
+        input) to learn how long the answers are. ``template`` as for ``submit``: a version
+        with no history of its own is estimated from its previous version's. Raises
+        ConfigError for a task that cannot estimate, or parameters it cannot run with."""
+        resolved, params, chosen = self._with_template(task, params, template)
+        spec = self.registry.resolve(resolved)
         if spec.estimate is None:
             raise ConfigError(f"estimates are for the llm task, not {spec.name}")
         options = self._options(
@@ -277,12 +312,14 @@ class Yard:
         )
         rows = list(items)
         trial = Pilot(pilot, self._pilot_runner(spec, options.params, concurrency))
+        extra = {} if chosen is None else {"template": chosen}
         return spec.estimate(
             self.store,
             options.params,
             rows,
             concurrency=concurrency,
             pilot=trial if pilot > 0 else None,
+            **extra,
         )
 
     def _pilot_runner(

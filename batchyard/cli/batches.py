@@ -108,6 +108,10 @@ def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
     title = f"{view['id']}" + (f"  {view['name']!r}" if view["name"] else "")
     table.add_row("batch", title)
     table.add_row("task", view["task"])
+    if view.get("template"):
+        table.add_row("template", view["template"])
+    if view.get("rerun_of"):
+        table.add_row("re-run of", view["rerun_of"])
     table.add_row(
         "state",
         f"{view['state']}  {view['progress']:.0%}  "

@@ -168,7 +168,9 @@ STATUS_JSON = """\
    null), "waiting_on" ({"key", "reason", "items", "until", "seconds", "rate"}: the rate
    limiter its waiting items wait on, or null), "projected_cost" (of the items left, at the
    average so far; null before any ran or while some calls had no price), "elapsed" (s),
-   "throughput" (items/s), "eta" (s or null; counts the rate limit)}"""
+   "throughput" (items/s), "eta" (s or null; counts the rate limit), "template" (NAME@N:
+   the template version it runs with, or null), "rerun_of" (the batch it re-runs, or
+   null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

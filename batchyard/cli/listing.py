@@ -36,8 +36,9 @@ LIST_FORMATS = """\
 --format json prints a JSON array, one status object (see 'status --help') per line,
 newest first. --format csv prints a header row and one row per batch with the columns
   id,name,task,state,total,pending,running,retry_wait,succeeded,failed,cancelled,
-  progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at
-(times in ISO 8601, UTC). Both stream: any number of batches with flat memory."""
+  progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at,template,rerun_of
+(times in ISO 8601, UTC; template is NAME@N or empty, rerun_of the batch re-run or
+empty). Both stream: any number of batches with flat memory."""
 
 ITEMS_JSON = """\
 --json prints a JSON array, one object per item in submission order:
@@ -117,7 +118,7 @@ def register(commands: Any) -> None:
 
 _CSV_COLUMNS = (
     "id,name,task,state,total,pending,running,retry_wait,succeeded,failed,cancelled,"
-    "progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at"
+    "progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at,template,rerun_of"
 ).split(",")
 
 
@@ -180,6 +181,7 @@ def _stream_csv(batches: Iterable[BatchStatus]) -> None:
             + [round(b.progress, 6), usage.tokens_in, usage.tokens_out]
             + ["" if usage.cost_is_unknown else usage.cost]
             + [_iso(b.created_at), _iso(b.started_at), _iso(b.finished_at)]
+            + [str(b.template) if b.template else "", b.rerun_of or ""]
         )
 
 
@@ -200,14 +202,19 @@ def _print_batches(batches: list[BatchStatus]) -> None:
         console().print("no batches")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "task", "state", "items", "done", "failed", "created"):
+    columns = ["id", "name", "task", "state", "items", "done", "failed", "created"]
+    if any(b.template for b in batches):
+        columns.insert(3, "template")
+    for column in columns:
         numeric = column in ("items", "done", "failed")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "name")
     for b in batches:
+        template = [str(b.template or "")] if "template" in columns else []
         table.add_row(
             b.id,
             b.name or "",
             b.task,
+            *template,
             b.state.value,
             f"{b.counts.total:,}",
             percent_done(b.progress),

@@ -90,12 +90,18 @@ def _register_results(commands: Any) -> None:
 def _register_compare(commands: Any) -> None:
     compare = commands.add_parser(
         "compare",
-        help="two or more batches side by side",
+        help="two or more batches side by side (or a re-run beside the batch it re-ran)",
         description="Compare batches side by side: counts, success rate, durations, "
-        "throughput, tokens, cost and task metrics.",
+        "throughput, tokens, cost and task metrics. With one ID that is a re-run: it and "
+        "the batch it re-ran.",
     )
     compare.add_argument("first", metavar="ID", help="a batch id")
-    compare.add_argument("others", metavar="ID", nargs="+", help="more batch ids")
+    compare.add_argument(
+        "others",
+        metavar="ID",
+        nargs="*",
+        help="more batch ids (none: the batch the first one re-ran, if it is a re-run)",
+    )
     add_json(compare)
     compare.set_defaults(run=run_compare)
 
@@ -160,10 +166,15 @@ def run_compare(args: argparse.Namespace) -> int:
     from batchyard.report import build_report, comparison
 
     with open_yard(args, create=False) as yard:
-        reports = [
-            build_report(yard.batch(batch_id), max_failed=0)
-            for batch_id in [args.first, *args.others]
-        ]
+        ids = [args.first, *args.others]
+        if not args.others:  # a re-run beside the batch it re-ran, that one first
+            rerun_of = yard.batch(args.first).status().rerun_of
+            if rerun_of is None:
+                raise CommandError(
+                    f"{args.first} is not a re-run: name the batches to compare it with"
+                )
+            ids = [rerun_of, args.first]
+        reports = [build_report(yard.batch(batch_id), max_failed=0) for batch_id in ids]
     view = comparison(reports)
     if args.json:
         print_json(view)
@@ -181,12 +192,14 @@ def render_comparison(view: dict[str, Any]) -> Table:
     table.add_column("")
     for batch in batches:
         table.add_column(batch["id"], justify="right")
-    for label, cell in _comparison_rows(view["metrics"]):
+    for label, cell in _comparison_rows(view["metrics"], batches):
         table.add_row(label, *(cell(batch) for batch in batches))
     return table
 
 
-def _comparison_rows(metrics: list[str]) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+def _comparison_rows(
+    metrics: list[str], batches: list[dict[str, Any]]
+) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
     def count(state: str) -> Callable[[dict[str, Any]], str]:
         return lambda b: f"{b['counts'][state]:,}"
 
@@ -200,9 +213,15 @@ def _comparison_rows(metrics: list[str]) -> list[tuple[str, Callable[[dict[str, 
 
         return cell
 
+    links = [
+        (label, lambda b, key=key: b[key] or "-")
+        for label, key in (("template", "template"), ("re-run of", "rerun_of"))
+        if any(b[key] for b in batches)
+    ]
     return [
         ("name", lambda b: b["name"] or "-"),
         ("task", lambda b: b["task"]),
+        *links,
         ("state", lambda b: b["state"]),
         ("items", count("total")),
         *((state, count(state)) for state in ("succeeded", "failed", "cancelled")),

@@ -94,6 +94,12 @@ def register(commands: Any) -> None:
     estimate.add_argument(
         "--batch", metavar="ID", help="estimate the items this batch still has to do"
     )
+    estimate.add_argument(
+        "--template",
+        metavar="NAME[@N]",
+        help="the task and parameters of a template version (then give only INPUT); a "
+        "version with no answers of its own yet is estimated from the previous version's",
+    )
     add_json(estimate)
     estimate.set_defaults(run=run_estimate)
 
@@ -153,12 +159,14 @@ def _print_validation(source: str, view: dict[str, Any]) -> None:
 
 
 def run_estimate(args: argparse.Namespace) -> int:
+    if args.template is not None and args.input is None:  # `estimate --template T INPUT`
+        args.task, args.input = None, args.task
     if args.batch is not None:
         if args.task is not None or args.input is not None:
             raise CommandError("give either --batch ID or TASK INPUT, not both")
         return _estimate_batch(args)
-    if args.task is None or args.input is None:
-        raise CommandError("estimate needs TASK INPUT (or --batch ID)")
+    if (args.task is None and args.template is None) or args.input is None:
+        raise CommandError("estimate needs TASK INPUT (or --template NAME INPUT, or --batch ID)")
     from batchyard.errors import InputError
 
     with (
@@ -170,6 +178,7 @@ def run_estimate(args: argparse.Namespace) -> int:
                 args.task,
                 items,
                 params=task_params(args),
+                template=args.template,
                 pilot=args.pilot,
                 concurrency=args.concurrency,
                 **spending(args),
@@ -194,6 +203,7 @@ def _estimate_batch(args: argparse.Namespace) -> int:
             remaining_payloads(yard.store, status.id),
             concurrency=args.concurrency,
             pilot=None,
+            **({} if status.template is None else {"template": status.template}),
         )
     view = {**found.as_dict(), "batch": status.id, "spent": status.usage_dict()["cost"]}
     _show(args, found, view, status.cost_text())

@@ -49,12 +49,23 @@ SOURCES_HELP = (
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """TASK, INPUT and the options of a new batch (or --batch to append to an open one)."""
-    parser.add_argument("task", metavar="TASK", help="module:function, or a built-in task name")
+    parser.add_argument(
+        "task",
+        metavar="TASK",
+        nargs="?",
+        help="module:function, or a built-in task name (with --template: the template's)",
+    )
     parser.add_argument(
         "input",
         metavar="INPUT",
         nargs="?",
         help="a .jsonl, .csv or .parquet file, or - (or --dataset NAME, or --count N)",
+    )
+    parser.add_argument(
+        "--template",
+        metavar="NAME[@N]",
+        help="run with a template's task and parameters: NAME its latest version, NAME@N "
+        "that one; --param values override the template's",
     )
     add_input_options(parser)
     add_source_options(parser)
@@ -122,16 +133,6 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """--format, --csv-types and --param: how INPUT is read and what the task is given."""
     add_csv_options(parser)
-    parser.add_argument(
-        "--param",
-        dest="params",
-        action="append",
-        type=_param,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
-        "string; KEY=@FILE takes FILE's text as the string",
-    )
 
 
 def add_csv_options(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +153,21 @@ def add_csv_options(parser: argparse.ArgumentParser) -> None:
         help="CSV only: convert these columns (types: str, int, float, bool, json), e.g. "
         "employees=int,score=float; other columns stay strings, an empty cell is null, a "
         "value that does not parse rejects the input with FILE:LINE and the column",
+    )
+    add_param_option(parser)
+
+
+def add_param_option(parser: argparse.ArgumentParser) -> None:
+    """--param KEY=VALUE, repeatable."""
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task parameter (repeatable): VALUE is JSON when it parses as JSON, else a "
+        "string; KEY=@FILE takes FILE's text as the string",
     )
 
 
@@ -229,7 +245,10 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
     """
     from batchyard.errors import InputError
 
+    _shift_positionals(args)
     check_source(args)
+    if args.task is None and args.template is None and args.batch is None:
+        raise CommandError("submit needs TASK (or --template NAME): which task runs the items")
     params = task_params(args)
     if takes_source(args):
         made = submit_source(yard, args, _submit_options(args, params))
@@ -249,6 +268,13 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
             raise _located(exc, items, args.open) from exc.__cause__
 
 
+def _shift_positionals(args: argparse.Namespace) -> None:
+    """With --template, TASK may be left out: then the one word given is INPUT (unless
+    --dataset or --count make the items, when it is TASK)."""
+    if args.template is not None and args.input is None and not takes_source(args):
+        args.task, args.input = None, args.task
+
+
 def _submit_options(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
     """The keywords of ``Yard.submit`` the command line's options give."""
     return {
@@ -261,6 +287,7 @@ def _submit_options(args: argparse.Namespace, params: dict[str, Any]) -> dict[st
         "budget": args.budget,
         "idempotency_key": args.idempotency_key,
         "max_result_bytes": args.max_result_bytes,
+        "template": args.template,
         **spending(args),
         **_task_overrides(args),
     }
@@ -291,6 +318,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
             ("--no-cache", args.no_cache or None),
             ("--idempotency-key", args.idempotency_key),
             ("--max-result-size", args.max_result_bytes),
+            ("--template", args.template),
         )
         if value is not None
     ]
@@ -300,7 +328,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
         )
     batch = yard.batch(args.batch)
     status = batch.status()
-    task = yard.registry.resolve(args.task).name
+    task = status.task if args.task is None else yard.registry.resolve(args.task).name
     if task != status.task:
         raise CommandError(f"batch {batch.id} runs task {status.task!r}, not {task!r}")
     # NOTE: positions are taken when the append starts; another append racing this one
@@ -430,8 +458,9 @@ def run_submit(args: argparse.Namespace) -> int:
     else:
         total = status.counts.total
         what = f"{total:,} item{'s' * (total != 1)} queued as {status.id}"
+    runs = f"task {status.task}" + (f", template {status.template}" if status.template else "")
     console(stderr=True).print(
-        f"{what} (task {status.task})"
+        f"{what} ({runs})"
         + ("" if status.sealed else "; open: add more with --batch, end with 'seal'")
     )
     print(status.id)

@@ -6,10 +6,11 @@
   then widens the range by 15% each way.
 - **Output tokens** come from earlier answers of the same model and template (the history:
   any batch of the store, a pilot included), as their mean with a range of two standard
-  errors of the total each way. With no history the range is 0 to max_tokens per call and
-  the expectation half of max_tokens: say ``--pilot N`` to run N items first (spread over
-  the input; they cost what they cost, and their answers are cached, so the run reuses
-  them).
+  errors of the total each way. A template version (``submit --template``) with no history
+  of its own is estimated from the nearest earlier version that has one. With no history
+  the range is 0 to max_tokens per call and the expectation half of max_tokens: say
+  ``--pilot N`` to run N items first (spread over the input; they cost what they cost,
+  and their answers are cached, so the run reuses them).
 - **Items the response cache already answers** cost nothing and are counted apart.
 - **Duration** is the longest of: calls at the request rate, tokens at the token rate (each
   as the shared limiter admits them) and calls at the given concurrency at the mean
@@ -30,7 +31,7 @@ from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
 from batchyard.llm.prompts import RenderError
 from batchyard.llm.tokens import count_message_tokens
-from batchyard.models import JSON
+from batchyard.models import JSON, TemplateRef
 from batchyard.ratelimit import window_safe
 from batchyard.states import ItemState
 from batchyard.store.base import Store
@@ -113,12 +114,16 @@ def estimate(
     *,
     concurrency: int = 16,
     samples: Samples | None = None,
+    template: TemplateRef | None = None,
 ) -> Estimate:
     """Estimate the llm calls of ``items`` under ``params`` (a batch's parameters), using
-    the store's history of the same model and template unless ``samples`` are given."""
+    the store's history of the same model and template unless ``samples`` are given; with
+    no such history, that of the nearest earlier version of ``template``."""
     llm = read_params(params)
     if samples is None:
         samples = history(store, llm)
+        if not samples.tokens and template is not None:
+            samples = earlier_versions(store, template) or samples
     counted = _count_inputs(store, llm, items)
     return _estimate(llm, counted, samples, concurrency)
 
@@ -130,6 +135,7 @@ def estimate_task(
     *,
     concurrency: int,
     pilot: Pilot | None,
+    template: TemplateRef | None = None,
 ) -> Estimate:
     """The llm task's estimate (its ``TaskSpec.estimate``). With a ``pilot``, its items are
     picked evenly over ``items`` and answered first; their answer lengths and latencies then
@@ -140,7 +146,39 @@ def estimate_task(
         batch_id = pilot.run(spread(rows, pilot.size))
         samples = _pilot_answers(store, batch_id)
         items = rows
-    return estimate(store, params, items, concurrency=concurrency, samples=samples)
+    return estimate(
+        store, params, items, concurrency=concurrency, samples=samples, template=template
+    )
+
+
+def earlier_versions(store: Store, template: TemplateRef) -> Samples | None:
+    """The answers of the nearest version before ``template`` that has any, or None."""
+    version = template.version or 1
+    for earlier in range(version - 1, 0, -1):
+        found = _samples(store, store.template_batches(template.name, earlier))
+        if found.tokens:
+            where = f"{template.name}@{earlier}, the version before"
+            return Samples(found.tokens, found.latencies, f"{found.source} of {where}")
+    return None
+
+
+def _samples(store: Store, batch_ids: Iterable[str]) -> Samples:
+    tokens: list[int] = []
+    latencies: list[float] = []
+    batches = 0
+    for batch_id in batch_ids:
+        batches += 1
+        for item in _answered(store, batch_id):
+            tokens.append(item.usage.tokens_out)
+            if "latency" in item.metrics:
+                latencies.append(item.metrics["latency"])
+            if len(tokens) >= HISTORY_SAMPLES:
+                return Samples(tokens, latencies, _answers(len(tokens), batches))
+    return Samples(tokens, latencies, _answers(len(tokens), batches))
+
+
+def _answers(count: int, batches: int) -> str:
+    return f"{count} earlier answers ({batches} batch{'es' * (batches != 1)})"
 
 
 def _pilot_answers(store: Store, batch_id: str) -> Samples:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -157,8 +158,29 @@ def _compile(role: str, source: str, what: str) -> _Part:
         ast = _ENV.parse(source)
         template = _ENV.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"{what}, line {exc.lineno}: {exc.message}") from exc
+        where = f"line {exc.lineno}, column {_column(source, exc.lineno, exc.message or '')}"
+        raise ConfigError(f"{what}, {where}: {exc.message}") from exc
     return _Part(role, template, *_referenced_fields(ast))
+
+
+#: How Jinja names the tokens that end a tag, in its messages.
+_TAG_ENDS = {"end of print statement": "}}", "end of statement block": "%}"}
+_QUOTED = re.compile(r"(?:got|unexpected|unknown tag|named) '([^']+)'")
+
+
+def _column(source: str, lineno: int, message: str) -> int:
+    """Where on line ``lineno`` a syntax error is, 1-based. Jinja says only the line, so
+    this finds the token its message names (``unexpected '}'``, ``got 'b'``, ``unknown
+    tag 'foo'``) in the line's tags; for an unclosed tag, the last tag the line opens."""
+    lines = source.splitlines() or [""]
+    line = lines[min(max(lineno, 1), len(lines)) - 1]
+    opened = max(line.rfind("{{"), line.rfind("{%"))
+    first_tag = min((i for i in (line.find("{{"), line.find("{%")) if i >= 0), default=0)
+    for token in _QUOTED.findall(message)[::-1]:
+        at = line.find(_TAG_ENDS.get(token, token), first_tag + 2 if opened >= 0 else 0)
+        if at >= 0:
+            return at + 1
+    return opened + 1 if opened >= 0 else 1
 
 
 def _referenced_fields(ast: nodes.Template) -> tuple[frozenset[str], frozenset[str]]:

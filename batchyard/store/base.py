@@ -30,6 +30,7 @@ from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
 from batchyard.selection import Selection, Sort
 from batchyard.states import BatchState, ItemState
 from batchyard.store.limits import Grant, Limits, LimitState, Wait, WaitRow
+from batchyard.templates.values import NewVersion, Template, VersionUsage
 
 #: How long an unfinished upload may go without a new chunk before its batch is removed.
 UPLOAD_LEASE = 600.0
@@ -546,5 +547,42 @@ class Store(DatasetStore, Protocol):
         workers on machines whose clocks disagree agree on leases and retry times. One
         clock per store object: a Yard and its workers take it as their default."""
         ...
+
+    # -- templates and re-runs (store/templating.py) ------------------------------------
+
+    def add_template_version(self, new: NewVersion, now: float) -> Template:
+        """Write version ``new.base + 1`` of template ``new.name``. Raises TemplateExists
+        when ``base`` is 0 and the name has versions, StoreError when the newest version
+        is no longer ``base`` (another writer added one meanwhile)."""
+
+    def template_versions(self, name: str) -> list[Template]:
+        """Every version of a template, archived ones too, oldest first ([] if none)."""
+
+    def list_templates(self) -> list[Template]:
+        """Every version of every template, by name then version."""
+
+    def archive_template(self, name: str, version: int, now: float) -> Template:
+        """Mark a version archived (again is a no-op); raises TemplateNotFound."""
+
+    def template_usage(self, name: str) -> list[VersionUsage]:
+        """What the batches of each version of a template did, by version (versions no
+        batch ran with are left out). Sums of batch rows: O(batches), no item is read."""
+
+    def template_batches(self, name: str, version: int, limit: int = 100) -> list[str]:
+        """Ids of the batches that ran with a template version, newest first."""
+
+    def rerun_batch(
+        self,
+        source_id: str,
+        batch_id: str,
+        options: BatchOptions,
+        states: Collection[ItemState] | None,
+        now: float,
+    ) -> BatchStatus:
+        """Create batch ``batch_id`` with ``options`` whose items are copies (key and
+        payload, fresh and pending, in their old order) of the items of ``source_id`` in
+        ``states`` (None: all), copied inside the database in transactions of at most
+        COMMIT_ITEMS source items; a failure leaves no batch. Raises BatchNotFound,
+        Conflict when the source is still uploading or has no item in ``states``."""
 
     def close(self) -> None: ...

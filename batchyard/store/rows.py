@@ -9,7 +9,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from batchyard import codec
-from batchyard.models import BatchStatus, Counts, Item, Reruns, Usage
+from batchyard.models import BatchStatus, Counts, Item, Reruns, TemplateRef, Usage
 from batchyard.states import BatchState, ItemState
 
 
@@ -73,6 +73,10 @@ class BatchRow(NamedTuple):
     again_released: int
     again_error: int
     again_retry: int
+    # The template version it runs with, and the batch it re-runs.
+    template_name: str | None
+    template_version: int | None
+    rerun_of: str | None
 
     @property
     def batch_state(self) -> BatchState:
@@ -115,6 +119,10 @@ class BatchRow(NamedTuple):
             reruns=Reruns(
                 self.again_worker_lost, self.again_released, self.again_error, self.again_retry
             ),
+            template=None
+            if self.template_name is None
+            else TemplateRef(self.template_name, self.template_version),
+            rerun_of=self.rerun_of,
         )
 
 

@@ -11,11 +11,20 @@ from batchyard.store.datasets import DatasetTables
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
 from batchyard.store.submitting import Submitting
+from batchyard.store.templating import Templating
 from batchyard.store.working import Working
 
 
 class SqlStore(
-    Working, Controlling, Reading, Submitting, Limiting, Budgeting, Clustering, DatasetTables
+    Working,
+    Controlling,
+    Reading,
+    Submitting,
+    Limiting,
+    Budgeting,
+    Clustering,
+    DatasetTables,
+    Templating,
 ):
     """The store, put together from its parts (one noun each)."""
 

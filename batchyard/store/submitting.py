@@ -22,8 +22,9 @@ _CLAIM_KEY = (
 )
 _INSERT_BATCH = (
     "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, max_attempts, "
-    "timeout, params, metadata, upload_expires, created_at, updated_at, budget, limits) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk"
+    "timeout, params, metadata, upload_expires, created_at, updated_at, budget, limits, "
+    "template_name, template_version, rerun_of) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk"
 )
 
 
@@ -172,6 +173,9 @@ class Submitting(SqlBase):
             now,
             options.budget,
             None if options.limits is None else json.dumps(options.limits),
+            None if options.template is None else options.template.name,
+            None if options.template is None else options.template.version,
+            options.rerun_of,
         )
         if idempotency is not None:
             tx.run(

@@ -48,6 +48,8 @@ STATUS_KEYS = {
     "limits",
     "waiting_on",
     "projected_cost",
+    "template",
+    "rerun_of",
 }
 COUNT_KEYS = {
     "pending",
@@ -72,7 +74,7 @@ ITEM_KEYS = {
 }
 CSV_COLUMNS = (
     "id,name,task,state,total,pending,running,retry_wait,succeeded,failed,cancelled,"
-    "progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at"
+    "progress,tokens_in,tokens_out,cost,created_at,started_at,finished_at,template,rerun_of"
 )
 
 TASKS = """

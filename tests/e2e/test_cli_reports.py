@@ -290,6 +290,8 @@ def test_compare_json(batches: Batches) -> None:
         "id",
         "name",
         "task",
+        "template",
+        "rerun_of",
         "state",
         "counts",
         "success_rate",
@@ -343,7 +345,6 @@ def test_an_unknown_batch_exits_1(batches: Batches, args: list[str]) -> None:
         ["report", "{mixed}", "--max-failed", "0"],
         ["results", "{mixed}", "--format", "xlsx"],
         ["results", "{mixed}", "--state", "finished"],
-        ["compare", "{mixed}"],
         ["report"],
     ],
 )

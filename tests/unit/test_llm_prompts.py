@@ -137,7 +137,23 @@ def test_a_template_failing_on_an_item_is_that_items_error() -> None:
     ],
 )
 def test_a_syntax_error_names_its_line(source: str, line: int, words: str) -> None:
-    with pytest.raises(ConfigError, match=f"prompt template, line {line}: .*{words}"):
+    with pytest.raises(ConfigError, match=f"prompt template, line {line}, column \\d+: .*{words}"):
+        PromptTemplate(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "where"),
+    [
+        ("Hello\n{{ title }\n", "line 2, column 10"),  # the lone '}'
+        ("{{ a b }}", "line 1, column 6"),  # got 'b'
+        ("x {{ a | }}", "line 1, column 10"),  # got the end of the tag
+        ("{% foo %}", "line 1, column 4"),  # unknown tag 'foo'
+        ("ok\n  {{ name ", "line 2, column 3"),  # the tag never closed
+        ("{{ x | no_such_filter }}", "line 1, column 8"),
+    ],
+)
+def test_a_syntax_error_names_its_column(source: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=f"prompt template, {where}: "):
         PromptTemplate(source)
 
 

@@ -209,8 +209,11 @@ def test_as_dict_has_the_documented_keys_and_is_json(yard: Yard) -> None:
         "created_at",
         "started_at",
         "finished_at",
+        "template",
+        "rerun_of",
     }
     assert data["batch"]["state"] == "partially_completed"
+    assert (data["batch"]["template"], data["batch"]["rerun_of"]) == (None, None)
     assert data["generated_at"] == 123.0
     assert orjson.loads(orjson.dumps(data))["durations"]["p95"] == pytest.approx(6.7)
 
@@ -227,6 +230,8 @@ def test_comparison_puts_batches_side_by_side(yard: Yard) -> None:
         "id",
         "name",
         "task",
+        "template",
+        "rerun_of",
         "state",
         "counts",
         "success_rate",
