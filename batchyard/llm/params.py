@@ -6,6 +6,9 @@
 ``template``       the user prompt, a Jinja2 template over the item's fields (required;
                    ``--param template=@prompt.j2`` reads a file)
 ``system``         an optional system prompt, a template too
+``vars``           names every item's prompts see besides its own fields (which win), as
+                   a JSON object: ``--param vars='{"topic": "tides"}'``; with ``--count``,
+                   what a generation batch generates from (the item gives ``n``)
 ``base_url``       an OpenAI-compatible endpoint (default https://api.openai.com/v1)
 ``api_key_env``    the environment variable holding the API key (default OPENAI_API_KEY;
                    "" for an endpoint without keys). The key itself is never stored.
@@ -62,6 +65,7 @@ KNOWN = frozenset(
         "tpm_counts",
         "cache",
         "prices",
+        "vars",
     }
 )
 
@@ -148,7 +152,7 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
         )
     model = _text(params, "model", required=True)
     template = _text(params, "template", required=True)
-    prompt = PromptTemplate(template, _text(params, "system") or None)
+    prompt = PromptTemplate(template, _text(params, "system") or None, _mapping(params, "vars"))
     base_url = _text(params, "base_url") or DEFAULT_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"--param base_url: {base_url!r} is not an http(s) URL")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jinja2
@@ -61,9 +61,13 @@ class PromptTemplate:
     Raises :class:`~batchyard.errors.ConfigError` naming the line when either does not parse.
     """
 
-    def __init__(self, template: str, system: str | None = None) -> None:
+    def __init__(
+        self, template: str, system: str | None = None, variables: Mapping[str, Any] | None = None
+    ) -> None:
         self.template = template
         self.system = system
+        #: Names every item's prompt sees (the llm task's ``vars``); an item's own fields win.
+        self.variables = dict(variables or {})
         self._parts = [_compile("user", template, "prompt template")]
         if system is not None:
             self._parts.insert(0, _compile("system", system, "system prompt"))
@@ -71,7 +75,10 @@ class PromptTemplate:
     @property
     def version(self) -> str:
         """A short hash of both sources: equal templates share cached answers and history."""
-        source = json.dumps([self.template, self.system])
+        parts: list[Any] = [self.template, self.system]
+        if self.variables:  # without, the version of templates from before ``vars``
+            parts.append(self.variables)
+        source = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(source.encode()).hexdigest()[:16]
 
     def render(self, item: Any) -> list[dict[str, str]]:
@@ -80,7 +87,8 @@ class PromptTemplate:
         Raises :class:`RenderError` when a field is missing (naming every missing one), when
         the template tries an operation the sandbox forbids, or when it fails on this item.
         """
-        context = {**item, "item": item} if isinstance(item, dict) else {"item": item}
+        fields = item if isinstance(item, dict) else {}
+        context = {**self.variables, **fields, "item": item}
         try:
             return [
                 {"role": part.role, "content": part.template.render(context)}
@@ -104,7 +112,8 @@ class PromptTemplate:
         names = frozenset().union(*(part.names for part in self._parts))
         via_item = frozenset().union(*(part.item_fields for part in self._parts))
         if not isinstance(item, dict):
-            return sorted(names | via_item)
+            return sorted((names - self.variables.keys()) | via_item)
+        names = frozenset(name for name in names if name not in self.variables)
         return sorted(name for name in names | via_item if name not in item)
 
     def _missing_error(self, item: Any, exc: jinja2.UndefinedError) -> RenderError:

@@ -222,6 +222,24 @@ def test_run_completes_and_status_shows_the_cost(cli: CLI, server: FakeOpenAI) -
     assert server.stats().requests == 12
 
 
+def test_a_generation_batch_renders_its_prompt_from_vars(cli: CLI, server: FakeOpenAI) -> None:
+    question = "template=Write question {{ n }} about {{ topic }}, {{ difficulty }}."
+    params = [f"model={MODEL}", question, f"base_url={server.base_url}"]
+    args = [arg for pair in params for arg in ("--param", pair)]
+    # Without the variables each item lacks topic and difficulty, and fails without a call.
+    failed = cli("run", "llm", "--count", "3", *args)
+    assert failed.returncode == 1, failed.stderr  # the batch ended with failed items
+    bare = cli.json("status", batch_id_of(failed.stdout))
+    assert (bare["counts"]["failed"], bare["usage"]["calls"]) == (3, 0)
+    errors = [item["error"] for item in cli.json("items", bare["id"])]
+    assert all("fields 'difficulty', 'topic'" in error for error in errors), errors
+    variables = json.dumps({"topic": "tides", "difficulty": "hard"})
+    out = cli.ok("run", "llm", "--count", "3", *args, "--param", f"vars={variables}")
+    status = cli.json("status", batch_id_of(out))
+    assert (status["counts"]["succeeded"], status["usage"]["calls"]) == (3, 3)
+    assert server.stats().requests == 3
+
+
 def test_a_model_with_no_price_shows_its_cost_as_unknown_not_zero(
     cli: CLI, server: FakeOpenAI
 ) -> None:

@@ -211,3 +211,19 @@ def test_validation_lists_only_the_first_fields_of_a_wide_item() -> None:
     item = {f"f{i}": i for i in range(12)}
     (problem,) = validate_rows(PromptTemplate("{{ title }}"), [(3, item)]).problems
     assert problem.message.endswith("(item has: f0, f1, f2, f3, f4, f5, f6, f7, f8, f9, ...)")
+
+
+def test_variables_are_seen_by_every_item_and_an_items_own_field_wins() -> None:
+    template = PromptTemplate(
+        "Question {{ n }} about {{ topic }}, {{ difficulty }}.",
+        variables={"topic": "tides", "difficulty": "hard"},
+    )
+    assert template.render({"n": 3})[0]["content"] == "Question 3 about tides, hard."
+    own = template.render({"n": 4, "topic": "moons"})[0]["content"]
+    assert own == "Question 4 about moons, hard."
+    assert template.missing_fields({"n": 1}) == []
+    assert refused(template, {}).missing == ("n",)
+    # Variables are part of the version: other variables, other answers and history.
+    assert template.version != PromptTemplate(template.template).version
+    other = PromptTemplate(template.template, variables={"topic": "moons", "difficulty": "hard"})
+    assert template.version != other.version
