@@ -1,8 +1,8 @@
 """A re-run pays only for what changed: the same template version is answered by the
 response cache (zero provider calls), a new version calls for every item. 2,000 items in the
 suite (``BATCHYARD_RERUN_ITEMS=20000`` for the issue's full size, run by hand: 40,000 calls
-take minutes on two cores), an in-process worker, and the local OpenAI server in a process of its own (so the two use two
-cores) over loopback HTTP; its ``/stats`` counts the calls."""
+take minutes on two cores), an in-process worker, and the local OpenAI server in a process
+of its own (so the two use two cores) over loopback HTTP; its ``/stats`` counts the calls."""
 
 from __future__ import annotations
 
