@@ -253,11 +253,13 @@ def _estimate(llm: LlmParams, inputs: _Inputs, samples: Samples, concurrency: in
 def _output_range(tokens: list[int], calls: int, max_tokens: int) -> tuple[float, float, float]:
     """Expected output tokens of ``calls`` calls and a range of two standard errors of the
     total: the uncertainty of the mean seen (``s / sqrt(k)`` per call, for every call) and
-    the spread of the calls themselves (``s * sqrt(calls)``)."""
+    the spread of the calls themselves (``s * sqrt(calls)``). An answer seen longer than
+    ``max_tokens`` (history of a version with a higher cap) counts as cut at it."""
     if not calls:
         return 0.0, 0.0, 0.0
     if not tokens:
         return calls * max_tokens / 2, 0.0, float(calls * max_tokens)
+    tokens = [min(seen, max_tokens) for seen in tokens]
     mean = statistics.fmean(tokens)
     spread = statistics.stdev(tokens) if len(tokens) > 1 else mean / 2
     error = math.sqrt(calls**2 * spread**2 / len(tokens) + calls * spread**2)
