@@ -33,7 +33,8 @@ def print_template(
         value = shown.params[name]
         if _is_long(name, value):
             texts.append(name)
-            head.add_row(name, f"({len(str(value).splitlines())} lines, below)")
+            count = len(str(value).splitlines())
+            head.add_row(name, f"({count} line{'s' * (count != 1)}, below)")
         else:
             head.add_row(name, escape(show(value)))
     out.print(head)

@@ -63,11 +63,11 @@ class TemplateDiff:
 
     @property
     def changes(self) -> list[Change]:
-        rows = [
-            Change(label, getattr(self.old, label), getattr(self.new, label))
-            for label in ("task", "description")
-            if getattr(self.old, label) != getattr(self.new, label)
-        ]
+        rows = []
+        for label in ("task", "description"):
+            old, new = getattr(self.old, label), getattr(self.new, label)
+            if old != new:  # a description may be left out: "(not set)", not null
+                rows.append(Change(label, old, new, old is not None, new is not None))
         texts = {name for name, _ in self.texts}
         for name in self._names():
             if name in texts:
