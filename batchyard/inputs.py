@@ -216,7 +216,17 @@ def _why_not_json(raw: bytes, exc: Exception) -> str:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         return f"not valid UTF-8 (byte 0x{raw[bad.start]:02x} at column {bad.start + 1})"
-    # The decoder counts lines and columns within this one line: give the column only.
+    # The decoder counts lines and columns within this one line: give the column only. A
+    # line cut short ends in its newline, which the decoder counts as a line of its own
+    # ("line 2 column 1"): read it again without, for the column where it stopped.
+    import orjson
+
+    stripped = raw.rstrip(b"\r\n")
+    if stripped != raw:
+        try:
+            orjson.loads(stripped)
+        except orjson.JSONDecodeError as again:
+            exc = again
     column = getattr(exc, "colno", None)
     reason = getattr(exc, "msg", None) or str(exc)
     return f"not valid JSON (column {column}: {reason})" if column else f"not valid JSON: {exc}"

@@ -78,7 +78,7 @@ def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
     ("line", "reason"),
     [
         ("{not json}", "not valid JSON"),
-        ('{"id": 1', "not valid JSON"),
+        ('{"id": 1', "not valid JSON (column 9: unexpected end of data)"),  # not line 2 col 1
         ('{"id": 1} {"id": 2}', "not valid JSON"),
         ("[1, 2]", "not a JSON object: the line holds an array"),
         ('"text"', "not a JSON object: the line holds a string"),
