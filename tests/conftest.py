@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,44 @@ def yard(tmp_path: Path) -> Iterator[Yard]:
 
 #: Worker settings that make tests quick: short polls, prompt control checks.
 FAST = {"poll_interval": 0.02, "control_interval": 0.02, "flush_interval": 0.005}
+
+
+def _run_folder(factory: pytest.TempPathFactory) -> Path:
+    """A folder of this pytest run, shared by its pytest-xdist workers (each has a basetemp
+    of its own inside it)."""
+    base = factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
+@contextmanager
+def shared_folder(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder ``name`` of this run, the same for all its workers, held under a lock: the
+    first worker to get it builds what it holds, the others find it built. For read-only
+    data that takes long to make."""
+    run = _run_folder(factory)
+    with open(run / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = run / name
+        folder.mkdir(exist_ok=True)
+        yield folder
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Under pytest-xdist (``-n``), a test marked ``alone`` runs while no other test of the
+    run does: it restarts PostgreSQL, or counts the server's connections. Every other test
+    holds a shared lock on a file of the run; an ``alone`` test holds it exclusively. A
+    turnstile taken on the way in keeps the shared holders from starving it. The lock is
+    taken outside pytest-timeout's clock: waiting for it is not the test's time."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    run = Path(item.config.option.basetemp).parent  # the worker's basetemp is inside it
+    alone = item.get_closest_marker("alone") is not None
+    with ExitStack() as held:
+        turnstile = held.enter_context(open(run / "alone.turnstile", "a"))
+        room = held.enter_context(open(run / "alone.room", "a"))
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        return (yield)

@@ -478,6 +478,9 @@ PostgresLifecycle.TestCase.settings = _settings(40)
 test_lifecycle = Lifecycle.TestCase
 
 
+# Some 60,000 short round trips to the server: 25 s on a quiet machine, several times that on
+# a busy one (beside the suite's other process), which is no hang.
+@pytest.mark.timeout(600)
 @pytest.mark.usefixtures("pg_machine")
 class TestPostgresLifecycle(PostgresLifecycle.TestCase):  # type: ignore[misc, valid-type]
     pass

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from batchyard import FakeClock, TaskContext, Yard
-from tests.conftest import FAST
+from tests.conftest import FAST, shared_folder
 
 BATCHYARD = Path(sys.executable).parent / "batchyard"
 
@@ -374,8 +374,17 @@ _PEAK = (
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
     """A SQLite file with two finished batches, of BIG and of SMALL items (~200-byte
-    payloads and results)."""
-    db = tmp_path_factory.mktemp("big") / "big.db"
+    payloads and results). The tests only read it: one worker of the run makes it."""
+    with shared_folder(tmp_path_factory, "big") as folder:
+        db, ids = folder / "big.db", folder / "ids.json"
+        if not ids.exists():
+            db.unlink(missing_ok=True)  # what a failed attempt left
+            ids.write_text(json.dumps(_make_big(db)))
+        big, small = json.loads(ids.read_text())
+    yield db, big, small
+
+
+def _make_big(db: Path) -> list[str]:
     with Yard(f"sqlite:///{db}") as yard:
 
         @yard.task(name="echo", max_attempts=1)
@@ -388,7 +397,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, s
         big = yard.submit("echo", items(BIG)).id
         small = yard.submit("echo", items(SMALL)).id
         yard.run_until_idle(concurrency=256, **FAST)
-    yield db, big, small
+    return [big, small]
 
 
 def peak_kb(cwd: Path, db: Path, *args: str) -> int:

@@ -27,6 +27,7 @@ psycopg = pytest.importorskip("psycopg")
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.alone,  # restarts the server; counts its connections
     pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and pg_ctlcluster: Linux only"),
 ]
 

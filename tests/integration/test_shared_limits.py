@@ -9,7 +9,9 @@ use at least 90% of that allowance between them: they share one bucket, neither 
 getting their own nor starving one another.
 
 The workers are this module run as a program:
-``python -m tests.integration.test_shared_limits URL KEY LEDGER START DURATION [PAUSE_AT]``.
+``python -m tests.integration.test_shared_limits URL KEY LEDGER GO DURATION [PAUSE_AT]``.
+Each says it is ready (a file beside its LEDGER) once its store is open; when all are, the
+test writes the common start time to the file GO.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ BURST = 10  # the request bucket's capacity: it starts full
 ESTIMATE = 100
 ACTUAL = 5
 TOKEN_BURST = 1500
-STARTUP = 2.0  # seconds for the processes to start before the common start time
+STARTUP = 60.0  # seconds the processes may take to start and open their store
+#: From the moment every process is ready to the common start time: they see GO by then.
+LEAD = 0.5
 PAUSE = 1.5
 
 
@@ -50,10 +54,14 @@ def limiter_for(url: str, key: str) -> tuple[SharedLimiter, Store]:
 
 
 async def work(
-    url: str, key: str, ledger: Path, start: float, duration: float, pause_at: float | None
+    url: str, key: str, ledger: Path, go: Path, duration: float, pause_at: float | None
 ) -> None:
     limiter, store = limiter_for(url, key)
     admitted: list[float] = []
+    ready(ledger).touch()
+    while not go.exists():
+        await asyncio.sleep(0.005)
+    start = float(go.read_text())
     deadline = start + duration
     await asyncio.sleep(max(0.0, start - time.time()))
 
@@ -78,10 +86,14 @@ async def work(
     store.close()
 
 
+def ready(ledger: Path) -> Path:
+    return ledger.with_suffix(".ready")
+
+
 def run_workers(
     url: str, key: str, tmp_path: Path, duration: float, pause_at: float | None
 ) -> tuple[float, list[list[float]]]:
-    start = time.time() + STARTUP
+    go = tmp_path / f"{key}.go"
     ledgers = [tmp_path / f"{key}-{i}.txt" for i in range(WORKERS)]
     procs = [
         subprocess.Popen(
@@ -92,7 +104,7 @@ def run_workers(
                 url,
                 key,
                 str(ledger),
-                repr(start),
+                str(go),
                 repr(duration),
                 *([repr(pause_at)] if pause_at is not None and i == 0 else []),
             ],
@@ -102,9 +114,25 @@ def run_workers(
         )
         for i, ledger in enumerate(ledgers)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=STARTUP + duration + 30)
-        assert proc.returncode == 0, err
+    try:
+        deadline = time.monotonic() + STARTUP
+        while not all(ready(ledger).exists() for ledger in ledgers):
+            assert time.monotonic() < deadline, "the workers did not open their store in time"
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise AssertionError(f"a worker ended before its start: {proc.communicate()}")
+            time.sleep(0.01)
+        start = time.time() + LEAD
+        (tmp_path / "go.tmp").write_text(repr(start))
+        (tmp_path / "go.tmp").rename(go)  # whole, at once
+        for proc in procs:
+            _, err = proc.communicate(timeout=LEAD + duration + 30)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:  # none outlives a failure
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     per_worker = [[float(line) for line in ledger.read_text().split()] for ledger in ledgers]
     return start, per_worker
 
@@ -150,13 +178,13 @@ def test_a_pause_stops_every_process_until_it_ends(store_url: str, tmp_path: Pat
 
 
 if __name__ == "__main__":
-    url_, key_, ledger_, start_, duration_, *pause_ = sys.argv[1:]
+    url_, key_, ledger_, go_, duration_, *pause_ = sys.argv[1:]
     asyncio.run(
         work(
             url_,
             key_,
             Path(ledger_),
-            float(start_),
+            Path(go_),
             float(duration_),
             float(pause_[0]) if pause_ else None,
         )
