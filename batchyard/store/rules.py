@@ -94,6 +94,13 @@ def expiry(
     )
 
 
+#: How much later than a sweep's time a retry must have begun to wait before the sweep
+#: takes it for a clock that went back (and counts its delay again from now). A smaller
+#: step back delays retries by at most that much; the margin keeps a retry recorded while
+#: the sweep was on its way to the store from being taken for one.
+CLOCK_STEP = 10.0
+
+
 class LeaseWatch:
     """Which leases a sweep may take back, when it has a steady (monotonic) clock of its own.
 

@@ -15,7 +15,16 @@ from batchyard.store.clustering import Hit, count_failures
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
 from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
-from batchyard.store.rules import CLAIMABLE, POSITION_BITS, B, LeaseWatch, S, expiry, span
+from batchyard.store.rules import (
+    CLAIMABLE,
+    CLOCK_STEP,
+    POSITION_BITS,
+    B,
+    LeaseWatch,
+    S,
+    expiry,
+    span,
+)
 from batchyard.store.sqlbase import LOG_INSERT
 from batchyard.store.tx import Tx
 
@@ -453,13 +462,18 @@ class Working(Recording):
         count_failures(tx, hits)
 
     def _rebase_retries(self, now: float) -> int:
-        """Retries that began to wait later than ``now`` (the clock went back since, or the
-        worker that recorded them was ahead) wait their delay from ``now`` instead, not
-        until the clocks meet; returns how many."""
+        """Retries that began to wait more than ``CLOCK_STEP`` later than ``now`` (the clock
+        went back since, or the worker that recorded them was ahead) wait their delay from
+        ``now`` instead, not until the clocks meet; returns how many.
+
+        NOTE: ``now`` was read before this sweep reached the store (a queue, the lease sweep
+        first): a retry recorded meanwhile began to wait a little after it. Without the
+        margin such a retry would be taken for a clock step and run early."""
+        ahead = now + CLOCK_STEP
         rows = self._read(
             "SELECT i.id, i.batch_pk FROM batches b JOIN items i ON i.batch_pk = b.pk "
             f"WHERE b.n_retry_wait > 0 AND i.state = '{S.RETRY_WAIT}' AND i.waiting_since > ?",
-            (now,),
+            (ahead,),
         )
         if not rows:
             return 0
@@ -470,7 +484,7 @@ class Working(Recording):
                 "UPDATE items SET run_after = ? + (run_after - waiting_since), "
                 f"waiting_since = ? WHERE {where} AND state = '{S.RETRY_WAIT}' "
                 "AND waiting_since > ?",
-                (now, now, ids, now),
+                (now, now, ids, ahead),
             )
             tx.notify = rebased > 0
         return rebased

@@ -84,3 +84,14 @@ def test_a_retry_that_began_to_wait_after_now_waits_its_delay_from_now(store: St
     store.reclaim_expired(back + 12)
     assert claim(store, now=back + 14.9) == []
     assert len(claim(store, now=back + 15)) == 1
+
+
+def test_a_retry_recorded_while_a_sweep_was_on_its_way_keeps_its_time(store: Store) -> None:
+    """A sweep's time was read before a retry was recorded (the sweep waited in a queue):
+    the retry began to wait a little after it, which is no clock step."""
+    submit(store, "b1", 1)
+    (first,) = claim(store)
+    store.record([outcome(first, S.RETRY_WAIT, at=T0 + 5, run_after=T0 + 8)], T0 + 5)
+    store.reclaim_expired(T0 + 4)  # its time read a second before the retry was recorded
+    assert claim(store, now=T0 + 7.9) == []  # not rebased to run early
+    assert len(claim(store, now=T0 + 8)) == 1
