@@ -50,6 +50,7 @@ def ending(report: Report, cli: str = "batchyard") -> str:
     pad = " " * len("look further: ")
     if status.counts.failed:
         lines.append(f"{pad}{cli} items {status.id} --state failed")
+        lines.append(f"{pad}{cli} errors {status.id}")
     if not status.is_finished:
         lines.append(f"{pad}{cli} worker --batch {status.id}")
     lines.append(f"{pad}{cli} results {status.id} -o results.jsonl")

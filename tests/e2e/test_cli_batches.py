@@ -554,6 +554,7 @@ def test_run_ends_with_the_report_and_the_commands_to_look_further(cli: CLI) -> 
         f"\n{report}\n"
         f"look further: {here} report {batch['id']}\n"
         f"              {here} items {batch['id']} --state failed\n"
+        f"              {here} errors {batch['id']}\n"
         f"              {here} results {batch['id']} -o results.jsonl\n"
     ), done.stdout
 

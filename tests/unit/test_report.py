@@ -346,6 +346,7 @@ def test_the_ending_of_run_names_the_commands_to_look_further(yard: Yard) -> Non
     assert text.endswith(
         f"\n\nlook further: batchyard --db x.db report {batch.id}\n"
         f"              batchyard --db x.db items {batch.id} --state failed\n"
+        f"              batchyard --db x.db errors {batch.id}\n"
         f"              batchyard --db x.db results {batch.id} -o results.jsonl"
     )
 
