@@ -160,7 +160,9 @@ def _metric(s: dict[str, Any]) -> str:
 
 def _failed(failed: dict[str, Any]) -> list[tuple[str, str]]:
     count = failed["count"]
-    rows = [("failed", f"{count:,} item{'' if count == 1 else 's'}" + (":" if count else ""))]
+    if not count:  # the items line and "errors none" say so already
+        return []
+    rows = [("failed", f"{count:,} item{'' if count == 1 else 's'}:")]
     for item in failed["items"]:
         rows.append(("", f"{item['key']}: {item['error'] or item['error_type'] or '?'}"))
     if failed["more"]:

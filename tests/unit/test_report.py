@@ -448,3 +448,9 @@ def test_given_back_leases_are_no_attempts_and_lost_ones_say_so(
     assert "attempts 6 in all, 1.50 per item, 2 items ran again" in text
     assert "ran again 2 runs: worker lost 1, released 1" in text
     assert "errors none" in text
+
+
+def test_a_batch_with_no_failures_says_so_once(yard: Yard) -> None:
+    text = str(run(yard, [{"id": "a", "took": 1}, {"id": "b", "took": 2}]).report())
+    assert "errors" in text and "none" in text
+    assert not [line for line in text.splitlines() if line.startswith("failed")], text
