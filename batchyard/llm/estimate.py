@@ -163,6 +163,13 @@ def earlier_versions(store: Store, template: TemplateRef) -> Samples | None:
 
 
 def _samples(store: Store, batch_ids: Iterable[str]) -> Samples:
+    tokens, latencies, batches = _collect(store, batch_ids)
+    return Samples(tokens, latencies, _answers(len(tokens), batches))
+
+
+def _collect(store: Store, batch_ids: Iterable[str]) -> tuple[list[int], list[float], int]:
+    """Output tokens and latencies of the answers (not cache hits) of ``batch_ids`` in
+    order, up to HISTORY_SAMPLES, and how many batches were read."""
     tokens: list[int] = []
     latencies: list[float] = []
     batches = 0
@@ -173,8 +180,8 @@ def _samples(store: Store, batch_ids: Iterable[str]) -> Samples:
             if "latency" in item.metrics:
                 latencies.append(item.metrics["latency"])
             if len(tokens) >= HISTORY_SAMPLES:
-                return Samples(tokens, latencies, _answers(len(tokens), batches))
-    return Samples(tokens, latencies, _answers(len(tokens), batches))
+                return tokens, latencies, batches
+    return tokens, latencies, batches
 
 
 def _answers(count: int, batches: int) -> str:
@@ -292,19 +299,7 @@ def _duration(
 def history(store: Store, llm: LlmParams) -> Samples:
     """Output tokens and latencies of earlier answers (not cache hits) of the same model and
     template, newest batches first, up to HISTORY_SAMPLES."""
-    tokens: list[int] = []
-    latencies: list[float] = []
-    batches = 0
-    for batch_id in _same_batches(store, llm):
-        batches += 1
-        for item in _answered(store, batch_id):
-            tokens.append(item.usage.tokens_out)
-            if "latency" in item.metrics:
-                latencies.append(item.metrics["latency"])
-            if len(tokens) >= HISTORY_SAMPLES:
-                break
-        if len(tokens) >= HISTORY_SAMPLES:
-            break
+    tokens, latencies, batches = _collect(store, _same_batches(store, llm))
     source = f"{len(tokens)} earlier answers of {llm.model} with this template"
     return Samples(tokens, latencies, f"{source} ({batches} batch{'es' * (batches != 1)})")
 
