@@ -143,17 +143,16 @@ class Datasets:
         refuse_in_worker_import("submits a batch")
         selection = Selection.of(where, keys)
         yard = self._yard
-        task, params, chosen = yard._with_template(task, params, template)
-        options = yard._options(
-            yard.registry.resolve(task),
-            template=chosen,
+        options = yard._submission(
+            task,
+            template,
+            params,
             name=name,
             concurrency=concurrency,
             max_attempts=max_attempts,
             timeout=timeout,
             priority=priority,
             metadata=metadata,
-            params=params,
             open=False,
             budget=budget,
             rate_limit=rate_limit,

@@ -176,18 +176,16 @@ class Yard:
         elif items is None:
             raise ConfigError("submit needs items (an iterable of dicts) or a count")
         idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
-        task, params, chosen = self._with_template(task, params, template)
-        spec = self.registry.resolve(task)
-        options = self._options(
-            spec,
-            template=chosen,
+        options = self._submission(
+            task,
+            template,
+            params,
             name=name,
             concurrency=concurrency,
             max_attempts=max_attempts,
             timeout=timeout,
             priority=priority,
             metadata=metadata,
-            params=params,
             open=open,
             budget=budget,
             rate_limit=rate_limit,
@@ -213,6 +211,18 @@ class Yard:
         """The store's datasets: tables of records to pick items from (``add``, ``rows``,
         ``submit``, ...; see ``batchyard.datasets``)."""
         return Datasets(self)
+
+    def _submission(
+        self,
+        task: str | Callable[..., Any] | TaskSpec | None,
+        template: str | TemplateRef | None,
+        params: dict[str, JSON] | None,
+        **options: Any,
+    ) -> BatchOptions:
+        """A new batch's options, the template's task and parameters merged in (``params``
+        on top): what every way of creating a batch checks first."""
+        task, params, chosen = self._with_template(task, params, template)
+        return self._options(self.registry.resolve(task), template=chosen, params=params, **options)
 
     def _with_template(
         self,
