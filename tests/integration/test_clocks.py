@@ -43,7 +43,11 @@ RETRY_SLACK = 1.5
 
 
 def libfaketime() -> str:
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    """The thread-safe build: the plain one parses the timestamp file into a static buffer
+    that a second thread can overwrite mid-parse, and a worker has several threads reading
+    the clock. CI saw it as a step-back clock reading the true time for a moment (its
+    retries ran 1.4 s after they asked to wait 3 s)."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
     if not found:
         pytest.fail(
             "libfaketime is missing: these tests need the Debian package `faketime` "
