@@ -309,10 +309,13 @@ class Store(DatasetStore, Protocol):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         """Items in submission order with position greater than ``after``. Without
         ``payloads`` or ``results`` those are not read (None): a listing of big results
-        costs no more than one of small ones."""
+        costs no more than one of small ones. ``cluster`` (an error cluster's id or a
+        unique start of it) keeps the items whose last failure is in it (ClusterNotFound
+        otherwise)."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...

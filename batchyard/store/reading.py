@@ -11,6 +11,7 @@ from batchyard.errors import ItemNotFound
 from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
+from batchyard.store.clustering import resolve
 from batchyard.store.rows import (
     BATCH_COLUMNS,
     ITEM_COLUMNS,
@@ -99,6 +100,7 @@ class Reading(SqlBase):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
@@ -106,6 +108,9 @@ class Reading(SqlBase):
         if state is not None:
             where += " AND state = ?"
             params.append(state.value)
+        if cluster is not None:
+            where += " AND error_sig = ?"
+            params.append(resolve(self._read, pk, batch_id, cluster))
         if state in _INDEXED_STATES:
             # Naming the batch lets the database use the state's partial index instead of
             # walking the whole batch for a few running, waiting or failed items.
