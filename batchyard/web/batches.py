@@ -16,7 +16,7 @@ from batchyard.states import BatchState
 from batchyard.views import status_view
 from batchyard.web import submissions, uploads
 from batchyard.web.auth import Caller, caller, operator, visible, yard_of
-from batchyard.web.problems import Problem, responses
+from batchyard.web.problems import responses
 from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn
 
 router = APIRouter(tags=["batches"])
@@ -44,7 +44,7 @@ def view(status: BatchStatus, **extra: Any) -> dict[str, Any]:
     "/batches",
     status_code=201,
     openapi_extra=_BATCH_BODY,
-    responses=_REPLAYED | responses(400, 401, 403, 409, 413, 415, 422, 503),
+    responses=_REPLAYED | responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
 )
 async def create_batch(
     request: Request,
@@ -192,16 +192,21 @@ def delete_batch(batch_id: str, request: Request, who: Caller = Depends(operator
     return Response(status_code=204)
 
 
-@router.get("/compare", responses=_READ | responses(400))
+@router.get("/compare", responses=_READ)
 def compare(
     request: Request,
-    ids: str = Query(..., max_length=2000, description="batch ids, comma-separated"),
+    # The pattern says "2 to 20 ids" in the schema (schemathesis sent one long id, valid by
+    # a bare max_length, and met a 400 the schema did not foretell).
+    ids: str = Query(
+        ...,
+        max_length=2000,
+        pattern=r"^[^,\s]+(,[^,\s]+){1,19}$",
+        description="2 to 20 batch ids, comma-separated",
+    ),
     who: Caller = Depends(caller),
 ) -> dict[str, Any]:
     """Batches side by side (``batchyard compare --json``)."""
-    wanted = [part.strip() for part in ids.split(",") if part.strip()]
-    if not 2 <= len(wanted) <= 20:
-        raise Problem(400, "compare needs 2 to 20 batch ids, comma-separated", field="ids")
+    wanted = ids.split(",")
     yard = yard_of(request)
     for batch_id in wanted:
         visible(yard, who, batch_id)
