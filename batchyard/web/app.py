@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, problems, uploads
-from batchyard.web.schemas import BatchIn
+from batchyard.web import batches, items, meta, openapi, problems, uploads
 from batchyard.web.lanes import Lanes
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
@@ -86,32 +83,5 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(meta.public)
     for router in (meta.router, batches.router, items.router):
         app.include_router(router, prefix=API)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    app.openapi = lambda: openapi.document(app, settings)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The schema, with the problem body every error response refers to."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
-        body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(body.pop("$defs", {}))
-        schemas["BatchIn"] = body
-        schemas["Problem"] = {
-            "type": "object",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "line": {"type": "integer"},
-                "field": {"type": "string"},
-            },
-        }
-        app.openapi_schema = schema
-    return app.openapi_schema

@@ -39,7 +39,7 @@ class BatchIn(_Strict):
 
     task: str | None = Field(None, max_length=300)
     template: str | None = Field(None, max_length=300, description="NAME or NAME@VERSION")
-    items: list[Json] | None = None
+    items: list[Json] | None = Field(None, min_length=1)
     dataset: str | None = Field(None, max_length=200)
     where: list[str] = Field(default_factory=list, max_length=100)
     keys: list[str] | None = None

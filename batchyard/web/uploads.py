@@ -27,6 +27,7 @@ FORM_FIELDS = ("task", "template", "format", "options")
 FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
+    "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
         "task": {"type": "string"},

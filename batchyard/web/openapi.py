@@ -1,0 +1,96 @@
+"""The API's OpenAPI document (``/api/v1/openapi.json``): FastAPI's, made exact where its
+defaults are not: the problem body of every error, the 400 of a body that does not parse,
+and the rules of a submission that pydantic checks in code (a task this server allows, one
+source of items), so that a request the schema calls valid is one the server takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from batchyard.web import problems, tasks
+from batchyard.web.schemas import BatchIn
+from batchyard.web.settings import ServerSettings
+
+_NULL = {"type": "null"}
+#: A submission's sources of items: it takes one (or none, when open).
+_SOURCES = ("items", "dataset", "count")
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "line": {"type": "integer"},
+        "field": {"type": "string"},
+    },
+}
+
+
+def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
+    """The app's schema, made once."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
+        body = batch_in(settings)
+        schemas.update(body.pop("$defs", {}))
+        schemas["BatchIn"] = body
+        schemas["Problem"] = _PROBLEM
+        _malformed_bodies(schema)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def batch_in(settings: ServerSettings) -> dict[str, Any]:
+    """``BatchIn`` with the rules ``submissions`` checks: the task one this server allows
+    (or a template, which names one), and exactly one source of items unless the batch
+    is open."""
+    body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    allowed = {"type": "string", "enum": tasks.allowed_names(settings)}
+    body["properties"]["task"] = {"anyOf": [allowed, _NULL], "default": None}
+    body["allOf"] = [
+        {
+            "anyOf": [
+                {"required": ["task"], "properties": {"task": allowed}},
+                {"required": ["template"], "properties": {"template": {"type": "string"}}},
+            ]
+        },
+        {
+            "anyOf": [
+                *(_only(source, body["properties"][source]["anyOf"][0]) for source in _SOURCES),
+                {
+                    "required": ["options"],
+                    "properties": {
+                        **{source: _NULL for source in _SOURCES},
+                        "options": {"required": ["open"], "properties": {"open": {"const": True}}},
+                    },
+                },
+            ]
+        },
+    ]
+    return body
+
+
+def _only(source: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A body whose one source of items is ``source``."""
+    return {
+        "required": [source],
+        "properties": {name: (schema if name == source else _NULL) for name in _SOURCES},
+    }
+
+
+def _malformed_bodies(schema: dict[str, Any]) -> None:
+    """Every operation that takes a body may answer 400: FastAPI's answer to a body that
+    does not parse (schemathesis found it undocumented)."""
+    bad_request = problems.responses(400)[400]
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault("400", bad_request)
