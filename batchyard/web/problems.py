@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -152,10 +153,11 @@ def allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at the request's path. (Starlette's 405 names only
     those of the first route matching the path, and FastAPI makes a route per method.)"""
     methods: set[str] = set()
-    for route in request.app.routes:
+    # FastAPI includes routers lazily: iter_route_contexts yields the routes inside them.
+    for route in iter_route_contexts(request.app.routes):
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+            methods |= route.methods or set()
     return sorted(methods)
 
 
