@@ -1,0 +1,218 @@
+"""The server under faults, over real HTTP: twenty submissions at once with one
+Idempotency-Key make one batch; a bad line of an upload is a 422 naming it and writes
+nothing; the store cut off (a TCP proxy in front of PostgreSQL, cut and restored) gives
+503s, never a 500, and the server recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from batchyard import Yard
+from batchyard.web import ServerSettings
+from tests.procs.server import bearer, serving
+
+TASK = "tests.procs.tasks:square"
+BODY = {"task": TASK, "items": [{"id": str(n), "n": n} for n in range(50)]}
+
+
+@contextmanager
+def _yard_and_token(url: str) -> Iterator[tuple[Yard, dict[str, str]]]:
+    with Yard(url) as yard:
+        _, secret = yard.tokens.create("ops", "operator")
+        yield yard, bearer(secret)
+
+
+def test_twenty_concurrent_posts_with_one_key_make_one_batch(store_url: str) -> None:
+    with (
+        _yard_and_token(store_url) as (yard, auth),
+        serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+    ):
+        barrier = threading.Barrier(20)
+        headers = {**auth, "Idempotency-Key": "q3-leads"}
+
+        def post(_: int) -> httpx.Response:
+            with httpx.Client(timeout=60) as client:
+                barrier.wait(10)
+                return client.post(f"{server.api}/batches", json=BODY, headers=headers)
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(post, range(20)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200] * 19 + [201], [a.text for a in answers if a.status_code >= 300]
+        ids = {a.json()["id"] for a in answers}
+        assert len(ids) == 1
+        assert [a.json()["replayed"] for a in answers].count(False) == 1
+        rows = yard.batches(limit=10).rows
+        assert [b.id for b in rows] == list(ids)
+        assert rows[0].counts.total == 50
+
+        other = {**BODY, "items": BODY["items"][:10]}
+        conflict = httpx.post(f"{server.api}/batches", json=other, headers=headers, timeout=30)
+        assert conflict.status_code == 409, conflict.text
+        assert conflict.headers["content-type"] == "application/problem+json"
+        assert len(yard.batches(limit=10).rows) == 1
+
+
+def test_a_bad_line_is_a_422_naming_it_and_nothing_is_written(store_url: str) -> None:
+    lines = [json.dumps({"id": str(n), "n": n}) for n in range(1, 11)]
+    lines[6] = '{"id": "7", "n": '  # line 7 is cut short
+    upload = ("\n".join(lines) + "\n").encode()
+    with (
+        _yard_and_token(store_url) as (yard, auth),
+        serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+    ):
+        answer = httpx.post(
+            f"{server.api}/batches",
+            headers=auth,
+            data={"task": TASK},
+            files={"file": ("leads.jsonl", upload, "application/x-ndjson")},
+            timeout=30,
+        )
+        assert answer.status_code == 422, answer.text
+        problem = answer.json()
+        assert problem["line"] == 7, problem
+        assert problem["detail"].startswith("leads.jsonl:7: "), problem
+        assert yard.batches(limit=10).rows == []
+
+
+class CuttableProxy:
+    """A TCP proxy on a free loopback port in front of ``target``: ``cut()`` drops every
+    connection and refuses new ones (as a store that went away), ``restore()`` takes
+    them again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                client.close()  # refused: the store is "down"
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self.lock:
+            dropped, self.sockets = self.sockets, []
+        for s in dropped:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)
+    netloc = (host[0] + "@" if len(host) == 2 else "") + f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _wait_for(client: httpx.Client, url: str, status: int, seconds: float) -> httpx.Response:
+    """Ask ``url`` until it answers ``status`` (each answer is a real round trip: no sleep);
+    every answer on the way must be 200 or 503, never a 500."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = client.get(url)
+        assert answer.status_code in (200, 503), answer.text
+        if answer.status_code == status:
+            return answer
+        assert time.monotonic() < deadline, f"{url} never answered {status}: {answer.text}"
+
+
+def test_the_store_cut_off_gives_503_and_the_server_recovers(pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        with (
+            _yard_and_token(_through(pg_url, proxy.port)) as (yard, auth),
+            serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+            httpx.Client(headers=auth, timeout=60) as client,
+        ):
+            made = client.post(f"{server.api}/batches", json=BODY)
+            assert made.status_code == 201, made.text
+            batch = f"{server.api}/batches/{made.json()['id']}"
+            assert client.get(batch).status_code == 200
+
+            proxy.cut()
+            down = _wait_for(client, batch, 503, 60)
+            assert down.headers["content-type"] == "application/problem+json"
+            assert down.headers["retry-after"].isdigit()
+            assert str(proxy.port) not in down.text and "postgres" not in down.text.lower()
+            for method, url, body in (
+                ("GET", f"{server.api}/batches", None),
+                ("GET", f"{server.api}/health", None),
+                ("POST", f"{server.api}/batches", BODY),
+                ("POST", f"{batch}/pause", None),
+            ):
+                answer = client.request(method, url, json=body)
+                assert answer.status_code == 503, (method, url, answer.text)
+
+            proxy.restore()
+            back = _wait_for(client, batch, 200, 60)
+            assert back.json()["counts"]["total"] == 50
+            assert client.get(f"{server.api}/health").status_code == 200
+            assert client.post(f"{batch}/pause").status_code == 200
+    finally:
+        proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx would send loopback requests through a proxy named in the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
