@@ -6,14 +6,19 @@ nothing; the store cut off (a TCP proxy in front of PostgreSQL, cut and restored
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 import pytest
 
 from batchyard import Yard
@@ -193,13 +198,16 @@ def test_the_store_cut_off_gives_503_and_the_server_recovers(pg_url: str) -> Non
             assert down.headers["content-type"] == "application/problem+json"
             assert down.headers["retry-after"].isdigit()
             assert str(proxy.port) not in down.text and "postgres" not in down.text.lower()
-            for method, url, body in (
+            calls = [
                 ("GET", f"{server.api}/batches", None),
                 ("GET", f"{server.api}/health", None),
                 ("POST", f"{server.api}/batches", BODY),
                 ("POST", f"{batch}/pause", None),
-            ):
-                answer = client.request(method, url, json=body)
+            ]
+            # At once: each waits for the store up to its connect timeout (10 s) first.
+            with ThreadPoolExecutor(len(calls)) as pool:
+                answers = list(pool.map(lambda c: client.request(c[0], c[1], json=c[2]), calls))
+            for (method, url, _), answer in zip(calls, answers, strict=True):
                 assert answer.status_code == 503, (method, url, answer.text)
 
             proxy.restore()
@@ -216,3 +224,82 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """httpx would send loopback requests through a proxy named in the environment."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+#: Lines of the big upload (BATCHYARD_UPLOAD_LINES=1000000 for the issue's full size).
+UPLOAD_LINES = int(os.environ.get("BATCHYARD_UPLOAD_LINES", "200000"))
+#: The most the server's RSS may grow while it takes the big upload. The file streams to
+#: the store in chunks, so what it holds does not grow with the file; held whole, 200,000
+#: parsed items alone would be over 100 MB (1,000,000: over 500 MB).
+RSS_GROWTH = 64 << 20
+SERVE = """
+import sys, uvicorn
+from batchyard import Yard
+from batchyard.web import ServerSettings, create_app
+fd, url, task = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with Yard(url) as yard:
+    app = create_app(yard, ServerSettings(workers=0, allow_task=[task]))
+    uvicorn.run(app, fd=fd, log_level="warning", access_log=False)
+"""
+
+
+def _write_upload(path: Path, lines: int) -> None:
+    with path.open("w") as out:
+        for n in range(lines):
+            out.write(f'{{"id": "lead-{n}", "n": {n}, "company": "Company {n} Ltd"}}\n')
+
+
+def _peak_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    process = psutil.Process(pid)
+    while not stop.wait(0.02):  # a sampling period, not a wait for anything to happen
+        peak[0] = max(peak[0], process.memory_info().rss)
+
+
+def test_a_big_upload_keeps_the_server_small(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'yard.db'}"
+    with Yard(url) as yard:
+        _, secret = yard.tokens.create("ops", "operator")
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    _write_upload(big, UPLOAD_LINES)
+    _write_upload(small, 2000)
+    sock = socket.create_server(("127.0.0.1", 0))
+    api = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(sock.fileno()), url, TASK],
+        pass_fds=[sock.fileno()],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sock.close()
+    try:
+        with httpx.Client(headers=bearer(secret), timeout=600) as client:
+
+            def upload(path: Path) -> httpx.Response:
+                with path.open("rb") as file:
+                    return client.post(
+                        f"{api}/batches",
+                        data={"task": TASK},
+                        files={"file": (path.name, file, "application/x-ndjson")},
+                    )
+
+            warm = upload(small)  # the first upload loads what every upload uses
+            assert warm.status_code == 201, warm.text
+            base = psutil.Process(server.pid).memory_info().rss
+            stop, peak = threading.Event(), [base]
+            sampler = threading.Thread(target=_peak_rss, args=(server.pid, stop, peak))
+            sampler.start()
+            try:
+                answer = upload(big)
+            finally:
+                stop.set()
+                sampler.join()
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["counts"]["total"] == UPLOAD_LINES
+        growth = peak[0] - base
+        print(f"RSS {base >> 20} MB before, peak {peak[0] >> 20} MB (+{growth >> 20} MB)")
+        assert growth < RSS_GROWTH, f"RSS grew by {growth >> 20} MB for {UPLOAD_LINES:,} lines"
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert "Traceback" not in err, err
