@@ -5,12 +5,14 @@ source of items), so that a request the schema calls valid is one the server tak
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from batchyard.web import problems, tasks
+from batchyard.web import problems, tasks, uploads
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
 
@@ -42,6 +44,7 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
         body = batch_in(settings)
         schemas.update(body.pop("$defs", {}))
         schemas["BatchIn"] = body
+        schemas["BatchUpload"] = upload_form(settings)
         schemas["Problem"] = _PROBLEM
         _malformed_bodies(schema)
         app.openapi_schema = schema
@@ -49,16 +52,16 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
 
 
 def batch_in(settings: ServerSettings) -> dict[str, Any]:
-    """``BatchIn`` with the rules ``submissions`` checks: the task one this server allows
-    (or a template, which names one), and exactly one source of items unless the batch
-    is open."""
+    """``BatchIn`` with the rules ``submissions`` and the task's ``prepare`` check: a task
+    this server allows, with the options it takes (or a template, which names one), and
+    exactly one source of items unless the batch is open."""
     body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
     allowed = {"type": "string", "enum": tasks.allowed_names(settings)}
     body["properties"]["task"] = {"anyOf": [allowed, _NULL], "default": None}
     body["allOf"] = [
         {
             "anyOf": [
-                {"required": ["task"], "properties": {"task": allowed}},
+                *(_task(task.name, task.spec.options_schema) for task in tasks.allowed(settings)),
                 {"required": ["template"], "properties": {"template": {"type": "string"}}},
             ]
         },
@@ -76,6 +79,23 @@ def batch_in(settings: ServerSettings) -> dict[str, Any]:
         },
     ]
     return body
+
+
+def upload_form(settings: ServerSettings) -> dict[str, Any]:
+    """The multipart form of an upload, its task one this server allows."""
+    form = copy.deepcopy(uploads.FORM_SCHEMA)
+    form["properties"]["task"]["enum"] = tasks.allowed_names(settings)
+    return form
+
+
+def _task(name: str, options: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+    """A body naming the task ``name``, with the options it takes."""
+    if options is None:
+        return {"required": ["task"], "properties": {"task": {"const": name}}}
+    return {
+        "required": ["task", "options"],
+        "properties": {"task": {"const": name}, "options": options()},
+    }
 
 
 def _only(source: str, schema: dict[str, Any]) -> dict[str, Any]:

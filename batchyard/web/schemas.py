@@ -7,7 +7,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchyard.clusters import ID_LENGTH
+
 Json = dict[str, Any]
+
+
+#: A rate as the API takes it: AMOUNT/PERIOD (the CLI also reads "100 per 10 seconds").
+RATE = r"^[1-9][0-9]{0,8}/(s|min|h|day)$"
+#: An error cluster's id, or the start of one (``batchyard errors`` shows them).
+CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
+#: Tokens per minute: a number, or a rate.
+TOKEN_RATE = r"^[1-9][0-9]{0,9}(/(s|min|h|day))?$"
 
 
 class _Strict(BaseModel):
@@ -25,8 +35,8 @@ class Options(_Strict):
     metadata: Json | None = None
     params: Json | None = None
     budget: float | None = Field(None, ge=0)
-    rate_limit: str | None = Field(None, max_length=40, description='e.g. "25/min"')
-    tokens_per_minute: str | None = Field(None, max_length=40)
+    rate_limit: str | None = Field(None, pattern=RATE, description='e.g. "25/min"')
+    tokens_per_minute: str | None = Field(None, pattern=TOKEN_RATE, description='e.g. "90000"')
     max_result_bytes: int | None = Field(None, ge=1)
     key_field: str | None = Field("id", max_length=200)
     open: bool = False
@@ -64,7 +74,7 @@ class RetryIn(_Strict):
 
     states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed)
     keys: list[str] | None = None
-    cluster: str | None = Field(None, max_length=100)
+    cluster: str | None = Field(None, pattern=CLUSTER)
 
 
 class RerunIn(_Strict):

@@ -26,14 +26,24 @@ from batchyard.web.schemas import BatchIn
 FORM_FIELDS = ("task", "template", "format", "options")
 FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["file"],
+    "required": ["file", "format"],
     "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
+        "format": {
+            "type": "string",
+            "enum": list(FORMATS),
+            "description": "the file's format (may be left out when its name ends .jsonl, "
+            ".ndjson, .csv or .parquet)",
+        },
         "task": {"type": "string"},
         "template": {"type": "string"},
-        "format": {"type": "string", "enum": list(FORMATS)},
-        "options": {"type": "string", "description": "the JSON of BatchIn.options"},
+        "options": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Options"},
+            "description": "the JSON of BatchIn.options",
+        },
     },
 }
 
