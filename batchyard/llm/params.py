@@ -193,6 +193,8 @@ def _int(params: Mapping[str, Any], name: str, default: int | None) -> Any:
     value = params.get(name, default)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is whole: JSON (and JSON Schema) do not tell it from 3
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"--param {name} must be a whole number of at least 1, not {value!r}")
     return value

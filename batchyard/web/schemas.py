@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from batchyard.clusters import ID_LENGTH
 
@@ -22,6 +22,16 @@ TOKEN_RATE = r"^[1-9][0-9]{0,9}(/(s|min|h|day))?$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole(cls, value: Any, info: ValidationInfo) -> Any:
+        """3.0 is an integer, as JSON Schema has it (strict mode refused it, and schemathesis
+        sends it for "integer"); "3" and true still are not."""
+        wanted = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(value, float) and value.is_integer() and wanted in (int, int | None):
+            return int(value)
+        return value
 
 
 class Options(_Strict):
@@ -72,7 +82,22 @@ class RetryIn(_Strict):
     """Which finished items to send back: ``states`` (failed, cancelled), only ``keys``,
     or only the failed items of an error ``cluster``."""
 
-    states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed)
+    # An error cluster's retry takes its failed items only: the schema says so too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"cluster": {"type": "null"}}},
+                {
+                    "properties": {
+                        "keys": {"type": "null"},
+                        "states": {"items": {"const": "failed"}},
+                    }
+                },
+            ]
+        }
+    )
+
+    states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed, min_length=1)
     keys: list[str] | None = None
     cluster: str | None = Field(None, pattern=CLUSTER)
 
