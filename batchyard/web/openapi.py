@@ -58,6 +58,7 @@ def batch_in(settings: ServerSettings) -> dict[str, Any]:
     body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
     allowed = {"type": "string", "enum": tasks.allowed_names(settings)}
     body["properties"]["task"] = {"anyOf": [allowed, _NULL], "default": None}
+    body["properties"]["count"]["anyOf"][0]["maximum"] = settings.max_count
     body["allOf"] = [
         {
             "anyOf": [

@@ -38,6 +38,10 @@ def submit(
     the caller's owner, and whether it is an earlier one replayed by its idempotency key."""
     task = _task(yard, settings, body)
     _check_sources(body, upload)
+    if body.count is not None and body.count > settings.max_count:
+        raise Problem(
+            422, f"count: this server makes at most {settings.max_count:,} items", field="count"
+        )
     _check_active(yard, settings, who)
     options: dict[str, Any] = body.options.model_dump(exclude={"key_field", "open"})
     options["owner"] = who.owner

@@ -1,0 +1,88 @@
+"""schemathesis against the running server: every operation of /api/v1/openapi.json, all
+checks, at least 100 examples each, a fixed seed. Zero failures means the description is
+exact: each status a route answers is documented, every answer matches its schema, a
+request the schema calls valid is taken and one it calls invalid is refused, and nothing
+answers 500. (tests/procs/schemathesis_hooks.py gives it batches to act on and files to
+upload.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchyard import Yard
+from batchyard.web import ServerSettings
+from tests.procs.server import serving
+
+TASK = "tests.procs.tasks:square"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+EXAMPLES = 100
+SEED = 13
+
+
+def _seed(yard: Yard) -> list[str]:
+    """Batches for the cases to act on: finished with a failed item, paused, open."""
+    done = yard.submit(TASK, [{"id": "1", "n": 1}, {"id": "2"}], max_attempts=1)
+    yard.run_until_idle(poll_interval=0.01)
+    paused = yard.submit(TASK, [{"id": "1", "n": 1}, {"id": "2", "n": 2}])
+    paused.pause()
+    opened = yard.submit(TASK, [{"id": "1", "n": 1}], open=True)
+    opened.pause()
+    assert done.status().counts.failed == 1
+    return [done.id, paused.id, opened.id]
+
+
+@pytest.mark.timeout(600)
+def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the llm task's key, read at submission
+    with Yard(f"sqlite:///{tmp_path / 'yard.db'}") as yard:
+        _, secret = yard.tokens.create("root", "admin")
+        seeded = _seed(yard)
+        # max_count: a fuzzed count of millions would make millions of items.
+        settings = ServerSettings(workers=0, allow_task=[TASK], max_count=1000)
+        with serving(yard, settings) as server:
+            env = {
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "tests.procs.schemathesis_hooks",
+                "BATCHYARD_ST_API": server.api,
+                "BATCHYARD_ST_TOKEN": secret,
+                "BATCHYARD_ST_TASK": TASK,
+                "BATCHYARD_ST_BATCHES": ",".join(seeded),
+                "PYTHONPATH": str(Path(__file__).parents[2]),
+            }
+            run = subprocess.run(
+                [
+                    str(SCHEMATHESIS),
+                    "run",
+                    f"{server.api}/openapi.json",
+                    "-H",
+                    f"Authorization: Bearer {secret}",
+                    "--checks",
+                    "all",
+                    "--max-examples",
+                    str(EXAMPLES),
+                    "--seed",
+                    str(SEED),
+                    "--phases",
+                    "coverage,fuzzing",
+                    "--no-color",
+                    "--report-dir",
+                    str(tmp_path / "report"),
+                ],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=580,
+            )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-20000:]
+    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", out)
+    assert selected is not None, out[-5000:]
+    assert len(set(selected.groups())) == 1, selected.group(0)  # every operation, tested
+    assert int(selected[1]) >= 20
