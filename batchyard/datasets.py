@@ -131,6 +131,7 @@ class Datasets:
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         max_result_bytes: int | None = None,
+        owner: str | None = None,
     ) -> Batch:
         """A batch of ``task`` over the rows of ``dataset`` that ``where`` and ``keys``
         pick (as ``rows`` does), one item per row in dataset order, keyed by the row's key.
@@ -158,6 +159,7 @@ class Datasets:
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
+            owner=owner,
         )
         now = yard.clock.now()
         status = yard.store.create_batch_from_dataset(

@@ -9,7 +9,8 @@
     │   └── ClusterNotFound          no error cluster of a batch has this id (or prefix)
     │   ├── TemplateNotFound         no such template or version, or not one to run
     │   │   └── TemplateArchived     a version archived: readable, not runnable
-    │   └── TemplateExists           creating a template whose name is taken
+    │   ├── TemplateExists           creating a template whose name is taken
+    │   └── TokenExists              creating a token whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
     │   ├── DuplicateKey             two items with one key in a batch
@@ -94,6 +95,14 @@ class TemplateExists(ConfigError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"template {name!r} exists already; update it to add a version")
+
+
+class TokenExists(ConfigError):
+    """``tokens.create`` with a name a token has (or had: a revoked name is not reused)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already (revoked ones count too)")
 
 
 class InputError(BatchyardError):

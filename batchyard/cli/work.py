@@ -120,9 +120,9 @@ def run_run(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from batchyard.cli.views import status_view
     from batchyard.live import work_and_follow
     from batchyard.report_text import ending
+    from batchyard.views import status_view
 
     out = sys.stderr if args.json else sys.stdout
     with open_yard(args) as yard:

@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
 from batchyard.models import (
@@ -287,9 +288,16 @@ class Store(DatasetStore, Protocol):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         """Batches newest first; ``after`` is the ``next`` of the previous page (an opaque
-        cursor that stays valid when batches are deleted)."""
+        cursor that stays valid when batches are deleted). Filters: ``owner``, ``template``
+        (a name), ``text`` (in the name or id, case-blind), created in
+        [``created_after``, ``created_before``)."""
         ...
 
     def items(
@@ -591,5 +599,34 @@ class Store(DatasetStore, Protocol):
         ``states`` (None: all), copied inside the database in transactions of at most
         COMMIT_ITEMS source items; a failure leaves no batch. Raises BatchNotFound,
         Conflict when the source is still uploading or has no item in ``states``."""
+
+    # -- tokens and sessions of `batchyard serve` (store/access.py) --------------------
+
+    def add_token(self, token: Token, digest: str) -> Token:
+        """Keep a new token by the digest of its secret; raises Conflict when its name is
+        taken (by a revoked token too: a name is never reused)."""
+
+    def list_tokens(self) -> list[Token]:
+        """Every token, revoked ones too, by name."""
+
+    def token_by_digest(self, digest: str) -> Token | None:
+        """The token (revoked or not) whose secret has this digest, or None."""
+
+    def touch_token(self, name: str, now: float) -> None:
+        """Record that a token was used at ``now``."""
+
+    def revoke_token(self, name: str, now: float) -> Token:
+        """Revoke a token (again is a no-op) and end its sessions; raises ConfigError when
+        no token has this name."""
+
+    def add_session(self, digest: str, session: Session, now: float) -> None:
+        """Keep a new session by the digest of its cookie value (ended ones are dropped)."""
+
+    def session_by_digest(self, digest: str, now: float) -> Session | None:
+        """The session with this digest that has not expired and whose token is not
+        revoked, or None."""
+
+    def drop_session(self, digest: str) -> None:
+        """End a session (logging out); no-op when there is none."""
 
     def close(self) -> None: ...

@@ -44,14 +44,37 @@ class Reading(SqlBase):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         where, params = ["1 = 1"], list[Any]()
-        if state is not None:
-            where.append("state = ?")
-            params.append(state.value)
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)
+        for column, value in (
+            ("state", None if state is None else state.value),
+            ("task", task),
+            ("owner", owner),
+            ("template_name", template),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if text:
+            # Case-blind in both databases; the pattern's own wildcards are taken literally.
+            where.append(
+                "(LOWER(COALESCE(name, '')) LIKE ? ESCAPE '!' OR LOWER(id) LIKE ? ESCAPE '!')"
+            )
+            pattern = (
+                "%" + text.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+            )
+            params += (pattern, pattern)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if after is not None:
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < ?")

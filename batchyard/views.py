@@ -1,4 +1,5 @@
-"""A batch's status for display: with elapsed time, throughput and ETA (``batchyard.progress``).
+"""A batch's status as the CLI's `--json` and the server show it: with elapsed time, throughput
+and ETA (``batchyard.progress``).
 
 These are the extra keys of ``batchyard status --json`` beside ``BatchStatus.as_dict()``.
 """
