@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
 from batchyard.web import batches, items, meta, problems, uploads
-from batchyard.web.schemas import BatchIn
 from batchyard.web.lanes import Lanes
+from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 

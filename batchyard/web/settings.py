@@ -95,9 +95,9 @@ class ServerSettings(BaseSettings):
 
 
 def _explain(exc: ValidationError, source: Path | None) -> str:
-    where = f"{source} or the environment" if source else "the settings"
+    where = f" ({source}, the environment or the flags)" if source else ""
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         lines.append(f"{field}: {error['msg']}")
-    return f"bad settings in {where}: " + "; ".join(lines)
+    return f"bad setting{where}: " + "; ".join(lines)
