@@ -74,6 +74,9 @@ def register(commands: Any) -> None:
     create.add_argument(
         "--owner", help="whose batches it submits and sees (default: NAME; share it to share)"
     )
+    create.add_argument(
+        "-q", "--quiet", action="store_true", help="print the token alone (TOKEN=$(batchyard ...))"
+    )
     add_json(create)
     create.set_defaults(run=run_token_create)
     listing = actions.add_parser("list", help="every token (never their secrets)")
@@ -205,6 +208,9 @@ def run_token_create(args: argparse.Namespace) -> int:
         token, secret = yard.tokens.create(args.name, args.role, owner=args.owner)
     if args.json:
         print_json({**token.as_dict(), "token": secret})
+        return 0
+    if args.quiet:
+        print(secret)
         return 0
     out = console()
     out.print(f"token {token.name} ({token.role.value}, owner {token.owner}), shown once:")
