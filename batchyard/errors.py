@@ -13,6 +13,7 @@
     │   └── TokenExists              creating a token whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
+    │   │   └── ItemTooLarge         over the size limit of an item
     │   ├── DuplicateKey             two items with one key in a batch
     │   └── NotSerializable          a payload that is not JSON
     ├── BatchNotFound
@@ -142,6 +143,10 @@ class InputError(BatchyardError):
 
 class InvalidItem(InputError):
     """An item is not a JSON object, its key field is unusable, or it is too large."""
+
+
+class ItemTooLarge(InvalidItem):
+    """An item whose JSON is over the limit (``items.MAX_ITEM_BYTES``)."""
 
 
 class DuplicateKey(InputError):

@@ -25,6 +25,7 @@ from batchyard.models import (
     Item,
     LogLine,
     Page,
+    Totals,
     Usage,
 )
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
@@ -300,6 +301,11 @@ class Store(DatasetStore, Protocol):
         [``created_after``, ``created_before``)."""
         ...
 
+    def totals(self, now: float) -> Totals:
+        """Batches by state and sums of their kept counters and usage, and the items that
+        wait for a rate limiter: O(batches), no item row read."""
+        ...
+
     def items(
         self,
         batch_id: str,
@@ -309,10 +315,13 @@ class Store(DatasetStore, Protocol):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         """Items in submission order with position greater than ``after``. Without
         ``payloads`` or ``results`` those are not read (None): a listing of big results
-        costs no more than one of small ones."""
+        costs no more than one of small ones. ``cluster`` (an error cluster's id or a
+        unique start of it) keeps the items whose last failure is in it (ClusterNotFound
+        otherwise)."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
