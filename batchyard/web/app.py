@@ -15,7 +15,8 @@ from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, metrics, problems, uploads
+from batchyard.web import batches, items, meta, metrics, problems, socket, streams, uploads
+from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
@@ -59,9 +60,14 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         lanes = Lanes(yard, settings.workers)
         lanes.start()
         stop_metrics = _metrics_port(app.state.metrics, settings)
+        app.state.feed = FeedFollower(
+            yard.store, settings, durations=app.state.metrics.durations.observe
+        )
+        await app.state.feed.start()
         try:
             yield
         finally:
+            await app.state.feed.stop()
             stop_metrics()
             lanes.stop()
 
@@ -89,7 +95,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         )
     app.include_router(meta.public)
     app.include_router(metrics.router)
-    for router in (meta.router, batches.router, items.router):
+    for router in (meta.router, batches.router, items.router, streams.router, socket.router):
         app.include_router(router, prefix=API)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app

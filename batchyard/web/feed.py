@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from batchyard.errors import BatchNotFound
 from batchyard.models import BatchStatus, Event, Item
-from batchyard.states import BatchState
+from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Store
 from batchyard.web.stream_events import StreamEvent, end_event, item_event, status_event
 from batchyard.web.subscriber import Subscriber
@@ -41,6 +41,8 @@ STATUS_GAP = 0.25
 #: Changes read per query; events a subscriber may have waiting before it is closed.
 PAGE = 1000
 QUEUE_LIMIT = 10_000
+#: Item states an attempt ends in (its duration is then the attempt's).
+_ATTEMPT_ENDED = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.RETRY_WAIT})
 #: Batches whose items can still change.
 LIVE = tuple(state for state in BatchState if not state.is_terminal)
 
@@ -58,7 +60,8 @@ class Changes:
 
 class FeedFollower:
     """Follows ``store``'s change feed for every stream of one server. ``start`` and ``stop``
-    it with the app; ``open_streams`` counts its subscribers (for the metrics)."""
+    it with the app; ``subscribers`` counts its open streams (for the metrics), and
+    ``durations``, if given, hears the duration of every attempt that finishes."""
 
     def __init__(
         self,
@@ -67,11 +70,13 @@ class FeedFollower:
         *,
         poll: float = POLL,
         queue_limit: int = QUEUE_LIMIT,
+        durations: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.poll = poll
         self.queue_limit = queue_limit
+        self.durations = durations
         self._cursor = 0
         self._live: set[str] = set()
         self._owners: dict[str, str | None] = {}
@@ -93,7 +98,8 @@ class FeedFollower:
         return self._cursor
 
     @property
-    def open_streams(self) -> int:
+    def subscribers(self) -> int:
+        """The streams open (SSE and WebSocket)."""
         return len(self._wide) + len({s for subs in self._by_batch.values() for s in subs})
 
     @property
@@ -185,10 +191,12 @@ class FeedFollower:
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
         wide = bool(self._wide)
         wanted = frozenset(self._by_batch)
-        probe = frozenset(self._live if wide else self._live & wanted)
+        # The durations need every item; without them, only those someone follows.
+        every = wide or self.durations is not None
+        probe = frozenset(self._live if every else self._live & wanted)
         known = frozenset(self._owners)
         changes = await loop.run_in_executor(
-            self._thread, self._read, self._cursor, probe, wanted, wide, known
+            self._thread, self._read, self._cursor, probe, wanted, every, known
         )
         ended = self._apply(changes) if changes is not None else set()
         await self._flush(loop, ended)
@@ -285,6 +293,9 @@ class FeedFollower:
         for item in sorted(changes.items, key=lambda i: (i.seq, i.batch_id, i.position)):
             self._publish(item_event(item))
             self._dirty.add(item.batch_id)
+            if self.durations is not None and item.duration is not None:
+                if item.state in _ATTEMPT_ENDED:
+                    self.durations(item.duration)
         self._live -= ended
         self._cursor = changes.upper
         return ended

@@ -113,6 +113,7 @@ def item_event(item: Item) -> StreamEvent:
         "attempt": item.runs,
         "error": _cut(_last_line(item.error), ERROR_CHARS),
         "duration": item.duration,
+        "finished_at": item.finished_at,
         "progress": item.progress,
         "message": _cut(item.message, MESSAGE_CHARS),
         "usage": None if item.usage.is_zero else item.usage.as_dict(),

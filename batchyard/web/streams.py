@@ -45,7 +45,7 @@ def _since(last_event_id: Annotated[str | None, Header()] = None) -> Mark | None
         raise Problem(400, f"Last-Event-ID: {exc}", field="Last-Event-ID") from None
 
 
-async def _watched(batch_id: str, request: Request, who: Caller = Depends(caller)) -> BatchStatus:  # noqa: B008
+async def _watched(batch_id: str, request: Request, who: Caller = Depends(caller)) -> BatchStatus:
     """The batch, if the caller may see it (404 otherwise), checked before the stream
     starts: once it has, its status code is sent."""
     return await follower_of(request).call(visible, yard_of(request), who, batch_id)
@@ -108,8 +108,8 @@ async def _send(
     try:
         done = await feed.call(read)
         sub.since = done.mark
-        for event in done.events:
-            yield _sse(event, debug)
+        for replayed in done.events:
+            yield _sse(replayed, debug)
         if close_on_end and done.ended:
             return
         while True:
