@@ -132,6 +132,7 @@ class Datasets:
         tokens_per_minute: str | float | None = None,
         max_result_bytes: int | None = None,
         webhooks: Iterable[str] = (),
+        owner: str | None = None,
     ) -> Batch:
         """A batch of ``task`` over the rows of ``dataset`` that ``where`` and ``keys``
         pick (as ``rows`` does), one item per row in dataset order, keyed by the row's key.
@@ -160,6 +161,7 @@ class Datasets:
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
             webhooks=webhooks,
+            owner=owner,
         )
         now = yard.clock.now()
         status = yard.store.create_batch_from_dataset(

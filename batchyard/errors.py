@@ -9,9 +9,11 @@
     │   └── ClusterNotFound          no error cluster of a batch has this id (or prefix)
     │   ├── TemplateNotFound         no such template or version, or not one to run
     │   │   └── TemplateArchived     a version archived: readable, not runnable
-    │   └── TemplateExists           creating a template whose name is taken
+    │   ├── TemplateExists           creating a template whose name is taken
+    │   └── TokenExists              creating a token whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
+    │   │   └── ItemTooLarge         over the size limit of an item
     │   ├── DuplicateKey             two items with one key in a batch
     │   └── NotSerializable          a payload that is not JSON
     ├── BatchNotFound
@@ -97,6 +99,14 @@ class TemplateExists(ConfigError):
         super().__init__(f"template {name!r} exists already; update it to add a version")
 
 
+class TokenExists(ConfigError):
+    """``tokens.create`` with a name a token has (or had: a revoked name is not reused)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already (revoked ones count too)")
+
+
 class InputError(BatchyardError):
     """An item cannot be accepted; the submission wrote nothing.
 
@@ -134,6 +144,10 @@ class InputError(BatchyardError):
 
 class InvalidItem(InputError):
     """An item is not a JSON object, its key field is unusable, or it is too large."""
+
+
+class ItemTooLarge(InvalidItem):
+    """An item whose JSON is over the limit (``items.MAX_ITEM_BYTES``)."""
 
 
 class DuplicateKey(InputError):

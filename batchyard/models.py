@@ -314,6 +314,9 @@ class BatchOptions:
     rerun_of: str | None = None
     #: URLs to call when the batch ends or pauses (``batchyard.deliveries``).
     webhooks: tuple[str, ...] = ()
+    #: Who owns it: the owner of the server token that submitted it (None from the CLI or
+    #: Python: only an admin sees it through the server).
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,8 @@ class BatchStatus:
     template: TemplateRef | None = None
     #: The id of the batch it re-runs, if it is a re-run.
     rerun_of: str | None = None
+    #: Its owner (``BatchOptions.owner``).
+    owner: str | None = None
 
     @property
     def progress(self) -> float:
@@ -422,6 +427,7 @@ class BatchStatus:
             "projected_cost": self.projected_cost,
             "template": None if self.template is None else str(self.template),
             "rerun_of": self.rerun_of,
+            "owner": self.owner,
         }
 
 

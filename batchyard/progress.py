@@ -1,12 +1,10 @@
 """How fast a batch goes and when it will end, read from its status: elapsed time, throughput
-and ETA, written once for the CLI, the live view, reports, webhooks and the server; and
-``status_view``, the status with them (the shape of ``batchyard status --json``)."""
+and ETA, written once for the CLI, the live view, reports (and later the server)."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from batchyard.models import BatchStatus
 
@@ -88,19 +86,3 @@ class Meter:
             return None
         (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
         return (n1 - n0) / (t1 - t0) if t1 - t0 > 0.2 else None
-
-
-def status_view(status: BatchStatus, now: float) -> dict[str, Any]:
-    """``status.as_dict()`` plus ``elapsed`` (s), ``throughput`` (items/s since the first
-    claim) and ``eta`` (s to finish at that pace, or at the rate limit the batch waits on;
-    None when unknown or finished); ``waiting_on`` gains ``seconds`` (until the last
-    waiting item should be admitted). ``batchyard status --json`` prints it, and a webhook
-    sends it."""
-    view = status.as_dict()
-    going = pace(status, now)
-    eta = going.eta or None  # status --json has said null, not 0, once nothing is left
-    view.update(elapsed=round(going.elapsed, 3), throughput=round(going.throughput, 3), eta=eta)
-    if status.waiting_on is not None:
-        seconds = round(status.waiting_on.seconds(now), 3)
-        view["waiting_on"] = {**status.waiting_on.as_dict(), "seconds": seconds}
-    return view

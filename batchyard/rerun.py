@@ -53,6 +53,7 @@ def rerun(
         limits=old.limits,
         template=ref,
         rerun_of=old.id,
+        owner=old.owner,
     )
     spec = yard.registry.find(old.task)
     if spec is not None and spec.prepare is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchyard import items as item_codec
+from batchyard.access import Tokens
 from batchyard.batch import Batch
 from batchyard.clock import Clock
 from batchyard.datasets import Datasets
@@ -85,6 +86,8 @@ class Yard:
         #: The store's templates: ``create``, ``update``, ``get``, ``list``, ``diff``,
         #: ``archive``, ``usage``.
         self.templates = Templates(self.store, self.registry, self.clock)
+        #: The tokens and sessions of ``batchyard serve``: ``create``, ``list``, ``revoke``.
+        self.tokens = Tokens(self.store, self.clock)
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Yard:
@@ -147,6 +150,7 @@ class Yard:
         webhooks: Iterable[str] = (),
         idempotency_key: str | None = None,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
+        owner: str | None = None,
     ) -> Batch:
         """Create a batch of ``items`` for ``task`` and queue it.
 
@@ -170,6 +174,8 @@ class Yard:
         a day by default) and the same task, options and items creates nothing and returns
         that batch (``Batch.replayed`` is True), even when the two run at once. The same
         key with other input raises ``IdempotencyConflict``.
+
+        ``owner`` records who owns the batch (``batchyard serve`` passes its caller's).
 
         ``count`` instead of ``items`` makes a generation batch: ``count`` items
         ``{"n": 0}`` ... ``{"n": count - 1}``, keyed ``"0"`` ... , for a task that makes
@@ -207,6 +213,7 @@ class Yard:
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
             webhooks=webhooks,
+            owner=owner,
         )
         stream = item_codec.stream(items)
         first = next(stream, _END)
@@ -374,10 +381,26 @@ class Yard:
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
-        """Batches newest first, a page at a time."""
+        """Batches newest first, a page at a time (``after``: the previous page's ``next``);
+        the filters are those of ``Store.list_batches``."""
         wanted = None if state is None else BatchState(state)
-        return self.store.list_batches(state=wanted, task=task, limit=limit, after=after)
+        return self.store.list_batches(
+            state=wanted,
+            task=task,
+            limit=limit,
+            after=after,
+            owner=owner,
+            template=template,
+            text=text,
+            created_after=created_after,
+            created_before=created_before,
+        )
 
     def prune(self, older_than: float | timedelta) -> int:
         """Delete finished batches that ended more than ``older_than`` (seconds) ago."""

@@ -457,7 +457,7 @@ def register(commands: Any) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from batchyard.cli.views import status_view
+    from batchyard.views import status_view
 
     with open_yard(args) as yard:
         batch, added = submit_from_args(yard, args)

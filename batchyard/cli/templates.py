@@ -262,7 +262,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_rerun(args: argparse.Namespace) -> int:
-    from batchyard.cli.views import status_view
+    from batchyard.views import status_view
 
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch).rerun(

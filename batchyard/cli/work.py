@@ -124,9 +124,9 @@ def run_run(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from batchyard.cli.views import status_view
     from batchyard.live import work_and_follow
     from batchyard.report_text import ending
+    from batchyard.views import status_view
     from batchyard.webhooks import start_deliveries
 
     out = sys.stderr if args.json else sys.stdout

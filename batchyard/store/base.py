@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
 from batchyard.deliveries import Attempt, Delivery, DeliveryState
@@ -323,9 +324,16 @@ class Store(DatasetStore, WebhookStore, Protocol):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         """Batches newest first; ``after`` is the ``next`` of the previous page (an opaque
-        cursor that stays valid when batches are deleted)."""
+        cursor that stays valid when batches are deleted). Filters: ``owner``, ``template``
+        (a name), ``text`` (in the name or id, case-blind), created in
+        [``created_after``, ``created_before``)."""
         ...
 
     def items(
@@ -337,10 +345,13 @@ class Store(DatasetStore, WebhookStore, Protocol):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         """Items in submission order with position greater than ``after``. Without
         ``payloads`` or ``results`` those are not read (None): a listing of big results
-        costs no more than one of small ones."""
+        costs no more than one of small ones. ``cluster`` (an error cluster's id or a
+        unique start of it) keeps the items whose last failure is in it (ClusterNotFound
+        otherwise)."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
@@ -620,5 +631,34 @@ class Store(DatasetStore, WebhookStore, Protocol):
         ``states`` (None: all), copied inside the database in transactions of at most
         COMMIT_ITEMS source items; a failure leaves no batch. Raises BatchNotFound,
         Conflict when the source is still uploading or has no item in ``states``."""
+
+    # -- tokens and sessions of `batchyard serve` (store/access.py) --------------------
+
+    def add_token(self, token: Token, digest: str) -> Token:
+        """Keep a new token by the digest of its secret; raises Conflict when its name is
+        taken (by a revoked token too: a name is never reused)."""
+
+    def list_tokens(self) -> list[Token]:
+        """Every token, revoked ones too, by name."""
+
+    def token_by_digest(self, digest: str) -> Token | None:
+        """The token (revoked or not) whose secret has this digest, or None."""
+
+    def touch_token(self, name: str, now: float) -> None:
+        """Record that a token was used at ``now``."""
+
+    def revoke_token(self, name: str, now: float) -> Token:
+        """Revoke a token (again is a no-op) and end its sessions; raises ConfigError when
+        no token has this name."""
+
+    def add_session(self, digest: str, session: Session, now: float) -> None:
+        """Keep a new session by the digest of its cookie value (ended ones are dropped)."""
+
+    def session_by_digest(self, digest: str, now: float) -> Session | None:
+        """The session with this digest that has not expired and whose token is not
+        revoked, or None."""
+
+    def drop_session(self, digest: str) -> None:
+        """End a session (logging out); no-op when there is none."""
 
     def close(self) -> None: ...

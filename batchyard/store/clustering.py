@@ -12,7 +12,7 @@ rows (``recount_clusters``) always agrees.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -124,7 +124,7 @@ def uncount_failed(tx: Tx, pk: int, where: str, params: Params) -> None:
     )
 
 
-def resolve(tx: Tx, pk: int, batch_id: str, prefix: str) -> str:
+def resolve(rows: Callable[[str, Params], list[Any]], pk: int, batch_id: str, prefix: str) -> str:
     """The id of the batch's one cluster that starts with ``prefix``. Raises ConfigError
     for what cannot be an id, ClusterNotFound for none or several."""
     wanted = prefix.strip().lower()
@@ -135,7 +135,7 @@ def resolve(tx: Tx, pk: int, batch_id: str, prefix: str) -> str:
         )
     found = [
         sig
-        for (sig,) in tx.all(
+        for (sig,) in rows(
             "SELECT sig FROM error_clusters WHERE batch_pk = ? AND sig LIKE ? ORDER BY sig",
             (pk, wanted + "%"),
         )

@@ -11,6 +11,7 @@ from batchyard.errors import ItemNotFound
 from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
+from batchyard.store.clustering import resolve
 from batchyard.store.rows import (
     BATCH_COLUMNS,
     ITEM_COLUMNS,
@@ -44,14 +45,37 @@ class Reading(SqlBase):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         where, params = ["1 = 1"], list[Any]()
-        if state is not None:
-            where.append("state = ?")
-            params.append(state.value)
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)
+        for column, value in (
+            ("state", None if state is None else state.value),
+            ("task", task),
+            ("owner", owner),
+            ("template_name", template),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if text:
+            # Case-blind in both databases; the pattern's own wildcards are taken literally.
+            where.append(
+                "(LOWER(COALESCE(name, '')) LIKE ? ESCAPE '!' OR LOWER(id) LIKE ? ESCAPE '!')"
+            )
+            pattern = (
+                "%" + text.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+            )
+            params += (pattern, pattern)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if after is not None:
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < ?")
@@ -76,6 +100,7 @@ class Reading(SqlBase):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
@@ -83,6 +108,9 @@ class Reading(SqlBase):
         if state is not None:
             where += " AND state = ?"
             params.append(state.value)
+        if cluster is not None:
+            where += " AND error_sig = ?"
+            params.append(resolve(self._read, pk, batch_id, cluster))
         if state in _INDEXED_STATES:
             # Naming the batch lets the database use the state's partial index instead of
             # walking the whole batch for a few running, waiting or failed items.

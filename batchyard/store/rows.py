@@ -77,6 +77,7 @@ class BatchRow(NamedTuple):
     template_name: str | None
     template_version: int | None
     rerun_of: str | None
+    owner: str | None
 
     @property
     def batch_state(self) -> BatchState:
@@ -123,6 +124,7 @@ class BatchRow(NamedTuple):
             if self.template_name is None
             else TemplateRef(self.template_name, self.template_version),
             rerun_of=self.rerun_of,
+            owner=self.owner,
         )
 
 

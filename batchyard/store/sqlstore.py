@@ -4,6 +4,7 @@ connects, takes a transaction and does those few operations."""
 
 from __future__ import annotations
 
+from batchyard.store.access import AccessTables
 from batchyard.store.budgeting import Budgeting
 from batchyard.store.clustering import Clustering
 from batchyard.store.controlling import Controlling
@@ -27,6 +28,7 @@ class SqlStore(
     DatasetTables,
     Templating,
     Delivering,
+    AccessTables,
 ):
     """The store, put together from its parts (one noun each)."""
 

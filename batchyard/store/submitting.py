@@ -23,8 +23,8 @@ _CLAIM_KEY = (
 _INSERT_BATCH = (
     "INSERT INTO batches (id, name, task, state, sealed, priority, concurrency, max_attempts, "
     "timeout, params, metadata, upload_expires, created_at, updated_at, budget, limits, "
-    "template_name, template_version, rerun_of) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk"
+    "template_name, template_version, rerun_of, owner) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk"
 )
 
 
@@ -176,6 +176,7 @@ class Submitting(SqlBase):
             None if options.template is None else options.template.name,
             None if options.template is None else options.template.version,
             options.rerun_of,
+            options.owner,
         )
         if idempotency is not None:
             tx.run(

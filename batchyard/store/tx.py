@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 from batchyard.deliveries import DeliveryState, event_for, new_delivery_id
 from batchyard.errors import BatchNotFound, Conflict
 from batchyard.models import JSON
-from batchyard.progress import status_view
 from batchyard.states import BatchState, check_batch, ending_state
 from batchyard.store.rows import BATCH_COLUMNS, BatchRow
 from batchyard.store.rules import ENDABLE, B
+from batchyard.views import status_view
 
 Params = Sequence[Any]
 

@@ -1,0 +1,117 @@
+"""``create_app``: the FastAPI application over a Yard: its routers under ``/api/v1``, the
+security headers every answer carries, CORS only for named origins, errors as problems, and
+what runs beside the routes for the app's lifetime (worker lanes, the feed follower)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import batchyard
+from batchyard.web import batches, items, meta, problems, uploads
+from batchyard.web.lanes import Lanes
+from batchyard.web.schemas import BatchIn
+from batchyard.web.settings import ServerSettings
+from batchyard.yard import Yard
+
+API = "/api/v1"
+_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP answer (a plain ASGI middleware: it does
+    not buffer a streamed answer)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
+    """The server's application over ``yard``. The Yard stays the caller's to close."""
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lanes = Lanes(yard, settings.workers)
+        lanes.start()
+        try:
+            yield
+        finally:
+            lanes.stop()
+
+    app = FastAPI(
+        title="batchyard",
+        version=batchyard.__version__,
+        summary="Durable, observable batches of work: the HTTP API of `batchyard serve`.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=None,  # no interactive docs: they would load scripts from a CDN
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.yard = yard
+    app.state.settings = settings
+    problems.install(app)
+    app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+    if settings.cors_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
+    app.include_router(meta.public)
+    for router in (meta.router, batches.router, items.router):
+        app.include_router(router, prefix=API)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema, with the problem body every error response refers to."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
+        body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(body.pop("$defs", {}))
+        schemas["BatchIn"] = body
+        schemas["Problem"] = {
+            "type": "object",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "line": {"type": "integer"},
+                "field": {"type": "string"},
+            },
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema

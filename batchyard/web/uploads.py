@@ -1,0 +1,147 @@
+"""A submission's body: JSON (a ``BatchIn``), or a multipart upload of a JSONL, CSV or
+Parquet file beside the same fields. The file is read as a stream into the store (spooled
+to disk, never held in memory); a body past the configured size is a 413."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from batchyard.errors import InputError
+from batchyard.inputs import FORMATS, detect_format, open_input
+from batchyard.web.problems import Problem
+from batchyard.web.schemas import BatchIn
+
+#: The form fields of an upload (beside ``file``); ``options`` is the JSON of ``Options``.
+FORM_FIELDS = ("task", "template", "format", "options")
+FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
+        "task": {"type": "string"},
+        "template": {"type": "string"},
+        "format": {"type": "string", "enum": list(FORMATS)},
+        "options": {"type": "string", "description": "the JSON of BatchIn.options"},
+    },
+}
+
+
+class BodyLimit:
+    """Answers 413 to a request whose body is over ``limit`` bytes: at once when its
+    Content-Length says so, else as soon as the bytes read pass it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _answer(send, self._too_large())
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _too_large(self) -> Problem:
+        return Problem(413, f"the body is over this server's limit of {self.limit:,} bytes")
+
+
+async def _answer(send: Send, problem: Problem) -> None:
+    response = problem.response()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+@contextlib.asynccontextmanager
+async def submission(
+    request: Request,
+) -> AsyncIterator[tuple[BatchIn, Iterator[dict[str, Any]] | None]]:
+    """The body of a submission, and the items of its file when one was uploaded."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        yield _parsed(await request.body()), None
+    elif kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise Problem(
+                    422, "the upload has no file: send it as the form field 'file'", field="file"
+                )
+            unknown = sorted(set(form) - {"file", *FORM_FIELDS})
+            if unknown:
+                raise Problem(422, f"unknown form field {unknown[0]!r}", field=unknown[0])
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            body = _from_form(fields)
+            with _items(upload, fields.get("format")) as rows:
+                yield body, rows
+    else:
+        raise Problem(415, "send the batch as application/json, or a file as multipart/form-data")
+
+
+def _parsed(raw: bytes | str) -> BatchIn:
+    try:
+        return BatchIn.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise Problem(422, f"{field or 'body'}: {first['msg']}", field=field) from None
+
+
+def _from_form(fields: dict[str, str]) -> BatchIn:
+    try:
+        options = json.loads(fields.get("options") or "{}")
+    except ValueError:
+        raise Problem(422, "options: not JSON", field="options") from None
+    body = {k: fields[k] for k in ("task", "template") if k in fields}
+    return _parsed(json.dumps({**body, "options": options}))
+
+
+@contextlib.contextmanager
+def _items(upload: UploadFile, fmt: str | None) -> Iterator[Iterator[dict[str, Any]]]:
+    name = Path(upload.filename or "upload").name
+    try:
+        chosen = detect_format(name, fmt)
+    except InputError as exc:
+        raise Problem(
+            422, str(exc).replace("--format", "the form field 'format'"), field="format"
+        ) from None
+    if chosen != "parquet":
+        with open_input("-", chosen, stdin=upload.file, name=name) as rows:
+            yield rows
+        return
+    # Parquet is read by pyarrow from a file: spool the upload to one.
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as spooled:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, spooled)
+        spooled.flush()
+        with open_input(spooled.name, "parquet", name=name) as rows:
+            yield rows
