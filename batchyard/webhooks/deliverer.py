@@ -87,7 +87,10 @@ class Deliverer:
         self._started.set()
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             while not self._stop.is_set():
-                await self.send_due(client)
+                try:
+                    await self.send_due(client)
+                except Exception:  # a bug or a driver's raw error: sending must go on
+                    log.exception("webhooks: a look for due deliveries failed")
                 try:
                     await asyncio.wait_for(self._stop.wait(), self.config.poll)
                 except TimeoutError:
@@ -154,7 +157,8 @@ class Deliverer:
         except TimeoutError:
             took = time.monotonic() - started
             return Attempt(None, f"no answer within {self.config.total:g}s", took)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure of a try is its outcome (InvalidURL is no
+            # HTTPError), recorded and retried; only CancelledError goes through
             took = time.monotonic() - started
             return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], took)
         took = time.monotonic() - started

@@ -6,6 +6,7 @@ Backoff is shortened through the Deliverer's configuration; waits are on conditi
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -151,3 +152,23 @@ def test_a_receiver_that_hangs_does_not_slow_a_worker(
         assert all(r.answered is None for r in receiver.received)
         assert yard.store.delivery_counts()[DeliveryState.PENDING] == 6
     assert took < hung.total, f"the worker took {took:.1f}s while the receiver hung"
+
+
+def test_a_receiver_that_is_down_is_retried_then_given_up(
+    yard: Yard, deliverer: Callable[..., Deliverer]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    batch = yard.submit(echo, [{"id": 1}], webhooks=[down])
+    batch.cancel()
+    deliverer(DeliveryConfig(poll=0.01, backoff=Backoff(base=0.02, cap=0.05, give_up_after=0.5)))
+    (failed,) = wait_for(
+        lambda: [d for d in batch.webhooks() if d.state is DeliveryState.FAILED],
+        10,
+        "the delivery given up",
+        batch.webhooks,
+    )
+    assert failed.attempts >= 3 and failed.last_status is None
+    assert failed.last_error is not None and "ConnectError" in failed.last_error
+    assert failed.next_at is None and failed.delivered_at is None
