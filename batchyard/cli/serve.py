@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import signal
 import socket
 import sys
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -72,6 +74,9 @@ def register(commands: Any) -> None:
     create.add_argument(
         "--owner", help="whose batches it submits and sees (default: NAME; share it to share)"
     )
+    create.add_argument(
+        "-q", "--quiet", action="store_true", help="print the token alone (TOKEN=$(batchyard ...))"
+    )
     add_json(create)
     create.set_defaults(run=run_token_create)
     listing = actions.add_parser("list", help="every token (never their secrets)")
@@ -86,6 +91,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from batchyard.web import ServerSettings, create_app
+
+    _Server = _server_class()
     from batchyard.yard import Yard
 
     settings = ServerSettings.load(
@@ -113,10 +120,27 @@ def run_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             ws_ping_interval=None,  # the app pings its WebSockets itself
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         _announce(server, settings, yard)
         server.run(sockets=[sock])
+    console().print("batchyard serve: stopped", style="dim")
     return 0
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGTERM or Ctrl-C that stopped it gracefully
+        is not raised again afterwards (uvicorn does, so the process would die of it with
+        status -15 instead of exiting 0 once everything is closed)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    return Server
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -157,6 +181,7 @@ def _announce(server: Any, settings: ServerSettings, yard: Yard) -> None:
         out.print(
             f"  {secret}   (log in: {base}/login?token={secret})", highlight=False, soft_wrap=True
         )
+    out.print("Ctrl-C stops it (running items get a few seconds to finish)", style="dim")
 
 
 def public_url(url: str) -> str:
@@ -183,6 +208,9 @@ def run_token_create(args: argparse.Namespace) -> int:
         token, secret = yard.tokens.create(args.name, args.role, owner=args.owner)
     if args.json:
         print_json({**token.as_dict(), "token": secret})
+        return 0
+    if args.quiet:
+        print(secret)
         return 0
     out = console()
     out.print(f"token {token.name} ({token.role.value}, owner {token.owner}), shown once:")

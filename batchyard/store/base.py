@@ -26,6 +26,7 @@ from batchyard.models import (
     Item,
     LogLine,
     Page,
+    Totals,
     Usage,
 )
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
@@ -334,6 +335,11 @@ class Store(DatasetStore, WebhookStore, Protocol):
         cursor that stays valid when batches are deleted). Filters: ``owner``, ``template``
         (a name), ``text`` (in the name or id, case-blind), created in
         [``created_after``, ``created_before``)."""
+        ...
+
+    def totals(self, now: float) -> Totals:
+        """Batches by state and sums of their kept counters and usage, and the items that
+        wait for a rate limiter: O(batches), no item row read."""
         ...
 
     def items(
