@@ -46,6 +46,22 @@ def test_a_worker_sends_the_ending_and_webhooks_shows_it(tmp_path: Path) -> None
     assert cli.json("webhooks", "secret") == {"secret": secret, "from": "store"}
 
 
+def test_run_sends_the_ending_before_it_exits(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    with Receiver() as receiver:
+        data = jsonl(cli.folder, "in.jsonl", rows(2))
+        final = cli.json("run", "e2etasks:work", data, "--webhook", receiver.url)
+        (sent,) = receiver.received  # sent before run exited
+    assert sent.headers[EVENT] == "batch.completed"
+    assert json.loads(sent.body)["counts"] == final["counts"]
+    (delivery,) = cli.json("webhooks", final["id"])["deliveries"]
+    assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == (
+        "delivered",
+        1,
+        200,
+    )
+
+
 def test_a_bad_webhook_url_is_refused_and_nothing_written(tmp_path: Path) -> None:
     cli = make_cli(tmp_path)
     data = jsonl(cli.folder, "in.jsonl", rows(2))

@@ -89,6 +89,17 @@ def test_a_submission_with_a_bad_webhook_writes_nothing(tmp_path: Path) -> None:
         Yard(f"sqlite:///{tmp_path / 'z.db'}", webhooks=["ftp://x"])
 
 
+def test_a_batch_of_a_dataset_names_webhooks_too(tmp_path: Path) -> None:
+    with Yard(f"sqlite:///{tmp_path / 'y.db'}") as yard:
+        yard.datasets.add("leads", [{"id": n, "name": f"n{n}"} for n in range(3)])
+        batch = yard.datasets.submit(
+            "batchyard.demo:score_lead", "leads", webhooks=["https://d.example/h"]
+        )
+        batch.pause()
+        (delivery,) = batch.webhooks()
+    assert (delivery.url, delivery.event) == ("https://d.example/h", "batch.paused")
+
+
 def test_which_changes_are_announced_as_what() -> None:
     B = BatchState
     assert event_for(B.COMPLETED, None) == "batch.completed"
