@@ -12,6 +12,7 @@ import pytest
 
 from batchyard.deliveries import Attempt, Backoff, DeliveryState
 from batchyard.errors import BatchNotFound, Conflict
+from batchyard.states import ItemState as S
 from batchyard.store.base import Store
 from tests.contract.test_store import LEASE, T0, claim, finish, submit
 
@@ -33,8 +34,20 @@ def test_an_ending_writes_one_delivery_per_url_with_the_status_as_body(store: St
     body = json.loads(deliveries[0].payload)
     assert body["id"] == "b1" and body["state"] == "completed"
     assert body["counts"]["succeeded"] == 2 and "throughput" in body and "eta" in body
+    assert body["error_clusters"] == []
     assert deliveries[0].id != deliveries[1].id
     assert deliveries[0].next_at == deliveries[0].created_at == T0 + 1
+
+
+def test_a_failed_batch_sends_its_top_error_clusters(store: Store) -> None:
+    submit(store, "b1", 2, webhooks=HOOKS[:1], max_attempts=1)
+    finish(store, claim(store), S.FAILED)
+    (delivery,) = store.webhook_deliveries("b1")
+    body = json.loads(delivery.payload)
+    assert delivery.event == "batch.failed" and body["counts"]["failed"] == 2
+    (cluster,) = body["error_clusters"]
+    assert cluster == store.error_clusters("b1")[0].as_dict()
+    assert (cluster["items"], cluster["share"]) == (2, 1.0)
 
 
 def test_pauses_are_announced_and_a_pause_with_a_reason_needs_attention(store: Store) -> None:
