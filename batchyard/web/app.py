@@ -15,11 +15,22 @@ from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, metrics, problems, socket, streams, uploads
+from batchyard.web import (
+    batches,
+    items,
+    meta,
+    metrics,
+    problems,
+    socket,
+    streams,
+    uploads,
+    webhooks,
+)
 from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
+from batchyard.webhooks import start_deliveries
 from batchyard.yard import Yard
 
 API = "/api/v1"
@@ -64,9 +75,11 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
             yard.store, settings, durations=app.state.metrics.durations.observe
         )
         await app.state.feed.start()
+        stop_deliveries = start_deliveries(yard.store, clock=yard.clock)
         try:
             yield
         finally:
+            stop_deliveries(drain=2.0)
             await app.state.feed.stop()
             stop_metrics()
             lanes.stop()
@@ -95,7 +108,14 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         )
     app.include_router(meta.public)
     app.include_router(metrics.router)
-    for router in (meta.router, batches.router, items.router, streams.router, socket.router):
+    for router in (
+        meta.router,
+        batches.router,
+        items.router,
+        streams.router,
+        socket.router,
+        webhooks.router,
+    ):
         app.include_router(router, prefix=API)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app

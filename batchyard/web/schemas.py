@@ -30,6 +30,8 @@ class Options(_Strict):
     max_result_bytes: int | None = Field(None, ge=1)
     key_field: str | None = Field("id", max_length=200)
     open: bool = False
+    #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
+    webhooks: list[str] = Field(default_factory=list, max_length=10)
 
 
 class BatchIn(_Strict):
