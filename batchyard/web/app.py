@@ -14,9 +14,9 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, problems, uploads
-from batchyard.web.schemas import BatchIn
+from batchyard.web import batches, datasets, items, library, meta, problems, spend, uploads
 from batchyard.web.lanes import Lanes
+from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 
@@ -84,7 +84,14 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
     app.include_router(meta.public)
-    for router in (meta.router, batches.router, items.router):
+    for router in (
+        meta.router,
+        batches.router,
+        items.router,
+        spend.router,
+        library.router,
+        datasets.router,
+    ):
         app.include_router(router, prefix=API)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
@@ -97,7 +104,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
+        # POST /batches (and /estimate, /validate) read their body themselves (JSON or a
+        # file): describe the JSON here.
         body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(body.pop("$defs", {}))
         schemas["BatchIn"] = body
