@@ -509,3 +509,19 @@ class Page(Generic[T]):
 
     rows: list[T]
     next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over every batch of a store, from the kept counters (no item is read): what
+    ``/metrics`` shows."""
+
+    #: Batches per state (states with none left out).
+    batches: dict[str, int]
+    #: Items per state, summed over batches.
+    items: dict[str, int]
+    #: Runs of an item after its first (retries, lost workers, releases).
+    reruns: int
+    usage: Usage
+    #: Items that wait for a rate limiter now.
+    waiting: int

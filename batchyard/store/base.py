@@ -25,6 +25,7 @@ from batchyard.models import (
     Item,
     LogLine,
     Page,
+    Totals,
     Usage,
 )
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
@@ -298,6 +299,11 @@ class Store(DatasetStore, Protocol):
         cursor that stays valid when batches are deleted). Filters: ``owner``, ``template``
         (a name), ``text`` (in the name or id, case-blind), created in
         [``created_after``, ``created_before``)."""
+        ...
+
+    def totals(self, now: float) -> Totals:
+        """Batches by state and sums of their kept counters and usage, and the items that
+        wait for a rate limiter: O(batches), no item row read."""
         ...
 
     def items(

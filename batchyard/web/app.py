@@ -4,17 +4,28 @@ what runs beside the routes for the app's lifetime (worker lanes, the feed follo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, datasets, items, library, meta, problems, spend, uploads
+from batchyard.web import (
+    batches,
+    datasets,
+    items,
+    library,
+    meta,
+    metrics,
+    problems,
+    spend,
+    uploads,
+)
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
@@ -57,9 +68,11 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lanes = Lanes(yard, settings.workers)
         lanes.start()
+        stop_metrics = _metrics_port(app.state.metrics, settings)
         try:
             yield
         finally:
+            stop_metrics()
             lanes.stop()
 
     app = FastAPI(
@@ -73,6 +86,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.yard = yard
     app.state.settings = settings
+    app.state.metrics = metrics.ServerMetrics(yard, streams=lambda: _open_streams(app))
     problems.install(app)
     app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
@@ -84,6 +98,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
     app.include_router(meta.public)
+    app.include_router(metrics.router)
     for router in (
         meta.router,
         batches.router,
@@ -95,6 +110,26 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(router, prefix=API)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
+
+
+def _open_streams(app: FastAPI) -> int:
+    feed = getattr(app.state, "feed", None)
+    return 0 if feed is None else int(feed.subscribers)
+
+
+def _metrics_port(registry: metrics.ServerMetrics, settings: ServerSettings) -> Callable[[], None]:
+    """Serve the metrics on their own address (no token) when the settings name a port."""
+    if settings.metrics_port is None:
+        return lambda: None
+    server, thread = start_http_server(
+        settings.metrics_port, settings.metrics_host or "127.0.0.1", registry=registry.registry
+    )
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(5)
+
+    return stop
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
