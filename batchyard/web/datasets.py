@@ -28,7 +28,7 @@ _LOADED: dict[int | str, dict[str, Any]] = {
     200: {"description": "rows appended, or the rows replaced"}
 }
 #: The form fields of a dataset upload, beside ``file``.
-FORM_FIELDS = ("name", "format", "key_field", "mode")
+FORM_FIELDS = ("name", "format", "csv_types", "key_field", "mode")
 Mode = Literal["create", "append", "replace"]
 _UPLOAD_BODY = {
     "requestBody": {
@@ -42,6 +42,10 @@ _UPLOAD_BODY = {
                         "file": {"type": "string", "format": "binary"},
                         "name": {"type": "string", "pattern": NAME},
                         "format": {"type": "string", "enum": list(FORMATS)},
+                        "csv_types": {
+                            "type": "string",
+                            "description": "CSV column types: employees=int,score=float",
+                        },
                         "key_field": {"type": "string", "description": "default: id"},
                         "mode": {
                             "type": "string",
@@ -102,9 +106,10 @@ async def load_dataset(
     request: Request, response: Response, who: Caller = Depends(operator)
 ) -> dict[str, Any]:
     """Store an uploaded JSONL, CSV or Parquet file's rows as a dataset, all or nothing
-    (multipart: ``file``, ``name``, and optionally ``format``, ``key_field``, ``mode``). A
-    bad line is a 422 naming it; a name in use is a 409 (``mode=append`` adds rows,
-    ``mode=replace``, for an admin, replaces them). Answers the dataset, with ``added``."""
+    (multipart: ``file``, ``name``, and optionally ``format``, ``csv_types``, ``key_field``,
+    ``mode``). A bad line is a 422 naming it; a name in use is a 409 (``mode=append`` adds
+    rows, ``mode=replace``, for an admin, replaces them). Answers the dataset, with
+    ``added``."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != (
         "multipart/form-data"
     ):

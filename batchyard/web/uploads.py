@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from batchyard.errors import InputError
+from batchyard.columns import ColumnTypes
+from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import FORMATS, Input, detect_format, open_input
 from batchyard.web.problems import Problem
 from batchyard.web.schemas import BatchIn
@@ -123,8 +124,18 @@ async def upload(
         if unknown:
             raise Problem(422, f"unknown form field {unknown[0]!r}", field=unknown[0])
         texts = {k: v for k, v in form.items() if isinstance(v, str)}
-        with _items(file, texts.get("format")) as rows:
+        with _items(file, texts.get("format"), _column_types(texts.get("csv_types"))) as rows:
             yield texts, rows
+
+
+def _column_types(text: str | None) -> ColumnTypes | None:
+    """The ``csv_types`` form field (``employees=int,score=float``), when given."""
+    if text is None:
+        return None
+    try:
+        return ColumnTypes.parse(text)
+    except ConfigError as exc:
+        raise Problem(422, f"csv_types: {exc}", field="csv_types") from None
 
 
 def _parsed(raw: bytes | str) -> BatchIn:
@@ -146,7 +157,7 @@ def _from_form(fields: dict[str, str]) -> BatchIn:
 
 
 @contextlib.contextmanager
-def _items(upload: UploadFile, fmt: str | None) -> Iterator[Input]:
+def _items(upload: UploadFile, fmt: str | None, types: ColumnTypes | None) -> Iterator[Input]:
     name = Path(upload.filename or "upload").name
     try:
         chosen = detect_format(name, fmt)
@@ -154,8 +165,10 @@ def _items(upload: UploadFile, fmt: str | None) -> Iterator[Input]:
         raise Problem(
             422, str(exc).replace("--format", "the form field 'format'"), field="format"
         ) from None
+    if types is not None and chosen != "csv":
+        raise Problem(422, f"csv_types apply to CSV; {name} is read as {chosen}", field="csv_types")
     if chosen != "parquet":
-        with open_input("-", chosen, stdin=upload.file, name=name) as rows:
+        with open_input("-", chosen, stdin=upload.file, name=name, csv_types=types) as rows:
             yield rows
         return
     # Parquet is read by pyarrow from a file: spool the upload to one.

@@ -230,6 +230,10 @@ def test_a_dataset_is_loaded_paged_appended_replaced_and_deleted(both: Api) -> N
     assert [r["data"]["name"] for r in rest["rows"]] == ["Acme"] and rest["next"] is None
     picked = both.get("/datasets/leads/rows", params={"keys": "a,b", "where": "employees<100"})
     assert [r["key"] for r in picked.json()["rows"]] == ["b"]
+    every = [("where", "industry=SaaS"), ("where", "employees>=200")]
+    assert [r["key"] for r in both.get("/datasets/leads/rows", params=every).json()["rows"]] == [
+        "c"
+    ]
 
     more = both.upload("leads", jsonl([{"id": "d", "name": "Dune"}]), mode="append")
     assert more.status_code == 200, more.text
@@ -258,6 +262,21 @@ def test_a_bad_line_is_a_422_naming_it_and_nothing_is_written(both: Api) -> None
 def test_csv_and_parquet_uploads_load_as_jsonl_does(api: Api) -> None:
     csv = b"id,name,employees\na,Acme,120\nb,Bolt,40\n"
     assert api.upload("from-csv", csv, "leads.csv").json()["rows"] == 2
+    # Text unless csv_types says otherwise, as with `dataset add --csv-types`.
+    texts = api.get("/datasets/from-csv/rows", params={"where": "employees>=100"})
+    assert "holds text" in problem(texts, 422)["detail"]
+    typed = api.upload("typed", csv, "leads.csv", csv_types="employees=int")
+    assert {f["name"]: f["types"] for f in typed.json()["fields"]}["employees"] == ["number"]
+    rows = api.get("/datasets/typed/rows", params={"where": "employees>=100"}).json()
+    assert [r["key"] for r in rows["rows"]] == ["a"]
+    bad = api.upload("typo", csv, "leads.csv", csv_types="employees=integer")
+    assert problem(bad, 422)["field"] == "csv_types"
+    cell = api.upload("cell", b"id,employees\na,many\n", "leads.csv", csv_types="employees=int")
+    assert problem(cell, 422)["line"] == 2
+    assert problem(api.upload("j", jsonl(LEADS), csv_types="employees=int"), 422)["field"] == (
+        "csv_types"
+    )
+    assert [d["name"] for d in api.get("/datasets").json()] == ["from-csv", "typed"]
     table = pa.Table.from_pylist(LEADS)
     out = io.BytesIO()
     pq.write_table(table, out)
