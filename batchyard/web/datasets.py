@@ -38,6 +38,7 @@ _UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file", "name"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "name": {"type": "string", "pattern": NAME},
@@ -79,7 +80,9 @@ def dataset_rows(
     where: list[str] = Query(
         [], max_length=100, description="FIELD=V, FIELD!=V, FIELD<V, FIELD>=V, FIELD~TEXT, F=A|B"
     ),
-    keys: str | None = Query(None, max_length=100_000, description="only these keys: K1,K2"),
+    keys: str | None = Query(
+        None, min_length=1, max_length=100_000, description="only these keys: K1,K2"
+    ),
     sort: str | None = Query(None, max_length=300, description="FIELD or FIELD:desc"),
     limit: int = Query(20, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=2000, description="the previous page's next"),

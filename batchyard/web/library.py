@@ -19,6 +19,7 @@ from batchyard.web.schemas import NAME, TemplateIn, TemplateUpdate
 router = APIRouter(tags=["templates"])
 _READ = responses(401, 404, 422, 503)
 _WRITE = responses(401, 403, 404, 409, 422, 503)
+_BODY = _WRITE | responses(400)  # a body that is not JSON
 _NAME = Path(pattern=NAME, description="the template's name")
 _VERSION = Path(ge=1, le=2**31, description="a version number")
 
@@ -58,7 +59,7 @@ def get_version(
     return {**found.as_dict(), "usage": None if used is None else used.as_dict()}
 
 
-@router.post("/templates", status_code=201, responses=_WRITE)
+@router.post("/templates", status_code=201, responses=_BODY)
 def create_template(
     body: TemplateIn, request: Request, response: Response, who: Caller = Depends(operator)
 ) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def create_template(
     return made.as_dict()
 
 
-@router.post("/templates/{name}/versions", status_code=201, responses=_WRITE)
+@router.post("/templates/{name}/versions", status_code=201, responses=_BODY)
 def update_template(
     body: TemplateUpdate,
     request: Request,

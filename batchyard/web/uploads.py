@@ -28,6 +28,7 @@ FORM_FIELDS = ("task", "template", "format", "options")
 FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
+    "additionalProperties": False,  # another field is a 422
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
         "task": {"type": "string"},
