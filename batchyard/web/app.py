@@ -23,9 +23,12 @@ from batchyard.web import (
     meta,
     metrics,
     problems,
+    socket,
     spend,
+    streams,
     uploads,
 )
+from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
@@ -69,9 +72,14 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         lanes = Lanes(yard, settings.workers)
         lanes.start()
         stop_metrics = _metrics_port(app.state.metrics, settings)
+        app.state.feed = FeedFollower(
+            yard.store, settings, durations=app.state.metrics.durations.observe
+        )
+        await app.state.feed.start()
         try:
             yield
         finally:
+            await app.state.feed.stop()
             stop_metrics()
             lanes.stop()
 
@@ -103,6 +111,8 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         meta.router,
         batches.router,
         items.router,
+        streams.router,
+        socket.router,
         spend.router,
         library.router,
         datasets.router,
