@@ -17,11 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import batchyard
 from batchyard.web import (
     batches,
+    datasets,
     items,
+    library,
     meta,
     metrics,
     problems,
     socket,
+    spend,
     streams,
     uploads,
     webhooks,
@@ -115,6 +118,9 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         streams.router,
         socket.router,
         webhooks.router,
+        spend.router,
+        library.router,
+        datasets.router,
     ):
         app.include_router(router, prefix=API)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
@@ -148,7 +154,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
+        # POST /batches (and /estimate, /validate) read their body themselves (JSON or a
+        # file): describe the JSON here.
         body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(body.pop("$defs", {}))
         schemas["BatchIn"] = body
