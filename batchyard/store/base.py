@@ -523,6 +523,13 @@ class Store(DatasetStore, WebhookStore, Protocol):
         A store without notifications returns a no-op: workers poll anyway."""
         ...
 
+    def on_feed(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` (from any thread) after every commit, in any process, that changed
+        the change feed; returns a function that stops it. None when the store sends no
+        such notifications: a follower of the feed then polls ``cursor()``. A wake is a
+        hint (one may be lost in an outage), never the change itself."""
+        ...
+
     def claim_callbacks(
         self,
         tasks: Collection[str],

@@ -97,6 +97,12 @@ class Tx(ABC):
     def _take_seq(self) -> int:
         return int(self.one("UPDATE feed SET seq = seq + 1 RETURNING seq")[0])
 
+    @property
+    def stamped(self) -> bool:
+        """Whether this transaction took a feed cursor (it changed something readers of the
+        feed may want to hear about)."""
+        return self._seq is not None
+
     def lock_batches(self, pks: Iterable[int], *, share: bool = False) -> None:
         """Hold these batch rows to the end of the transaction, waiting for them in pk
         order. Every transaction that changes a batch's items or counters holds its row
