@@ -312,6 +312,8 @@ class BatchOptions:
     template: TemplateRef | None = None
     #: The id of the batch this one re-runs, if it is a re-run.
     rerun_of: str | None = None
+    #: URLs to call when the batch ends or pauses (``batchyard.deliveries``).
+    webhooks: tuple[str, ...] = ()
     #: Who owns it: the owner of the server token that submitted it (None from the CLI or
     #: Python: only an admin sees it through the server).
     owner: str | None = None
@@ -509,3 +511,19 @@ class Page(Generic[T]):
 
     rows: list[T]
     next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over every batch of a store, from the kept counters (no item is read): what
+    ``/metrics`` shows."""
+
+    #: Batches per state (states with none left out).
+    batches: dict[str, int]
+    #: Items per state, summed over batches.
+    items: dict[str, int]
+    #: Runs of an item after its first (retries, lost workers, releases).
+    reruns: int
+    usage: Usage
+    #: Items that wait for a rate limiter now.
+    waiting: int

@@ -8,7 +8,17 @@ from collections.abc import Collection
 from typing import Any
 
 from batchyard.errors import ItemNotFound
-from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
+from batchyard.models import (
+    USAGE_FIELDS,
+    BatchStatus,
+    Counts,
+    Event,
+    Item,
+    LogLine,
+    Page,
+    Totals,
+    Usage,
+)
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
 from batchyard.store.clustering import resolve
@@ -90,6 +100,30 @@ class Reading(SqlBase):
         ]
         page = [row.status() for row in rows[:limit]]
         return Page(page, f"p{rows[limit - 1].pk}" if len(rows) > limit else None)
+
+    def totals(self, now: float) -> Totals:
+        counters = ", ".join(f"SUM(n_{state.value})" for state in ItemState)
+        usage = ", ".join(f"SUM({name})" for name in USAGE_FIELDS)
+        again = " + ".join(f"again_{why}" for why in ("worker_lost", "released", "error", "retry"))
+        rows = self._read(
+            f"SELECT state, COUNT(*), {counters}, SUM({again}), {usage} FROM batches GROUP BY state"
+        )
+        batches, items, reruns, used = {}, dict.fromkeys((s.value for s in ItemState), 0), 0, []
+        for state, count, *sums in rows:
+            batches[str(state)] = int(count)
+            for item_state, value in zip(ItemState, sums, strict=False):
+                items[item_state.value] += int(value or 0)
+            reruns += int(sums[len(ItemState)] or 0)
+            used.append([0 if v is None else v for v in sums[len(ItemState) + 1 :]])
+        waiting = self._read("SELECT SUM(items) FROM limit_waits WHERE expires_at > ?", (now,))
+        usage_sums = [sum(column) for column in zip(*used, strict=True)] if used else []
+        return Totals(
+            batches=batches,
+            items=items,
+            reruns=reruns,
+            usage=Usage(*usage_sums) if usage_sums else Usage(),
+            waiting=int(waiting[0][0] or 0),
+        )
 
     def items(
         self,

@@ -4,17 +4,34 @@ what runs beside the routes for the app's lifetime (worker lanes, the feed follo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, openapi, problems, uploads
+from batchyard.web import (
+    batches,
+    datasets,
+    items,
+    library,
+    meta,
+    metrics,
+    openapi,
+    problems,
+    socket,
+    spend,
+    streams,
+    uploads,
+    webhooks,
+)
+from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
 from batchyard.web.settings import ServerSettings
+from batchyard.webhooks import start_deliveries
 from batchyard.yard import Yard
 
 API = "/api/v1"
@@ -54,9 +71,18 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lanes = Lanes(yard, settings.workers)
         lanes.start()
+        stop_metrics = _metrics_port(app.state.metrics, settings)
+        app.state.feed = FeedFollower(
+            yard.store, settings, durations=app.state.metrics.durations.observe
+        )
+        await app.state.feed.start()
+        stop_deliveries = start_deliveries(yard.store, clock=yard.clock)
         try:
             yield
         finally:
+            stop_deliveries(drain=2.0)
+            await app.state.feed.stop()
+            stop_metrics()
             lanes.stop()
 
     app = FastAPI(
@@ -70,6 +96,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.yard = yard
     app.state.settings = settings
+    app.state.metrics = metrics.ServerMetrics(yard, streams=lambda: _open_streams(app))
     problems.install(app)
     app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
@@ -81,7 +108,38 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
     app.include_router(meta.public)
-    for router in (meta.router, batches.router, items.router):
+    app.include_router(metrics.router)
+    for router in (
+        meta.router,
+        batches.router,
+        items.router,
+        streams.router,
+        socket.router,
+        webhooks.router,
+        spend.router,
+        library.router,
+        datasets.router,
+    ):
         app.include_router(router, prefix=API)
     app.openapi = lambda: openapi.document(app, settings)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
+
+
+def _open_streams(app: FastAPI) -> int:
+    feed = getattr(app.state, "feed", None)
+    return 0 if feed is None else int(feed.subscribers)
+
+
+def _metrics_port(registry: metrics.ServerMetrics, settings: ServerSettings) -> Callable[[], None]:
+    """Serve the metrics on their own address (no token) when the settings name a port."""
+    if settings.metrics_port is None:
+        return lambda: None
+    server, thread = start_http_server(
+        settings.metrics_port, settings.metrics_host or "127.0.0.1", registry=registry.registry
+    )
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(5)
+
+    return stop

@@ -4,7 +4,7 @@ over a ``batchyard.toml`` over the defaults (pydantic-settings)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -57,11 +57,9 @@ class ServerSettings(BaseSettings):
     heartbeat: float = Field(15.0, gt=0)
     #: URLs every batch submitted through the server notifies (beside its own).
     webhooks: list[str] = []
-    #: Batches one owner may have queued or running at once (None: no limit) and what a
-    #: submission past it gets: "refuse" (a 409 naming a running batch) or "queue" (it is
-    #: created paused, and starts when one of the owner's batches ends).
+    #: Batches one owner may have uploading, queued, processing or retrying at once (None:
+    #: no limit); one more is refused with a 409 naming one of them.
     max_active_batches: int | None = Field(None, ge=1)
-    active_batch_policy: Literal["refuse", "queue"] = "refuse"
 
     @classmethod
     def settings_customise_sources(
@@ -98,9 +96,9 @@ class ServerSettings(BaseSettings):
 
 
 def _explain(exc: ValidationError, source: Path | None) -> str:
-    where = f"{source} or the environment" if source else "the settings"
+    where = f" ({source}, the environment or the flags)" if source else ""
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         lines.append(f"{field}: {error['msg']}")
-    return f"bad settings in {where}: " + "; ".join(lines)
+    return f"bad setting{where}: " + "; ".join(lines)

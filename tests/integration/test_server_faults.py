@@ -22,8 +22,7 @@ import psutil
 import pytest
 
 from batchyard import Yard
-from batchyard.web import ServerSettings
-from tests.procs.server import bearer, serving
+from tests.procs.inproc_server import serving
 
 TASK = "tests.procs.tasks:square"
 BODY = {"task": TASK, "items": [{"id": str(n), "n": n} for n in range(50)]}
@@ -33,13 +32,13 @@ BODY = {"task": TASK, "items": [{"id": str(n), "n": n} for n in range(50)]}
 def _yard_and_token(url: str) -> Iterator[tuple[Yard, dict[str, str]]]:
     with Yard(url) as yard:
         _, secret = yard.tokens.create("ops", "operator")
-        yield yard, bearer(secret)
+        yield yard, {"Authorization": f"Bearer {secret}"}
 
 
 def test_twenty_concurrent_posts_with_one_key_make_one_batch(store_url: str) -> None:
     with (
         _yard_and_token(store_url) as (yard, auth),
-        serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+        serving(yard, allow_task=[TASK]) as server,
     ):
         barrier = threading.Barrier(20)
         headers = {**auth, "Idempotency-Key": "q3-leads"}
@@ -73,7 +72,7 @@ def test_a_bad_line_is_a_422_naming_it_and_nothing_is_written(store_url: str) ->
     upload = ("\n".join(lines) + "\n").encode()
     with (
         _yard_and_token(store_url) as (yard, auth),
-        serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+        serving(yard, allow_task=[TASK]) as server,
     ):
         answer = httpx.post(
             f"{server.api}/batches",
@@ -185,7 +184,7 @@ def test_the_store_cut_off_gives_503_and_the_server_recovers(pg_url: str) -> Non
     try:
         with (
             _yard_and_token(_through(pg_url, proxy.port)) as (yard, auth),
-            serving(yard, ServerSettings(workers=0, allow_task=[TASK])) as server,
+            serving(yard, allow_task=[TASK]) as server,
             httpx.Client(headers=auth, timeout=60) as client,
         ):
             made = client.post(f"{server.api}/batches", json=BODY)
@@ -273,7 +272,7 @@ def test_a_big_upload_keeps_the_server_small(tmp_path: Path) -> None:
     )
     sock.close()
     try:
-        with httpx.Client(headers=bearer(secret), timeout=600) as client:
+        with httpx.Client(headers={"Authorization": f"Bearer {secret}"}, timeout=600) as client:
 
             def upload(path: Path) -> httpx.Response:
                 with path.open("rb") as file:

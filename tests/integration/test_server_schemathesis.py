@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from batchyard import Yard
-from batchyard.web import ServerSettings
-from tests.procs.server import serving
+from tests.procs.inproc_server import serving
 
 TASK = "tests.procs.tasks:square"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -44,8 +43,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         _, secret = yard.tokens.create("root", "admin")
         seeded = _seed(yard)
         # max_count: a fuzzed count of millions would make millions of items.
-        settings = ServerSettings(workers=0, allow_task=[TASK], max_count=1000)
-        with serving(yard, settings) as server:
+        settings = {"allow_task": [TASK], "max_count": 1000}
+        with serving(yard, **settings) as server:
             env = {
                 **os.environ,
                 "SCHEMATHESIS_HOOKS": "tests.procs.schemathesis_hooks",
