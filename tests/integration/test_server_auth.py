@@ -55,7 +55,10 @@ class World:
         status = self.yard.store.get_batch(self.batch_id)
         items = [(i.key, i.state, i.payload) for i in self.yard.batch(self.batch_id).items()]
         batches = self.yard.batches(limit=500).rows
-        return status.state, status.counts, items, len(batches)
+        templates = [(t.name, t.version, t.archived) for t in self.yard.templates.list()]
+        datasets = [(d.name, d.rows) for d in self.yard.datasets.list()]
+        tokens = [(t.name, t.revoked_at) for t in self.yard.tokens.list()]
+        return status.state, status.counts, items, len(batches), templates, datasets, tokens
 
 
 @pytest.fixture
@@ -73,6 +76,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         yard.tokens.revoke("gone")
         batch = yard.submit(TASK, [{"id": str(n), "n": n} for n in range(3)], owner="alice")
         batch.pause()  # so resume and cancel would change it
+        yard.templates.create("t1", TASK, {})
+        yard.datasets.add("d1", [{"id": "a", "n": 1}])
         app = create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
         with TestClient(app, base_url="http://127.0.0.1") as client:
             yield World(yard, client, batch.id, secrets, db)
@@ -90,7 +95,9 @@ def _routes(world: World) -> list[tuple[str, str, APIRoute | None]]:
 
 
 def _url(world: World, path: str) -> str:
+    name = "d1" if path.startswith("/api/v1/datasets/") else "t1"
     url = path.replace("{batch_id}", world.batch_id).replace("{key}", "1")
+    url = url.replace("{name}", name).replace("{version}", "1")
     assert "{" not in url, f"the matrix does not know how to fill {path}"
     if path == "/api/v1/compare":
         url += f"?ids={world.batch_id},{world.batch_id}"
