@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -139,6 +140,10 @@ def install(app: FastAPI) -> None:
         return Problem(422, detail, field=field, errors=errors).response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _hung_up(exc):
+            # A client that left a stream: nobody to answer, nothing went wrong here.
+            log.debug("%s %s: the client went away", request.method, request.url.path)
+            return Problem(499, "the client went away").response()
         # One line, no traceback (it could show a URL or a payload); the class says where.
         log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
         return Problem(500, "the server met an unexpected error").response()
@@ -148,6 +153,14 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _hung_up(exc: BaseException) -> bool:
+    """Whether ``exc`` is only a client gone mid-answer (FastAPI's SSE keep-alive task
+    meets a closed stream and its task group raises that in a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_hung_up(inner) for inner in exc.exceptions)
+    return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError)
 
 
 def allowed_methods(request: Request) -> list[str]:
