@@ -45,6 +45,8 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
         schemas.update(body.pop("$defs", {}))
         schemas["BatchIn"] = body
         schemas["BatchUpload"] = upload_form(settings)
+        if "TemplateIn" in schemas:
+            _template_tasks(schemas["TemplateIn"], settings)
         schemas["Problem"] = _PROBLEM
         _malformed_bodies(schema)
         app.openapi_schema = schema
@@ -87,6 +89,17 @@ def upload_form(settings: ServerSettings) -> dict[str, Any]:
     form = copy.deepcopy(uploads.FORM_SCHEMA)
     form["properties"]["task"]["enum"] = tasks.allowed_names(settings)
     return form
+
+
+def _template_tasks(template: dict[str, Any], settings: ServerSettings) -> None:
+    """A new template names a task this server allows, with the parameters it takes."""
+    template["properties"]["task"] = {"type": "string", "enum": tasks.allowed_names(settings)}
+    variants = []
+    for task in tasks.allowed(settings):
+        options = task.spec.options_schema() if task.spec.options_schema else {}
+        params = options.get("properties", {}).get("params", {"type": "object"})
+        variants.append({"properties": {"task": {"const": task.name}, "params": params}})
+    template["anyOf"] = variants
 
 
 def _task(name: str, options: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:

@@ -3,7 +3,7 @@ unknown fields are refused). Answers are the CLI's ``--json`` shapes, built by t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -16,6 +16,10 @@ Json = dict[str, Any]
 RATE = r"^[1-9][0-9]{0,8}/(s|min|h|day)$"
 #: An error cluster's id, or the start of one (``batchyard errors`` shows them).
 CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
+#: A template version: NAME or NAME@VERSION.
+TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
+#: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
+CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
 #: Tokens per minute: a number, or a rate.
 TOKEN_RATE = r"^[1-9][0-9]{0,9}(/(s|min|h|day))?$"
 
@@ -60,10 +64,12 @@ class BatchIn(_Strict):
     (a generation batch). ``options.open`` makes a batch that takes items later."""
 
     task: str | None = Field(None, max_length=300)
-    template: str | None = Field(None, max_length=300, description="NAME or NAME@VERSION")
+    template: str | None = Field(None, pattern=TEMPLATE_REF, description="NAME or NAME@VERSION")
     items: list[Json] | None = Field(None, min_length=1)
     dataset: str | None = Field(None, max_length=200)
-    where: list[str] = Field(default_factory=list, max_length=100)
+    where: list[Annotated[str, Field(pattern=CONDITION)]] = Field(
+        default_factory=list, max_length=100
+    )
     keys: list[str] | None = None
     count: int | None = Field(None, ge=1, le=10_000_000)
     options: Options = Field(default_factory=Options)
@@ -108,7 +114,7 @@ class RerunIn(_Strict):
     """A new batch of this batch's items: all, or those in one state; with its template
     version or another."""
 
-    template: str | None = Field(None, max_length=300)
+    template: str | None = Field(None, pattern=TEMPLATE_REF)
     state: Literal["all", "failed", "succeeded", "cancelled"] = "all"
     name: str | None = Field(None, max_length=200)
 

@@ -21,7 +21,7 @@ from batchyard.columns import ColumnTypes
 from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import FORMATS, Input, detect_format, open_input
 from batchyard.web.problems import Problem
-from batchyard.web.schemas import BatchIn
+from batchyard.web.schemas import TEMPLATE_REF, BatchIn
 
 #: The form fields of an upload (beside ``file``); ``options`` is the JSON of ``Options``.
 FORM_FIELDS = ("task", "template", "format", "options")
@@ -38,7 +38,7 @@ FORM_SCHEMA: dict[str, Any] = {
             ".ndjson, .csv or .parquet)",
         },
         "task": {"type": "string"},
-        "template": {"type": "string"},
+        "template": {"type": "string", "pattern": TEMPLATE_REF},
         "options": {
             "type": "string",
             "contentMediaType": "application/json",
