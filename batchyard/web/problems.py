@@ -29,6 +29,7 @@ _STATUS: tuple[tuple[type[E.BatchyardError], int], ...] = (
     (E.TemplateNotFound, 404),
     (E.ClusterNotFound, 404),
     (E.TemplateExists, 409),
+    (E.TemplateUnchanged, 409),
     (E.TokenExists, 409),
     (E.TaskNotRegistered, 422),
     (E.ConfigError, 422),
