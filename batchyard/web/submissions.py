@@ -49,7 +49,8 @@ def submit(
         return batch.status(), False
     batch = yard.submit(
         task,
-        upload if upload is not None else body.items,
+        # An open batch may start with no items (schemathesis found the core refusing None).
+        upload if upload is not None else (body.items or []),
         count=body.count,
         template=body.template,
         open=body.options.open,
