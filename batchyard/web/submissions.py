@@ -49,8 +49,7 @@ def submit(
         return batch.status(), False
     batch = yard.submit(
         task,
-        # An open batch may start with no items (schemathesis found the core refusing None).
-        upload if upload is not None else (body.items or []),
+        _items(body, upload),
         count=body.count,
         template=body.template,
         open=body.options.open,
@@ -128,3 +127,13 @@ def _check_active(yard: Yard, settings: ServerSettings, who: Caller) -> None:
                 "wait for it to end or cancel it",
                 batch_id=running.id,
             )
+
+
+def _items(body: BatchIn, upload: Iterable[dict[str, Any]] | None) -> Iterable[Any] | None:
+    """The items to submit: the file's, the body's, or none yet for an open batch (the core
+    takes ``[]`` there, and refuses items beside a count)."""
+    if upload is not None:
+        return upload
+    if body.items is None and body.count is None and body.options.open:
+        return []
+    return body.items

@@ -302,3 +302,21 @@ def test_a_big_upload_keeps_the_server_small(tmp_path: Path) -> None:
         server.terminate()
         _, err = server.communicate(timeout=30)
     assert "Traceback" not in err, err
+
+
+def test_each_source_of_items_makes_a_batch(tmp_path: Path) -> None:
+    """Found by schemathesis: an open batch with no items, and then (after the first
+    fix) a count batch, were refused by the core for a body the schema calls valid."""
+    with (
+        _yard_and_token(f"sqlite:///{tmp_path / 'yard.db'}") as (yard, auth),
+        serving(yard, allow_task=[TASK]) as server,
+        httpx.Client(headers=auth, timeout=30) as client,
+    ):
+        for body, total in (
+            ({"task": TASK, "options": {"open": True}}, 0),
+            ({"task": TASK, "count": 3}, 3),
+            ({"task": TASK, "items": [{"n": 1}]}, 1),
+        ):
+            answer = client.post(f"{server.api}/batches", json=body)
+            assert answer.status_code == 201, (body, answer.text)
+            assert answer.json()["counts"]["total"] == total
