@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from batchyard.errors import ConfigError
-from batchyard.llm.prices import Price, find_price
+from batchyard.llm.prices import Price, find_price, parse_overrides
 from batchyard.llm.prompts import PromptTemplate
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -174,7 +174,7 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
         concurrency=_int(params, "concurrency", None),
         tpm_counts=_choice(params, "tpm_counts", ("max_tokens", "usage")),
         cache=_flag(params, "cache", True),
-        prices=_mapping(params, "prices"),
+        prices=_prices(params),
     )
 
 
@@ -214,6 +214,14 @@ def _mapping(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"--param {name} must be a JSON object, not {value!r}")
     return value
+
+
+def _prices(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The price overrides, checked whole now (a template kept ``false`` as a price)."""
+    prices = _mapping(params, "prices")
+    if prices:
+        parse_overrides(prices)
+    return prices
 
 
 def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
