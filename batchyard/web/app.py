@@ -100,6 +100,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(problems.ClientGone)
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,

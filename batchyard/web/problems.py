@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batchyard import errors as E
 
@@ -141,10 +142,6 @@ def install(app: FastAPI) -> None:
         return Problem(422, detail, field=field, errors=errors).response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if _hung_up(exc):
-            # A client that left a stream: nobody to answer, nothing went wrong here.
-            log.debug("%s %s: the client went away", request.method, request.url.path)
-            return Problem(499, "the client went away").response()
         # One line, no traceback (it could show a URL or a payload); the class says where.
         log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
         return Problem(500, "the server met an unexpected error").response()
@@ -156,12 +153,29 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def _hung_up(exc: BaseException) -> bool:
+def hung_up(exc: BaseException) -> bool:
     """Whether ``exc`` is only a client gone mid-answer (FastAPI's SSE keep-alive task
     meets a closed stream and its task group raises that in a group)."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_hung_up(inner) for inner in exc.exceptions)
+        return all(hung_up(inner) for inner in exc.exceptions)
     return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError)
+
+
+class ClientGone:
+    """Ends quietly an answer whose client went away. (An exception handler cannot:
+    Starlette's outermost middleware raises the exception again after any handler, and
+    uvicorn logs it as 'Exception in ASGI application' with its traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            if not hung_up(exc):
+                raise
+            log.debug("%s: the client went away", scope.get("path"))
 
 
 def allowed_methods(request: Request) -> list[str]:
