@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from batchyard.catalog import TaskEntry
 from batchyard.web import problems, tasks, uploads
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
@@ -40,55 +41,74 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
-        body = batch_in(settings)
-        schemas.update(body.pop("$defs", {}))
-        schemas["BatchIn"] = body
-        schemas["BatchUpload"] = upload_form(settings)
+        # POST /batches, /estimate and /validate read their body themselves (JSON or a
+        # file): describe both here, each with the tasks it takes.
+        allowed = tasks.allowed(settings)
+        estimable = [task for task in allowed if task.spec.estimate is not None]
+        for name, chosen, creating in (
+            ("BatchIn", allowed, True),
+            ("CheckIn", allowed, False),
+            ("EstimateIn", estimable, False),
+        ):
+            body = batch_in(settings, chosen, creating=creating)
+            schemas.update(body.pop("$defs", {}))
+            schemas[name] = body
+            schemas[name.replace("In", "Upload")] = upload_form(chosen)
+        _refer(schema, "/api/v1/validate", "Check")
+        _refer(schema, "/api/v1/estimate", "Estimate")
         if "TemplateIn" in schemas:
             _template_tasks(schemas["TemplateIn"], settings)
         schemas["Problem"] = _PROBLEM
-        _malformed_bodies(schema)
+        _malformed_requests(schema)
+        _parameters_never_null(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 
 
-def batch_in(settings: ServerSettings) -> dict[str, Any]:
+def batch_in(
+    settings: ServerSettings, allowed: list[TaskEntry], *, creating: bool = True
+) -> dict[str, Any]:
     """``BatchIn`` with the rules ``submissions`` and the task's ``prepare`` check: a task
-    this server allows, with the options it takes (or a template, which names one), and
-    exactly one source of items unless the batch is open."""
+    of ``allowed``, with the options it takes (or a template, which names one, when
+    ``creating``), and exactly one source of items unless the batch is open (``creating``:
+    an estimate or a validation needs items)."""
     body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
-    allowed = {"type": "string", "enum": tasks.allowed_names(settings)}
-    body["properties"]["task"] = {"anyOf": [allowed, _NULL], "default": None}
+    names = {"type": "string", "enum": [task.name for task in allowed]}
+    body["properties"]["task"] = {"anyOf": [names, _NULL], "default": None}
     body["properties"]["count"]["anyOf"][0]["maximum"] = settings.max_count
-    body["allOf"] = [
-        {
-            "anyOf": [
-                *(_task(task.name, task.spec.options_schema) for task in tasks.allowed(settings)),
-                {"required": ["template"], "properties": {"template": {"type": "string"}}},
-            ]
-        },
-        {
-            "anyOf": [
-                *(_only(source, body["properties"][source]["anyOf"][0]) for source in _SOURCES),
-                {
-                    "required": ["options"],
-                    "properties": {
-                        **{source: _NULL for source in _SOURCES},
-                        "options": {"required": ["open"], "properties": {"open": {"const": True}}},
-                    },
+    named = [_task(task.name, task.spec.options_schema) for task in allowed]
+    if creating:
+        named.append({"required": ["template"], "properties": {"template": {"type": "string"}}})
+    sources = [_only(source, body["properties"][source]["anyOf"][0]) for source in _SOURCES]
+    if creating:
+        sources.append(
+            {
+                "required": ["options"],
+                "properties": {
+                    **{source: _NULL for source in _SOURCES},
+                    "options": {"required": ["open"], "properties": {"open": {"const": True}}},
                 },
-            ]
-        },
-    ]
+            }
+        )
+    body["allOf"] = [{"anyOf": named}, {"anyOf": sources}]
     return body
 
 
-def upload_form(settings: ServerSettings) -> dict[str, Any]:
-    """The multipart form of an upload, its task one this server allows."""
+def upload_form(allowed: list[TaskEntry]) -> dict[str, Any]:
+    """The multipart form of an upload, its task one of ``allowed``."""
     form = copy.deepcopy(uploads.FORM_SCHEMA)
-    form["properties"]["task"]["enum"] = tasks.allowed_names(settings)
+    form["properties"]["task"]["enum"] = [task.name for task in allowed]
     return form
+
+
+def _refer(schema: dict[str, Any], path: str, name: str) -> None:
+    """Point the body of ``POST path`` at the ``name``In and ``name``Upload schemas."""
+    operation = schema.get("paths", {}).get(path, {}).get("post")
+    if operation is None:
+        return
+    content = operation["requestBody"]["content"]
+    content["application/json"]["schema"] = {"$ref": f"#/components/schemas/{name}In"}
+    content["multipart/form-data"]["schema"] = {"$ref": f"#/components/schemas/{name}Upload"}
 
 
 def _template_tasks(template: dict[str, Any], settings: ServerSettings) -> None:
@@ -98,7 +118,10 @@ def _template_tasks(template: dict[str, Any], settings: ServerSettings) -> None:
     for task in tasks.allowed(settings):
         options = task.spec.options_schema() if task.spec.options_schema else {}
         params = options.get("properties", {}).get("params", {"type": "object"})
-        variants.append({"properties": {"task": {"const": task.name}, "params": params}})
+        variant: dict[str, Any] = {"properties": {"task": {"const": task.name}, "params": params}}
+        if params.get("required"):
+            variant["required"] = ["params"]
+        variants.append(variant)
     template["anyOf"] = variants
 
 
@@ -120,11 +143,27 @@ def _only(source: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _malformed_bodies(schema: dict[str, Any]) -> None:
-    """Every operation that takes a body may answer 400: FastAPI's answer to a body that
-    does not parse (schemathesis found it undocumented)."""
+def _malformed_requests(schema: dict[str, Any]) -> None:
+    """Every operation may answer 400: uvicorn's answer to a request that is not HTTP, and
+    FastAPI's to a body that does not parse (schemathesis found both undocumented)."""
     bad_request = problems.responses(400)[400]
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            if "requestBody" in operation:
-                operation["responses"].setdefault("400", bad_request)
+            operation["responses"].setdefault("400", bad_request)
+
+
+def _parameters_never_null(schema: dict[str, Any]) -> None:
+    """A header or query parameter left out is how a client says "none": its schema has
+    no null (schemathesis sent the text 'null' for FastAPI's ``str | None``)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                options = parameter.get("schema", {}).get("anyOf")
+                if options is None or _NULL not in options:
+                    continue
+                rest = [option for option in options if option != _NULL]
+                parameter["schema"].pop("anyOf")
+                if len(rest) == 1:
+                    parameter["schema"].update(rest[0])
+                else:
+                    parameter["schema"]["anyOf"] = rest
