@@ -7,6 +7,7 @@ upload.)"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -37,13 +38,17 @@ def _seed(yard: Yard) -> list[str]:
 
 
 @pytest.mark.timeout(600)
-def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schemathesis_finds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # the llm task's key, read at submission
     with Yard(f"sqlite:///{tmp_path / 'yard.db'}") as yard:
         _, secret = yard.tokens.create("root", "admin")
         seeded = _seed(yard)
         # max_count: a fuzzed count of millions would make millions of items.
-        settings = {"allow_task": [TASK], "max_count": 1000}
+        # heartbeat: an event stream's keep-alives come often, so schemathesis's read of a
+        # stream (cut after its first event, or its request timeout) never waits long.
+        settings = {"allow_task": [TASK], "max_count": 1000, "heartbeat": 0.5}
         with serving(yard, **settings) as server:
             env = {
                 **os.environ,
@@ -54,6 +59,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 "BATCHYARD_ST_BATCHES": ",".join(seeded),
                 "PYTHONPATH": str(Path(__file__).parents[2]),
             }
+            # An event stream may never end: schemathesis reads its first event and stops.
+            (tmp_path / "schemathesis.toml").write_text("max-stream-events = 1\n")
             run = subprocess.run(
                 [
                     str(SCHEMATHESIS),
@@ -69,6 +76,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                     str(SEED),
                     "--phases",
                     "coverage,fuzzing",
+                    "--request-timeout",
+                    "10",
                     "--no-color",
                     "--report-dir",
                     str(tmp_path / "report"),
@@ -81,6 +90,9 @@ def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-20000:]
+    # The server (in this process) logged no error: a 500 hidden in a stream would show here.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], errors
     selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", out)
     assert selected is not None, out[-5000:]
     assert len(set(selected.groups())) == 1, selected.group(0)  # every operation, tested

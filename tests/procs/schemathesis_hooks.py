@@ -7,9 +7,9 @@ check:
   leave it usable, a fresh one (made over HTTP) for those that end it (cancel, seal,
   delete), so every case has something to act on whatever ran before it.
 - What an upload holds. For a file (``format: binary``) schemathesis sends image samples or
-  random bytes; a case that names its ``format`` gets a small file in that format, and a
-  positive case gets ``options`` that are the JSON of the options its task takes (the JSON
-  body's cases fuzz those options fully)."""
+  random bytes; a positive case gets a small file in the ``format`` it names, and
+  ``options`` that are the JSON of the options its task takes (the JSON body's cases fuzz
+  those options fully)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ TASK = os.environ.get("BATCHYARD_ST_TASK", "")
 SEEDED = [b for b in os.environ.get("BATCHYARD_ST_BATCHES", "").split(",") if b]
 #: The routes after which a batch is no longer what the next case expects.
 ENDING = {("POST", "cancel"), ("POST", "seal"), ("DELETE", "{batch_id}")}
+#: The routes that take a file of items (a submission, its estimate or validation) or rows.
+UPLOADS = ("/batches", "/estimate", "/validate", "/datasets")
 LLM_OPTIONS = {"params": {"model": "gpt-4o-mini", "template": "Say hello", "api_key_env": ""}}
 
 
@@ -72,11 +74,14 @@ def _file(fmt: str, rows: int) -> bytes:
 
 
 def _with_file(case: Any) -> None:
+    """Only in a positive case: a negative one must stay invalid where it was made so."""
+    if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
+        return
     body = case.body
     fmt = body.get("format")
     if fmt in ("jsonl", "csv", "parquet"):
         body["file"] = _file(fmt, 1 + _pick(body.get("file"), 5))
-    if case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
+    if not case.path.endswith("/datasets"):
         body["options"] = json.dumps(LLM_OPTIONS if body.get("task") == "llm" else {})
 
 
@@ -85,7 +90,7 @@ def map_case(ctx: Any, case: Any) -> Any:
     if "batch_id" in (case.path_parameters or {}) and SEEDED:
         _with_batch(case)
     if (
-        case.path.endswith("/batches")
+        case.path.endswith(UPLOADS)
         and case.method.upper() == "POST"
         and case.media_type == "multipart/form-data"
         and isinstance(case.body, dict)
