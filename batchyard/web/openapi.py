@@ -53,7 +53,7 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
             body = batch_in(settings, chosen, creating=creating)
             schemas.update(body.pop("$defs", {}))
             schemas[name] = body
-            schemas[name.replace("In", "Upload")] = upload_form(chosen)
+            schemas[name.replace("In", "Upload")] = upload_form(chosen, creating=creating)
         _refer(schema, "/api/v1/validate", "Check")
         _refer(schema, "/api/v1/estimate", "Estimate")
         if "TemplateIn" in schemas:
@@ -94,10 +94,14 @@ def batch_in(
     return body
 
 
-def upload_form(allowed: list[TaskEntry]) -> dict[str, Any]:
-    """The multipart form of an upload, its task one of ``allowed``."""
+def upload_form(allowed: list[TaskEntry], *, creating: bool = True) -> dict[str, Any]:
+    """The multipart form of an upload: a task of ``allowed`` (or, ``creating``, a
+    template, which names one)."""
     form = copy.deepcopy(uploads.FORM_SCHEMA)
     form["properties"]["task"]["enum"] = [task.name for task in allowed]
+    form["anyOf"] = [{"required": ["task"]}]
+    if creating:
+        form["anyOf"].append({"required": ["template"]})
     return form
 
 
