@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from batchyard import ratelimit
 from batchyard.errors import ConfigError
 from batchyard.llm.prices import Price, find_price, parse_overrides
 from batchyard.llm.prompts import PromptTemplate
@@ -169,8 +170,8 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
         json_mode=bool(schema),
         schema=schema if isinstance(schema, dict) else None,
         options=_mapping(params, "options"),
-        rpm=params.get("rpm"),
-        tpm=params.get("tpm"),
+        rpm=_rate(params, "rpm"),
+        tpm=_rate(params, "tpm"),
         concurrency=_int(params, "concurrency", None),
         tpm_counts=_choice(params, "tpm_counts", ("max_tokens", "usage")),
         cache=_flag(params, "cache", True),
@@ -213,6 +214,16 @@ def _mapping(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = params.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(f"--param {name} must be a JSON object, not {value!r}")
+    return value
+
+
+def _rate(params: Mapping[str, Any], name: str) -> Any:
+    """A rate as given, once it reads as one (a validation took a list as tpm)."""
+    value = params.get(name)
+    try:
+        ratelimit.parse_rate(value)
+    except ConfigError as exc:
+        raise ConfigError(f"--param {name}: {exc}") from None
     return value
 
 
