@@ -165,7 +165,7 @@ def test_template_errors_name_what_is_wrong(api: Api) -> None:
     refused = api.post("/templates", json={"name": "u", "task": "llm", "params": {"modle": 1}})
     assert "modle" in problem(refused, 422)["detail"]
     same = api.post("/templates/t/versions", json={"params": {}})
-    assert "nothing to update" in problem(same, 422)["detail"]
+    assert "nothing to update" in problem(same, 409)["detail"]
     bad_name = api.post("/templates", json={"name": "no spaces", "task": ALLOWED})
     assert problem(bad_name, 422)["field"] == "name"
     lax = api.post("/templates", json={"name": "v", "task": ALLOWED, "params": [1]})
@@ -427,7 +427,7 @@ def test_the_openapi_describes_every_route_and_its_errors(api: Api) -> None:
         operation = paths[API + path][method]
         assert statuses <= set(operation["responses"]), (method, path)
     upload = paths[f"{API}/datasets"]["post"]["requestBody"]["content"]
-    assert upload["multipart/form-data"]["schema"]["required"] == ["file", "name"]
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file", "name", "format"]
     for route in ("/estimate", "/validate"):
         content = paths[API + route]["post"]["requestBody"]["content"]
         assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchIn"}
