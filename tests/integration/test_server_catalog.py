@@ -428,6 +428,7 @@ def test_the_openapi_describes_every_route_and_its_errors(api: Api) -> None:
         assert statuses <= set(operation["responses"]), (method, path)
     upload = paths[f"{API}/datasets"]["post"]["requestBody"]["content"]
     assert upload["multipart/form-data"]["schema"]["required"] == ["file", "name", "format"]
-    for route in ("/estimate", "/validate"):
+    # Each takes a submission's body, with the tasks it takes (an estimate: the llm task).
+    for route, name in (("/estimate", "EstimateIn"), ("/validate", "CheckIn")):
         content = paths[API + route]["post"]["requestBody"]["content"]
-        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchIn"}
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{name}"}
