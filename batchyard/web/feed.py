@@ -31,7 +31,7 @@ log = logging.getLogger("batchyard.web.streams")
 T = TypeVar("T")
 
 #: Seconds between polls of the cursor on a store without notifications (SQLite).
-POLL = 0.05
+POLL = 0.02
 #: A store with notifications is polled too, this often: a notification may be lost.
 SAFETY_POLL = 1.0
 #: Seconds at least between two reads of the feed (a storm of commits is read in steps).
