@@ -17,13 +17,11 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from batchyard.errors import BatchNotFound
-from batchyard.models import BatchStatus, Event, Item
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Store
+from batchyard.web.feed_reads import Changes, FeedReader
 from batchyard.web.stream_events import StreamEvent, end_event, item_event, status_event
 from batchyard.web.subscriber import Subscriber
 
@@ -38,24 +36,10 @@ SAFETY_POLL = 1.0
 MIN_GAP = 0.01
 #: Seconds at least between two status events of one batch.
 STATUS_GAP = 0.25
-#: Changes read per query; events a subscriber may have waiting before it is closed.
-PAGE = 1000
+#: Events a subscriber may have waiting before it is closed.
 QUEUE_LIMIT = 10_000
 #: Item states an attempt ends in (its duration is then the attempt's).
 _ATTEMPT_ENDED = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.RETRY_WAIT})
-#: Batches whose items can still change.
-LIVE = tuple(state for state in BatchState if not state.is_terminal)
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What one read of the feed found, up to cursor ``upper``."""
-
-    upper: int
-    events: list[Event]
-    items: list[Item]
-    #: The statuses of batches whose owner was not known yet (None: deleted).
-    statuses: dict[str, BatchStatus | None]
 
 
 class FeedFollower:
@@ -73,6 +57,7 @@ class FeedFollower:
         durations: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
+        self._reader = FeedReader(store)
         self.settings = settings
         self.poll = poll
         self.queue_limit = queue_limit
@@ -144,7 +129,7 @@ class FeedFollower:
     # -- running -----------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._cursor, statuses = await loop.run_in_executor(self._thread, self._begin)
+        self._cursor, statuses = await loop.run_in_executor(self._thread, self._reader.begin)
         self._live = {s.id for s in statuses}
         self._owners.update((s.id, s.owner) for s in statuses)
 
@@ -196,7 +181,7 @@ class FeedFollower:
         probe = frozenset(self._live if every else self._live & wanted)
         known = frozenset(self._owners)
         changes = await loop.run_in_executor(
-            self._thread, self._read, self._cursor, probe, wanted, every, known
+            self._thread, self._reader.read, self._cursor, probe, wanted, every, known
         )
         ended = self._apply(changes) if changes is not None else set()
         await self._flush(loop, ended)
@@ -208,68 +193,6 @@ class FeedFollower:
             due = min(self._last_status.get(b, -math.inf) + STATUS_GAP for b in self._dirty)
             wait = min(wait, max(0.0, due - now))
         return wait
-
-    # -- on the follower's thread --------------------------------------------------------
-    def _begin(self) -> tuple[int, list[BatchStatus]]:
-        cursor = self.store.cursor()  # first: a batch made during the listing is in the feed
-        statuses: list[BatchStatus] = []
-        for state in LIVE:
-            after = None
-            while True:
-                page = self.store.list_batches(state=state, limit=PAGE, after=after)
-                statuses.extend(page.rows)
-                if page.next is None:
-                    break
-                after = page.next
-        return cursor, statuses
-
-    def _read(
-        self,
-        since: int,
-        probe: frozenset[str],
-        wanted: frozenset[str],
-        wide: bool,
-        known: frozenset[str],
-    ) -> Changes | None:
-        upper = self.store.cursor()
-        if upper <= since:
-            return None
-        events = self._events(since, upper)
-        named = {e.batch_id for e in events if e.batch_id is not None}
-        batches = probe | {b for b in named if wide or b in wanted}
-        items = [i for b in sorted(batches) for i in self._items(b, since, upper)]
-        unknown = ({i.batch_id for i in items} | named) - known
-        return Changes(upper, events, items, {b: self._status(b) for b in unknown})
-
-    def _events(self, since: int, upper: int) -> list[Event]:
-        out: list[Event] = []
-        while True:
-            page = self.store.events(since=since, limit=PAGE)
-            out.extend(e for e in page if e.seq <= upper)
-            if len(page) < PAGE or page[-1].seq >= upper:
-                return out
-            since = page[-1].seq
-
-    def _items(self, batch_id: str, since: int, upper: int) -> list[Item]:
-        out: list[Item] = []
-        while True:
-            try:
-                page = self.store.item_changes(batch_id, since, PAGE, payloads=False, results=False)
-            except BatchNotFound:
-                return out
-            out.extend(i for i in page if i.seq <= upper)
-            if len(page) < PAGE or page[-1].seq >= upper:
-                return out
-            since = page[-1].seq
-
-    def _status(self, batch_id: str) -> BatchStatus | None:
-        try:
-            return self.store.get_batch(batch_id)
-        except BatchNotFound:
-            return None
-
-    def _statuses(self, batch_ids: Iterable[str]) -> dict[str, BatchStatus | None]:
-        return {b: self._status(b) for b in batch_ids}
 
     # -- on the loop ---------------------------------------------------------------------
     def _apply(self, changes: Changes) -> set[str]:
@@ -312,7 +235,7 @@ class FeedFollower:
         }
         if not due:
             return
-        statuses = await loop.run_in_executor(self._thread, self._statuses, sorted(due))
+        statuses = await loop.run_in_executor(self._thread, self._reader.statuses, sorted(due))
         seq = self._cursor
         for batch_id, status in statuses.items():
             over = status is None or status.state.is_terminal
