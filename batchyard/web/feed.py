@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from batchyard.models import Event
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Store
 from batchyard.web.feed_reads import Changes, FeedReader
@@ -38,6 +39,12 @@ MIN_GAP = 0.01
 STATUS_GAP = 0.25
 #: Events a subscriber may have waiting before it is closed.
 QUEUE_LIMIT = 10_000
+#: Batches whose items may change without a batch event in the same read: claims move a
+#: queued batch to processing as they start, so its first changes come with that event.
+#: NOTE: the follower reads the changes of each of these at every step (one indexed
+#: query each); a store operation naming the batches changed since a cursor would spare
+#: that with thousands of batches running at once.
+ACTIVE = frozenset({BatchState.PROCESSING, BatchState.RETRYING, BatchState.PAUSED})
 #: Item states an attempt ends in (its duration is then the attempt's).
 _ATTEMPT_ENDED = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.RETRY_WAIT})
 
@@ -63,7 +70,8 @@ class FeedFollower:
         self.queue_limit = queue_limit
         self.durations = durations
         self._cursor = 0
-        self._live: set[str] = set()
+        #: The batches not ended, and their states (as the feed last said).
+        self._live: dict[str, BatchState] = {}
         self._owners: dict[str, str | None] = {}
         self._dirty: set[str] = set()
         self._last_status: dict[str, float] = {}
@@ -130,7 +138,7 @@ class FeedFollower:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._cursor, statuses = await loop.run_in_executor(self._thread, self._reader.begin)
-        self._live = {s.id for s in statuses}
+        self._live = {s.id: s.state for s in statuses}
         self._owners.update((s.id, s.owner) for s in statuses)
 
         def wake() -> None:
@@ -178,7 +186,8 @@ class FeedFollower:
         wanted = frozenset(self._by_batch)
         # The durations need every item; without them, only those someone follows.
         every = wide or self.durations is not None
-        probe = frozenset(self._live if every else self._live & wanted)
+        active = {b for b, state in self._live.items() if state in ACTIVE}
+        probe = frozenset(active if every else active & wanted)
         known = frozenset(self._owners)
         changes = await loop.run_in_executor(
             self._thread, self._reader.read, self._cursor, probe, wanted, every, known
@@ -199,28 +208,36 @@ class FeedFollower:
         """Send the items, note what changed; returns the batches that ended or went."""
         for named, status in changes.statuses.items():
             self._owners[named] = None if status is None else status.owner
-        ended: set[str] = set()
-        for event in changes.events:
-            batch_id = event.batch_id
-            if event.kind == "batch.deleted":
-                batch_id = str(event.data.get("batch_id"))
-                ended.add(batch_id)
-            elif event.kind == "batch.state" and batch_id is not None:
-                if BatchState(str(event.data["to"])).is_terminal:
-                    ended.add(batch_id)
-                else:
-                    ended.discard(batch_id)
-                    self._live.add(batch_id)
-            if batch_id is not None:
-                self._dirty.add(batch_id)
+        ended = self._note_events(changes.events)
         for item in sorted(changes.items, key=lambda i: (i.seq, i.batch_id, i.position)):
             self._publish(item_event(item))
             self._dirty.add(item.batch_id)
             if self.durations is not None and item.duration is not None:
                 if item.state in _ATTEMPT_ENDED:
                     self.durations(item.duration)
-        self._live -= ended
+        for batch_id in ended:
+            self._live.pop(batch_id, None)
         self._cursor = changes.upper
+        return ended
+
+    def _note_events(self, events: list[Event]) -> set[str]:
+        """Mark the batches the events name as changed, follow their states; returns
+        those that ended (or were deleted)."""
+        ended: set[str] = set()
+        for event in events:
+            batch_id = event.batch_id
+            if event.kind == "batch.deleted":
+                batch_id = str(event.data.get("batch_id"))
+                ended.add(batch_id)
+            elif event.kind == "batch.state" and batch_id is not None:
+                state = BatchState(str(event.data["to"]))
+                if state.is_terminal:
+                    ended.add(batch_id)
+                else:
+                    ended.discard(batch_id)
+                    self._live[batch_id] = state
+            if batch_id is not None:
+                self._dirty.add(batch_id)
         return ended
 
     async def _flush(self, loop: asyncio.AbstractEventLoop, ended: set[str]) -> None:

@@ -5,6 +5,7 @@ connection, WebSocket subscribe / resume / ping, the Origin check, who sees what
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,20 @@ def test_websocket_needs_auth_and_a_known_origin(env: Env) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+def test_sse_keeps_alive_and_debug_streams_logs_every_message(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = env.server.app.state.settings
+    env.server.app.state.settings = settings.model_copy(update={"debug_streams": True})
+    batch = env.submit(3)
+    caplog.set_level(logging.INFO, logger="batchyard.web.streams")
+    with env.client() as client, client.stream("GET", f"/batches/{batch}/events") as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith(":")) == ": ping"  # 0.3 s
+        env.work()
+        assert any(line == "event: end" for line in lines)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream: ")]
+    assert any(m.startswith("stream: item ") for m in logged)
+    assert logged[-1].startswith("stream: end ")
