@@ -23,10 +23,12 @@
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
     │   │   └── DiskFull             its disk is full (an outage too)
+    │   ├── TemplateChanged          a template got a version while one was being added
     │   ├── Conflict                 the batch is not in a state for that
     │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
     ├── CommandError                 a command line used wrongly (exit status 2)
+    ├── SignatureError               a webhook's signature does not check out
     └── TaskSignal                   raised by a task about its own item
         ├── Retry                    try again, after a delay
         ├── Fail                     fail now, no further attempts
@@ -226,6 +228,11 @@ class DiskFull(StoreUnavailable):
     written; a worker keeps what it holds and carries on when there is room again."""
 
 
+class TemplateChanged(StoreError):
+    """Adding a version on top of one that is no longer the newest: another writer added
+    one meanwhile. Read the template again and retry."""
+
+
 class Conflict(StoreError):
     """The batch is not in a state that allows this operation."""
 
@@ -253,6 +260,11 @@ class SchemaTooNew(StoreError):
 class CommandError(BatchyardError):
     """A command was used wrongly (a bad option value, a missing file): the command line
     exits with status 2."""
+
+
+class SignatureError(BatchyardError):
+    """A webhook delivery's ``Batchyard-Signature`` is missing, malformed, too old or too
+    new, or matches no signature of its body with the secret (``webhooks.verify``)."""
 
 
 class TaskSignal(BatchyardError):
