@@ -86,4 +86,6 @@ class Subscriber:
     def _is_new(self, event: StreamEvent) -> bool:
         if self.batches is not None and event.batch_id not in self.batches:
             return False
-        return event.mark.is_after(self.sent.get(event.batch_id, self.since))
+        mark = self.sent.get(event.batch_id, self.since)
+        # Nearly every live event has a later cursor than its batch's mark: one comparison.
+        return mark is None or event.mark.seq > mark.seq or event.mark.is_after(mark)
