@@ -196,6 +196,11 @@ def test_websocket_needs_auth_and_a_known_origin(env: Env) -> None:
     with _ws(env, origin="https://ok.example") as ws:  # the configured CORS origin
         _auth(ws, env)
     host = env.server.url  # the server's own origin
+    token = next(t for t in env.yard.tokens.list() if t.name == "bob")
+    cookie, _ = env.yard.tokens.open_session(token)
+    session = {"Cookie": f"batchyard_session={cookie}"}
+    with _ws(env, origin=host, additional_headers=session) as ws:  # no auth message
+        assert json.loads(ws.recv(10)) == {"type": "welcome", "name": "bob", "role": "operator"}
     with _ws(env, origin=host) as ws:
         ws.send(json.dumps({"type": "auth", "token": "by_admin_garbage"}))
         with pytest.raises(ConnectionClosed) as closed:
