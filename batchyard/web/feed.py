@@ -37,6 +37,8 @@ SAFETY_POLL = 1.0
 MIN_GAP = 0.01
 #: Seconds at least between two status events of one batch.
 STATUS_GAP = 0.25
+#: What a stream is told when the server stops (its client may reconnect to another).
+STOPPING = "the server is stopping"
 #: Events a subscriber may have waiting before it is closed.
 QUEUE_LIMIT = 10_000
 #: Batches whose items may change without a batch event in the same read: claims move a
@@ -83,6 +85,7 @@ class FeedFollower:
         self._unlisten: Callable[[], None] | None = None
         self._polling = True
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- for the streams ---------------------------------------------------------------
     @property
@@ -136,7 +139,7 @@ class FeedFollower:
 
     # -- running -----------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._cursor, statuses = await loop.run_in_executor(self._thread, self._reader.begin)
         self._live = {s.id: s.state for s in statuses}
         self._owners.update((s.id, s.owner) for s in statuses)
@@ -158,9 +161,20 @@ class FeedFollower:
                 await self._task
         if self._unlisten is not None:
             self._unlisten()
-        for sub in [*self._wide, *(s for subs in self._by_batch.values() for s in subs)]:
-            sub.close("the server is stopping")
+        self._close_all(STOPPING)
         self._thread.shutdown(wait=False)
+
+    def end_streams(self) -> None:
+        """Close every stream, from any thread or a signal handler: call it when the
+        server begins to stop. Its server waits for open responses to end before it stops
+        the app (and the follower with it), and a stream would never end by itself."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is open
+                self._loop.call_soon_threadsafe(self._close_all, STOPPING)
+
+    def _close_all(self, reason: str) -> None:
+        for sub in [*self._wide, *(s for subs in self._by_batch.values() for s in subs)]:
+            sub.close(reason)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

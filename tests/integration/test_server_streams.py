@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,13 @@ def test_sse_keeps_alive_and_debug_streams_logs_every_message(
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream: ")]
     assert any(m.startswith("stream: item ") for m in logged)
     assert logged[-1].startswith("stream: end ")
+
+
+def test_stopping_the_server_ends_open_streams(env: Env) -> None:
+    with env.client("root") as client, client.stream("GET", "/events") as response:
+        stopper = threading.Thread(target=env.server.stop)
+        stopper.start()
+        closing = [line for line in response.iter_lines() if line.startswith(("event:", "data:"))]
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert closing[-2:] == ["event: closed", 'data: {"reason": "the server is stopping"}']
