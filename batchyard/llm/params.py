@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -119,7 +120,11 @@ class LlmParams:
         """The response cache's key: the whole request (model, rendered messages, every
         parameter, the output schema), the endpoint and the template's version."""
         content = {"base_url": self.base_url, "template": self.prompt.version, "body": body}
-        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        try:
+            encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # an integer past 64 bits (in json, options or vars): JSON has it
+            encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
 
     def api_key(self) -> str | None:
         """The key from the environment (None for an endpoint without keys)."""
