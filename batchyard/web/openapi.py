@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -16,6 +16,7 @@ from batchyard.catalog import TaskEntry
 from batchyard.web import problems, tasks, uploads
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
+from batchyard.web.stream_events import Kind
 
 _NULL = {"type": "null"}
 #: A submission's sources of items: it takes one (or none, when open).
@@ -61,6 +62,7 @@ def document(app: FastAPI, settings: ServerSettings) -> dict[str, Any]:
         schemas["Problem"] = _PROBLEM
         _malformed_requests(schema)
         _parameters_never_null(schema)
+        _event_streams(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -171,3 +173,24 @@ def _parameters_never_null(schema: dict[str, Any]) -> None:
                     parameter["schema"].update(rest[0])
                 else:
                     parameter["schema"]["anyOf"] = rest
+
+
+def _event_streams(schema: dict[str, Any]) -> None:
+    """An event stream's schema describes each event (OpenAPI 3.1): its name, id and JSON
+    data as text; FastAPI wrote "a string" (schemathesis: every event violated it)."""
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            # "closed": the server ended the stream (it is stopping, or the follower is).
+            "event": {"type": "string", "enum": [*get_args(Kind), "closed"]},
+            "id": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                stream = response.get("content", {}).get("text/event-stream")
+                if stream is not None:
+                    stream["schema"] = event
