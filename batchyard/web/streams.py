@@ -45,8 +45,8 @@ def follower_of(request: Request) -> FeedFollower:
     return feed
 
 
-#: An event id as Mark.parse reads it: a cursor, or cursor:batch:position.
-EVENT_ID = r"^[0-9]{1,18}(:[A-Za-z0-9_-]{1,100}:[0-9]{1,18})?$"
+#: An event id as Mark.parse reads it: a cursor, or cursor:batch:position; empty is none.
+EVENT_ID = r"^([0-9]{1,18}(:[A-Za-z0-9_-]{1,100}:[0-9]{1,18})?)?$"
 
 
 def _since(
