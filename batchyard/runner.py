@@ -14,6 +14,7 @@ import queue
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
@@ -63,7 +64,7 @@ class Job:
         self.renewed_at = claimed_at
         services = None
         if hub is not None:
-            services = Services(hub, claim.batch.pk, claim.item_id, claim.attempt)
+            services = partial(Services, hub, claim.batch.pk, claim.item_id, claim.attempt)
         self.ctx = TaskContext(
             claim.batch.id,
             claim.key,
