@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from batchyard.access import Role, Token
     from batchyard.batch import Batch
     from batchyard.clock import Clock, FakeClock, SystemClock
     from batchyard.clusters import ErrorCluster
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         TemplateArchived,
         TemplateExists,
         TemplateNotFound,
+        TokenExists,
     )
     from batchyard.models import (
         BatchStatus,
@@ -118,6 +120,9 @@ _HOME = {
     "TemplateNotFound": "batchyard.errors",
     "TemplateRef": "batchyard.models",
     "Templates": "batchyard.templates",
+    "Role": "batchyard.access",
+    "Token": "batchyard.access",
+    "TokenExists": "batchyard.errors",
     "Usage": "batchyard.models",
     "VersionUsage": "batchyard.templates",
     "Worker": "batchyard.worker",
@@ -176,6 +181,7 @@ __all__ = [
     "Report",
     "Retry",
     "RetryPolicy",
+    "Role",
     "SchemaTooNew",
     "StoreError",
     "StoreUnavailable",
@@ -192,6 +198,8 @@ __all__ = [
     "TemplateNotFound",
     "TemplateRef",
     "Templates",
+    "Token",
+    "TokenExists",
     "Usage",
     "VersionUsage",
     "Worker",

@@ -9,9 +9,11 @@
     │   └── ClusterNotFound          no error cluster of a batch has this id (or prefix)
     │   ├── TemplateNotFound         no such template or version, or not one to run
     │   │   └── TemplateArchived     a version archived: readable, not runnable
-    │   └── TemplateExists           creating a template whose name is taken
+    │   ├── TemplateExists           creating a template whose name is taken
+    │   └── TokenExists              creating a token whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
+    │   │   └── ItemTooLarge         over the size limit of an item
     │   ├── DuplicateKey             two items with one key in a batch
     │   └── NotSerializable          a payload that is not JSON
     ├── BatchNotFound
@@ -21,10 +23,12 @@
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
     │   │   └── DiskFull             its disk is full (an outage too)
+    │   ├── TemplateChanged          a template got a version while one was being added
     │   ├── Conflict                 the batch is not in a state for that
     │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
     ├── CommandError                 a command line used wrongly (exit status 2)
+    ├── SignatureError               a webhook's signature does not check out
     └── TaskSignal                   raised by a task about its own item
         ├── Retry                    try again, after a delay
         ├── Fail                     fail now, no further attempts
@@ -96,6 +100,14 @@ class TemplateExists(ConfigError):
         super().__init__(f"template {name!r} exists already; update it to add a version")
 
 
+class TokenExists(ConfigError):
+    """``tokens.create`` with a name a token has (or had: a revoked name is not reused)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a token named {name!r} exists already (revoked ones count too)")
+
+
 class InputError(BatchyardError):
     """An item cannot be accepted; the submission wrote nothing.
 
@@ -133,6 +145,10 @@ class InputError(BatchyardError):
 
 class InvalidItem(InputError):
     """An item is not a JSON object, its key field is unusable, or it is too large."""
+
+
+class ItemTooLarge(InvalidItem):
+    """An item whose JSON is over the limit (``items.MAX_ITEM_BYTES``)."""
 
 
 class DuplicateKey(InputError):
@@ -212,6 +228,11 @@ class DiskFull(StoreUnavailable):
     written; a worker keeps what it holds and carries on when there is room again."""
 
 
+class TemplateChanged(StoreError):
+    """Adding a version on top of one that is no longer the newest: another writer added
+    one meanwhile. Read the template again and retry."""
+
+
 class Conflict(StoreError):
     """The batch is not in a state that allows this operation."""
 
@@ -239,6 +260,11 @@ class SchemaTooNew(StoreError):
 class CommandError(BatchyardError):
     """A command was used wrongly (a bad option value, a missing file): the command line
     exits with status 2."""
+
+
+class SignatureError(BatchyardError):
+    """A webhook delivery's ``Batchyard-Signature`` is missing, malformed, too old or too
+    new, or matches no signature of its body with the secret (``webhooks.verify``)."""
 
 
 class TaskSignal(BatchyardError):

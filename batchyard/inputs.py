@@ -139,8 +139,10 @@ def open_input(
     *,
     stdin: IO[bytes] | None = None,
     csv_types: ColumnTypes | Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> Input:
-    """A reader over ``path`` (``-`` for stdin) in ``format`` (see :func:`detect_format`).
+    """A reader over ``path`` (``-`` for stdin) in ``format`` (see :func:`detect_format`),
+    called ``name`` in errors (default: the path; an upload spooled to a file gives its own).
 
     Raises InputError when the file cannot be opened or the format is unknown or not
     installed; reading raises InputError (with ``source`` and ``line``) at the first bad
@@ -152,7 +154,7 @@ def open_input(
     is not CSV, or with an unknown type, raises ConfigError.
     """
     fmt = detect_format(path, format)
-    name = STDIN_NAME if path == STDIN else path
+    name = name or (STDIN_NAME if path == STDIN else path)
     types = csv_types if isinstance(csv_types, ColumnTypes) else ColumnTypes(csv_types or {})
     if types and fmt != "csv":
         raise ConfigError(f"column types (--csv-types) apply to CSV input; {name} is read as {fmt}")

@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any, Generic, TypeVar, cast
 
 from batchyard import codec
-from batchyard.errors import InputError, InvalidItem, NotSerializable
+from batchyard.errors import InputError, InvalidItem, ItemTooLarge, NotSerializable
 from batchyard.store.base import Chunk, NewItem
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ def encode(item: Any, position: int, key_field: str | None) -> NewItem:
     if len(payload) > MAX_ITEM_BYTES // 4:
         size = len(payload.encode())
         if size > MAX_ITEM_BYTES:
-            raise InvalidItem(
+            raise ItemTooLarge(
                 f"the item is {size:,} bytes as JSON; the limit is {MAX_ITEM_BYTES:,} (1 MiB)",
                 position=position,
                 key=key,

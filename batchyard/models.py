@@ -312,6 +312,11 @@ class BatchOptions:
     template: TemplateRef | None = None
     #: The id of the batch this one re-runs, if it is a re-run.
     rerun_of: str | None = None
+    #: URLs to call when the batch ends or pauses (``batchyard.deliveries``).
+    webhooks: tuple[str, ...] = ()
+    #: Who owns it: the owner of the server token that submitted it (None from the CLI or
+    #: Python: only an admin sees it through the server).
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +355,8 @@ class BatchStatus:
     template: TemplateRef | None = None
     #: The id of the batch it re-runs, if it is a re-run.
     rerun_of: str | None = None
+    #: Its owner (``BatchOptions.owner``).
+    owner: str | None = None
 
     @property
     def progress(self) -> float:
@@ -420,6 +427,7 @@ class BatchStatus:
             "projected_cost": self.projected_cost,
             "template": None if self.template is None else str(self.template),
             "rerun_of": self.rerun_of,
+            "owner": self.owner,
         }
 
 
@@ -503,3 +511,19 @@ class Page(Generic[T]):
 
     rows: list[T]
     next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over every batch of a store, from the kept counters (no item is read): what
+    ``/metrics`` shows."""
+
+    #: Batches per state (states with none left out).
+    batches: dict[str, int]
+    #: Items per state, summed over batches.
+    items: dict[str, int]
+    #: Runs of an item after its first (retries, lost workers, releases).
+    reruns: int
+    usage: Usage
+    #: Items that wait for a rate limiter now.
+    waiting: int

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchyard import items as item_codec
+from batchyard.access import Tokens
 from batchyard.batch import Batch
 from batchyard.clock import Clock
 from batchyard.datasets import Datasets
+from batchyard.deliveries import check_webhooks
 from batchyard.errors import ConfigError, InputError
 from batchyard.models import (
     JSON,
@@ -65,8 +67,17 @@ class Yard:
     ``Yard("sqlite:///leads.db")`` opens (and on first use creates) the file ``leads.db``.
     """
 
-    def __init__(self, url: str | Path = DEFAULT_URL, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        url: str | Path = DEFAULT_URL,
+        *,
+        clock: Clock | None = None,
+        webhooks: Iterable[str] = (),
+    ) -> None:
         self.url = str(url)
+        #: URLs every batch submitted through this Yard calls, before its own (a server's
+        #: configured webhooks). Raises InputError for a URL that is not http(s).
+        self.webhooks = check_webhooks(webhooks)
         self.store: Store = open_store(url)
         self.registry = TaskRegistry()
         # The store's clock by default: on PostgreSQL the database's, which every worker
@@ -75,6 +86,8 @@ class Yard:
         #: The store's templates: ``create``, ``update``, ``get``, ``list``, ``diff``,
         #: ``archive``, ``usage``.
         self.templates = Templates(self.store, self.registry, self.clock)
+        #: The tokens and sessions of ``batchyard serve``: ``create``, ``list``, ``revoke``.
+        self.tokens = Tokens(self.store, self.clock)
         self._workers: list[Worker] = []
 
     def __enter__(self) -> Yard:
@@ -134,8 +147,10 @@ class Yard:
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         max_result_bytes: int | None = None,
+        webhooks: Iterable[str] = (),
         idempotency_key: str | None = None,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
+        owner: str | None = None,
     ) -> Batch:
         """Create a batch of ``items`` for ``task`` and queue it.
 
@@ -150,11 +165,17 @@ class Yard:
         item's result (16 MiB of JSON by default, or the task's): a bigger one fails its
         item.
 
+        ``webhooks`` are URLs to POST the batch's status to, signed, when it ends, is
+        paused, or needs attention (docs/webhooks.md); an InputError for one that is not an
+        http:// or https:// URL.
+
         ``idempotency_key`` makes a retried submission safe: the first submission with a key
         creates the batch; a later one with the same key (kept ``idempotency_ttl`` seconds,
         a day by default) and the same task, options and items creates nothing and returns
         that batch (``Batch.replayed`` is True), even when the two run at once. The same
         key with other input raises ``IdempotencyConflict``.
+
+        ``owner`` records who owns the batch (``batchyard serve`` passes its caller's).
 
         ``count`` instead of ``items`` makes a generation batch: ``count`` items
         ``{"n": 0}`` ... ``{"n": count - 1}``, keyed ``"0"`` ... , for a task that makes
@@ -191,6 +212,8 @@ class Yard:
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
+            webhooks=webhooks,
+            owner=owner,
         )
         stream = item_codec.stream(items)
         first = next(stream, _END)
@@ -220,7 +243,9 @@ class Yard:
         **options: Any,
     ) -> BatchOptions:
         """A new batch's options, the template's task and parameters merged in (``params``
-        on top): what every way of creating a batch checks first."""
+        on top), the Yard's webhooks before the batch's own: what every way of creating a
+        batch checks first."""
+        options["webhooks"] = check_webhooks((*self.webhooks, *options.get("webhooks", ())))
         task, params, chosen = self._with_template(task, params, template)
         return self._options(self.registry.resolve(task), template=chosen, params=params, **options)
 
@@ -356,10 +381,26 @@ class Yard:
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
-        """Batches newest first, a page at a time."""
+        """Batches newest first, a page at a time (``after``: the previous page's ``next``);
+        the filters are those of ``Store.list_batches``."""
         wanted = None if state is None else BatchState(state)
-        return self.store.list_batches(state=wanted, task=task, limit=limit, after=after)
+        return self.store.list_batches(
+            state=wanted,
+            task=task,
+            limit=limit,
+            after=after,
+            owner=owner,
+            template=template,
+            text=text,
+            created_after=created_after,
+            created_before=created_before,
+        )
 
     def prune(self, older_than: float | timedelta) -> int:
         """Delete finished batches that ended more than ``older_than`` (seconds) ago."""

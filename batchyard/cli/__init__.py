@@ -16,7 +16,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from batchyard.cli import batches, catalog, datasets, errors, reports, spend, templates, work
+from batchyard.cli import (
+    batches,
+    catalog,
+    datasets,
+    errors,
+    reports,
+    serve,
+    spend,
+    templates,
+    webhooks,
+    work,
+)
 from batchyard.cli.common import DB_HELP
 
 EXIT_FAILED = 1
@@ -98,7 +109,18 @@ def build_parser() -> _Parser:
         title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
     )
     commands.required = True
-    for module in (batches, work, reports, spend, catalog, templates, datasets, errors):
+    for module in (
+        batches,
+        work,
+        reports,
+        spend,
+        catalog,
+        templates,
+        datasets,
+        errors,
+        serve,
+        webhooks,
+    ):
         module.register(commands)
     parser.commands = dict(commands.choices)
     return parser

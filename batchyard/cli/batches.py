@@ -66,8 +66,8 @@ def _register_seal(commands: Any) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from batchyard.cli.views import status_view
     from batchyard.clusters import TOP_CLUSTERS
+    from batchyard.views import status_view
 
     with open_yard(args, create=False) as yard:
         if args.batch is None:
@@ -269,7 +269,7 @@ _DONE = {"cancel": "cancelled", "pause": "paused", "resume": "resumed"}
 
 def _control(method: str, done: str) -> Any:
     def run(args: argparse.Namespace) -> int:
-        from batchyard.cli.views import status_view
+        from batchyard.views import status_view
 
         with open_yard(args, create=False) as yard:
             batch = yard.batch(args.batch)
@@ -320,7 +320,7 @@ def _retry_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_retry(args: argparse.Namespace) -> int:
-    from batchyard.cli.views import status_view
+    from batchyard.views import status_view
 
     states = args.states or ["failed"]
     with open_yard(args, create=False) as yard:

@@ -18,7 +18,7 @@ from batchyard.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from batchyard.models import Item, LogLine
+    from batchyard.models import Item
 
 ITEM_JSON = """\
 --json prints the item: {"batch_id", "key", "position", "state", "payload" (its input),
@@ -54,65 +54,17 @@ def register(commands: Any) -> None:
 
 
 def run_item(args: argparse.Namespace) -> int:
+    from batchyard.views import attempt_runs, item_view
+
     with open_yard(args, create=False) as yard:
         batch = yard.batch(args.batch)
         item = batch.item(args.key)
         lines = batch.logs(args.key)
-    runs = attempt_runs(item, lines)
     if args.json:
-        print_json({**item.as_dict(), "attempts": item.runs, "runs": runs})
+        print_json(item_view(item, lines))
     else:
-        sys.stdout.write(render_item(item, runs))
+        sys.stdout.write(render_item(item, attempt_runs(item, lines)))
     return 0
-
-
-def attempt_runs(item: Item, lines: list[LogLine]) -> list[dict[str, Any]]:
-    """One entry per attempt, oldest first, with its log lines and error. Only the latest
-    attempt's start and end are kept on the item; an earlier attempt ends at its error."""
-    by_attempt: dict[int, list[LogLine]] = {}
-    for line in lines:
-        by_attempt.setdefault(line.attempt, []).append(line)
-    runs = []
-    for attempt in _ran(item, set(by_attempt)):
-        logged = by_attempt.get(attempt, [])
-        errors = [line for line in logged if line.kind == "error"]
-        started = [line for line in logged if line.kind == "started"]
-        latest = attempt == item.attempts
-        start = item.started_at if latest else (started[0].at if started else None)
-        end = item.finished_at if latest else (errors[-1].at if errors else None)
-        worker = started[0].message.removeprefix("on worker ") if started else None
-        runs.append(
-            {
-                "attempt": attempt,
-                "worker": item.worker if latest and item.worker else worker,
-                "started_at": start,
-                "finished_at": end,
-                "duration": item.duration if latest else _span(start, end),
-                "error": errors[-1].message if errors else None,
-                "logs": [
-                    {"at": line.at, "kind": line.kind, "message": line.message}
-                    for line in logged
-                    if line.kind != "started"
-                ],
-            }
-        )
-    return runs
-
-
-def _span(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else max(0.0, end - start)
-
-
-def _ran(item: Item, logged: set[int]) -> list[int]:
-    """The lease numbers of the attempts that ran, as far as the log tells: those that
-    logged, the latest, and as many earlier ones as ``item.runs`` says there were (a
-    lease given back before its task was called left no line and is no attempt)."""
-    numbers = set(logged) | ({item.attempts} if item.runs else set())
-    for attempt in range(1, item.attempts + 1):
-        if len(numbers) >= item.runs:
-            break
-        numbers.add(attempt)
-    return sorted(numbers)
 
 
 def render_item(item: Item, runs: list[dict[str, Any]]) -> str:

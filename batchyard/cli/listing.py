@@ -123,7 +123,7 @@ _CSV_COLUMNS = (
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from batchyard.cli.views import status_view
+    from batchyard.views import status_view
 
     limit = args.limit or (50 if args.format == "table" else None)
     if not store_exists(db_url(args)):  # nothing submitted here yet: nothing to list

@@ -13,8 +13,10 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
+from batchyard.deliveries import Attempt, Delivery, DeliveryState
 from batchyard.models import (
     JSON,
     BatchOptions,
@@ -24,6 +26,7 @@ from batchyard.models import (
     Item,
     LogLine,
     Page,
+    Totals,
     Usage,
 )
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage
@@ -241,7 +244,46 @@ class DatasetStore(Protocol):
         ...
 
 
-class Store(DatasetStore, Protocol):
+class WebhookStore(Protocol):
+    """Webhook deliveries (``batchyard.deliveries``; docs/webhooks.md) and shared settings.
+    The deliveries are written in the transaction that ends or pauses a batch, one per URL
+    it names."""
+
+    def claim_deliveries(self, now: float, lease: float, limit: int = 20) -> list[Delivery]:
+        """Lease up to ``limit`` pending deliveries due at ``now``, oldest due first: each
+        gets one more attempt and is due again at ``now + lease`` (so a process that dies
+        while sending lets another try it then). Of processes claiming at once, each
+        delivery goes to one."""
+        ...
+
+    def finish_delivery(
+        self, delivery: Delivery, attempt: Attempt, now: float, retry_at: float | None
+    ) -> bool:
+        """Record how the try of a claimed delivery went: delivered on a 2xx, else pending
+        again, due at ``retry_at``, or failed when that is None. Only while the delivery
+        still holds that lease (same attempts, still pending); returns whether it did."""
+        ...
+
+    def webhook_deliveries(self, batch_id: str) -> list[Delivery]:
+        """A batch's deliveries, oldest first. Raises BatchNotFound."""
+        ...
+
+    def webhook_urls(self, batch_id: str) -> list[str]:
+        """The URLs a batch names, in order. Raises BatchNotFound."""
+        ...
+
+    def delivery_counts(self) -> dict[DeliveryState, int]:
+        """How many deliveries there are in each state (every state named), over the
+        store: one indexed count."""
+        ...
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        """The store's value of setting ``name``, saving ``make()`` first when it has none.
+        Of processes racing to save one, the first wins and all get its value."""
+        ...
+
+
+class Store(DatasetStore, WebhookStore, Protocol):
     """The operations batchyard needs from a database."""
 
     url: str
@@ -289,9 +331,21 @@ class Store(DatasetStore, Protocol):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         """Batches newest first; ``after`` is the ``next`` of the previous page (an opaque
-        cursor that stays valid when batches are deleted)."""
+        cursor that stays valid when batches are deleted). Filters: ``owner``, ``template``
+        (a name), ``text`` (in the name or id, case-blind), created in
+        [``created_after``, ``created_before``)."""
+        ...
+
+    def totals(self, now: float) -> Totals:
+        """Batches by state and sums of their kept counters and usage, and the items that
+        wait for a rate limiter: O(batches), no item row read."""
         ...
 
     def items(
@@ -303,10 +357,13 @@ class Store(DatasetStore, Protocol):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         """Items in submission order with position greater than ``after``. Without
         ``payloads`` or ``results`` those are not read (None): a listing of big results
-        costs no more than one of small ones."""
+        costs no more than one of small ones. ``cluster`` (an error cluster's id or a
+        unique start of it) keeps the items whose last failure is in it (ClusterNotFound
+        otherwise)."""
         ...
 
     def item(self, batch_id: str, key: str) -> Item: ...
@@ -468,6 +525,13 @@ class Store(DatasetStore, Protocol):
         A store without notifications returns a no-op: workers poll anyway."""
         ...
 
+    def on_feed(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` (from any thread) after every commit, in any process, that changed
+        the change feed; returns a function that stops it. None when the store sends no
+        such notifications: a follower of the feed then polls ``cursor()``. A wake is a
+        hint (one may be lost in an outage), never the change itself."""
+        ...
+
     def claim_callbacks(
         self,
         tasks: Collection[str],
@@ -586,5 +650,34 @@ class Store(DatasetStore, Protocol):
         ``states`` (None: all), copied inside the database in transactions of at most
         COMMIT_ITEMS source items; a failure leaves no batch. Raises BatchNotFound,
         Conflict when the source is still uploading or has no item in ``states``."""
+
+    # -- tokens and sessions of `batchyard serve` (store/access.py) --------------------
+
+    def add_token(self, token: Token, digest: str) -> Token:
+        """Keep a new token by the digest of its secret; raises Conflict when its name is
+        taken (by a revoked token too: a name is never reused)."""
+
+    def list_tokens(self) -> list[Token]:
+        """Every token, revoked ones too, by name."""
+
+    def token_by_digest(self, digest: str) -> Token | None:
+        """The token (revoked or not) whose secret has this digest, or None."""
+
+    def touch_token(self, name: str, now: float) -> None:
+        """Record that a token was used at ``now``."""
+
+    def revoke_token(self, name: str, now: float) -> Token:
+        """Revoke a token (again is a no-op) and end its sessions; raises ConfigError when
+        no token has this name."""
+
+    def add_session(self, digest: str, session: Session, now: float) -> None:
+        """Keep a new session by the digest of its cookie value (ended ones are dropped)."""
+
+    def session_by_digest(self, digest: str, now: float) -> Session | None:
+        """The session with this digest that has not expired and whose token is not
+        revoked, or None."""
+
+    def drop_session(self, digest: str) -> None:
+        """End a session (logging out); no-op when there is none."""
 
     def close(self) -> None: ...

@@ -109,7 +109,7 @@ class Controlling(SqlBase):
                 )
             if keys is not None:
                 self._check_keys(tx, row.pk, batch_id, keys, wanted)
-            sig = None if cluster is None else resolve(tx, row.pk, batch_id, cluster)
+            sig = None if cluster is None else resolve(tx.all, row.pk, batch_id, cluster)
             sent = {
                 item_state: self._send_back(tx, row, item_state, keys, sig) for item_state in wanted
             }

@@ -8,9 +8,20 @@ from collections.abc import Collection
 from typing import Any
 
 from batchyard.errors import ItemNotFound
-from batchyard.models import BatchStatus, Counts, Event, Item, LogLine, Page
+from batchyard.models import (
+    USAGE_FIELDS,
+    BatchStatus,
+    Counts,
+    Event,
+    Item,
+    LogLine,
+    Page,
+    Totals,
+    Usage,
+)
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Outlook
+from batchyard.store.clustering import resolve
 from batchyard.store.rows import (
     BATCH_COLUMNS,
     ITEM_COLUMNS,
@@ -44,14 +55,37 @@ class Reading(SqlBase):
         task: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        owner: str | None = None,
+        template: str | None = None,
+        text: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
     ) -> Page[BatchStatus]:
         where, params = ["1 = 1"], list[Any]()
-        if state is not None:
-            where.append("state = ?")
-            params.append(state.value)
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)
+        for column, value in (
+            ("state", None if state is None else state.value),
+            ("task", task),
+            ("owner", owner),
+            ("template_name", template),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if text:
+            # Case-blind in both databases; the pattern's own wildcards are taken literally.
+            where.append(
+                "(LOWER(COALESCE(name, '')) LIKE ? ESCAPE '!' OR LOWER(id) LIKE ? ESCAPE '!')"
+            )
+            pattern = (
+                "%" + text.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+            )
+            params += (pattern, pattern)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            params.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(created_before)
         if after is not None:
             # The cursor is the last row's key, so it holds even if that batch is deleted.
             where.append("pk < ?")
@@ -67,6 +101,30 @@ class Reading(SqlBase):
         page = [row.status() for row in rows[:limit]]
         return Page(page, f"p{rows[limit - 1].pk}" if len(rows) > limit else None)
 
+    def totals(self, now: float) -> Totals:
+        counters = ", ".join(f"SUM(n_{state.value})" for state in ItemState)
+        usage = ", ".join(f"SUM({name})" for name in USAGE_FIELDS)
+        again = " + ".join(f"again_{why}" for why in ("worker_lost", "released", "error", "retry"))
+        rows = self._read(
+            f"SELECT state, COUNT(*), {counters}, SUM({again}), {usage} FROM batches GROUP BY state"
+        )
+        batches, items, reruns, used = {}, dict.fromkeys((s.value for s in ItemState), 0), 0, []
+        for state, count, *sums in rows:
+            batches[str(state)] = int(count)
+            for item_state, value in zip(ItemState, sums, strict=False):
+                items[item_state.value] += int(value or 0)
+            reruns += int(sums[len(ItemState)] or 0)
+            used.append([0 if v is None else v for v in sums[len(ItemState) + 1 :]])
+        waiting = self._read("SELECT SUM(items) FROM limit_waits WHERE expires_at > ?", (now,))
+        usage_sums = [sum(column) for column in zip(*used, strict=True)] if used else []
+        return Totals(
+            batches=batches,
+            items=items,
+            reruns=reruns,
+            usage=Usage(*usage_sums) if usage_sums else Usage(),
+            waiting=int(waiting[0][0] or 0),
+        )
+
     def items(
         self,
         batch_id: str,
@@ -76,6 +134,7 @@ class Reading(SqlBase):
         limit: int = 1000,
         payloads: bool = True,
         results: bool = True,
+        cluster: str | None = None,
     ) -> list[Item]:
         pk = self._pk(batch_id)
         low, high = span(pk)
@@ -83,6 +142,9 @@ class Reading(SqlBase):
         if state is not None:
             where += " AND state = ?"
             params.append(state.value)
+        if cluster is not None:
+            where += " AND error_sig = ?"
+            params.append(resolve(self._read, pk, batch_id, cluster))
         if state in _INDEXED_STATES:
             # Naming the batch lets the database use the state's partial index instead of
             # walking the whole batch for a few running, waiting or failed items.

@@ -4,10 +4,12 @@ connects, takes a transaction and does those few operations."""
 
 from __future__ import annotations
 
+from batchyard.store.access import AccessTables
 from batchyard.store.budgeting import Budgeting
 from batchyard.store.clustering import Clustering
 from batchyard.store.controlling import Controlling
 from batchyard.store.datasets import DatasetTables
+from batchyard.store.delivering import Delivering
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
 from batchyard.store.submitting import Submitting
@@ -25,6 +27,8 @@ class SqlStore(
     Clustering,
     DatasetTables,
     Templating,
+    Delivering,
+    AccessTables,
 ):
     """The store, put together from its parts (one noun each)."""
 

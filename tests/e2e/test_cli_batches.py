@@ -50,6 +50,7 @@ STATUS_KEYS = {
     "projected_cost",
     "template",
     "rerun_of",
+    "owner",
 }
 COUNT_KEYS = {
     "pending",

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from batchyard import BatchState, Counts, Yard
-from batchyard.cli.views import status_view
 from batchyard.live import Snapshot, plain_line
 from batchyard.models import BatchStatus, Waiting
 from batchyard.progress import Meter, pace
+from batchyard.views import status_view
 
 
 async def noop(item: dict[str, Any]) -> None:

@@ -1,0 +1,26 @@
+-- batchyard schema, version 13: owners and tokens, for `batchyard serve`. A batch records
+-- its owner (the owner of the token that submitted it; NULL for one made from the CLI or
+-- Python, which only an admin token sees through the server). A token is kept as the
+-- SHA-256 of its secret, never the secret; a session (the dashboard's cookie) likewise,
+-- with the CSRF token that unsafe requests made with the cookie must carry.
+
+ALTER TABLE batches ADD COLUMN owner TEXT;
+CREATE INDEX batches_owner ON batches (owner, pk) WHERE owner IS NOT NULL;
+
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    last_used_at REAL,
+    revoked_at REAL
+);
+
+CREATE TABLE sessions (
+    hash TEXT PRIMARY KEY,
+    token_name TEXT NOT NULL REFERENCES tokens (name) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);

@@ -1,0 +1,101 @@
+"""The request bodies the API takes (pydantic, strict: ``false`` is not 0, "3" is not 3;
+unknown fields are refused). Answers are the CLI's ``--json`` shapes, built by the core."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Json = dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Options(_Strict):
+    """A submission's options (those of ``batchyard submit``)."""
+
+    name: str | None = Field(None, max_length=200)
+    concurrency: int | None = Field(None, ge=1, le=100_000)
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout: float | None = Field(None, gt=0)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    metadata: Json | None = None
+    params: Json | None = None
+    budget: float | None = Field(None, ge=0)
+    rate_limit: str | None = Field(None, max_length=40, description='e.g. "25/min"')
+    tokens_per_minute: str | None = Field(None, max_length=40)
+    max_result_bytes: int | None = Field(None, ge=1)
+    key_field: str | None = Field("id", max_length=200)
+    open: bool = False
+    #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
+    webhooks: list[str] = Field(default_factory=list, max_length=10)
+
+
+class BatchIn(_Strict):
+    """A batch to make: a task (or a template, which names one) and exactly one source of
+    items: ``items``, a ``dataset`` (with ``where`` conditions and ``keys``), or ``count``
+    (a generation batch). ``options.open`` makes a batch that takes items later."""
+
+    task: str | None = Field(None, max_length=300)
+    template: str | None = Field(None, max_length=300, description="NAME or NAME@VERSION")
+    items: list[Json] | None = None
+    dataset: str | None = Field(None, max_length=200)
+    where: list[str] = Field(default_factory=list, max_length=100)
+    keys: list[str] | None = None
+    count: int | None = Field(None, ge=1, le=10_000_000)
+    options: Options = Field(default_factory=Options)
+
+
+class ItemsIn(_Strict):
+    """Items for an open batch."""
+
+    items: list[Json] = Field(min_length=1)
+    key_field: str | None = Field("id", max_length=200)
+
+
+def _failed() -> list[Literal["failed", "cancelled"]]:
+    return ["failed"]
+
+
+class RetryIn(_Strict):
+    """Which finished items to send back: ``states`` (failed, cancelled), only ``keys``,
+    or only the failed items of an error ``cluster``."""
+
+    states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed)
+    keys: list[str] | None = None
+    cluster: str | None = Field(None, max_length=100)
+
+
+class RerunIn(_Strict):
+    """A new batch of this batch's items: all, or those in one state; with its template
+    version or another."""
+
+    template: str | None = Field(None, max_length=300)
+    state: Literal["all", "failed", "succeeded", "cancelled"] = "all"
+    name: str | None = Field(None, max_length=200)
+
+
+#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class TemplateIn(_Strict):
+    """Version 1 of a new template: its task (one this server allows) and parameters."""
+
+    name: str = Field(pattern=NAME)
+    task: str = Field(max_length=300)
+    params: Json = Field(default_factory=dict)
+    description: str | None = Field(None, max_length=2000)
+
+
+class TemplateUpdate(_Strict):
+    """The next version of a template: only what changes. ``params`` are set over the
+    newest version's, ``unset`` removed; ``description`` left out keeps the newest
+    version's (null clears it)."""
+
+    params: Json = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list, max_length=100)
+    description: str | None = Field(None, max_length=2000)
