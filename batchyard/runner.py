@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 MAX_ERROR = 8000
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
+LEASE_LOST = "lease lost"
 _ABANDON = frozenset({TIMEOUT, SHUTDOWN})
+#: Stops after which an attempt records nothing and its item is given back (the release is
+#: fenced: an item another worker took meanwhile stays theirs). A lost lease is no reason
+#: to cancel an item: a heartbeat late on a busy machine must not end it cancelled.
+GIVE_BACK = frozenset({SHUTDOWN, LEASE_LOST})
 
 
 class Job:
@@ -217,7 +222,7 @@ class Runner:
             payload = codec.loads(job.claim.payload)
             result = await self._call(job, payload)
         except asyncio.CancelledError:
-            if job.cancel_reason is None or job.cancel_reason == SHUTDOWN:
+            if job.cancel_reason is None or job.cancel_reason in GIVE_BACK:
                 raise
             task = asyncio.current_task()
             if task is not None:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from batchyard.errors import BatchyardError, StoreUnavailable
-from batchyard.runner import TIMEOUT
+from batchyard.runner import LEASE_LOST, TIMEOUT
 from batchyard.states import BatchState
 from batchyard.store.base import LeaseUpdate
 from batchyard.waits import Waits
@@ -110,7 +110,7 @@ class Chores:
             lost_job = self._inflight.jobs.get(item_id)
             if lost_job is not None:
                 log.warning("lost the lease of item %s; stopping it", lost_job.claim.key)
-                lost_job.stop("lease lost")
+                lost_job.stop(LEASE_LOST)
 
     def _lease_updates(self, now: float) -> list[LeaseUpdate]:
         renew_every = self._shared.config.lease / 3

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from batchyard.clock import Clock
-from batchyard.runner import SHUTDOWN, Job, Runner
+from batchyard.runner import GIVE_BACK, Job, Runner
 from batchyard.store.base import Outcome
 
 #: What a lane hands a finished job to, with its outcome (None: nothing to record).
@@ -89,7 +89,8 @@ class Lanes:
 
     async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
         if job.cancel_reason is not None:  # stopped before it started
-            self._settle(job, self._runner.stopped(job))
+            given_back = job.cancel_reason in GIVE_BACK
+            self._settle(job, None if given_back else self._runner.stopped(job))
             return
         job.lane = task
         job.started_at = self._clock.now()
@@ -100,7 +101,7 @@ class Lanes:
         try:
             outcome = await self._runner.run(job)
         except asyncio.CancelledError:
-            if job.cancel_reason != SHUTDOWN:
+            if job.cancel_reason not in GIVE_BACK:
                 raise
             task.uncancel()
         finally:

@@ -180,7 +180,15 @@ def run_with_faults(yard: Yard, kinds: list[Any], **extra: Any) -> dict[str, tup
 
 def assert_retried_once(batch: Batch, stats: Any, kind: str, error: str) -> None:
     # Calls 3 and 6 fail; their retries are calls 7 and 8, which do not.
-    assert (stats.requests, stats.faults) == (8, {kind: 2}), kind
+    assert (stats.requests, stats.faults) == (8, {kind: 2}), (
+        kind,
+        batch.status().counts,
+        [
+            (i.key, i.attempts, i.state.value, i.error)
+            for i in batch.items()
+            if i.state.value != "succeeded"
+        ],
+    )
     assert batch.status().state is BatchState.COMPLETED, kind
     assert sorted(item.attempts for item in batch.items()) == [1, 1, 1, 1, 2, 2], kind
     for item in batch.items():
