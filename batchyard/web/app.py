@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, metrics, problems, uploads
+from batchyard.web import batches, items, meta, metrics, pages, problems, uploads
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
@@ -91,6 +91,8 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     for router in (meta.router, batches.router, items.router):
         app.include_router(router, prefix=API)
+    if settings.ui:
+        pages.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
 

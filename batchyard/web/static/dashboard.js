@@ -1,0 +1,45 @@
+// The dashboard's own behaviour, kept small (htmx does the rest): the CSRF token on htmx
+// requests, the Compare button, local times on hover, copy buttons.
+(function () {
+  "use strict";
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (meta) { event.detail.headers["X-CSRF-Token"] = meta.content; }
+  });
+
+  function compareState() {
+    var button = document.getElementById("compare-button");
+    if (!button) { return; }
+    var ticked = document.querySelectorAll("input.pick:checked").length;
+    button.disabled = ticked < 2;
+    var hint = document.getElementById("compare-hint");
+    if (hint) { hint.textContent = ticked < 2 ? "Tick two or more." : ticked + " ticked."; }
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.classList && event.target.classList.contains("pick")) { compareState(); }
+  });
+
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when)) { el.title = when.toLocaleString() + " (local) · " + el.textContent + " UTC"; }
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) { return; }
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (source && navigator.clipboard) {
+      navigator.clipboard.writeText(source.textContent).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
+  document.addEventListener("DOMContentLoaded", function () {
+    compareState();
+    localTimes(document);
+  });
+})();
