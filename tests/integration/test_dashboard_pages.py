@@ -6,23 +6,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
+from batchyard.batch import Batch
 from batchyard.web.app import create_app
 from batchyard.web.settings import ServerSettings
 
-TASK = "tests.procs.tasks:square"
+TASK = "tests.procs.pages:work"
 
 
 @pytest.fixture
-def app(yard: Yard):
+def app(yard: Yard) -> FastAPI:
     return create_app(yard, ServerSettings(workers=0))
 
 
-def sign_in(app, yard: Yard, name: str, role: str = "operator", owner: str | None = None):
+def pick(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    assert found is not None, f"{pattern!r} not in {text[:300]!r}"
+    return found.group(1)
+
+
+def sign_in(
+    app: FastAPI, yard: Yard, name: str, role: str = "operator", owner: str | None = None
+) -> TestClient:
     _, secret = yard.tokens.create(name, role, owner)
     client = TestClient(app, base_url="http://127.0.0.1")
     assert client.get("/login", params={"token": secret}, follow_redirects=False).status_code == 303
@@ -30,22 +41,21 @@ def sign_in(app, yard: Yard, name: str, role: str = "operator", owner: str | Non
 
 
 @pytest.fixture
-def ann(app, yard: Yard) -> Iterator[TestClient]:
+def ann(app: FastAPI, yard: Yard) -> Iterator[TestClient]:
     with sign_in(app, yard, "ann") as client:
         yield client
 
 
-def make(yard: Yard, name: str, owner: str = "ann", n: int = 3):
-    return yard.submit(TASK, [{"id": f"k{i}", "n": i} for i in range(n)], name=name, owner=owner)
+def make(yard: Yard, name: str, owner: str = "ann", n: int = 3, fail: int = 0) -> Batch:
+    items = [{"id": f"k{i}", "n": i, "fail": "boom" if i < fail else None} for i in range(n)]
+    return yard.submit(TASK, items, name=name, owner=owner, max_attempts=1)
 
 
 def csrf(html: str) -> str:
-    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
-    assert found, html[:500]
-    return found.group(1)
+    return pick(r'<meta name="csrf-token" content="([^"]+)">', html)
 
 
-def test_a_page_without_a_session_goes_to_sign_in_and_comes_back(app, yard: Yard) -> None:
+def test_a_page_without_a_session_goes_to_sign_in_and_comes_back(app: FastAPI, yard: Yard) -> None:
     _, secret = yard.tokens.create("bob", "viewer")
     with TestClient(app, base_url="http://127.0.0.1") as client:
         away = client.get("/?state=failed", follow_redirects=False)
@@ -53,12 +63,12 @@ def test_a_page_without_a_session_goes_to_sign_in_and_comes_back(app, yard: Yard
         assert away.headers["location"] == "/signin?next=%2F%3Fstate%3Dfailed"
         form = client.get(away.headers["location"])
         assert 'type="password"' in form.text
-        nonce = re.search(r'name="nonce" value="([^"]+)"', form.text).group(1)
+        nonce = pick(r'name="nonce" value="([^"]+)"', form.text)
         wrong = client.post(
             "/signin", data={"token": "by_nope", "nonce": nonce}, follow_redirects=False
         )
         assert wrong.status_code == 401 and "not valid" in wrong.text
-        nonce = re.search(r'name="nonce" value="([^"]+)"', wrong.text).group(1)
+        nonce = pick(r'name="nonce" value="([^"]+)"', wrong.text)
         right = client.post(
             "/signin",
             data={"token": secret, "nonce": nonce, "next": "/?state=failed"},
@@ -69,7 +79,7 @@ def test_a_page_without_a_session_goes_to_sign_in_and_comes_back(app, yard: Yard
         assert page.status_code == 200 and "bob" in page.text
 
 
-def test_a_sign_in_posted_from_another_site_is_refused(app, yard: Yard) -> None:
+def test_a_sign_in_posted_from_another_site_is_refused(app: FastAPI, yard: Yard) -> None:
     _, secret = yard.tokens.create("bob", "viewer")
     with TestClient(app, base_url="http://127.0.0.1") as client:
         # Another site's form cannot read or send the form's SameSite cookie.
@@ -114,15 +124,18 @@ def test_history_filters_and_pages_come_from_the_url(ann: TestClient, yard: Yard
     first = ann.get("/")
     assert first.text.count('class="pick"') == 25
     assert "batch 29" in first.text and "batch 04" not in first.text
-    next_url = re.search(r'<a href="([^"]+)" rel="next">', first.text).group(1)
+    next_url = pick(r'<a href="([^"]+)" rel="next">', first.text)
     second = ann.get(next_url.replace("&amp;", "&"))
     assert second.text.count('class="pick"') == 5 and "batch 00" in second.text
     found = ann.get("/", params={"q": "batch 07", "state": "completed"})
     assert found.text.count('class="pick"') == 1 and "batch 07" in found.text
     assert ann.get("/", params={"state": "failed"}).text.count('class="pick"') == 0
-    assert ann.get("/", params={"since": "2001-01-01", "until": "2001-01-02"}).text.count(
-        'class="pick"'
-    ) == 0
+    assert (
+        ann.get("/", params={"since": "2001-01-01", "until": "2001-01-02"}).text.count(
+            'class="pick"'
+        )
+        == 0
+    )
     assert ann.get("/", params={"limit": 50}).text.count('class="pick"') == 30
 
 
@@ -144,3 +157,111 @@ def test_the_static_files_are_served_and_the_ui_can_be_turned_off(
     with TestClient(bare) as client:
         assert client.get("/").status_code == 404
         assert client.get("/static/dashboard.css").status_code == 404
+
+
+def test_a_batch_page_has_tiles_that_filter_its_items_and_the_controls_that_apply(
+    ann: TestClient, yard: Yard
+) -> None:
+    batch = make(yard, "mixed", n=4, fail=1)
+    yard.run_until_idle(poll_interval=0.01)
+    page = ann.get(f"/batches/{batch.id}")
+    assert page.status_code == 200
+    assert 'aria-valuenow="100.0"' in page.text
+    assert f'href="/batches/{batch.id}?state=failed#items"><span class="n">1</span>' in page.text
+    assert page.text.count("<tr>") == 1 + 4
+    failed = ann.get(f"/batches/{batch.id}", params={"state": "failed"})
+    assert failed.text.count("<tr>") == 1 + 1 and "boom" in failed.text
+    # Partially completed: retry and delete apply, pause, resume and cancel do not.
+    assert f'href="/batches/{batch.id}/actions/retry"' in page.text
+    assert f'href="/batches/{batch.id}/actions/delete"' in page.text
+    assert 'id="do-pause" disabled' in page.text and 'id="do-cancel" disabled' in page.text
+    assert "Retry this cluster" in page.text
+    # Finished: the live region does not poll.
+    assert 'hx-trigger="every 2s"' not in page.text
+    running = make(yard, "waiting")
+    live = ann.get(f"/batches/{running.id}/live")
+    assert live.text.lstrip().startswith("<section") and "<html" not in live.text
+    assert 'hx-trigger="every 2s"' in live.text and 'aria-valuenow="0.0"' in live.text
+
+
+def test_a_confirm_page_names_the_count_and_the_post_does_it(ann: TestClient, yard: Yard) -> None:
+    batch = make(yard, "to retry", n=5, fail=3)
+    yard.run_until_idle(poll_interval=0.01)
+    confirm = ann.get(f"/batches/{batch.id}/actions/retry")
+    assert "3 failed items go back to the queue" in confirm.text
+    assert "Retry: 3 items</button>" in confirm.text
+    token = pick(r'name="csrf" value="([^"]+)"', confirm.text)
+    assert ann.post(f"/batches/{batch.id}/actions/retry").status_code == 403
+    done = ann.post(
+        f"/batches/{batch.id}/actions/retry", data={"csrf": token}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"].endswith("?done=retry")
+    assert batch.status().state.value == "retrying"
+    again = ann.get(f"/batches/{batch.id}/actions/retry")
+    assert again.status_code == 409 and "no retry now" in again.text
+
+
+def test_a_cluster_retry_names_the_clusters_count(ann: TestClient, yard: Yard) -> None:
+    batch = make(yard, "clustered", n=4, fail=2)
+    yard.run_until_idle(poll_interval=0.01)
+    (cluster,) = batch.error_clusters()
+    confirm = ann.get(f"/batches/{batch.id}/actions/retry", params={"cluster": cluster.id})
+    assert "2 failed items of the error cluster" in confirm.text
+    assert (
+        ann.get(f"/batches/{batch.id}/actions/retry", params={"cluster": "nope"}).status_code == 404
+    )
+    ann.post(
+        f"/batches/{batch.id}/actions/retry",
+        data={"csrf": csrf(confirm.text), "cluster": cluster.id},
+    )
+    assert batch.status().counts.pending == 2
+
+
+def test_cancel_and_delete_need_the_name_typed(ann: TestClient, yard: Yard) -> None:
+    batch = make(yard, "precious", n=3)
+    page = ann.get(f"/batches/{batch.id}/actions/cancel")
+    assert "3 items not started yet will be cancelled" in page.text
+    url, token = f"/batches/{batch.id}/actions/cancel", csrf(page.text)
+    typo = ann.post(url, data={"csrf": token, "confirm_name": "precios"})
+    assert typo.status_code == 422 and "nothing was done" in typo.text
+    assert batch.status().state.value == "queued"
+    ann.post(url, data={"csrf": token, "confirm_name": "precious"})
+    assert batch.status().state.value == "cancelled"
+    gone = ann.post(
+        f"/batches/{batch.id}/actions/delete",
+        data={"csrf": token, "confirm_name": "precious"},
+        follow_redirects=False,
+    )
+    assert gone.status_code == 303 and gone.headers["location"] == "/"
+    assert ann.get(f"/batches/{batch.id}").status_code == 404
+
+
+def test_a_viewer_sees_no_control_and_a_forged_post_is_refused(app: FastAPI, yard: Yard) -> None:
+    batch = make(yard, "look only", owner="team")
+    with sign_in(app, yard, "vic", "viewer", owner="team") as vic:
+        page = vic.get(f"/batches/{batch.id}")
+        assert page.status_code == 200 and "look only" in page.text
+        assert "/actions/" not in page.text and "do-pause" not in page.text
+        assert vic.get(f"/batches/{batch.id}/actions/pause").status_code == 403
+        forged = vic.post(f"/batches/{batch.id}/actions/pause", data={"csrf": csrf(page.text)})
+        assert forged.status_code == 403
+    assert batch.status().state.value == "queued"
+    with sign_in(app, yard, "eve", "operator", owner="other") as eve:
+        assert eve.get(f"/batches/{batch.id}").status_code == 404
+
+
+def test_an_item_page_shows_input_output_and_attempts_newest_first(
+    ann: TestClient, yard: Yard
+) -> None:
+    key = "a/b <c>"
+    batch = yard.submit(TASK, [{"id": key, "n": 7, "fail": "it broke"}], owner="ann")
+    yard.run_until_idle(poll_interval=0.01)
+    batch.retry_failed()
+    yard.run_until_idle(poll_interval=0.01)
+    page = ann.get(f"/batches/{batch.id}/items/{quote(key, safe='')}")
+    assert page.status_code == 200
+    assert "Item a/b &lt;c&gt;" in page.text
+    assert "&#34;n&#34;: 7" in page.text
+    second, first = page.text.index("Attempt 2"), page.text.index("Attempt 1")
+    assert second < first and page.text.count("PageFailure") >= 2
+    assert ann.get(f"/batches/{batch.id}/items/nope").status_code == 404

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -16,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 import batchyard
 from batchyard.models import BatchStatus, Counts
+from batchyard.web.items import ERROR_CUT
 from batchyard.web.pages.guard import PageCaller
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -68,6 +70,18 @@ def segments(counts: Counts, width: float = 100.0) -> list[dict[str, Any]]:
     return out
 
 
+def cut(error: str | None) -> str:
+    """An error as an item listing shows it: cut to ``ERROR_CUT`` characters (as the API's)."""
+    if error is None:
+        return ""
+    return error if len(error) <= ERROR_CUT else error[: ERROR_CUT - 1] + "…"
+
+
+def path_part(value: str) -> str:
+    """A value quoted for one part of a URL's path (``/`` too)."""
+    return quote(value, safe="")
+
+
 def pretty(value: Any) -> str:
     """JSON for people: indented, non-ASCII kept (the template escapes it)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
@@ -81,7 +95,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, duration=duration, pretty=pretty)
+    env.filters.update(when=when, duration=duration, pretty=pretty, cut=cut, part=path_part)
     env.globals.update(
         segments=segments, ran_for=ran_for, version=batchyard.__version__, label=label
     )

@@ -1,0 +1,128 @@
+"""A batch's page (``/batches/{id}``): its live region (counter tiles, progress, cost, pace,
+what it waits on, the controls that apply), its error clusters and its items a page at a
+time, filtered through the URL. ``/batches/{id}/live`` answers the live region alone,
+rendered by the same template, for the page to swap in every 2 seconds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from batchyard.clusters import TOP_CLUSTERS
+from batchyard.controls import Control, controls
+from batchyard.models import BatchStatus
+from batchyard.states import ItemState
+from batchyard.views import status_view
+from batchyard.web.auth import Caller, visible, yard_of
+from batchyard.web.pages import render
+from batchyard.web.pages.guard import can_operate, signed_in
+from batchyard.web.pages.route import PageRoute
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+#: Items shown on one page of a batch's table.
+ITEMS_PAGE = 50
+#: The tiles, in order: a count of the batch's items and the state it filters by.
+TILES = (
+    ("total", ""),
+    ("pending", "pending"),
+    ("running", "running"),
+    ("waiting", "running"),
+    ("retry_wait", "retry_wait"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    """The items table's query parameters."""
+
+    state: ItemState | None = None
+    cluster: str | None = None
+    cursor: int = 0
+
+    def url(self, batch_id: str, **changes: Any) -> str:
+        params = {"state": self.state, "cluster": self.cluster, "cursor": self.cursor}
+        params.update(changes)
+        query = urlencode({k: v for k, v in params.items() if v not in (None, "", 0)})
+        return f"/batches/{batch_id}" + (f"?{query}" if query else "") + "#items"
+
+
+def live_context(status: BatchStatus, who: Caller, shown: ItemFilter) -> dict[str, Any]:
+    """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
+    the controls that apply (none for a viewer) and the tiles' links."""
+    offered = controls(status) if can_operate(who) else frozenset()
+    tiles = [
+        {
+            "name": name,
+            "n": status.counts.total if name == "total" else getattr(status.counts, name),
+            "url": ItemFilter(ItemState(state) if state else None).url(status.id),
+            "current": (shown.state.value if shown.state else "total") == name,
+        }
+        for name, state in TILES
+    ]
+    return {
+        "s": status,
+        "view": status_view(status, time.time()),
+        "offered": offered,
+        "operator": can_operate(who),
+        "controls": list(Control),
+        "tiles": tiles,
+        "live_url": f"/batches/{status.id}/live"
+        + ("" if shown.state is None else f"?state={shown.state.value}"),
+        "shown": shown,
+    }
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(
+    batch_id: str,
+    request: Request,
+    who: Caller = Depends(signed_in),
+    state: ItemState | None = None,
+    cluster: str | None = Query(None, max_length=64),
+    cursor: int = Query(0, ge=0, le=2**31),
+    done: Control | None = None,
+) -> HTMLResponse:
+    yard = yard_of(request)
+    status = visible(yard, who, batch_id)
+    shown = ItemFilter(state, cluster, cursor)
+    rows = yard.store.items(
+        batch_id,
+        state=state,
+        cluster=cluster,
+        after=cursor,
+        limit=ITEMS_PAGE,
+        payloads=False,
+        results=False,
+    )
+    more = len(rows) == ITEMS_PAGE
+    return render.page(
+        request,
+        "detail.html",
+        who,
+        **live_context(status, who, shown),
+        clusters=yard.store.error_clusters(batch_id, TOP_CLUSTERS),
+        items=rows,
+        item_states=[s.value for s in ItemState],
+        next_url=shown.url(batch_id, cursor=rows[-1].position) if more else None,
+        first_url=shown.url(batch_id, cursor=0) if cursor else None,
+        done=done,
+    )
+
+
+@router.get("/batches/{batch_id}/live", response_class=HTMLResponse)
+def live_region(
+    batch_id: str,
+    request: Request,
+    who: Caller = Depends(signed_in),
+    state: ItemState | None = None,
+) -> HTMLResponse:
+    status = visible(yard_of(request), who, batch_id)
+    return render.fragment("_live.html", **live_context(status, who, ItemFilter(state)))
