@@ -19,6 +19,18 @@
     if (event.target.classList && event.target.classList.contains("pick")) { compareState(); }
   });
 
+  // A filter form leaves its empty fields out of the URL: a shorter link to copy.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.classList || !form.classList.contains("filters")) { return; }
+    form.querySelectorAll("input, select").forEach(function (field) {
+      if (field.name && field.value === "") { field.disabled = true; }
+    });
+    window.setTimeout(function () {
+      form.querySelectorAll(":disabled").forEach(function (f) { f.disabled = false; });
+    }, 0);
+  });
+
   function localTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (el) {
       var when = new Date(el.getAttribute("datetime"));

@@ -1,0 +1,306 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright (never
+``playwright install``) against uvicorn on a free loopback port, over a SQLite store that a
+worker process shares. Signing in by the link, the history's filters in the URL, the batch
+page updating live while the worker finishes items, confirm pages, a viewer's page, hostile
+text everywhere, and axe-core's WCAG 2.1 A/AA rules at 320 and 1280 px in both themes.
+
+``BATCHYARD_SCREENSHOTS=docs/screenshots`` keeps the screenshots there (else in tmp)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import uvicorn
+
+from batchyard import Yard
+from batchyard.batch import Batch
+from batchyard.web.app import create_app
+from batchyard.web.settings import ServerSettings
+from tests.integration.test_processes import wait_for
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+TASK = "tests.procs.pages:work"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+#: Text that would run, inject or reorder if any page treated it as markup or a template.
+HOSTILE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>{{ 7*7 }}\u202egnp.exe"
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+@dataclass
+class Site:
+    url: str
+    db: str
+    yard: Yard
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def login(self, name: str) -> str:
+        return f"{self.url}/login?token={self.tokens[name]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    db = f"sqlite:///{folder / 'by.db'}"
+    with Yard(db) as yard:
+        port = _free_port()
+        app = create_app(yard, ServerSettings(workers=0))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_for(lambda: server.started, 20, "uvicorn to start")
+        site = Site(f"http://127.0.0.1:{port}", db, yard)
+        for name, role, owner in (
+            ("ann", "operator", "ann"),
+            ("vic", "viewer", "ann"),
+            ("root", "admin", None),
+        ):
+            site.tokens[name] = yard.tokens.create(name, role, owner)[1]
+        try:
+            yield site
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Watch:
+    """What a page did that it must not: dialogs opened, script errors, console errors
+    (a CSP violation is one)."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    watch = Watch()
+    tab.on("dialog", watch.dialog)
+    tab.on("pageerror", lambda error: watch.errors.append(str(error)))
+    tab.on("console", watch.console)
+    try:
+        yield tab, watch
+    finally:
+        context.close()
+
+
+def submit(site: Site, name: str, items: list[dict[str, Any]], owner: str = "ann") -> Batch:
+    return site.yard.submit(TASK, items, name=name, owner=owner, max_attempts=1)
+
+
+def run_worker(site: Site) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.procs.worker", site.db, "--concurrency", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_the_login_link_signs_in_and_the_historys_filters_live_in_the_url(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    for n in range(3):
+        submit(site, f"history {n}", [{"id": "a", "n": n}])
+    tab.goto(site.login("ann"))
+    assert tab.url == site.url + "/"
+    assert tab.locator("table.batches >> text=history 2").count() >= 1
+    tab.fill("#f-q", "history 1")
+    tab.click("form.filters button[type=submit]")
+    tab.wait_for_url(re.compile(r"/\?q=history\+1&limit=25$"))
+    rows = tab.locator("table.batches tbody tr")
+    assert rows.count() == 1 and "history 1" in rows.inner_text()
+    tab.go_back()
+    tab.wait_for_url(site.url + "/")
+    assert tab.locator("table.batches tbody tr").count() >= 3
+    tab.goto(site.url + "/?q=history+2")
+    assert tab.locator("table.batches tbody tr").count() == 1
+    assert watch.errors == [] and watch.dialogs == []
+
+
+def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
+    site: Site, page: tuple[Any, Watch], tmp_path: Path
+) -> None:
+    tab, watch = page
+    gate = tmp_path / "gate"
+    items = [{"id": f"i{n}", "n": n, "gate": str(gate), "sleep": 0.2} for n in range(6)]
+    batch = submit(site, "live one", items)
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    bar = tab.locator("[role=progressbar]")
+    assert bar.get_attribute("aria-valuenow") == "0.0"
+    tab.evaluate("() => { window.notReloaded = true; }")
+    worker = threading.Thread(target=run_worker, args=(site,))
+    worker.start()
+    gate.touch()
+    tab.wait_for_function(
+        "() => document.querySelector('[role=progressbar]')"
+        ".getAttribute('aria-valuenow') === '100.0'",
+        timeout=30_000,
+    )
+    worker.join(60)
+    assert tab.evaluate("() => window.notReloaded === true")
+    succeeded = tab.locator(f'a[href="/batches/{batch.id}?state=succeeded#items"] .n')
+    assert succeeded.inner_text() == "6"
+    assert tab.locator("#do-delete").get_attribute("href") is not None
+    assert watch.errors == []
+
+
+def test_a_confirm_page_names_the_count_before_anything_happens(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, _ = page
+    batch = submit(
+        site, "retry me", [{"id": f"r{n}", "fail": "nope" if n < 2 else None} for n in range(5)]
+    )
+    site.yard.run_until_idle(poll_interval=0.01)
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    tab.click("#do-retry")
+    assert "2 failed items go back to the queue" in tab.inner_text("#confirm-text")
+    assert batch.status().state.value == "partially_completed"
+    tab.click("text=Retry: 2 items")
+    tab.wait_for_url(f"**/batches/{batch.id}?done=retry")
+    assert batch.status().state.value == "retrying"
+
+
+def test_a_viewer_sees_no_control_and_a_forged_post_gets_403(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, _ = page
+    batch = submit(site, "viewer's", [{"id": "v"}])
+    tab.goto(site.login("vic"))
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    assert tab.locator("text=viewer's").count() >= 1
+    assert tab.locator("a[href*='/actions/'], .controls button").count() == 0
+    csrf = tab.get_attribute("meta[name=csrf-token]", "content")
+    forged = tab.request.post(
+        f"{site.url}/batches/{batch.id}/actions/pause", form={"csrf": csrf or ""}
+    )
+    assert forged.status == 403
+    assert batch.status().state.value == "queued"
+
+
+def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    key = f"k{HOSTILE}"
+    batch = submit(site, HOSTILE, [{"id": key, "text": HOSTILE, "fail": HOSTILE}, {"id": "ok"}])
+    site.yard.run_until_idle(poll_interval=0.01)
+    tab.goto(site.login("ann"))
+    item_url = f"{site.url}/batches/{batch.id}/items/{quote(key, safe='')}"
+    for url in (
+        site.url + "/",
+        f"{site.url}/batches/{batch.id}",
+        f"{site.url}/batches/{batch.id}/actions/delete",
+        item_url,
+    ):
+        tab.goto(url)
+        assert HOSTILE in tab.inner_text("main"), url
+        assert tab.evaluate("() => document.querySelectorAll('main img, main script').length") == 0
+        assert "49" not in tab.inner_text("h1")
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def _pages(site: Site) -> list[tuple[str, str]]:
+    batch = submit(site, "a11y", [{"id": "x", "fail": "bad"}, {"id": "y", "n": 1}])
+    site.yard.run_until_idle(poll_interval=0.01)
+    return [
+        ("history", site.url + "/"),
+        ("batch", f"{site.url}/batches/{batch.id}"),
+        ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),
+        ("item", f"{site.url}/batches/{batch.id}/items/x"),
+    ]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_passes_axe_and_fits_320_px(
+    site: Site, browser: Any, scheme: str, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("BATCHYARD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    axe = axe_module.Axe()
+    found: dict[str, list[str]] = {}
+    for width in (1280, 320):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        tab = context.new_page()
+        pages = [("signin", f"{site.url}/signin")]
+        tab.goto(site.login("ann"))
+        pages += _pages(site)
+        for name, url in pages:
+            if name == "signin":
+                tab.context.clear_cookies()
+            tab.goto(url)
+            results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+            assert results.response["testEngine"]["name"] == "axe-core"
+            bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
+            if bad:
+                found[f"{name} {width}px {scheme}"] = bad
+            if width == 320:
+                overflow = tab.evaluate(
+                    "() => document.documentElement.scrollWidth - window.innerWidth"
+                )
+                assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at 320 px"
+            tab.screenshot(path=str(shots / f"{name}-{width}-{scheme}.png"), full_page=True)
+            if name == "signin":
+                tab.goto(site.login("ann"))
+        context.close()
+    assert found == {}
