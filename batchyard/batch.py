@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchyard import items as item_codec
 from batchyard.clusters import ErrorCluster
+from batchyard.deliveries import Delivery
 from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine, TemplateRef
 from batchyard.report import MAX_FAILED, Report, build_report
 from batchyard.rerun import rerun
@@ -56,6 +57,11 @@ class Batch:
                 raise TimeoutError(f"batch {self.id} still {status.state.value} after {timeout}s")
             time.sleep(delay)
             delay = min(poll, delay * 2)
+
+    def webhooks(self) -> list[Delivery]:
+        """The batch's webhook deliveries, oldest first: event, URL, state, attempts, the
+        last try's status, error and duration, the next try (docs/webhooks.md)."""
+        return self._store.webhook_deliveries(self.id)
 
     def cancel(self) -> BatchStatus:
         """Cancel: no more claims, waiting items cancelled, running ones told to stop."""

@@ -131,16 +131,17 @@ class Datasets:
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         max_result_bytes: int | None = None,
+        webhooks: Iterable[str] = (),
         owner: str | None = None,
     ) -> Batch:
         """A batch of ``task`` over the rows of ``dataset`` that ``where`` and ``keys``
         pick (as ``rows`` does), one item per row in dataset order, keyed by the row's key.
         The rows are copied inside the store in one transaction; the batch's metadata
         records ``dataset``, ``where``, ``keys`` and ``rows`` (how many it took). The other
-        options are those of ``Yard.submit``, ``template`` too. Raises InputError, writing
-        nothing, when no row matches ("no rows of 'leads' match industry=SaaS"), a key
-        names no row, or a condition names a field no row has or a value that does not read
-        as its type."""
+        options are those of ``Yard.submit``, ``template`` and ``webhooks`` too. Raises
+        InputError, writing nothing, when no row matches ("no rows of 'leads' match
+        industry=SaaS"), a key names no row, or a condition names a field no row has or a
+        value that does not read as its type."""
         refuse_in_worker_import("submits a batch")
         selection = Selection.of(where, keys)
         yard = self._yard
@@ -159,6 +160,7 @@ class Datasets:
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
+            webhooks=webhooks,
             owner=owner,
         )
         now = yard.clock.now()

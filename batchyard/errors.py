@@ -27,6 +27,7 @@
     │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
     ├── CommandError                 a command line used wrongly (exit status 2)
+    ├── SignatureError               a webhook's signature does not check out
     └── TaskSignal                   raised by a task about its own item
         ├── Retry                    try again, after a delay
         ├── Fail                     fail now, no further attempts
@@ -253,6 +254,11 @@ class SchemaTooNew(StoreError):
 class CommandError(BatchyardError):
     """A command was used wrongly (a bad option value, a missing file): the command line
     exits with status 2."""
+
+
+class SignatureError(BatchyardError):
+    """A webhook delivery's ``Batchyard-Signature`` is missing, malformed, too old or too
+    new, or matches no signature of its body with the secret (``webhooks.verify``)."""
 
 
 class TaskSignal(BatchyardError):

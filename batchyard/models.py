@@ -312,6 +312,8 @@ class BatchOptions:
     template: TemplateRef | None = None
     #: The id of the batch this one re-runs, if it is a re-run.
     rerun_of: str | None = None
+    #: URLs to call when the batch ends or pauses (``batchyard.deliveries``).
+    webhooks: tuple[str, ...] = ()
     #: Who owns it: the owner of the server token that submitted it (None from the CLI or
     #: Python: only an admin sees it through the server).
     owner: str | None = None

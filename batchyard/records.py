@@ -79,6 +79,17 @@ class Dataset:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
+    def as_dict(self) -> dict[str, Any]:
+        """What ``dataset list --json`` prints for it (and the server answers)."""
+        return {
+            "name": self.name,
+            "key_field": self.key_field,
+            "rows": self.rows,
+            "fields": [{"name": f.name, "types": list(f.types)} for f in self.fields],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

@@ -37,6 +37,15 @@ class Validation:
     def ok(self) -> bool:
         return not self.problems
 
+    def as_dict(self) -> dict[str, Any]:
+        """What ``batchyard validate --json`` prints after its ``task``."""
+        return {
+            "checked": self.checked,
+            "complete": self.complete,
+            "ok": self.ok,
+            "problems": [{"line": p.line, "message": p.message} for p in self.problems],
+        }
+
 
 def check_rows(
     spec: TaskSpec, params: dict[str, JSON], rows: Iterable[tuple[int, Any]]

@@ -2,7 +2,8 @@
 and ETA (``batchyard.progress``).
 
 ``status_view`` adds to ``BatchStatus.as_dict()`` the keys of ``batchyard status --json``;
-``item_view`` is ``batchyard item --json``: an item with each of its attempts.
+``item_view`` is ``batchyard item --json``: an item with each of its attempts;
+``template_view`` is ``batchyard template show --json``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from batchyard.models import BatchStatus, Item, LogLine
 from batchyard.progress import pace
+from batchyard.templates import Template, VersionUsage
 
 
 def status_view(status: BatchStatus, now: float) -> dict[str, Any]:
@@ -80,3 +82,15 @@ def _ran(item: Item, logged: set[int]) -> list[int]:
 def item_view(item: Item, lines: list[LogLine]) -> dict[str, Any]:
     """``batchyard item --json``: the item, with ``attempts`` (how many ran) and ``runs``."""
     return {**item.as_dict(), "attempts": item.runs, "runs": attempt_runs(item, lines)}
+
+
+def template_view(
+    shown: Template, versions: list[Template], usage: list[VersionUsage]
+) -> dict[str, Any]:
+    """``shown.as_dict()`` plus ``versions``: every version, each with the ``usage`` of
+    the batches that ran with it (None when none did)."""
+    used = {u.version: u.as_dict() for u in usage}
+    return {
+        **shown.as_dict(),
+        "versions": [{**v.as_dict(), "usage": used.get(v.version)} for v in versions],
+    }

@@ -20,6 +20,7 @@ from batchyard.access import Tokens
 from batchyard.batch import Batch
 from batchyard.clock import Clock
 from batchyard.datasets import Datasets
+from batchyard.deliveries import check_webhooks
 from batchyard.errors import ConfigError, InputError
 from batchyard.models import (
     JSON,
@@ -66,8 +67,17 @@ class Yard:
     ``Yard("sqlite:///leads.db")`` opens (and on first use creates) the file ``leads.db``.
     """
 
-    def __init__(self, url: str | Path = DEFAULT_URL, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        url: str | Path = DEFAULT_URL,
+        *,
+        clock: Clock | None = None,
+        webhooks: Iterable[str] = (),
+    ) -> None:
         self.url = str(url)
+        #: URLs every batch submitted through this Yard calls, before its own (a server's
+        #: configured webhooks). Raises InputError for a URL that is not http(s).
+        self.webhooks = check_webhooks(webhooks)
         self.store: Store = open_store(url)
         self.registry = TaskRegistry()
         # The store's clock by default: on PostgreSQL the database's, which every worker
@@ -137,6 +147,7 @@ class Yard:
         rate_limit: str | None = None,
         tokens_per_minute: str | float | None = None,
         max_result_bytes: int | None = None,
+        webhooks: Iterable[str] = (),
         idempotency_key: str | None = None,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         owner: str | None = None,
@@ -153,6 +164,10 @@ class Yard:
         across every worker, in place of its task's limits. ``max_result_bytes`` caps an
         item's result (16 MiB of JSON by default, or the task's): a bigger one fails its
         item.
+
+        ``webhooks`` are URLs to POST the batch's status to, signed, when it ends, is
+        paused, or needs attention (docs/webhooks.md); an InputError for one that is not an
+        http:// or https:// URL.
 
         ``idempotency_key`` makes a retried submission safe: the first submission with a key
         creates the batch; a later one with the same key (kept ``idempotency_ttl`` seconds,
@@ -197,6 +212,7 @@ class Yard:
             rate_limit=rate_limit,
             tokens_per_minute=tokens_per_minute,
             max_result_bytes=max_result_bytes,
+            webhooks=webhooks,
             owner=owner,
         )
         stream = item_codec.stream(items)
@@ -227,7 +243,9 @@ class Yard:
         **options: Any,
     ) -> BatchOptions:
         """A new batch's options, the template's task and parameters merged in (``params``
-        on top): what every way of creating a batch checks first."""
+        on top), the Yard's webhooks before the batch's own: what every way of creating a
+        batch checks first."""
+        options["webhooks"] = check_webhooks((*self.webhooks, *options.get("webhooks", ())))
         task, params, chosen = self._with_template(task, params, template)
         return self._options(self.registry.resolve(task), template=chosen, params=params, **options)
 

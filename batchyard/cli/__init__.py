@@ -25,6 +25,7 @@ from batchyard.cli import (
     serve,
     spend,
     templates,
+    webhooks,
     work,
 )
 from batchyard.cli.common import DB_HELP
@@ -108,7 +109,18 @@ def build_parser() -> _Parser:
         title="commands", dest="command", metavar="COMMAND", parser_class=_Parser
     )
     commands.required = True
-    for module in (batches, work, reports, spend, catalog, templates, datasets, errors, serve):
+    for module in (
+        batches,
+        work,
+        reports,
+        spend,
+        catalog,
+        templates,
+        datasets,
+        errors,
+        serve,
+        webhooks,
+    ):
         module.register(commands)
     parser.commands = dict(commands.choices)
     return parser

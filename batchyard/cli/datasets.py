@@ -138,7 +138,7 @@ def run_list(args: argparse.Namespace) -> int:
         with open_yard(args, create=False) as yard:
             datasets = yard.datasets.list()
     if args.json:
-        print_json([_dataset_view(d) for d in datasets])
+        print_json([d.as_dict() for d in datasets])
         return 0
     if not datasets:
         console().print("no datasets (add one: batchyard dataset add NAME FILE)")
@@ -212,14 +212,3 @@ def run_delete(args: argparse.Namespace) -> int:
         rows = yard.datasets.delete(args.name)
     console(stderr=True).print(f"deleted dataset {args.name!r} ({rows:,} rows)")
     return 0
-
-
-def _dataset_view(d: Dataset) -> dict[str, Any]:
-    return {
-        "name": d.name,
-        "key_field": d.key_field,
-        "rows": d.rows,
-        "fields": [{"name": f.name, "types": list(f.types)} for f in d.fields],
-        "created_at": d.created_at,
-        "updated_at": d.updated_at,
-    }

@@ -110,7 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     sock = _bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})
-    with Yard(settings.db) as yard:
+    with Yard(settings.db, webhooks=settings.webhooks) as yard:
         config = uvicorn.Config(
             create_app(yard, settings),
             host=settings.host,

@@ -121,13 +121,7 @@ def run_validate(args: argparse.Namespace) -> int:
     spec = TaskRegistry().resolve(args.task)
     with read_input(args) as items:
         found = check_rows(spec, task_params(args), _numbered(items))
-    view = {
-        "task": spec.name,
-        "checked": found.checked,
-        "complete": found.complete,
-        "ok": found.ok,
-        "problems": [{"line": p.line, "message": p.message} for p in found.problems],
-    }
+    view = {"task": spec.name, **found.as_dict()}
     if args.json:
         print_json(view)
     else:

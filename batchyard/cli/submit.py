@@ -122,6 +122,15 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     add_limit_options(parser)
     parser.add_argument(
+        "--webhook",
+        dest="webhooks",
+        action="append",
+        type=webhook_url,
+        metavar="URL",
+        help="POST the batch's status, signed, to this http(s) URL when it ends, is paused or "
+        "needs attention (repeatable; 'batchyard webhooks ID' shows the deliveries)",
+    )
+    parser.add_argument(
         "--budget",
         type=budget_amount,
         metavar="AMOUNT",
@@ -288,6 +297,7 @@ def _submit_options(args: argparse.Namespace, params: dict[str, Any]) -> dict[st
         "idempotency_key": args.idempotency_key,
         "max_result_bytes": args.max_result_bytes,
         "template": args.template,
+        "webhooks": args.webhooks or (),
         **spending(args),
         **_task_overrides(args),
     }
@@ -319,6 +329,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
             ("--idempotency-key", args.idempotency_key),
             ("--max-result-size", args.max_result_bytes),
             ("--template", args.template),
+            ("--webhook", args.webhooks),
         )
         if value is not None
     ]
@@ -406,6 +417,17 @@ def byte_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a size must be at least 1 byte")
     return size
+
+
+def webhook_url(text: str) -> str:
+    """A --webhook URL, checked before any input is read."""
+    from batchyard.deliveries import check_webhooks
+    from batchyard.errors import InputError
+
+    try:
+        return check_webhooks([text])[0]
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _integer(text: str) -> int:

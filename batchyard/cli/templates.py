@@ -23,7 +23,7 @@ from batchyard.cli.common import (
 from batchyard.cli.submit import add_param_option, task_params
 
 if TYPE_CHECKING:
-    from batchyard.templates import Template, TemplateDiff, VersionUsage
+    from batchyard.templates import Template, TemplateDiff
 
 TEMPLATE_JSON = """\
 --json prints the version: {"name", "version", "ref" (NAME@N), "task", "params",
@@ -232,21 +232,17 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from batchyard.cli.template_views import print_template
+    from batchyard.views import template_view
 
     with open_yard(args, create=False) as yard:
         shown = yard.templates.get(args.ref)
         versions = yard.templates.versions(shown.name)
-        usage = {u.version: u for u in yard.templates.usage(shown.name)}
+        usage = yard.templates.usage(shown.name)
     if args.json:
-        print_json({**shown.as_dict(), "versions": [_version(v, usage) for v in versions]})
+        print_json(template_view(shown, versions, usage))
     else:
-        print_template(shown, versions, usage)
+        print_template(shown, versions, {u.version: u for u in usage})
     return 0
-
-
-def _version(version: Template, usage: dict[int, VersionUsage]) -> dict[str, Any]:
-    used = usage.get(version.version)
-    return {**version.as_dict(), "usage": None if used is None else used.as_dict()}
 
 
 def run_diff(args: argparse.Namespace) -> int:

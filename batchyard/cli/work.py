@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from batchyard.models import BatchStatus
 
 EXIT_INTERRUPTED = 130
+#: Seconds a command that ends after its batches gives their webhooks to be sent.
+DRAIN = 5.0
 
 
 def register(commands: Any) -> None:
@@ -46,7 +48,9 @@ def register(commands: Any) -> None:
         "worker",
         help="work queued batches until stopped (or until idle)",
         description="A long-running worker for every queued batch whose task this process "
-        "can import (or only the batches given with --batch). Prints a line on stderr for "
+        "can import (or only the batches given with --batch). It also sends the store's "
+        "webhook deliveries (docs/webhooks.md; with --until-idle, for up to 5 s more before "
+        "it exits). Prints a line on stderr for "
         "each batch it starts and each it ends; logs to stderr (-v for INFO). "
         "A SQLite store must exist already (submit a batch first): a missing file is an "
         "error, exit status 1. "
@@ -123,6 +127,7 @@ def run_run(args: argparse.Namespace) -> int:
     from batchyard.live import work_and_follow
     from batchyard.report_text import ending
     from batchyard.views import status_view
+    from batchyard.webhooks import start_deliveries
 
     out = sys.stderr if args.json else sys.stdout
     with open_yard(args) as yard:
@@ -130,9 +135,13 @@ def run_run(args: argparse.Namespace) -> int:
         status = batch.status()
         out.write(f"batch {batch.id}: {status.counts.total:,} items of {status.task}\n")
         out.flush()
-        final = asyncio.run(
-            work_and_follow(yard, batch.id, concurrency=status.concurrency, out=out)
-        )
+        stop_deliveries = start_deliveries(yard.store)
+        try:
+            final = asyncio.run(
+                work_and_follow(yard, batch.id, concurrency=status.concurrency, out=out)
+            )
+        finally:
+            stop_deliveries(drain=DRAIN)
         out.write(f"\n{ending(batch.report(), _cli(args))}\n")
         out.flush()
     if args.json:
@@ -147,6 +156,8 @@ def _cli(args: argparse.Namespace) -> str:
 
 def run_worker(args: argparse.Namespace) -> int:
     import logging
+
+    from batchyard.webhooks import start_deliveries
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -184,7 +195,12 @@ def run_worker(args: argparse.Namespace) -> int:
             args.concurrency,
             ", until idle" if args.until_idle else "",
         )
-        stats = yard.run_until_idle(**options) if args.until_idle else yard.work(**options)
+        stop_deliveries = start_deliveries(yard.store)
+        try:
+            stats = yard.run_until_idle(**options) if args.until_idle else yard.work(**options)
+        finally:
+            # Until idle: the endings it just made are sent before it exits, if they can be.
+            stop_deliveries(drain=DRAIN if args.until_idle else 0.0)
         log.info(
             "worker done: %d item(s) recorded, %d given back, %d batch(es) ended",
             stats.recorded,

@@ -16,6 +16,7 @@ import orjson
 from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
+from batchyard.deliveries import Attempt, Delivery, DeliveryState
 from batchyard.models import (
     JSON,
     BatchOptions,
@@ -241,7 +242,42 @@ class DatasetStore(Protocol):
         ...
 
 
-class Store(DatasetStore, Protocol):
+class WebhookStore(Protocol):
+    """Webhook deliveries (``batchyard.deliveries``; docs/webhooks.md) and shared settings.
+    The deliveries are written in the transaction that ends or pauses a batch, one per URL
+    it names."""
+
+    def claim_deliveries(self, now: float, lease: float, limit: int = 20) -> list[Delivery]:
+        """Lease up to ``limit`` pending deliveries due at ``now``, oldest due first: each
+        gets one more attempt and is due again at ``now + lease`` (so a process that dies
+        while sending lets another try it then). Of processes claiming at once, each
+        delivery goes to one."""
+        ...
+
+    def finish_delivery(
+        self, delivery: Delivery, attempt: Attempt, now: float, retry_at: float | None
+    ) -> bool:
+        """Record how the try of a claimed delivery went: delivered on a 2xx, else pending
+        again, due at ``retry_at``, or failed when that is None. Only while the delivery
+        still holds that lease (same attempts, still pending); returns whether it did."""
+        ...
+
+    def webhook_deliveries(self, batch_id: str) -> list[Delivery]:
+        """A batch's deliveries, oldest first. Raises BatchNotFound."""
+        ...
+
+    def delivery_counts(self) -> dict[DeliveryState, int]:
+        """How many deliveries there are in each state (every state named), over the
+        store: one indexed count."""
+        ...
+
+    def setting(self, name: str, make: Callable[[], str]) -> str:
+        """The store's value of setting ``name``, saving ``make()`` first when it has none.
+        Of processes racing to save one, the first wins and all get its value."""
+        ...
+
+
+class Store(DatasetStore, WebhookStore, Protocol):
     """The operations batchyard needs from a database."""
 
     url: str
@@ -481,6 +517,13 @@ class Store(DatasetStore, Protocol):
         """Call ``wake`` (from any thread) whenever items may have become claimable through
         another process (a new batch, a resume, a retry); returns a function that stops it.
         A store without notifications returns a no-op: workers poll anyway."""
+        ...
+
+    def on_feed(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` (from any thread) after every commit, in any process, that changed
+        the change feed; returns a function that stops it. None when the store sends no
+        such notifications: a follower of the feed then polls ``cursor()``. A wake is a
+        hint (one may be lost in an outage), never the change itself."""
         ...
 
     def claim_callbacks(

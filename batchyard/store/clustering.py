@@ -19,6 +19,7 @@ from typing import Any
 from batchyard.clusters import ID_LENGTH, ErrorCluster, Signature, signature
 from batchyard.errors import BatchNotFound, ClusterNotFound, ConfigError
 from batchyard.store.base import Outcome
+from batchyard.store.rows import clusters_of, clusters_query
 from batchyard.store.rules import S
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.tx import Params, Tx
@@ -38,11 +39,6 @@ _MERGE = (
 )
 #: Clusters merged by one statement (9 parameters each: well within both databases' limits).
 ROWS_PER_STATEMENT = 500
-_READ = (
-    "SELECT b.n_failed, c.sig, c.text, c.attempts, c.items, c.first_seen, c.last_seen, "
-    "c.sample, c.sample_key FROM batches b LEFT JOIN error_clusters c ON c.batch_pk = b.pk "
-    "WHERE b.id = ? ORDER BY c.items DESC, c.attempts DESC, c.sig"
-)
 _ID_PREFIX = re.compile(rf"[0-9a-f]{{1,{ID_LENGTH}}}")
 
 
@@ -151,25 +147,10 @@ class Clustering(SqlBase):
     def error_clusters(self, batch_id: str, limit: int | None = None) -> list[ErrorCluster]:
         if limit is not None and limit < 1:
             raise ConfigError(f"a limit of error clusters must be at least 1, not {limit}")
-        rows = self._read(_READ if limit is None else f"{_READ} LIMIT {int(limit)}", (batch_id,))
+        rows = self._read(clusters_query(limit), (batch_id,))
         if not rows:
             raise BatchNotFound(batch_id)
-        failed = int(rows[0][0])
-        return [
-            ErrorCluster(
-                id=sig,
-                text=text,
-                attempts=int(attempts),
-                items=int(items),
-                share=int(items) / failed if failed else 0.0,
-                first_seen=float(first),
-                last_seen=float(last),
-                sample=sample,
-                sample_key=key,
-            )
-            for _, sig, text, attempts, items, first, last, sample, key in rows
-            if sig is not None
-        ]
+        return clusters_of(rows)
 
     def recount_clusters(self, batch_id: str) -> dict[str, int]:
         pk = self._pk(batch_id)

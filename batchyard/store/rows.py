@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from batchyard import codec
+from batchyard.clusters import ErrorCluster
 from batchyard.models import BatchStatus, Counts, Item, Reruns, TemplateRef, Usage
 from batchyard.states import BatchState, ItemState
 
@@ -251,6 +252,39 @@ def item_columns(payloads: bool, results: bool) -> str:
 
 
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}
+
+
+_CLUSTERS = (
+    "SELECT b.n_failed, c.sig, c.text, c.attempts, c.items, c.first_seen, c.last_seen, "
+    "c.sample, c.sample_key FROM batches b LEFT JOIN error_clusters c ON c.batch_pk = b.pk "
+    "WHERE b.id = ? ORDER BY c.items DESC, c.attempts DESC, c.sig"
+)
+
+
+def clusters_query(limit: int | None = None) -> str:
+    """A batch's error clusters, most failed items first (parameter: the batch id): one row
+    per cluster, or one row of NULLs for a batch without any, none for no batch."""
+    return _CLUSTERS if limit is None else f"{_CLUSTERS} LIMIT {int(limit)}"
+
+
+def clusters_of(rows: list[Any]) -> list[ErrorCluster]:
+    """The clusters of the rows ``clusters_query`` read."""
+    failed = int(rows[0][0]) if rows else 0
+    return [
+        ErrorCluster(
+            id=sig,
+            text=text,
+            attempts=int(attempts),
+            items=int(items),
+            share=int(items) / failed if failed else 0.0,
+            first_seen=float(first),
+            last_seen=float(last),
+            sample=sample,
+            sample_key=key,
+        )
+        for _, sig, text, attempts, items, first, last, sample, key in rows
+        if sig is not None
+    ]
 
 
 def batch_from_row(row: tuple[object, ...]) -> BatchStatus:

@@ -73,6 +73,9 @@ class SqlBase(ABC):
     def on_change(self, wake: Callable[[], None]) -> Callable[[], None]: ...
 
     @abstractmethod
+    def on_feed(self, wake: Callable[[], None]) -> Callable[[], None] | None: ...
+
+    @abstractmethod
     def schema_version(self) -> int: ...
 
     @abstractmethod

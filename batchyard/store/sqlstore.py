@@ -9,6 +9,7 @@ from batchyard.store.budgeting import Budgeting
 from batchyard.store.clustering import Clustering
 from batchyard.store.controlling import Controlling
 from batchyard.store.datasets import DatasetTables
+from batchyard.store.delivering import Delivering
 from batchyard.store.limiting import Limiting
 from batchyard.store.reading import Reading
 from batchyard.store.submitting import Submitting
@@ -26,6 +27,7 @@ class SqlStore(
     Clustering,
     DatasetTables,
     Templating,
+    Delivering,
     AccessTables,
 ):
     """The store, put together from its parts (one noun each)."""

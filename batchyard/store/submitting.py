@@ -188,9 +188,15 @@ class Submitting(SqlBase):
                 raise _KeyTaken
         try:
             with tx.savepoint():
-                return int(tx.one(_INSERT_BATCH, values)[0])
+                pk = int(tx.one(_INSERT_BATCH, values)[0])
         except tx.UniqueViolation as exc:
             raise StoreError(f"a batch with id {batch_id} exists already") from exc
+        if options.webhooks:
+            tx.many(
+                "INSERT INTO batch_webhooks (batch_pk, position, url) VALUES (?, ?, ?)",
+                [(pk, n, url) for n, url in enumerate(options.webhooks, 1)],
+            )
+        return pk
 
     def _insert_items(
         self, tx: Tx, pk: int, chunk: list[NewItem], max_attempts: int, now: float
@@ -293,7 +299,8 @@ def _duplicate(first_position: int, it: NewItem) -> None:
 
 
 def delete_rows(tx: Tx, pk: int) -> None:
-    """Delete a batch with its items, logs, holds and events."""
+    """Delete a batch with its items, logs, holds, events and webhook deliveries (sent or
+    not)."""
     low, high = span(pk)
     tx.run("DELETE FROM item_logs WHERE item_id >= ? AND item_id < ?", (low, high))
     # The batch row first: hold_budget locks it before its holds, so this never waits in a
@@ -302,6 +309,8 @@ def delete_rows(tx: Tx, pk: int) -> None:
     tx.run("DELETE FROM items WHERE id >= ? AND id < ?", (low, high))
     tx.run("DELETE FROM budget_holds WHERE batch_pk = ?", (pk,))
     tx.run("DELETE FROM error_clusters WHERE batch_pk = ?", (pk,))
+    tx.run("DELETE FROM batch_webhooks WHERE batch_pk = ?", (pk,))
+    tx.run("DELETE FROM webhook_deliveries WHERE batch_pk = ?", (pk,))
     tx.run("DELETE FROM events WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)", (pk,))
     tx.run(
         "DELETE FROM idempotency_keys WHERE batch_id = (SELECT id FROM batches WHERE pk = ?)",

@@ -15,13 +15,21 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from batchyard.clusters import TOP_CLUSTERS
+from batchyard.deliveries import DeliveryState, event_for, new_delivery_id
 from batchyard.errors import BatchNotFound, Conflict
 from batchyard.models import JSON
 from batchyard.states import BatchState, check_batch, ending_state
-from batchyard.store.rows import BATCH_COLUMNS, BatchRow
+from batchyard.store.rows import BATCH_COLUMNS, BatchRow, clusters_of, clusters_query
 from batchyard.store.rules import ENDABLE, B
+from batchyard.views import status_view
 
 Params = Sequence[Any]
+
+_INSERT_DELIVERY = (
+    "INSERT INTO webhook_deliveries (id, batch_pk, batch_id, event, url, payload, state, "
+    f"created_at, next_at) VALUES (?, ?, ?, ?, ?, ?, '{DeliveryState.PENDING}', ?, ?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,12 @@ class Tx(ABC):
 
     def _take_seq(self) -> int:
         return int(self.one("UPDATE feed SET seq = seq + 1 RETURNING seq")[0])
+
+    @property
+    def stamped(self) -> bool:
+        """Whether this transaction took a feed cursor (it changed something readers of the
+        feed may want to hear about)."""
+        return self._seq is not None
 
     def lock_batches(self, pks: Iterable[int], *, share: bool = False) -> None:
         """Hold these batch rows to the end of the transaction, waiting for them in pk
@@ -166,6 +180,28 @@ class Tx(ABC):
         if extra.get("pause_reason"):
             data["reason"] = extra["pause_reason"]
         self.event(batch_id, "batch.state", data, now)
+        announced = event_for(new, extra.get("pause_reason"))
+        if announced is not None:
+            self.announce(pk, batch_id, announced, now)
+
+    def announce(self, pk: int, batch_id: str, event: str, now: float) -> None:
+        """Write a webhook delivery of ``event``, due now, for each URL the batch names; its
+        body is the batch's status as this transaction leaves it, as ``batchyard status
+        --json`` shows it (its top error clusters too). In the transaction of the change it
+        reports: it is sent if and only if the change commits."""
+        urls = self.all(
+            "SELECT url FROM batch_webhooks WHERE batch_pk = ? ORDER BY position", (pk,)
+        )
+        row = self.batch_at(pk) if urls else None
+        if row is None:
+            return
+        clusters = clusters_of(self.all(clusters_query(TOP_CLUSTERS), (batch_id,)))
+        view = {**status_view(row.status(), now), "error_clusters": [c.as_dict() for c in clusters]}
+        body = json.dumps(view, separators=(",", ":"))
+        self.many(
+            _INSERT_DELIVERY,
+            [(new_delivery_id(), pk, batch_id, event, url, body, now, now) for (url,) in urls],
+        )
 
     def end_if_done(self, pk: int, now: float) -> str | None:
         """End a sealed batch none of whose items is left to run; returns its id if so."""

@@ -15,10 +15,26 @@ from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import batchyard
-from batchyard.web import batches, items, meta, metrics, pages, problems, uploads
+from batchyard.web import (
+    batches,
+    datasets,
+    items,
+    library,
+    meta,
+    metrics,
+    pages,
+    problems,
+    socket,
+    spend,
+    streams,
+    uploads,
+    webhooks,
+)
+from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
+from batchyard.webhooks import start_deliveries
 from batchyard.yard import Yard
 
 API = "/api/v1"
@@ -59,9 +75,16 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         lanes = Lanes(yard, settings.workers)
         lanes.start()
         stop_metrics = _metrics_port(app.state.metrics, settings)
+        app.state.feed = FeedFollower(
+            yard.store, settings, durations=app.state.metrics.durations.observe
+        )
+        await app.state.feed.start()
+        stop_deliveries = start_deliveries(yard.store, clock=yard.clock)
         try:
             yield
         finally:
+            stop_deliveries(drain=2.0)
+            await app.state.feed.stop()
             stop_metrics()
             lanes.stop()
 
@@ -89,7 +112,17 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         )
     app.include_router(meta.public)
     app.include_router(metrics.router)
-    for router in (meta.router, batches.router, items.router):
+    for router in (
+        meta.router,
+        batches.router,
+        items.router,
+        streams.router,
+        socket.router,
+        webhooks.router,
+        spend.router,
+        library.router,
+        datasets.router,
+    ):
         app.include_router(router, prefix=API)
     if settings.ui:
         pages.install(app)
@@ -124,7 +157,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches reads its body itself (JSON or a file): describe the JSON here.
+        # POST /batches (and /estimate, /validate) read their body themselves (JSON or a
+        # file): describe the JSON here.
         body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(body.pop("$defs", {}))
         schemas["BatchIn"] = body

@@ -25,15 +25,6 @@ _WRITE = responses(401, 403, 404, 409, 422, 503)
 _REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"description": "an earlier submission with this Idempotency-Key"}
 }
-_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}},
-            "multipart/form-data": {"schema": uploads.FORM_SCHEMA},
-        },
-    }
-}
 
 
 def view(status: BatchStatus, **extra: Any) -> dict[str, Any]:
@@ -43,7 +34,7 @@ def view(status: BatchStatus, **extra: Any) -> dict[str, Any]:
 @router.post(
     "/batches",
     status_code=201,
-    openapi_extra=_BATCH_BODY,
+    openapi_extra=uploads.BODY,
     responses=_REPLAYED | responses(400, 401, 403, 409, 413, 415, 422, 503),
 )
 async def create_batch(

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from batchyard.states import BatchState, ItemState
 from batchyard.web.auth import Caller, caller
 from batchyard.web.problems import responses
+from batchyard.web.webhooks import delivery_metrics
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["server"])
@@ -77,6 +78,7 @@ class ServerMetrics:
 
     def __init__(self, yard: Yard, streams: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
+        self.yard = yard
         self.streams = streams
         self.registry.register(StoreCollector(yard, self._server))
         self.durations = Histogram(
@@ -90,6 +92,7 @@ class ServerMetrics:
         yield GaugeMetricFamily(
             "batchyard_open_streams", "Live streams open.", value=self.streams()
         )
+        yield from delivery_metrics(self.yard)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,6 +30,8 @@ class Options(_Strict):
     max_result_bytes: int | None = Field(None, ge=1)
     key_field: str | None = Field("id", max_length=200)
     open: bool = False
+    #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
+    webhooks: list[str] = Field(default_factory=list, max_length=10)
 
 
 class BatchIn(_Strict):
@@ -74,3 +76,26 @@ class RerunIn(_Strict):
     template: str | None = Field(None, max_length=300)
     state: Literal["all", "failed", "succeeded", "cancelled"] = "all"
     name: str | None = Field(None, max_length=200)
+
+
+#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class TemplateIn(_Strict):
+    """Version 1 of a new template: its task (one this server allows) and parameters."""
+
+    name: str = Field(pattern=NAME)
+    task: str = Field(max_length=300)
+    params: Json = Field(default_factory=dict)
+    description: str | None = Field(None, max_length=2000)
+
+
+class TemplateUpdate(_Strict):
+    """The next version of a template: only what changes. ``params`` are set over the
+    newest version's, ``unset`` removed; ``description`` left out keeps the newest
+    version's (null clears it)."""
+
+    params: Json = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list, max_length=100)
+    description: str | None = Field(None, max_length=2000)

@@ -36,8 +36,7 @@ def submit(
 ) -> tuple[BatchStatus, bool]:
     """The batch ``body`` asks for (items from ``upload`` when a file was sent), owned by
     the caller's owner, and whether it is an earlier one replayed by its idempotency key."""
-    task = _task(yard, settings, body)
-    _check_sources(body, upload)
+    task = checked(yard, settings, body, upload)
     _check_active(yard, settings, who)
     options: dict[str, Any] = body.options.model_dump(exclude={"key_field", "open"})
     options["owner"] = who.owner
@@ -61,6 +60,23 @@ def submit(
     return batch.status(), batch.replayed
 
 
+def checked(
+    yard: Yard,
+    settings: ServerSettings,
+    body: BatchIn,
+    upload: object,
+    *,
+    creating: bool = True,
+) -> str | None:
+    """The task ``body`` names (None when only its template does), once the server allows
+    it and the template's, and ``body``'s one source of items (none for an open batch,
+    when ``creating``): what a submission, and an estimate or a validation of one (not
+    ``creating``), check first. Raises a 422 Problem, or the template's errors."""
+    task = _task(yard, settings, body)
+    _check_sources(body, upload, open_ok=creating)
+    return task
+
+
 def _task(yard: Yard, settings: ServerSettings, body: BatchIn) -> str | None:
     if body.task is None and body.template is None:
         raise Problem(422, "a batch needs a task (or a template, which names one)", field="task")
@@ -71,7 +87,7 @@ def _task(yard: Yard, settings: ServerSettings, body: BatchIn) -> str | None:
     return body.task
 
 
-def _check_sources(body: BatchIn, upload: object) -> None:
+def _check_sources(body: BatchIn, upload: object, *, open_ok: bool) -> None:
     given = [
         name
         for name, value in (
@@ -84,11 +100,10 @@ def _check_sources(body: BatchIn, upload: object) -> None:
     ]
     if len(given) > 1:
         raise Problem(422, f"give one source of items, not {' and '.join(given)}", field=given[1])
-    if not given and not body.options.open:
+    if not given and not (open_ok and body.options.open):
+        also = " (or options.open)" if open_ok else ""
         raise Problem(
-            422,
-            "no items: give items, a dataset, a count or a file (or options.open)",
-            field="items",
+            422, f"no items: give items, a dataset, a count or a file{also}", field="items"
         )
 
 

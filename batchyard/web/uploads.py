@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from batchyard.errors import InputError
-from batchyard.inputs import FORMATS, detect_format, open_input
+from batchyard.columns import ColumnTypes
+from batchyard.errors import ConfigError, InputError
+from batchyard.inputs import FORMATS, Input, detect_format, open_input
 from batchyard.web.problems import Problem
 from batchyard.web.schemas import BatchIn
 
@@ -27,6 +28,7 @@ FORM_FIELDS = ("task", "template", "format", "options")
 FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["file"],
+    "additionalProperties": False,  # another field is a 422
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
         "task": {"type": "string"},
@@ -34,6 +36,17 @@ FORM_SCHEMA: dict[str, Any] = {
         "format": {"type": "string", "enum": list(FORMATS)},
         "options": {"type": "string", "description": "the JSON of BatchIn.options"},
     },
+}
+#: The OpenAPI of a submission's body (``POST /batches``, ``/estimate``, ``/validate``):
+#: the route reads it itself, as JSON or a file.
+BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}},
+            "multipart/form-data": {"schema": FORM_SCHEMA},
+        },
+    }
 }
 
 
@@ -84,27 +97,46 @@ async def _answer(send: Send, problem: Problem) -> None:
 @contextlib.asynccontextmanager
 async def submission(
     request: Request,
-) -> AsyncIterator[tuple[BatchIn, Iterator[dict[str, Any]] | None]]:
+) -> AsyncIterator[tuple[BatchIn, Input | None]]:
     """The body of a submission, and the items of its file when one was uploaded."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         yield _parsed(await request.body()), None
     elif kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise Problem(
-                    422, "the upload has no file: send it as the form field 'file'", field="file"
-                )
-            unknown = sorted(set(form) - {"file", *FORM_FIELDS})
-            if unknown:
-                raise Problem(422, f"unknown form field {unknown[0]!r}", field=unknown[0])
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            body = _from_form(fields)
-            with _items(upload, fields.get("format")) as rows:
-                yield body, rows
+        async with upload(request, FORM_FIELDS) as (fields, rows):
+            yield _from_form(fields), rows
     else:
         raise Problem(415, "send the batch as application/json, or a file as multipart/form-data")
+
+
+@contextlib.asynccontextmanager
+async def upload(
+    request: Request, fields: tuple[str, ...]
+) -> AsyncIterator[tuple[dict[str, str], Input]]:
+    """A multipart upload: its text form fields (only ``fields`` are taken, ``format``
+    among them) and the rows of its ``file``, read as a stream."""
+    async with request.form(max_files=1, max_fields=len(fields)) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise Problem(
+                422, "the upload has no file: send it as the form field 'file'", field="file"
+            )
+        unknown = sorted(set(form) - {"file", *fields})
+        if unknown:
+            raise Problem(422, f"unknown form field {unknown[0]!r}", field=unknown[0])
+        texts = {k: v for k, v in form.items() if isinstance(v, str)}
+        with _items(file, texts.get("format"), _column_types(texts.get("csv_types"))) as rows:
+            yield texts, rows
+
+
+def _column_types(text: str | None) -> ColumnTypes | None:
+    """The ``csv_types`` form field (``employees=int,score=float``), when given."""
+    if text is None:
+        return None
+    try:
+        return ColumnTypes.parse(text)
+    except ConfigError as exc:
+        raise Problem(422, f"csv_types: {exc}", field="csv_types") from None
 
 
 def _parsed(raw: bytes | str) -> BatchIn:
@@ -126,7 +158,7 @@ def _from_form(fields: dict[str, str]) -> BatchIn:
 
 
 @contextlib.contextmanager
-def _items(upload: UploadFile, fmt: str | None) -> Iterator[Iterator[dict[str, Any]]]:
+def _items(upload: UploadFile, fmt: str | None, types: ColumnTypes | None) -> Iterator[Input]:
     name = Path(upload.filename or "upload").name
     try:
         chosen = detect_format(name, fmt)
@@ -134,8 +166,10 @@ def _items(upload: UploadFile, fmt: str | None) -> Iterator[Iterator[dict[str, A
         raise Problem(
             422, str(exc).replace("--format", "the form field 'format'"), field="format"
         ) from None
+    if types is not None and chosen != "csv":
+        raise Problem(422, f"csv_types apply to CSV; {name} is read as {chosen}", field="csv_types")
     if chosen != "parquet":
-        with open_input("-", chosen, stdin=upload.file, name=name) as rows:
+        with open_input("-", chosen, stdin=upload.file, name=name, csv_types=types) as rows:
             yield rows
         return
     # Parquet is read by pyarrow from a file: spool the upload to one.

@@ -12,6 +12,7 @@ wait for them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,9 @@ from batchyard.store.tx import Dialect, Params, Tx
 
 #: The channel workers LISTEN on; NOTIFY is sent when items may have become claimable.
 CHANNEL = "batchyard"
+#: The channel feed followers (the server's streams) LISTEN on; NOTIFY is sent after every
+#: commit that took a feed cursor.
+FEED_CHANNEL = "batchyard_feed"
 #: Serializes first opens of one database (pg_advisory_xact_lock key: "batchyard" in ASCII).
 MIGRATION_LOCK = 0x62617463687961
 #: Connections one store keeps at most in its pool (a worker uses one; see docs/scale-out.md).
@@ -189,12 +193,22 @@ class Pool:
     def write(self) -> Iterator[PgTx]:
         if self.closed:
             raise StoreError("the store is closed")
-        with translated(self.url), self._pool.connection() as conn, conn.transaction():
-            with conn.cursor() as cur:
+        with translated(self.url), self._pool.connection() as conn:
+            with conn.transaction(), conn.cursor() as cur:
                 tx = PgTx(cur)
                 yield tx
                 if tx.notify:
                     cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            if tx.stamped:
+                # NOTE: after the commit, in a statement of its own, not inside the writer's
+                # transaction: a transaction that notifies holds a server-wide lock from its
+                # commit's start to its end (so notifications keep commit order), which
+                # would queue every writer's WAL flush behind the others'. Here the lock is
+                # held only by a transaction that writes nothing. The write has committed:
+                # a failure here must not look like its failure, and costs only a late wake
+                # (followers poll too).
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_notify(%s, '')", (FEED_CHANNEL,))
 
     def read(self, query: str, params: Params = ()) -> list[Any]:
         if self.closed:

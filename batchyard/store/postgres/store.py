@@ -16,7 +16,13 @@ from batchyard.errors import StoreError
 from batchyard.models import USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
 from batchyard.store.clustering import failure_sig
-from batchyard.store.postgres.connection import CHANNEL, POOL_SIZE, POSTGRES, Pool
+from batchyard.store.postgres.connection import (
+    CHANNEL,
+    FEED_CHANNEL,
+    POOL_SIZE,
+    POSTGRES,
+    Pool,
+)
 from batchyard.store.postgres.listening import Listener
 from batchyard.store.rules import S
 from batchyard.store.sqlstore import SqlStore
@@ -89,7 +95,7 @@ FEED_HORIZON = (
 class PostgresStore(SqlStore):
     """The scale-out store. ``url`` is a libpq URL; the schema is created or upgraded on
     first use. It holds at most ``pool_size`` pooled connections, plus one for LISTEN once
-    ``on_change`` is used."""
+    ``on_change`` is used and one more once ``on_feed`` is."""
 
     dialect = POSTGRES
     INSERT_CHUNK = (
@@ -101,7 +107,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = url
         self._pool = Pool(url, pool_size)
-        self._listener: Listener | None = None
+        self._listeners: dict[str, Listener] = {}
         self._lock = threading.Lock()
         self._clock = DatabaseClock(self._server_time)
 
@@ -141,12 +147,20 @@ class PostgresStore(SqlStore):
     def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` on every NOTIFY of the store's channel, from a listener thread on a
         connection of its own (outside the pool), reconnecting after an outage."""
+        return self._listen(CHANNEL, wake)
+
+    def on_feed(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` after every commit that changed the feed (any process), from a
+        listener thread of its own, as ``on_change`` does."""
+        return self._listen(FEED_CHANNEL, wake)
+
+    def _listen(self, channel: str, wake: Callable[[], None]) -> Callable[[], None]:
         with self._lock:
             if self._pool.closed:
                 raise StoreError("the store is closed")
-            if self._listener is None:
-                self._listener = Listener(self.url, CHANNEL)
-            listener = self._listener
+            listener = self._listeners.get(channel)
+            if listener is None:
+                listener = self._listeners[channel] = Listener(self.url, channel)
         return listener.add(wake)
 
     def schema_version(self) -> int:
@@ -172,8 +186,8 @@ class PostgresStore(SqlStore):
             if self._pool.closed:
                 return
             self._pool.closed = True
-            listener, self._listener = self._listener, None
-        if listener is not None:
+            listeners, self._listeners = list(self._listeners.values()), {}
+        for listener in listeners:
             listener.close()
         self._pool.close()
 

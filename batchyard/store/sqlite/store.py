@@ -64,6 +64,10 @@ class SqliteStore(SqlStore):
         """SQLite has no notifications across processes: workers poll. A no-op."""
         return _nothing
 
+    def on_feed(self, wake: Callable[[], None]) -> None:
+        """No notifications: a follower polls ``cursor()`` (one row, a few microseconds)."""
+        return None
+
     def schema_version(self) -> int:
         return int(self._read("SELECT MAX(version) FROM schema_version")[0][0])
 
