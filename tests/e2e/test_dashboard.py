@@ -179,24 +179,29 @@ def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
     site: Site, page: tuple[Any, Watch], tmp_path: Path
 ) -> None:
     tab, watch = page
-    gate = tmp_path / "gate"
-    items = [{"id": f"i{n}", "n": n, "gate": str(gate), "sleep": 0.2} for n in range(6)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    items = [{"id": f"i{n}", "n": n, "gate": str(first if n < 3 else second)} for n in range(6)]
     batch = submit(site, "live one", items)
     tab.goto(site.login("ann"))
     tab.goto(f"{site.url}/batches/{batch.id}")
-    bar = tab.locator("[role=progressbar]")
-    assert bar.get_attribute("aria-valuenow") == "0.0"
+    assert tab.get_attribute("[role=progressbar]", "aria-valuenow") == "0.0"
+    # The region comes over the page's SSE stream (not polled) once it is open.
+    tab.wait_for_function("() => document.getElementById('live-chip').textContent === 'live'")
+    assert tab.locator("#live[hx-trigger]").count() == 0
     tab.evaluate("() => { window.notReloaded = true; }")
     worker = threading.Thread(target=run_worker, args=(site,))
     worker.start()
-    gate.touch()
-    tab.wait_for_function(
-        "() => document.querySelector('[role=progressbar]')"
-        ".getAttribute('aria-valuenow') === '100.0'",
-        timeout=30_000,
-    )
+    for gate, percent in ((first, "50.0"), (second, "100.0")):
+        gate.touch()
+        tab.wait_for_function(
+            "(p) => document.querySelector('[role=progressbar]')"
+            ".getAttribute('aria-valuenow') === p",
+            arg=percent,
+            timeout=30_000,
+        )
     worker.join(60)
     assert tab.evaluate("() => window.notReloaded === true")
+    tab.wait_for_function("() => document.getElementById('live-chip').textContent === 'ended'")
     succeeded = tab.locator(f'a[href="/batches/{batch.id}?state=succeeded#items"] .n')
     assert succeeded.inner_text() == "6"
     assert tab.locator("#do-delete").get_attribute("href") is not None
@@ -263,7 +268,9 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
 def _pages(site: Site) -> list[tuple[str, str]]:
     batch = submit(site, "a11y", [{"id": "x", "fail": "bad"}, {"id": "y", "n": 1}])
     site.yard.run_until_idle(poll_interval=0.01)
+    waiting = submit(site, "a11y waiting", [{"id": "w"}])
     return [
+        ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),
         ("batch", f"{site.url}/batches/{batch.id}"),
         ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),

@@ -265,3 +265,26 @@ def test_an_item_page_shows_input_output_and_attempts_newest_first(
     second, first = page.text.index("Attempt 2"), page.text.index("Attempt 1")
     assert second < first and page.text.count("PageFailure") >= 2
     assert ann.get(f"/batches/{batch.id}/items/nope").status_code == 404
+
+
+def test_the_live_stream_sends_the_region_as_html_and_ends_with_the_batch(
+    app: FastAPI, yard: Yard
+) -> None:
+    batch = make(yard, "streamed", owner="team", fail=1)
+    yard.run_until_idle(poll_interval=0.01)
+    with sign_in(app, yard, "vic", "viewer", owner="team") as vic:
+        page = vic.get(f"/batches/{batch.id}")
+        assert "sse-connect" not in page.text  # an ended batch has nothing to follow
+        stream = vic.get(f"/batches/{batch.id}/live/events?state=failed")
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.text.startswith("event: live\ndata: ")
+        assert 'aria-valuenow="100.0"' in stream.text and "/actions/" not in stream.text
+        assert 'state=failed#items" aria-current="true"' in stream.text
+        assert stream.text.rstrip().endswith("event: end\ndata: ended")
+    with sign_in(app, yard, "eve", "viewer", owner="other") as eve:
+        assert eve.get(f"/batches/{batch.id}/live/events").status_code == 404
+    running = make(yard, "open", owner="ann")
+    with sign_in(app, yard, "ann2", "operator", owner="ann") as ann:
+        page = ann.get(f"/batches/{running.id}")
+        assert f'sse-connect="/batches/{running.id}/live/events"' in page.text
+        assert 'hx-trigger="every 2s"' not in page.text

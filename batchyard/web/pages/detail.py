@@ -54,9 +54,18 @@ class ItemFilter:
         return f"/batches/{batch_id}" + (f"?{query}" if query else "") + "#items"
 
 
-def live_context(status: BatchStatus, who: Caller, shown: ItemFilter) -> dict[str, Any]:
+def has_stream(request: Request) -> bool:
+    """Whether the app follows the store's feed (it does while its lifespan runs): then
+    the page's live region comes over SSE (``pages.live``), else it is polled."""
+    return getattr(request.app.state, "feed", None) is not None
+
+
+def live_context(
+    status: BatchStatus, who: Caller, shown: ItemFilter, *, streamed: bool = False
+) -> dict[str, Any]:
     """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
-    the controls that apply (none for a viewer) and the tiles' links."""
+    the controls that apply (none for a viewer) and the tiles' links; ``streamed``: it
+    comes over the page's SSE stream (else the region polls for itself)."""
     offered = controls(status) if can_operate(who) else frozenset()
     tiles = [
         {
@@ -74,10 +83,14 @@ def live_context(status: BatchStatus, who: Caller, shown: ItemFilter) -> dict[st
         "operator": can_operate(who),
         "controls": list(Control),
         "tiles": tiles,
-        "live_url": f"/batches/{status.id}/live"
-        + ("" if shown.state is None else f"?state={shown.state.value}"),
+        "live_url": f"/batches/{status.id}/live" + _state_query(shown.state),
         "shown": shown,
+        "poll": not streamed,
     }
+
+
+def _state_query(state: ItemState | None) -> str:
+    return "" if state is None else f"?state={state.value}"
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -93,6 +106,7 @@ def batch_page(
     yard = yard_of(request)
     status = visible(yard, who, batch_id)
     shown = ItemFilter(state, cluster, cursor)
+    streamed = has_stream(request) and not status.is_finished
     rows = yard.store.items(
         batch_id,
         state=state,
@@ -107,7 +121,8 @@ def batch_page(
         request,
         "detail.html",
         who,
-        **live_context(status, who, shown),
+        **live_context(status, who, shown, streamed=streamed),
+        stream_url=f"/batches/{batch_id}/live/events" + _state_query(state) if streamed else None,
         clusters=yard.store.error_clusters(batch_id, TOP_CLUSTERS),
         items=rows,
         item_states=[s.value for s in ItemState],

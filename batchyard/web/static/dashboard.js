@@ -49,6 +49,18 @@
     }
   });
 
+  // The batch page's connection chip: live, reconnecting (the SSE extension retries with
+  // a growing delay), or ended once the batch has.
+  function chip(text) {
+    var el = document.getElementById("live-chip");
+    if (el) { el.textContent = text; el.setAttribute("data-state", text); }
+  }
+  document.addEventListener("htmx:sseOpen", function () { chip("live"); });
+  document.addEventListener("htmx:sseError", function () {
+    chip(navigator.onLine === false ? "offline" : "reconnecting");
+  });
+  document.addEventListener("htmx:sseClose", function () { chip("ended"); });
+
   document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
   document.addEventListener("DOMContentLoaded", function () {
     compareState();
