@@ -172,6 +172,17 @@ def test_the_login_link_signs_in_and_the_historys_filters_live_in_the_url(
     assert tab.locator("table.batches tbody tr").count() >= 3
     tab.goto(site.url + "/?q=history+2")
     assert tab.locator("table.batches tbody tr").count() == 1
+    tab.goto(site.url + "/?q=history")
+    compare = tab.locator("#compare-button")
+    assert compare.is_disabled()
+    ticks = tab.locator("input.pick")
+    ticks.nth(0).check()
+    assert compare.is_disabled()
+    ticks.nth(1).check()
+    assert compare.is_enabled()
+    compare.click()
+    tab.wait_for_url("**/compare?ids=*")
+    assert tab.inner_text("h1") == "Compare 2 batches"
     assert watch.errors == [] and watch.dialogs == []
 
 
@@ -269,7 +280,9 @@ def _pages(site: Site) -> list[tuple[str, str]]:
     batch = submit(site, "a11y", [{"id": "x", "fail": "bad"}, {"id": "y", "n": 1}])
     site.yard.run_until_idle(poll_interval=0.01)
     waiting = submit(site, "a11y waiting", [{"id": "w"}])
+    ids = f"ids={batch.id}&ids={waiting.id}"
     return [
+        ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),
         ("batch", f"{site.url}/batches/{batch.id}"),

@@ -288,3 +288,26 @@ def test_the_live_stream_sends_the_region_as_html_and_ends_with_the_batch(
         page = ann.get(f"/batches/{running.id}")
         assert f'sse-connect="/batches/{running.id}/live/events"' in page.text
         assert 'hx-trigger="every 2s"' not in page.text
+
+
+def test_compare_shows_batches_side_by_side_with_new_and_resolved_clusters(
+    ann: TestClient, yard: Yard
+) -> None:
+    before = make(yard, "before", n=4, fail=2)
+    after = yard.submit(
+        TASK,
+        [{"id": "a", "fail": "a new way to fail"}, {"id": "b"}],
+        name="after",
+        owner="ann",
+        max_attempts=1,
+    )
+    other = make(yard, "someone else's", owner="carl")
+    yard.run_until_idle(poll_interval=0.01)
+    page = ann.get("/compare", params={"ids": [before.id, after.id]})
+    assert page.status_code == 200
+    assert "Compare 2 batches" in page.text
+    assert '<td class="num">50.0%</td>' in page.text
+    assert "new</span> 1 \u00d7 <code>PageFailure: a new way to fail" in page.text
+    assert "resolved</span> <code>PageFailure: boom" in page.text
+    assert ann.get("/compare", params={"ids": [before.id]}).status_code == 400
+    assert ann.get("/compare", params={"ids": [before.id, other.id]}).status_code == 404
