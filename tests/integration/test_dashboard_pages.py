@@ -182,6 +182,13 @@ def test_a_batch_page_has_tiles_that_filter_its_items_and_the_controls_that_appl
     live = ann.get(f"/batches/{running.id}/live")
     assert live.text.lstrip().startswith("<section") and "<html" not in live.text
     assert 'hx-trigger="every 2s"' in live.text and 'aria-valuenow="0.0"' in live.text
+    # The table does not change under the reader: the region says how much it missed.
+    stale = ann.get(f"/batches/{batch.id}/live", params={"seen": 1})
+    assert "3 items finished since the items table was loaded" in stale.text
+    assert "finished since" not in ann.get(f"/batches/{batch.id}/live?seen=4").text
+    exports = f"/api/v1/batches/{batch.id}/results?format=csv&amp;state=failed"
+    assert exports in failed.text
+    assert ann.get(exports.replace("&amp;", "&")).text.count("\n") == 2
 
 
 def test_a_confirm_page_names_the_count_and_the_post_does_it(ann: TestClient, yard: Yard) -> None:
@@ -286,7 +293,7 @@ def test_the_live_stream_sends_the_region_as_html_and_ends_with_the_batch(
     running = make(yard, "open", owner="ann")
     with sign_in(app, yard, "ann2", "operator", owner="ann") as ann:
         page = ann.get(f"/batches/{running.id}")
-        assert f'sse-connect="/batches/{running.id}/live/events"' in page.text
+        assert f'sse-connect="/batches/{running.id}/live/events?seen=0"' in page.text
         assert 'hx-trigger="every 2s"' not in page.text
 
 

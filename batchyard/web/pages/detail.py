@@ -61,10 +61,16 @@ def has_stream(request: Request) -> bool:
 
 
 def live_context(
-    status: BatchStatus, who: Caller, shown: ItemFilter, *, streamed: bool = False
+    status: BatchStatus,
+    who: Caller,
+    shown: ItemFilter,
+    seen: int | None = None,
+    *,
+    streamed: bool = False,
 ) -> dict[str, Any]:
     """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
-    the controls that apply (none for a viewer) and the tiles' links; ``streamed``: it
+    the controls that apply (none for a viewer), the tiles' links, and how many items
+    finished since the page's table was read (``seen`` finished then); ``streamed``: it
     comes over the page's SSE stream (else the region polls for itself)."""
     offered = controls(status) if can_operate(who) else frozenset()
     tiles = [
@@ -83,14 +89,19 @@ def live_context(
         "operator": can_operate(who),
         "controls": list(Control),
         "tiles": tiles,
-        "live_url": f"/batches/{status.id}/live" + _state_query(shown.state),
+        "live_url": f"/batches/{status.id}/live" + live_query(shown.state, seen),
         "shown": shown,
         "poll": not streamed,
+        "since_table": 0 if seen is None else max(0, status.counts.finished - seen),
     }
 
 
-def _state_query(state: ItemState | None) -> str:
-    return "" if state is None else f"?state={state.value}"
+def live_query(state: ItemState | None, seen: int | None) -> str:
+    """The query of the live region's URLs: the table's state filter, and ``seen``."""
+    params: dict[str, str | int] = {} if state is None else {"state": state.value}
+    if seen is not None:
+        params["seen"] = seen
+    return f"?{urlencode(params)}" if params else ""
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -107,6 +118,7 @@ def batch_page(
     status = visible(yard, who, batch_id)
     shown = ItemFilter(state, cluster, cursor)
     streamed = has_stream(request) and not status.is_finished
+    seen = status.counts.finished
     rows = yard.store.items(
         batch_id,
         state=state,
@@ -121,8 +133,10 @@ def batch_page(
         request,
         "detail.html",
         who,
-        **live_context(status, who, shown, streamed=streamed),
-        stream_url=f"/batches/{batch_id}/live/events" + _state_query(state) if streamed else None,
+        **live_context(status, who, shown, seen, streamed=streamed),
+        stream_url=(f"/batches/{batch_id}/live/events" + live_query(state, seen))
+        if streamed
+        else None,
         clusters=yard.store.error_clusters(batch_id, TOP_CLUSTERS),
         items=rows,
         item_states=[s.value for s in ItemState],
@@ -138,6 +152,7 @@ def live_region(
     request: Request,
     who: Caller = Depends(signed_in),
     state: ItemState | None = None,
+    seen: int | None = Query(None, ge=0),
 ) -> HTMLResponse:
     status = visible(yard_of(request), who, batch_id)
-    return render.fragment("_live.html", **live_context(status, who, ItemFilter(state)))
+    return render.fragment("_live.html", **live_context(status, who, ItemFilter(state), seen))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from batchyard.models import BatchStatus
@@ -28,8 +28,10 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 REPAINT = 1.0
 
 
-def _paint(status: BatchStatus, who: Caller, shown: detail.ItemFilter) -> ServerSentEvent:
-    context = detail.live_context(status, who, shown, streamed=True)
+def _paint(
+    status: BatchStatus, who: Caller, shown: detail.ItemFilter, seen: int | None
+) -> ServerSentEvent:
+    context = detail.live_context(status, who, shown, seen, streamed=True)
     html = render.ENV.get_template("_live.html").render(**context)
     return ServerSentEvent(event="live", raw_data=html)
 
@@ -48,8 +50,10 @@ async def live_events(
     request: Request,
     who: Caller = Depends(_watched),
     state: ItemState | None = None,
+    seen: int | None = Query(None, ge=0),
 ) -> AsyncIterator[ServerSentEvent]:
-    """The live region of the batch's page (``state``: the item filter its tiles show)."""
+    """The live region of the batch's page (``state``: the item filter its tiles show;
+    ``seen``: items finished when its table was read)."""
     feed: FeedFollower = request.app.state.feed
     settings: ServerSettings = request.app.state.settings
     yard = yard_of(request)
@@ -58,7 +62,7 @@ async def live_events(
     try:
         # Subscribed first: a change made while this reads is in the queue, not lost.
         status = await feed.call(yard.store.get_batch, batch_id)
-        yield _paint(status, who, shown)
+        yield _paint(status, who, shown, seen)
         painted, dirty = time.monotonic(), False
         while not status.is_finished:
             wait = settings.heartbeat if not dirty else painted + REPAINT - time.monotonic()
@@ -67,7 +71,7 @@ async def live_events(
                 dirty = True
             if dirty and time.monotonic() >= painted + REPAINT:
                 status = await feed.call(yard.store.get_batch, batch_id)
-                yield _paint(status, who, shown)
+                yield _paint(status, who, shown, seen)
                 painted, dirty = time.monotonic(), False
             elif event is None and sub.is_done:
                 return  # the follower closed it: the browser reconnects
