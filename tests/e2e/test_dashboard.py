@@ -324,3 +324,25 @@ def test_every_page_passes_axe_and_fits_320_px(
                 tab.goto(site.login("ann"))
         context.close()
     assert found == {}
+
+
+def test_the_theme_toggle_overrides_the_system_and_is_remembered(site: Site, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+    tab = context.new_page()
+    tab.goto(site.login("ann"))
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    light = tab.evaluate(background)
+    toggle = tab.locator("#theme-toggle")
+    assert toggle.inner_text() == "Theme: auto"
+    toggle.click()
+    toggle.click()
+    assert toggle.inner_text() == "Theme: dark"
+    assert tab.evaluate(background) != light
+    tab.reload()
+    assert tab.get_attribute("html", "data-theme") == "dark"
+    assert tab.evaluate(background) != light
+    results = axe_module.Axe().run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+    assert results.response["violations"] == []
+    toggle.click()
+    assert toggle.inner_text() == "Theme: auto" and tab.evaluate(background) == light
+    context.close()

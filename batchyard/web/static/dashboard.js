@@ -61,8 +61,28 @@
   });
   document.addEventListener("htmx:sseClose", function () { chip("ended"); });
 
+  // The theme toggle: auto (the system's), light, dark; remembered in this browser.
+  var THEMES = ["auto", "light", "dark"];
+  function showTheme(button) {
+    var theme = document.documentElement.getAttribute("data-theme") || "auto";
+    button.textContent = "Theme: " + theme;
+    button.setAttribute("aria-label", "Colour theme: " + (theme === "auto" ? "as the system's" : theme) + " (change)");
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("#theme-toggle");
+    if (!button) { return; }
+    var now = document.documentElement.getAttribute("data-theme") || "auto";
+    var next = THEMES[(THEMES.indexOf(now) + 1) % THEMES.length];
+    if (next === "auto") { document.documentElement.removeAttribute("data-theme"); }
+    else { document.documentElement.setAttribute("data-theme", next); }
+    try { window.localStorage.setItem("batchyard-theme", next); } catch (e) { /* not kept */ }
+    showTheme(button);
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
   document.addEventListener("DOMContentLoaded", function () {
+    var toggle = document.getElementById("theme-toggle");
+    if (toggle) { showTheme(toggle); }
     compareState();
     localTimes(document);
   });
