@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import batchyard.web
+from batchyard.web.pages.render import ENV
 
 WEB = Path(batchyard.web.__file__).parent
 STATIC = WEB / "static"
@@ -36,3 +37,15 @@ def test_no_template_marks_anything_safe_or_has_inline_script_or_style() -> None
         text = template.read_text()
         assert not re.search(r"\|\s*safe|Markup\(|autoescape false", text), template.name
         assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\shx-on", text), template.name
+
+
+def test_direction_controls_in_any_value_show_as_codes_and_markup_is_escaped() -> None:
+    template = ENV.from_string(
+        '{% macro m(v) %}<b title="{{ v }}">{{ v }}</b>{% endmacro %}{{ x }} {{ m(x) }}'
+    )
+    shown = template.render(x="gnp\u202e.exe <i>")
+    assert "\u202e" not in shown
+    assert shown == (
+        "gnp[U+202E].exe &lt;i&gt; "
+        '<b title="gnp[U+202E].exe &lt;i&gt;">gnp[U+202E].exe &lt;i&gt;</b>'
+    )

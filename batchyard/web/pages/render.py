@@ -5,6 +5,7 @@ filters that turn figures into words (times, durations, costs, bar segments), an
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 import batchyard
 from batchyard.models import BatchStatus, Counts
@@ -87,8 +89,22 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
+#: Characters that reorder the text around them (``U+202E`` shows ``gnp.exe`` as
+#: ``exe.png``): every value shows them as a visible code instead.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible_text(value: Any) -> Any:
+    """A value as every ``{{ }}`` shows it: a string with its direction controls made
+    visible (``[U+202E]``); markup the templates made themselves, as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _BIDI.sub(lambda found: f"[U+{ord(found.group()):04X}]", value)
+    return value
+
+
 def _environment() -> Environment:
     env = Environment(
+        finalize=visible_text,
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=StrictUndefined,
