@@ -57,7 +57,8 @@ def consequence(
     if control is Control.RETRY:
         n = counts.failed if cluster is None else cluster.items
         what = "" if cluster is None else f" of the error cluster “{cluster.text}”"
-        text = f"{_plural(n, 'failed item')}{what} go back to the queue with fresh attempts."
+        verb = "goes" if n == 1 else "go"
+        text = f"{_plural(n, 'failed item')}{what} {verb} back to the queue with fresh attempts."
         return Consequence("Retry", text, n)
     n = counts.total
     text = f"The batch, its {_plural(n)}, their results, attempts and logs are deleted for good."
