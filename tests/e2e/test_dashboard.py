@@ -8,6 +8,7 @@ text everywhere, and axe-core's WCAG 2.1 A/AA rules at 320 and 1280 px in both t
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
@@ -202,6 +203,9 @@ def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
     tab.wait_for_function("() => document.getElementById('live-chip').textContent === 'live'")
     assert tab.locator("#live[hx-trigger]").count() == 0
     tab.evaluate("() => { window.notReloaded = true; }")
+    # What the reader is doing survives the repaints: focus in the region, the items filter.
+    tab.select_option("#i-state", "running")
+    tab.focus("#do-pause")
     worker = threading.Thread(target=run_worker, args=(site,))
     worker.start()
     for gate, percent in ((first, "50.0"), (second, "100.0")):
@@ -212,7 +216,11 @@ def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
             arg=percent,
             timeout=30_000,
         )
+        if percent == "50.0":
+            assert tab.evaluate("() => document.activeElement.id") == "do-pause"
+            assert "3 items finished since" in tab.inner_text(".refresh")
     worker.join(60)
+    assert tab.input_value("#i-state") == "running"
     assert tab.evaluate("() => window.notReloaded === true")
     tab.wait_for_function("() => document.getElementById('live-chip').textContent === 'ended'")
     succeeded = tab.locator(f'a[href="/batches/{batch.id}?state=succeeded#items"] .n')
@@ -254,6 +262,51 @@ def test_a_viewer_sees_no_control_and_a_forged_post_gets_403(
     )
     assert forged.status == 403
     assert batch.status().state.value == "queued"
+
+
+class _Attacker(http.server.BaseHTTPRequestHandler):
+    """Another site: a page whose form posts to a control of the dashboard."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<form method="post" action="{self.target}">'
+            '<input name="csrf" value="guess"><input name="confirm_name" value="x">'
+            '<button id="go">win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_form_on_another_site_cannot_control_a_batch(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, _ = page
+    batch = submit(site, "targeted", [{"id": "t"}])
+    tab.goto(site.login("ann"))  # signed in: the session cookie is in this browser
+    _Attacker.target = f"{site.url}/batches/{batch.id}/actions/pause"
+    # localhost is another site than 127.0.0.1: the SameSite=Strict cookie stays home.
+    evil = http.server.HTTPServer(("127.0.0.1", 0), _Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        tab.goto(f"http://localhost:{evil.server_port}/")
+        with tab.expect_navigation():
+            tab.click("#go")
+        # It arrived without the session: the dashboard asked for a sign-in.
+        assert tab.url.startswith(f"{site.url}/signin?next=%2F")
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    assert batch.status().state.value == "queued"
+    # And a post from the dashboard's own origin without the session's token: 403.
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    forged = tab.request.post(_Attacker.target, form={"csrf": "guess"})
+    assert forged.status == 403 and batch.status().state.value == "queued"
 
 
 def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
