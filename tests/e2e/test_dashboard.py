@@ -378,6 +378,17 @@ def test_every_page_passes_axe_and_fits_320_px(
             tab.screenshot(path=str(shots / f"{name}-{width}-{scheme}.png"), full_page=True)
             if name == "signin":
                 tab.goto(site.login("ann"))
+        tab.goto(site.login("root"))
+        tab.goto(f"{site.url}/tokens")
+        results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+        bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
+        if bad:
+            found[f"tokens {width}px {scheme}"] = bad
+        if width == 320:
+            assert (
+                tab.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+            )
+        tab.screenshot(path=str(shots / f"tokens-{width}-{scheme}.png"), full_page=True)
         context.close()
     assert found == {}
 

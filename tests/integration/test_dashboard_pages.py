@@ -318,3 +318,35 @@ def test_compare_shows_batches_side_by_side_with_new_and_resolved_clusters(
     assert "resolved</span> <code>PageFailure: boom" in page.text
     assert ann.get("/compare", params={"ids": [before.id]}).status_code == 400
     assert ann.get("/compare", params={"ids": [before.id, other.id]}).status_code == 404
+
+
+def test_an_admin_makes_and_revokes_tokens_and_no_one_else_can(
+    app: FastAPI, yard: Yard, ann: TestClient
+) -> None:
+    assert ann.get("/tokens").status_code == 403
+    assert 'href="/tokens"' not in ann.get("/").text
+    assert (
+        ann.post("/tokens", data={"csrf": csrf(ann.get("/").text), "name": "x"}).status_code == 403
+    )
+    with sign_in(app, yard, "root", "admin") as root:
+        page = root.get("/")
+        assert 'href="/tokens"' in page.text
+        token = csrf(page.text)
+        made = root.post("/tokens", data={"csrf": token, "name": "ci", "role": "viewer"})
+        assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+        secret = pick(r'<pre id="secret"[^>]*>(by_viewer_[0-9a-f]+)</pre>', made.text)
+        assert f"/login?token={secret}" in made.text
+        assert yard.tokens.authenticate(secret) is not None
+        assert secret not in root.get("/tokens").text  # shown once
+        taken = root.post("/tokens", data={"csrf": token, "name": "ci"})
+        assert taken.status_code == 409 and 'class="notice bad" role="alert"' in taken.text
+        assert root.post("/tokens", data={"name": "sneaky"}).status_code == 403
+        confirm = root.get("/tokens/ci/revoke")
+        assert "Type the token's name" in confirm.text
+        typo = root.post("/tokens/ci/revoke", data={"csrf": token, "confirm_name": "c"})
+        assert typo.status_code == 422 and yard.tokens.authenticate(secret) is not None
+        done = root.post(
+            "/tokens/ci/revoke", data={"csrf": token, "confirm_name": "ci"}, follow_redirects=False
+        )
+        assert done.status_code == 303 and yard.tokens.authenticate(secret) is None
+        assert root.get("/tokens/ci/revoke").status_code == 404

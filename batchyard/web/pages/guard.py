@@ -73,6 +73,18 @@ async def operating(request: Request) -> Caller:
     return who
 
 
+async def administering(request: Request) -> Caller:
+    """A form post by an admin: 403 for anyone else."""
+    who = await posting(request)
+    must_be_admin(who)
+    return who
+
+
+def must_be_admin(who: Caller) -> None:
+    if not who.is_admin:
+        raise Problem(403, f"this needs the admin role; token {who.name!r} is a {who.role.value}")
+
+
 def can_operate(who: Caller) -> bool:
     """Whether the page shows its caller the buttons that change things."""
     return who.role.allows(Role.OPERATOR)
