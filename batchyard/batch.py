@@ -63,6 +63,10 @@ class Batch:
         last try's status, error and duration, the next try (docs/webhooks.md)."""
         return self._store.webhook_deliveries(self.id)
 
+    def webhook_urls(self) -> list[str]:
+        """The URLs the batch calls when it ends or pauses, in order."""
+        return self._store.webhook_urls(self.id)
+
     def cancel(self) -> BatchStatus:
         """Cancel: no more claims, waiting items cancelled, running ones told to stop."""
         return self._store.cancel(self.id, self._now())

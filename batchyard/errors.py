@@ -23,6 +23,7 @@
     ├── StoreError                   the database failed
     │   ├── StoreUnavailable         it cannot be reached
     │   │   └── DiskFull             its disk is full (an outage too)
+    │   ├── TemplateChanged          a template got a version while one was being added
     │   ├── Conflict                 the batch is not in a state for that
     │   │   └── IdempotencyConflict  a key used before with other input
     │   └── SchemaTooNew             the file was made by a newer batchyard
@@ -225,6 +226,11 @@ class StoreUnavailable(StoreError):
 class DiskFull(StoreUnavailable):
     """The store's disk (or the database server's) has no room for a write. Nothing was
     written; a worker keeps what it holds and carries on when there is room again."""
+
+
+class TemplateChanged(StoreError):
+    """Adding a version on top of one that is no longer the newest: another writer added
+    one meanwhile. Read the template again and retry."""
 
 
 class Conflict(StoreError):

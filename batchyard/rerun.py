@@ -26,11 +26,11 @@ def rerun(
     name: str | None = None,
 ) -> str:
     """The id of a new batch of ``batch_id``'s items (``state``: "all", or the states to take, such
-    as "failed"), with its options, linked to it (``rerun_of``). ``template`` runs it with
-    that version (``NAME``: the latest): the version's parameters with those the old batch
-    set on top of its own template (its command line's) kept. Raises ConfigError for a
-    template of another task, TemplateNotFound / TemplateArchived, Conflict when no item
-    is in ``state``, BatchNotFound."""
+    as "failed"), with its options (its webhooks too), linked to it (``rerun_of``).
+    ``template`` runs it with that version (``NAME``: the latest): the version's parameters
+    with those the old batch set on top of its own template (its command line's) kept.
+    Raises ConfigError for a template of another task, TemplateNotFound / TemplateArchived,
+    Conflict when no item is in ``state``, BatchNotFound."""
     old = yard.store.get_batch(batch_id)
     params, ref = old.params, old.template
     if template is not None:
@@ -54,6 +54,7 @@ def rerun(
         template=ref,
         rerun_of=old.id,
         owner=old.owner,
+        webhooks=tuple(yard.store.webhook_urls(old.id)),
     )
     spec = yard.registry.find(old.task)
     if spec is not None and spec.prepare is not None:

@@ -12,11 +12,11 @@ if TYPE_CHECKING:
     from batchyard.deliveries import Delivery
 
 WEBHOOKS_JSON = (
-    '--json prints {"batch", "deliveries": [delivery]}, each delivery {"id" (its\n'
-    'Batchyard-Delivery header), "batch_id", "event", "url", "state" (pending, delivered,\n'
-    'failed), "attempts", "created_at", "next_at", "last_status", "last_error",\n'
-    '"last_duration" (s), "delivered_at"} (times in unix seconds, null when none).\n'
-    'For "secret": {"secret", "from" ("environment" or "store")}.'
+    '--json prints {"batch", "urls" (those the batch names), "deliveries": [delivery]},\n'
+    'each delivery {"id" (its Batchyard-Delivery header), "batch_id", "event", "url",\n'
+    '"state" (pending, delivered, failed), "attempts", "created_at", "next_at",\n'
+    '"last_status", "last_error", "last_duration" (s), "delivered_at"} (times in unix\n'
+    'seconds, null when none). For "secret": {"secret", "from" ("environment" or "store")}.'
 )
 
 
@@ -52,21 +52,29 @@ def run_webhooks(args: argparse.Namespace) -> int:
             where = "environment" if os.environ.get(SECRET_ENV) else "store"
             print_json({"secret": secret, "from": where}) if args.json else print(secret)
             return 0
-        deliveries = yard.batch(args.batch).webhooks()
+        batch = yard.batch(args.batch)
+        urls, deliveries = batch.webhook_urls(), batch.webhooks()
     if args.json:
-        print_json({"batch": args.batch, "deliveries": [d.as_dict() for d in deliveries]})
+        print_json(
+            {"batch": args.batch, "urls": urls, "deliveries": [d.as_dict() for d in deliveries]}
+        )
     else:
-        print_deliveries(args.batch, deliveries)
+        print_deliveries(args.batch, urls, deliveries)
     return 0
 
 
-def print_deliveries(batch_id: str, deliveries: list[Delivery]) -> None:
+def print_deliveries(batch_id: str, urls: list[str], deliveries: list[Delivery]) -> None:
     from rich.table import Table
     from rich.text import Text
 
     out = console()
+    if not urls:
+        out.print(f"{batch_id}: names no webhook ('submit --webhook URL' names one)")
+    elif not deliveries:
+        out.print(f"{batch_id}: no webhook deliveries yet (made when it ends or pauses) to")
+        for url in urls:
+            out.print(Text(f"  {url}"))
     if not deliveries:
-        out.print(f"{batch_id}: no webhook deliveries (none named, or no end or pause yet)")
         return
     table = Table(box=None, header_style="bold")
     columns = ("event", "url", "state", "attempts", "last", "next try", "delivered")

@@ -266,6 +266,10 @@ class WebhookStore(Protocol):
         """A batch's deliveries, oldest first. Raises BatchNotFound."""
         ...
 
+    def webhook_urls(self, batch_id: str) -> list[str]:
+        """The URLs a batch names, in order. Raises BatchNotFound."""
+        ...
+
     def delivery_counts(self) -> dict[DeliveryState, int]:
         """How many deliveries there are in each state (every state named), over the
         store: one indexed count."""

@@ -86,6 +86,13 @@ class Delivering(SqlBase):
         )
         return [_delivery(row) for row in rows]
 
+    def webhook_urls(self, batch_id: str) -> list[str]:
+        rows = self._read(
+            "SELECT url FROM batch_webhooks WHERE batch_pk = ? ORDER BY position",
+            (self._pk(batch_id),),
+        )
+        return [str(url) for (url,) in rows]
+
     def delivery_counts(self) -> dict[DeliveryState, int]:
         counts = dict.fromkeys(DeliveryState, 0)
         for state, n in self._read("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state"):

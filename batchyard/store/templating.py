@@ -13,6 +13,7 @@ from batchyard.errors import (
     BatchyardError,
     Conflict,
     StoreError,
+    TemplateChanged,
     TemplateExists,
     TemplateNotFound,
 )
@@ -220,7 +221,7 @@ class Templating(SqlBase):
 def _moved(new: NewVersion, newest: object) -> BatchyardError:
     if not new.base:
         return TemplateExists(new.name)
-    return StoreError(
+    return TemplateChanged(
         f"template {new.name!r} is at version {newest}, not {new.base}: it changed meanwhile; "
         "read it again and retry"
     )

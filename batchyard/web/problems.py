@@ -36,6 +36,7 @@ _STATUS: tuple[tuple[type[E.BatchyardError], int], ...] = (
     (E.DatasetNotFound, 404),
     (E.InvalidTransition, 409),
     (E.Conflict, 409),
+    (E.TemplateChanged, 409),
     (E.StoreUnavailable, 503),
     (E.StoreError, 503),
     (E.CommandError, 400),

@@ -57,6 +57,8 @@ class Deliverer:
         self._started = threading.Event()
         self._secret: str | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        #: Set when a try ends: there is room to send one more.
+        self._room = asyncio.Event()
         self._drain_until = 0.0
 
     def start(self) -> None:
@@ -87,19 +89,31 @@ class Deliverer:
         self._started.set()
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             while not self._stop.is_set():
+                self._room.clear()
                 try:
                     await self.send_due(client)
                 except Exception:  # a bug or a driver's raw error: sending must go on
                     log.exception("webhooks: a look for due deliveries failed")
-                try:
-                    await asyncio.wait_for(self._stop.wait(), self.config.poll)
-                except TimeoutError:
-                    pass
+                await self._idle(self._stop)
             while time.monotonic() < self._drain_until and await self.send_due(client):
                 await asyncio.sleep(0.05)  # NOTE: polls the drain; the tries are tasks
             for task in self._sending:
                 task.cancel()
             await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait for the next look: a poll interval, or less when a try ends (room for one
+        more, and a backlog goes out at the receivers' pace), or a stop."""
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._room.wait())}
+        _, pending = await asyncio.wait(
+            waits, timeout=self.config.poll, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._room.set()
 
     async def send_due(self, client: httpx.AsyncClient) -> int:
         """Claim due deliveries (as many as there is room for) and start sending them;
@@ -118,7 +132,7 @@ class Deliverer:
             for delivery in claimed:
                 task = asyncio.create_task(self._send(client, delivery, self._secret or ""))
                 self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+                task.add_done_callback(self._done)
         return len(self._sending)
 
     async def _send(self, client: httpx.AsyncClient, delivery: Delivery, secret: str) -> None:

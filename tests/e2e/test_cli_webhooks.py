@@ -23,7 +23,8 @@ def test_a_worker_sends_the_ending_and_webhooks_shows_it(tmp_path: Path) -> None
     with Receiver([500]) as receiver:
         data = jsonl(cli.folder, "in.jsonl", rows(3))
         batch_id = cli.ok("submit", "e2etasks:work", data, "--webhook", receiver.url).strip()
-        assert "no webhook deliveries" in cli.ok("webhooks", batch_id)
+        before = cli.ok("webhooks", batch_id)
+        assert "no webhook deliveries yet" in before and receiver.url in before
         cli.ok("worker", "--until-idle")
         # Sent before the worker exited. It got a 500; the retry is due after the worker's
         # drain at exit, so it waits for the next process that sends.
@@ -33,6 +34,7 @@ def test_a_worker_sends_the_ending_and_webhooks_shows_it(tmp_path: Path) -> None
     assert first.headers[EVENT] == "batch.completed"
     assert json.loads(first.body)["id"] == batch_id
     shown = cli.json("webhooks", batch_id)
+    assert shown["urls"] == [receiver.url]
     (delivery,) = shown["deliveries"]
     assert delivery["id"] == first.headers[DELIVERY]
     assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == (
@@ -68,3 +70,5 @@ def test_a_bad_webhook_url_is_refused_and_nothing_written(tmp_path: Path) -> Non
     error = cli.fails(2, "submit", "e2etasks:work", data, "--webhook", "ftp://example.com/x")
     assert "webhook 'ftp://example.com/x': not an http:// or https:// URL" in error
     assert cli.batches() == []
+    batch_id = cli.ok("submit", "e2etasks:work", data).strip()
+    assert "names no webhook" in cli.ok("webhooks", batch_id)

@@ -4,7 +4,8 @@ README shows, so the README cannot drift from the code.
 The README drives this test with HTML comments (invisible on GitHub) before a fenced block:
 
 - ``<!-- readme-test: tour examples/cli -->`` starts a tour: a fresh folder holding a copy of
-  that folder's files (``tour NAME``, NAME no folder of the repository: an empty folder).
+  that folder's files (``tour NAME``, NAME no folder of the repository: an empty folder;
+  ``tour examples/cli as server``: a second tour from one folder, under its own name).
   The blocks that follow run in it, in order, sharing one shell (variables and ``$?`` carry
   over) and one set of batch ids.
 - ``<!-- readme-test: skip (why) -->``: the next block is not run; the reason is required.
@@ -127,7 +128,8 @@ def parse_tours(text: str) -> list[Tour]:
         if "tour" in block.marks:
             source = block.marks["tour"]
             assert source, f"README.md:{block.line}: readme-test: tour needs a folder or a name"
-            tours.append(Tour(Path(source).name, source, block.line))
+            source, _, name = source.partition(" as ")
+            tours.append(Tour(name or Path(source).name, source, block.line))
         if block.lang in ("console", "python", "text") and "skip" not in block.marks:
             if not tours and block.lang != "text":
                 raise AssertionError(
@@ -418,6 +420,8 @@ class Runner:
         self.background: list[tuple[str, Path, int]] = []  # command, log, pid
 
     def check(self, expected: list[str], output: str, first_line: int, what: str) -> None:
+        for readme, free in self.ports.items():  # a server says where it listens
+            output = re.sub(rf"(?<=[ :]){free}\b", readme, output)
         if failure := compare(self.ids, expected, output, first_line, what):
             self.failures.append(failure)
 

@@ -84,6 +84,9 @@ def test_a_submission_with_a_bad_webhook_writes_nothing(tmp_path: Path) -> None:
         batch = yard.submit("batchyard.demo:score_lead", [{"id": 1}], webhooks=["https://b.x/1"])
         batch.cancel()
         urls = [d.url for d in batch.webhooks()]
+        assert batch.webhook_urls() == urls
+        again = batch.rerun()
+        assert again.webhook_urls() == urls  # a re-run calls the same URLs
     assert urls == ["https://conf.example/all", "https://b.x/1"]  # the Yard's first
     with pytest.raises(InputError, match="ftp://x"):
         Yard(f"sqlite:///{tmp_path / 'z.db'}", webhooks=["ftp://x"])
