@@ -61,6 +61,7 @@ class Site:
     url: str
     db: str
     yard: Yard
+    app: Any
     tokens: dict[str, str] = field(default_factory=dict)
 
     def login(self, name: str) -> str:
@@ -80,14 +81,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     db = f"sqlite:///{folder / 'by.db'}"
     with Yard(db) as yard:
         port = _free_port()
-        app = create_app(yard, ServerSettings(workers=0))
+        # A short heartbeat: a stream whose page went away is noticed at the next one.
+        app = create_app(yard, ServerSettings(workers=0, heartbeat=0.5))
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         wait_for(lambda: server.started, 20, "uvicorn to start")
-        site = Site(f"http://127.0.0.1:{port}", db, yard)
+        site = Site(f"http://127.0.0.1:{port}", db, yard, app)
         for name, role, owner in (
             ("ann", "operator", "ann"),
             ("vic", "viewer", "ann"),
@@ -226,6 +228,34 @@ def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
     succeeded = tab.locator(f'a[href="/batches/{batch.id}?state=succeeded#items"] .n')
     assert succeeded.inner_text() == "6"
     assert tab.locator("#do-delete").get_attribute("href") is not None
+    assert watch.errors == []
+
+
+def test_a_hidden_tab_closes_its_stream_and_reopens_it_when_shown(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    batch = submit(site, "watched", [{"id": "h"}])
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    chip = "() => document.getElementById('live-chip').textContent"
+    tab.wait_for_function(f"() => ({chip})() === 'live'")
+    feed = site.app.state.feed
+    streams = feed.subscribers
+    assert streams >= 1
+    hide = (
+        "(hidden) => { Object.defineProperty(document, 'hidden', "
+        "{configurable: true, get: () => hidden});"
+        "document.dispatchEvent(new Event('visibilitychange')); }"
+    )
+    tab.evaluate(hide, True)
+    assert tab.evaluate(chip) == "paused"
+    wait_for(lambda: feed.subscribers == streams - 1, 10, "the hidden tab's stream to close")
+    batch.pause()  # a change while hidden: shown again, the page has it
+    tab.evaluate(hide, False)
+    tab.wait_for_function(f"() => ({chip})() === 'live'")
+    wait_for(lambda: feed.subscribers == streams, 10, "the stream to reopen")
+    tab.wait_for_selector("#live .badge.st-paused")
     assert watch.errors == []
 
 

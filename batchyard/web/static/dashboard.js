@@ -59,7 +59,37 @@
   document.addEventListener("htmx:sseError", function () {
     chip(navigator.onLine === false ? "offline" : "reconnecting");
   });
-  document.addEventListener("htmx:sseClose", function () { chip("ended"); });
+  document.addEventListener("htmx:sseClose", function (event) {
+    if (event.detail && event.detail.type === "message") {  // sse-close: the batch ended
+      event.target.setAttribute("data-ended", "");
+      chip("ended");
+    }
+  });
+
+  // A hidden tab closes its stream; shown again, a fresh one starts with the region as it
+  // stands (the server sends it first), so nothing is missed.
+  document.addEventListener("visibilitychange", function () {
+    var wrap = document.getElementById("live-wrap");
+    if (!wrap || !window.htmx || wrap.hasAttribute("data-ended")) { return; }
+    if (document.hidden) {
+      htmx.trigger(wrap, "htmx:beforeCleanupElement");
+      chip("paused");
+    } else {
+      var fresh = wrap.cloneNode(true);
+      wrap.replaceWith(fresh);
+      htmx.process(fresh);
+      chip("connecting");
+    }
+  });
+
+  // "about 12 s" counts down between repaints (a rate limit's wait).
+  window.setInterval(function () {
+    document.querySelectorAll("[data-seconds]").forEach(function (el) {
+      var left = Math.max(0, Math.round(parseFloat(el.getAttribute("data-seconds")) - 1));
+      el.setAttribute("data-seconds", String(left));
+      el.textContent = left >= 60 ? Math.floor(left / 60) + " min " + String(left % 60).padStart(2, "0") + " s" : left + " s";
+    });
+  }, 1000);
 
   // The theme toggle: auto (the system's), light, dark; remembered in this browser.
   var THEMES = ["auto", "light", "dark"];
