@@ -346,6 +346,13 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
     key = f"k{HOSTILE}"
     batch = submit(site, HOSTILE, [{"id": key, "text": HOSTILE, "fail": HOSTILE}, {"id": "ok"}])
     site.yard.run_until_idle(poll_interval=0.01)
+    params = {
+        "model": "m",
+        "template": "Hi {{ name }}",
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    prompted = site.yard.submit("llm", [{"id": "p", "name": HOSTILE}], params=params, owner="ann")
     tab.goto(site.login("ann"))
     item_url = f"{site.url}/batches/{batch.id}/items/{quote(key, safe='')}"
     for url in (
@@ -353,6 +360,7 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         f"{site.url}/batches/{batch.id}",
         f"{site.url}/batches/{batch.id}/actions/delete",
         item_url,
+        f"{site.url}/batches/{prompted.id}/items/p",
     ):
         tab.goto(url)
         text = tab.inner_text("main")
@@ -360,6 +368,7 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         assert tab.evaluate("() => document.querySelectorAll('main img, main script').length") == 0
         assert "49" not in tab.inner_text("h1")
     assert watch.dialogs == [] and watch.errors == []
+    prompted.cancel()  # no worker of a later test should try to call its endpoint
 
 
 def _pages(site: Site) -> list[tuple[str, str]]:

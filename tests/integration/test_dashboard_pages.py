@@ -350,3 +350,25 @@ def test_an_admin_makes_and_revokes_tokens_and_no_one_else_can(
         )
         assert done.status_code == 303 and yard.tokens.authenticate(secret) is None
         assert root.get("/tokens/ci/revoke").status_code == 404
+
+
+def test_an_llm_items_page_shows_the_prompt_its_template_renders(
+    ann: TestClient, yard: Yard
+) -> None:
+    params = {
+        "model": "gpt-4o-mini",
+        "template": "Score {{ name }}",
+        "system": "Be brief",
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    batch = yard.submit(
+        "llm", [{"id": "a", "name": "<b>Ann</b>"}, {"id": "b"}], params=params, owner="ann"
+    )
+    page = ann.get(f"/batches/{batch.id}/items/a")
+    assert '<h3 id="prompt-1">system</h3>' in page.text
+    assert "Score &lt;b&gt;Ann&lt;/b&gt;</pre>" in page.text
+    missing = ann.get(f"/batches/{batch.id}/items/b")
+    assert missing.status_code == 200 and "name" in missing.text.split('id="prompt-h"')[1]
+    other = make(yard, "not llm")
+    assert 'id="prompt-h"' not in ann.get(f"/batches/{other.id}/items/k0").text
