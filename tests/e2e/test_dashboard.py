@@ -82,7 +82,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with Yard(db) as yard:
         port = _free_port()
         # A short heartbeat: a stream whose page went away is noticed at the next one.
-        app = create_app(yard, ServerSettings(workers=0, heartbeat=0.5))
+        app = create_app(yard, ServerSettings(workers=0, heartbeat=0.5, allow_task=[TASK]))
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -259,6 +259,30 @@ def test_a_hidden_tab_closes_its_stream_and_reopens_it_when_shown(
     assert watch.errors == []
 
 
+def test_a_batch_is_made_from_a_file_after_its_bad_line_is_shown(
+    site: Site, page: tuple[Any, Watch], tmp_path: Path
+) -> None:
+    tab, watch = page
+    bad, good = tmp_path / "bad.jsonl", tmp_path / "leads.jsonl"
+    bad.write_text('{"id": "a"}\n{"id": "b", oops}\n')
+    good.write_text("".join(f'{{"id": "l{n}", "n": {n}}}\n' for n in range(7)))
+    tab.goto(site.login("ann"))
+    tab.click("text=New batch")
+    tab.set_input_files("#n-file", str(bad))
+    tab.select_option("#n-task", TASK)
+    tab.fill("#n-name", "from a file")
+    tab.click("text=Make the batch")
+    assert tab.inner_text("[role=alert]").startswith("bad.jsonl:2: not valid JSON")
+    assert tab.input_value("#n-name") == "from a file"
+    tab.set_input_files("#n-file", str(good))
+    tab.click("text=Make the batch")
+    tab.wait_for_url(re.compile(r"/batches/batch_"))
+    assert tab.inner_text("h1") == "from a file"
+    assert tab.locator("a[href$='#items'] .n").first.inner_text() == "7"
+    # The refused form came back as a 422, which the console reports; nothing else did.
+    assert [e for e in watch.errors if "status of 422" not in e] == []
+
+
 def test_a_confirm_page_names_the_count_before_anything_happens(
     site: Site, page: tuple[Any, Watch]
 ) -> None:
@@ -377,6 +401,7 @@ def _pages(site: Site) -> list[tuple[str, str]]:
     waiting = submit(site, "a11y waiting", [{"id": "w"}])
     ids = f"ids={batch.id}&ids={waiting.id}"
     return [
+        ("new", f"{site.url}/new"),
         ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),

@@ -22,7 +22,7 @@ TASK = "tests.procs.pages:work"
 
 @pytest.fixture
 def app(yard: Yard) -> FastAPI:
-    return create_app(yard, ServerSettings(workers=0))
+    return create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
 
 
 def pick(pattern: str, text: str) -> str:
@@ -372,3 +372,44 @@ def test_an_llm_items_page_shows_the_prompt_its_template_renders(
     assert missing.status_code == 200 and "name" in missing.text.split('id="prompt-h"')[1]
     other = make(yard, "not llm")
     assert 'id="prompt-h"' not in ann.get(f"/batches/{other.id}/items/k0").text
+
+
+def test_the_new_batch_page_makes_one_batch_from_a_file_or_names_the_bad_line(
+    ann: TestClient, yard: Yard
+) -> None:
+    form = ann.get("/new")
+    assert form.status_code == 200 and 'type="file"' in form.text
+    fields = {
+        "csrf": csrf(form.text),
+        "nonce": pick(r'name="nonce" value="([^"]+)"', form.text),
+        "task": TASK,
+        "name": "uploaded",
+    }
+    good = b'{"id": "a", "n": 1}\n{"id": "b", "n": 2}\n'
+    made = ann.post("/new", data=fields, files={"file": ("in.jsonl", good)}, follow_redirects=False)
+    assert made.status_code == 303
+    batch_id = made.headers["location"].rsplit("/", 1)[1]
+    status = yard.batch(batch_id).status()
+    assert status.name == "uploaded" and status.counts.total == 2 and status.owner == "ann"
+    again = ann.post(
+        "/new", data=fields, files={"file": ("in.jsonl", good)}, follow_redirects=False
+    )
+    assert again.headers["location"] == made.headers["location"]  # a double click: one batch
+    bad = b'{"id": "a"}\nnot json\n'
+    fields["nonce"] = "another"
+    refused = ann.post("/new", data=fields, files={"file": ("in.jsonl", bad)})
+    assert refused.status_code == 422 and "2" in refused.text and 'role="alert"' in refused.text
+    assert 'value="uploaded"' in refused.text  # the form keeps what was given
+    assert len(yard.batches(limit=10).rows) == 1
+    stranger = ann.post(
+        "/new", data={**fields, "task": "os:system"}, files={"file": ("in.jsonl", good)}
+    )
+    assert stranger.status_code == 422 and "not allowed" in stranger.text
+    forged = ann.post("/new", data={**fields, "csrf": "x"}, files={"file": ("in.jsonl", good)})
+    assert forged.status_code == 403 and len(yard.batches(limit=10).rows) == 1
+
+
+def test_a_viewer_has_no_new_batch_page(app: FastAPI, yard: Yard) -> None:
+    with sign_in(app, yard, "vic", "viewer") as vic:
+        assert 'href="/new"' not in vic.get("/").text
+        assert vic.get("/new").status_code == 403

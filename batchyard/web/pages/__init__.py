@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from batchyard.web.pages import actions, compare, detail, history, item, live, signin, tokens
+from batchyard.web.pages import actions, compare, detail, history, item, live, new, signin, tokens
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -17,5 +17,5 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Mount the static files at ``/static`` and add every page's routes."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for group in (signin, history, compare, live, detail, actions, item, tokens):
+    for group in (signin, history, new, compare, live, detail, actions, item, tokens):
         app.include_router(group.router)

@@ -1,0 +1,102 @@
+"""The new-batch page (``/new``, operators): a JSONL, CSV or Parquet file, the task or the
+template (its latest version) to run it with, and a name. The post goes the way of
+``POST /api/v1/batches`` (``uploads.upload`` streams the file, ``submissions.submit`` checks
+the task and makes the batch, all items or none): a bad line is shown on the form, naming
+it, and nothing is created. The form's nonce is the submission's idempotency key, so a
+double click makes one batch."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from batchyard.errors import BatchyardError
+from batchyard.web import submissions, tasks, uploads
+from batchyard.web.auth import Caller, yard_of
+from batchyard.web.pages import render
+from batchyard.web.pages.guard import can_operate, signed_in
+from batchyard.web.pages.route import PageRoute
+from batchyard.web.problems import Problem, of_error
+from batchyard.web.schemas import BatchIn
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+#: The form's fields beside the file.
+FIELDS = ("csrf", "nonce", "task", "template", "name", "format")
+
+
+def _operator(who: Caller) -> None:
+    if not can_operate(who):
+        raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
+
+
+def _form(
+    request: Request,
+    who: Caller,
+    code: int = 200,
+    error: str | None = None,
+    given: dict[str, str] | None = None,
+) -> HTMLResponse:
+    settings = request.app.state.settings
+    return render.page(
+        request,
+        "new.html",
+        who,
+        status_code=code,
+        tasks=[entry.name for entry in tasks.allowed(settings)],
+        templates=yard_of(request).templates.list(),
+        nonce=secrets.token_urlsafe(16),
+        error=error,
+        given=given or {},
+    )
+
+
+@router.get("/new", response_class=HTMLResponse)
+def new_page(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
+    _operator(who)
+    return _form(request, who)
+
+
+def _body(fields: dict[str, str]) -> BatchIn:
+    try:
+        return BatchIn.model_validate(
+            {
+                "task": fields.get("task") or None,
+                "template": fields.get("template") or None,
+                "options": {"name": fields.get("name") or None},
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+@router.post("/new")
+async def create(request: Request, who: Caller = Depends(signed_in)) -> Response:
+    _operator(who)
+    assert who.session is not None  # signed_in answers with a session
+    given: dict[str, str] = {}
+    try:
+        async with uploads.upload(request, FIELDS) as (fields, rows):
+            given = {k: v for k, v in fields.items() if k in ("task", "template", "name")}
+            if not hmac.compare_digest(fields.get("csrf", ""), who.session.csrf):
+                raise Problem(403, "this form is out of date or came from another site")
+            status, _ = await run_in_threadpool(
+                submissions.submit,
+                yard_of(request),
+                request.app.state.settings,
+                who,
+                _body(fields),
+                rows,
+                fields.get("nonce") or None,
+            )
+    except (Problem, BatchyardError) as exc:
+        problem = exc if isinstance(exc, Problem) else of_error(exc)
+        if problem.status == 403:
+            raise problem from None
+        return _form(request, who, problem.status, problem.detail, given)
+    return RedirectResponse(f"/batches/{status.id}", status_code=303)
