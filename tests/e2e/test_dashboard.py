@@ -400,7 +400,12 @@ def _pages(site: Site) -> list[tuple[str, str]]:
     site.yard.run_until_idle(poll_interval=0.01)
     waiting = submit(site, "a11y waiting", [{"id": "w"}])
     ids = f"ids={batch.id}&ids={waiting.id}"
+    if not any(t.name == "a11y" for t in site.yard.templates.list()):
+        site.yard.templates.create("a11y", TASK, {"out": "one\ntwo"}, description="checks")
+        site.yard.templates.update("a11y", {"out": "one\nthree"})
     return [
+        ("templates", f"{site.url}/templates"),
+        ("template", f"{site.url}/templates/a11y"),
         ("new", f"{site.url}/new"),
         ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),

@@ -413,3 +413,27 @@ def test_a_viewer_has_no_new_batch_page(app: FastAPI, yard: Yard) -> None:
     with sign_in(app, yard, "vic", "viewer") as vic:
         assert 'href="/new"' not in vic.get("/").text
         assert vic.get("/new").status_code == 403
+
+
+def test_template_pages_show_versions_usage_and_a_diff(ann: TestClient, yard: Yard) -> None:
+    yard.templates.create("scorer", TASK, {"out": "one\ntwo"}, description="<b>first</b>")
+    yard.templates.update("scorer", {"out": "one\nthree", "n": 2})
+    yard.submit(template="scorer@1", items=[{"id": "a"}, {"id": "b", "fail": "x"}], owner="ann")
+    yard.run_until_idle(poll_interval=0.01)
+    listing = ann.get("/templates")
+    assert 'href="/templates/scorer"' in listing.text and "<b>first" not in listing.text
+    assert "&lt;b&gt;first&lt;/b&gt;" in listing.text
+    page = ann.get("/templates/scorer")
+    assert page.status_code == 200
+    rows = page.text.split("<tbody>")[1].split("</tbody>")[0]
+    assert rows.index("<td>2") < rows.index("<td>1")  # newest first
+    assert '<td class="num">1</td><td class="num">2</td>' in rows  # v1: 1 batch, 2 items
+    assert '<span class="del">-two</span>' in page.text
+    assert '<span class="add">+three</span>' in page.text
+    assert "<td>n</td>" in page.text  # a parameter added, beside the text diff
+    same = ann.get("/templates/scorer", params={"old": 2, "new": 2})
+    assert "Pick two different versions" in same.text
+    assert 'href="/new?template=scorer"' in page.text
+    chosen = ann.get("/new", params={"template": "scorer"})
+    assert '<option value="scorer" selected>' in chosen.text
+    assert ann.get("/templates/nope").status_code == 404

@@ -9,7 +9,18 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from batchyard.web.pages import actions, compare, detail, history, item, live, new, signin, tokens
+from batchyard.web.pages import (
+    actions,
+    compare,
+    detail,
+    history,
+    item,
+    live,
+    new,
+    signin,
+    templates,
+    tokens,
+)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -17,5 +28,5 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Mount the static files at ``/static`` and add every page's routes."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for group in (signin, history, new, compare, live, detail, actions, item, tokens):
+    for group in (signin, history, new, compare, live, detail, actions, item, templates, tokens):
         app.include_router(group.router)

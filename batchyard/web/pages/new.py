@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
@@ -56,9 +56,14 @@ def _form(
 
 
 @router.get("/new", response_class=HTMLResponse)
-def new_page(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
+def new_page(
+    request: Request,
+    who: Caller = Depends(signed_in),
+    template: str = Query("", max_length=120),
+) -> HTMLResponse:
+    """The form (``template``: the template chosen at first)."""
     _operator(who)
-    return _form(request, who)
+    return _form(request, who, given={"template": template})
 
 
 def _body(fields: dict[str, str]) -> BatchIn:
