@@ -377,6 +377,8 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         "base_url": "http://127.0.0.1:9",
     }
     prompted = site.yard.submit("llm", [{"id": "p", "name": HOSTILE}], params=params, owner="ann")
+    site.yard.datasets.add("hostile", [{"id": key, HOSTILE: HOSTILE}])
+    site.yard.templates.create("hostile", TASK, {"out": HOSTILE}, description=HOSTILE)
     tab.goto(site.login("ann"))
     item_url = f"{site.url}/batches/{batch.id}/items/{quote(key, safe='')}"
     for url in (
@@ -385,6 +387,8 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         f"{site.url}/batches/{batch.id}/actions/delete",
         item_url,
         f"{site.url}/batches/{prompted.id}/items/p",
+        f"{site.url}/datasets/hostile",
+        f"{site.url}/templates/hostile",
     ):
         tab.goto(url)
         text = tab.inner_text("main")
@@ -403,7 +407,12 @@ def _pages(site: Site) -> list[tuple[str, str]]:
     if not any(t.name == "a11y" for t in site.yard.templates.list()):
         site.yard.templates.create("a11y", TASK, {"out": "one\ntwo"}, description="checks")
         site.yard.templates.update("a11y", {"out": "one\nthree"})
+    if not any(d.name == "a11y" for d in site.yard.datasets.list()):
+        rows = [{"id": f"d{n}", "n": n, "note": HOSTILE} for n in range(30)]
+        site.yard.datasets.add("a11y", rows)
     return [
+        ("datasets", f"{site.url}/datasets"),
+        ("dataset", f"{site.url}/datasets/a11y"),
         ("templates", f"{site.url}/templates"),
         ("template", f"{site.url}/templates/a11y"),
         ("new", f"{site.url}/new"),

@@ -437,3 +437,44 @@ def test_template_pages_show_versions_usage_and_a_diff(ann: TestClient, yard: Ya
     chosen = ann.get("/new", params={"template": "scorer"})
     assert '<option value="scorer" selected>' in chosen.text
     assert ann.get("/templates/nope").status_code == 404
+
+
+def test_dataset_pages_filter_rows_in_the_url_and_start_batches_of_them(
+    ann: TestClient, yard: Yard
+) -> None:
+    rows = [{"id": f"r{n}", "n": n, "industry": "SaaS" if n % 2 else "Retail"} for n in range(60)]
+    yard.datasets.add("leads", rows)
+    listing = ann.get("/datasets")
+    assert 'href="/datasets/leads"' in listing.text and '<td class="num">60</td>' in listing.text
+    page = ann.get("/datasets/leads", params={"where": "industry=SaaS\nn>=10", "limit": 25})
+    assert "25 matching rows" in page.text and page.text.count('name="keys"') == 25
+    assert 'rel="next"' not in page.text
+    first = ann.get("/datasets/leads", params={"where": "industry=SaaS"})
+    assert "30 matching rows" in first.text and first.text.count('name="keys"') == 25
+    next_url = pick(r'<a href="([^"]+)" rel="next">', first.text).replace("&amp;", "&")
+    assert ann.get(next_url).text.count('name="keys"') == 5
+    token = csrf(page.text)
+    ticked = ann.post(
+        "/datasets/leads/batch",
+        data={"csrf": token, "scope": "ticked", "keys": ["r1", "r3"], "task": TASK},
+        follow_redirects=False,
+    )
+    assert ticked.status_code == 303
+    made = yard.batch(ticked.headers["location"].rsplit("/", 1)[1]).status()
+    assert made.counts.total == 2 and made.owner == "ann"
+    every = ann.post(
+        "/datasets/leads/batch",
+        data={"csrf": token, "scope": "all", "where": "industry=SaaS", "task": TASK},
+        follow_redirects=False,
+    )
+    assert yard.batch(every.headers["location"].rsplit("/", 1)[1]).status().counts.total == 30
+    none = ann.post("/datasets/leads/batch", data={"csrf": token, "scope": "ticked", "task": TASK})
+    assert none.status_code == 422 and "no row is ticked" in none.text
+    nothing = ann.post(
+        "/datasets/leads/batch",
+        data={"csrf": token, "scope": "all", "where": "industry=Mining", "task": TASK},
+    )
+    assert nothing.status_code == 422 and "no rows of" in nothing.text
+    assert ann.post("/datasets/leads/batch", data={"scope": "all", "task": TASK}).status_code == 403
+    assert ann.get("/datasets/nope").status_code == 404
+    assert ann.get("/datasets/leads", params={"where": "n>>3"}).status_code == 422

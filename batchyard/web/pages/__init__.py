@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from batchyard.web.pages import (
     actions,
     compare,
+    datasets,
     detail,
     history,
     item,
@@ -28,5 +29,17 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def install(app: FastAPI) -> None:
     """Mount the static files at ``/static`` and add every page's routes."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for group in (signin, history, new, compare, live, detail, actions, item, templates, tokens):
+    for group in (
+        signin,
+        history,
+        new,
+        compare,
+        live,
+        detail,
+        actions,
+        item,
+        templates,
+        datasets,
+        tokens,
+    ):
         app.include_router(group.router)
