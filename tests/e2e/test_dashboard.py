@@ -275,6 +275,9 @@ def test_a_batch_is_made_from_a_file_after_its_bad_line_is_shown(
     assert tab.inner_text("[role=alert]").startswith("bad.jsonl:2: not valid JSON")
     assert tab.input_value("#n-name") == "from a file"
     tab.set_input_files("#n-file", str(good))
+    tab.click("text=Check it and estimate the cost")  # htmx: a multipart post, a fragment back
+    tab.wait_for_selector("#check >> text=All 7 rows read")
+    assert tab.input_value("#n-name") == "from a file"
     tab.click("text=Make the batch")
     tab.wait_for_url(re.compile(r"/batches/batch_"))
     assert tab.inner_text("h1") == "from a file"

@@ -478,3 +478,36 @@ def test_dataset_pages_filter_rows_in_the_url_and_start_batches_of_them(
     assert ann.post("/datasets/leads/batch", data={"scope": "all", "task": TASK}).status_code == 403
     assert ann.get("/datasets/nope").status_code == 404
     assert ann.get("/datasets/leads", params={"where": "n>>3"}).status_code == 422
+
+
+def test_the_new_batch_check_estimates_an_llm_batch_or_reads_every_row(
+    ann: TestClient, yard: Yard
+) -> None:
+    params = {
+        "model": "gpt-4o-mini",
+        "template": "Score {{ name }}",
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    yard.templates.create("scorer", "llm", params)
+    form = ann.get("/new")
+    fields = {"csrf": csrf(form.text), "nonce": "n"}
+
+    def check(file: bytes, **chosen: str) -> str:
+        answer = ann.post(
+            "/new/check", data={**fields, **chosen}, files={"file": ("in.jsonl", file)}
+        )
+        assert answer.status_code == 200 and answer.text.startswith('<div id="check"')
+        return answer.text
+
+    estimate = check(b'{"id": "a", "name": "Ann"}\n{"id": "b", "name": "Bo"}\n', template="scorer")
+    assert "Estimate for 2 items with gpt-4o-mini" in estimate and "<dt>Cost</dt>" in estimate
+    lacking = check(b'{"id": "a", "name": "Ann"}\n{"id": "b"}\n', template="scorer")
+    assert "in.jsonl:2: template needs field &#39;name&#39;" in lacking
+    assert "All 2 rows read" in check(b'{"id": "a"}\n{"id": "b"}\n', task=TASK)
+    assert "in.jsonl:2: not valid JSON" in check(b'{"id": "a"}\nnope\n', task=TASK)
+    assert yard.batches(limit=5).rows == []  # a check makes nothing
+    forged = ann.post(
+        "/new/check", data={"csrf": "x", "task": TASK}, files={"file": ("a.jsonl", b"{}\n")}
+    )
+    assert forged.status_code == 403

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,13 +17,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from batchyard.errors import BatchyardError
-from batchyard.web import submissions, tasks, uploads
+from batchyard.inputs import Input
+from batchyard.web import spend, submissions, tasks, uploads
 from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import BatchIn
+from batchyard.web.settings import ServerSettings
+from batchyard.yard import Yard
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: The form's fields beside the file.
@@ -78,6 +82,35 @@ def _body(fields: dict[str, str]) -> BatchIn:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> dict[str, Any]:
+    """What ``POST /api/v1/estimate`` answers for a task that estimates (the llm task),
+    else what ``POST /api/v1/validate`` answers: one pass over the rows, nothing made."""
+    task = body.task or yard.templates.runnable(body.template or "").task
+    if yard.registry.resolve(task).estimate is not None:
+        return {"estimate": spend._estimate(yard, settings, body, rows)}
+    return {"validation": spend._validate(yard, settings, body, rows)}
+
+
+@router.post("/new/check", response_class=HTMLResponse)
+async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
+    """The form's file and choices checked (htmx swaps the answer under the form)."""
+    _operator(who)
+    assert who.session is not None  # signed_in answers with a session
+    try:
+        async with uploads.upload(request, FIELDS) as (fields, rows):
+            if not hmac.compare_digest(fields.get("csrf", ""), who.session.csrf):
+                raise Problem(403, "this form is out of date or came from another site")
+            body = _body(fields)
+            settings = request.app.state.settings
+            found = await run_in_threadpool(_check, yard_of(request), settings, body, rows)
+    except (Problem, BatchyardError) as exc:
+        problem = exc if isinstance(exc, Problem) else of_error(exc)
+        if problem.status == 403:
+            raise problem from None
+        return render.fragment("_check.html", error=problem.detail, found=None)
+    return render.fragment("_check.html", error=None, found=found)
 
 
 @router.post("/new")
