@@ -139,6 +139,11 @@ def _server_class() -> type:
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             self.should_exit = True
+            # uvicorn waits for open responses before it stops the app: end the live
+            # streams now, or it would wait for ever.
+            feed = getattr(getattr(self.config.app, "state", None), "feed", None)
+            if feed is not None:
+                feed.end_streams()
 
     return Server
 

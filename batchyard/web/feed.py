@@ -17,13 +17,12 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from batchyard.errors import BatchNotFound
-from batchyard.models import BatchStatus, Event, Item
+from batchyard.models import Event
 from batchyard.states import BatchState, ItemState
 from batchyard.store.base import Store
+from batchyard.web.feed_reads import Changes, FeedReader
 from batchyard.web.stream_events import StreamEvent, end_event, item_event, status_event
 from batchyard.web.subscriber import Subscriber
 
@@ -31,31 +30,25 @@ log = logging.getLogger("batchyard.web.streams")
 T = TypeVar("T")
 
 #: Seconds between polls of the cursor on a store without notifications (SQLite).
-POLL = 0.05
+POLL = 0.02
 #: A store with notifications is polled too, this often: a notification may be lost.
 SAFETY_POLL = 1.0
 #: Seconds at least between two reads of the feed (a storm of commits is read in steps).
 MIN_GAP = 0.01
 #: Seconds at least between two status events of one batch.
 STATUS_GAP = 0.25
-#: Changes read per query; events a subscriber may have waiting before it is closed.
-PAGE = 1000
+#: What a stream is told when the server stops (its client may reconnect to another).
+STOPPING = "the server is stopping"
+#: Events a subscriber may have waiting before it is closed.
 QUEUE_LIMIT = 10_000
+#: Batches whose items may change without a batch event in the same read: claims move a
+#: queued batch to processing as they start, so its first changes come with that event.
+#: NOTE: the follower reads the changes of each of these at every step (one indexed
+#: query each); a store operation naming the batches changed since a cursor would spare
+#: that with thousands of batches running at once.
+ACTIVE = frozenset({BatchState.PROCESSING, BatchState.RETRYING, BatchState.PAUSED})
 #: Item states an attempt ends in (its duration is then the attempt's).
 _ATTEMPT_ENDED = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.RETRY_WAIT})
-#: Batches whose items can still change.
-LIVE = tuple(state for state in BatchState if not state.is_terminal)
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What one read of the feed found, up to cursor ``upper``."""
-
-    upper: int
-    events: list[Event]
-    items: list[Item]
-    #: The statuses of batches whose owner was not known yet (None: deleted).
-    statuses: dict[str, BatchStatus | None]
 
 
 class FeedFollower:
@@ -73,12 +66,14 @@ class FeedFollower:
         durations: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
+        self._reader = FeedReader(store)
         self.settings = settings
         self.poll = poll
         self.queue_limit = queue_limit
         self.durations = durations
         self._cursor = 0
-        self._live: set[str] = set()
+        #: The batches not ended, and their states (as the feed last said).
+        self._live: dict[str, BatchState] = {}
         self._owners: dict[str, str | None] = {}
         self._dirty: set[str] = set()
         self._last_status: dict[str, float] = {}
@@ -90,6 +85,7 @@ class FeedFollower:
         self._unlisten: Callable[[], None] | None = None
         self._polling = True
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- for the streams ---------------------------------------------------------------
     @property
@@ -143,9 +139,9 @@ class FeedFollower:
 
     # -- running -----------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._cursor, statuses = await loop.run_in_executor(self._thread, self._begin)
-        self._live = {s.id for s in statuses}
+        loop = self._loop = asyncio.get_running_loop()
+        self._cursor, statuses = await loop.run_in_executor(self._thread, self._reader.begin)
+        self._live = {s.id: s.state for s in statuses}
         self._owners.update((s.id, s.owner) for s in statuses)
 
         def wake() -> None:
@@ -165,9 +161,20 @@ class FeedFollower:
                 await self._task
         if self._unlisten is not None:
             self._unlisten()
-        for sub in [*self._wide, *(s for subs in self._by_batch.values() for s in subs)]:
-            sub.close("the server is stopping")
+        self._close_all(STOPPING)
         self._thread.shutdown(wait=False)
+
+    def end_streams(self) -> None:
+        """Close every stream, from any thread or a signal handler: call it when the
+        server begins to stop. Its server waits for open responses to end before it stops
+        the app (and the follower with it), and a stream would never end by itself."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is open
+                self._loop.call_soon_threadsafe(self._close_all, STOPPING)
+
+    def _close_all(self, reason: str) -> None:
+        for sub in [*self._wide, *(s for subs in self._by_batch.values() for s in subs)]:
+            sub.close(reason)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,10 +200,11 @@ class FeedFollower:
         wanted = frozenset(self._by_batch)
         # The durations need every item; without them, only those someone follows.
         every = wide or self.durations is not None
-        probe = frozenset(self._live if every else self._live & wanted)
+        active = {b for b, state in self._live.items() if state in ACTIVE}
+        probe = frozenset(active if every else active & wanted)
         known = frozenset(self._owners)
         changes = await loop.run_in_executor(
-            self._thread, self._read, self._cursor, probe, wanted, every, known
+            self._thread, self._reader.read, self._cursor, probe, wanted, every, known
         )
         ended = self._apply(changes) if changes is not None else set()
         await self._flush(loop, ended)
@@ -209,95 +217,41 @@ class FeedFollower:
             wait = min(wait, max(0.0, due - now))
         return wait
 
-    # -- on the follower's thread --------------------------------------------------------
-    def _begin(self) -> tuple[int, list[BatchStatus]]:
-        cursor = self.store.cursor()  # first: a batch made during the listing is in the feed
-        statuses: list[BatchStatus] = []
-        for state in LIVE:
-            after = None
-            while True:
-                page = self.store.list_batches(state=state, limit=PAGE, after=after)
-                statuses.extend(page.rows)
-                if page.next is None:
-                    break
-                after = page.next
-        return cursor, statuses
-
-    def _read(
-        self,
-        since: int,
-        probe: frozenset[str],
-        wanted: frozenset[str],
-        wide: bool,
-        known: frozenset[str],
-    ) -> Changes | None:
-        upper = self.store.cursor()
-        if upper <= since:
-            return None
-        events = self._events(since, upper)
-        named = {e.batch_id for e in events if e.batch_id is not None}
-        batches = probe | {b for b in named if wide or b in wanted}
-        items = [i for b in sorted(batches) for i in self._items(b, since, upper)]
-        unknown = ({i.batch_id for i in items} | named) - known
-        return Changes(upper, events, items, {b: self._status(b) for b in unknown})
-
-    def _events(self, since: int, upper: int) -> list[Event]:
-        out: list[Event] = []
-        while True:
-            page = self.store.events(since=since, limit=PAGE)
-            out.extend(e for e in page if e.seq <= upper)
-            if len(page) < PAGE or page[-1].seq >= upper:
-                return out
-            since = page[-1].seq
-
-    def _items(self, batch_id: str, since: int, upper: int) -> list[Item]:
-        out: list[Item] = []
-        while True:
-            try:
-                page = self.store.item_changes(batch_id, since, PAGE, payloads=False, results=False)
-            except BatchNotFound:
-                return out
-            out.extend(i for i in page if i.seq <= upper)
-            if len(page) < PAGE or page[-1].seq >= upper:
-                return out
-            since = page[-1].seq
-
-    def _status(self, batch_id: str) -> BatchStatus | None:
-        try:
-            return self.store.get_batch(batch_id)
-        except BatchNotFound:
-            return None
-
-    def _statuses(self, batch_ids: Iterable[str]) -> dict[str, BatchStatus | None]:
-        return {b: self._status(b) for b in batch_ids}
-
     # -- on the loop ---------------------------------------------------------------------
     def _apply(self, changes: Changes) -> set[str]:
         """Send the items, note what changed; returns the batches that ended or went."""
         for named, status in changes.statuses.items():
             self._owners[named] = None if status is None else status.owner
-        ended: set[str] = set()
-        for event in changes.events:
-            batch_id = event.batch_id
-            if event.kind == "batch.deleted":
-                batch_id = str(event.data.get("batch_id"))
-                ended.add(batch_id)
-            elif event.kind == "batch.state" and batch_id is not None:
-                if BatchState(str(event.data["to"])).is_terminal:
-                    ended.add(batch_id)
-                else:
-                    ended.discard(batch_id)
-                    self._live.add(batch_id)
-            if batch_id is not None:
-                self._dirty.add(batch_id)
+        ended = self._note_events(changes.events)
         for item in sorted(changes.items, key=lambda i: (i.seq, i.batch_id, i.position)):
             self._publish(item_event(item))
             self._dirty.add(item.batch_id)
             if self.durations is not None and item.duration is not None:
                 if item.state in _ATTEMPT_ENDED:
                     self.durations(item.duration)
-        self._live -= ended
+        for batch_id in ended:
+            self._live.pop(batch_id, None)
         self._cursor = changes.upper
+        return ended
+
+    def _note_events(self, events: list[Event]) -> set[str]:
+        """Mark the batches the events name as changed, follow their states; returns
+        those that ended (or were deleted)."""
+        ended: set[str] = set()
+        for event in events:
+            batch_id = event.batch_id
+            if event.kind == "batch.deleted":
+                batch_id = str(event.data.get("batch_id"))
+                ended.add(batch_id)
+            elif event.kind == "batch.state" and batch_id is not None:
+                state = BatchState(str(event.data["to"]))
+                if state.is_terminal:
+                    ended.add(batch_id)
+                else:
+                    ended.discard(batch_id)
+                    self._live[batch_id] = state
+            if batch_id is not None:
+                self._dirty.add(batch_id)
         return ended
 
     async def _flush(self, loop: asyncio.AbstractEventLoop, ended: set[str]) -> None:
@@ -312,7 +266,7 @@ class FeedFollower:
         }
         if not due:
             return
-        statuses = await loop.run_in_executor(self._thread, self._statuses, sorted(due))
+        statuses = await loop.run_in_executor(self._thread, self._reader.statuses, sorted(due))
         seq = self._cursor
         for batch_id, status in statuses.items():
             over = status is None or status.state.is_terminal

@@ -182,10 +182,10 @@ class _Session:
 
     async def _events(self) -> None:
         while True:
-            event = await self.sub.next(self.settings.heartbeat)
+            events = await self.sub.take(self.settings.heartbeat)
             async with self.sending:
-                if event is not None:
-                    if self.sub.batches is not None and event.batch_id in self.sub.batches:
+                if events:
+                    for event in events:
                         await self._out(event.message())
                 elif self.sub.is_done:
                     await self._say({"type": "closed", "reason": self.sub.closed})

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fastapi.sse import format_sse_event
+
 from batchyard.models import JSON, BatchStatus, Item
 from batchyard.views import status_view
 
@@ -70,18 +72,22 @@ def _natural(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event for subscribers: its kind, batch, mark, and its data as JSON text."""
+    """One event for subscribers: its kind, batch, mark, its data as JSON text and as
+    Server-Sent Event bytes (both made once, whatever the number of subscribers)."""
 
     kind: Kind
     batch_id: str
     mark: Mark
     data: dict[str, JSON]
     text: str = field(compare=False)
+    sse: bytes = field(compare=False)
 
     @classmethod
     def make(cls, kind: Kind, batch_id: str, mark: Mark, data: dict[str, JSON]) -> StreamEvent:
         data = {**data, "cursor": mark.seq}
-        return cls(kind, batch_id, mark, data, json.dumps(data, separators=(",", ":")))
+        text = json.dumps(data, separators=(",", ":"))
+        sse = format_sse_event(data_str=text, event=kind, id=str(mark))
+        return cls(kind, batch_id, mark, data, text, sse)
 
     @property
     def id(self) -> str:

@@ -60,17 +60,20 @@ class Subscriber:
         """Closed, and nothing left to send."""
         return self.closed is not None and not self._queue
 
-    async def next(self, timeout: float) -> StreamEvent | None:
-        """The next event not yet sent to the client, or None after ``timeout`` seconds
-        without one (or once it is done). Events at or before the batch's ``sent`` mark (its
-        replay sent them already) are passed over."""
+    async def take(self, timeout: float) -> list[StreamEvent]:
+        """Every event queued and not yet sent to the client (waiting up to ``timeout``
+        seconds for one; [] then, or once it is done). Events at or before their batch's
+        ``sent`` mark (its replay sent them already), or of a batch it no longer follows,
+        are passed over."""
         while True:
-            while self._queue:
-                event = self._queue.popleft()
-                if event.mark.is_after(self.sent.get(event.batch_id, self.since)):
-                    return event
+            if self._queue:
+                taken, self._queue = self._queue, deque()
+                fresh = [event for event in taken if self._is_new(event)]
+                if fresh:
+                    return fresh
+                continue
             if self.closed is not None:
-                return None
+                return []
             self._ready.clear()
             # asyncio.timeout, not wait_for: wait_for (3.11) can swallow a cancellation
             # that comes as the event is set, and a stream whose client left would go on.
@@ -78,4 +81,11 @@ class Subscriber:
                 async with asyncio.timeout(timeout):
                     await self._ready.wait()
             if not self._queue:
-                return None
+                return []
+
+    def _is_new(self, event: StreamEvent) -> bool:
+        if self.batches is not None and event.batch_id not in self.batches:
+            return False
+        mark = self.sent.get(event.batch_id, self.since)
+        # Nearly every live event has a later cursor than its batch's mark: one comparison.
+        return mark is None or event.mark.seq > mark.seq or event.mark.is_after(mark)

@@ -11,19 +11,21 @@ from tests.contract.test_store import T0, outcome, submit
 
 
 def _listening(store: Store) -> None:
-    """Wait until the store's listener thread has run LISTEN (PostgreSQL)."""
+    """Wait until the store's listener has run LISTEN and holds the presence lock that
+    writers look for (PostgreSQL), and writers' last look at it has lapsed."""
     import psycopg
 
-    url = store.url
-    for _ in range(200):
-        with psycopg.connect(url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%'"
-            ).fetchone()
+    from batchyard.store.postgres.connection import _PRESENCE, FEED_PRESENCE, PRESENCE_TTL
+
+    key = (FEED_PRESENCE >> 32, FEED_PRESENCE & 0xFFFFFFFF)
+    for _ in range(250):
+        with psycopg.connect(store.url) as conn:
+            row = conn.execute(_PRESENCE, key).fetchone()
         if row and row[0]:
+            threading.Event().wait(PRESENCE_TTL)
             return
         threading.Event().wait(0.02)
-    raise AssertionError("the feed listener never ran LISTEN")
+    raise AssertionError("the feed listener never took its presence lock")
 
 
 def test_every_commit_that_changes_the_feed_wakes_or_the_cursor_moves(store: Store) -> None:
@@ -36,6 +38,7 @@ def test_every_commit_that_changes_the_feed_wakes_or_the_cursor_moves(store: Sto
             submit(writer, "b1")
             assert store.cursor() > before
             return
+        submit(writer, "b0")  # the writer looks before anyone listens, and must notice
         _listening(store)
         submit(writer, "b1")
         assert woken.wait(5), "no wake after a new batch"

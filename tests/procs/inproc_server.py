@@ -36,6 +36,7 @@ class ServerThread:
         self.ws_url = f"ws://127.0.0.1:{port}/api/v1/ws"
 
     def stop(self) -> None:
+        self.app.state.feed.end_streams()  # as `batchyard serve` does on a signal
         self.server.should_exit = True
         self.thread.join(30)
         if self.thread.is_alive():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -29,8 +30,18 @@ from batchyard.store.tx import Dialect, Params, Tx
 #: The channel workers LISTEN on; NOTIFY is sent when items may have become claimable.
 CHANNEL = "batchyard"
 #: The channel feed followers (the server's streams) LISTEN on; NOTIFY is sent after every
-#: commit that took a feed cursor.
+#: commit that took a feed cursor, while a follower holds FEED_PRESENCE.
 FEED_CHANNEL = "batchyard_feed"
+#: The advisory lock (shared) a feed follower's listening connection holds: writers send
+#: feed notifications only while one does ("byfeed" in ASCII).
+FEED_PRESENCE = 0x627966656564
+#: Seconds a writer trusts what it last read of FEED_PRESENCE.
+PRESENCE_TTL = 1.0
+_PRESENCE = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = %s AND objid = %s AND objsubid = 1)"
+)
 #: Serializes first opens of one database (pg_advisory_xact_lock key: "batchyard" in ASCII).
 MIGRATION_LOCK = 0x62617463687961
 #: Connections one store keeps at most in its pool (a worker uses one; see docs/scale-out.md).
@@ -188,6 +199,8 @@ class Pool:
             self._pool.close()
             raise
         self.closed = False
+        self._followed = False
+        self._presence_read = -PRESENCE_TTL
 
     @contextmanager
     def write(self) -> Iterator[PgTx]:
@@ -200,15 +213,26 @@ class Pool:
                 if tx.notify:
                     cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             if tx.stamped:
-                # NOTE: after the commit, in a statement of its own, not inside the writer's
-                # transaction: a transaction that notifies holds a server-wide lock from its
-                # commit's start to its end (so notifications keep commit order), which
-                # would queue every writer's WAL flush behind the others'. Here the lock is
-                # held only by a transaction that writes nothing. The write has committed:
-                # a failure here must not look like its failure, and costs only a late wake
-                # (followers poll too).
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_notify(%s, '')", (FEED_CHANNEL,))
+                self._tell_followers(conn)
+
+    def _tell_followers(self, conn: psycopg.Connection[Any]) -> None:
+        """NOTIFY FEED_CHANNEL after a commit that changed the feed, if a follower listens.
+
+        After the commit, in a statement of its own, not inside the writer's transaction:
+        a transaction that notifies holds a server-wide lock from its commit's start to its
+        end (so notifications keep commit order), which would queue every writer's WAL
+        flush behind the others'. Still a round trip (~0.2 ms), so only while a follower
+        holds FEED_PRESENCE (read at most every PRESENCE_TTL: a follower that has just
+        started polls meanwhile). The write has committed: a failure here must not look
+        like its failure, and costs only a late wake."""
+        with contextlib.suppress(psycopg.Error):
+            now = time.monotonic()
+            if now >= self._presence_read + PRESENCE_TTL:
+                row = conn.execute(_PRESENCE, (FEED_PRESENCE >> 32, FEED_PRESENCE & 0xFFFFFFFF))
+                self._followed = bool(row.fetchone()[0])  # type: ignore[index]  # EXISTS: one row
+                self._presence_read = now
+            if self._followed:
+                conn.execute("SELECT pg_notify(%s, '')", (FEED_CHANNEL,))
 
     def read(self, query: str, params: Params = ()) -> list[Any]:
         if self.closed:

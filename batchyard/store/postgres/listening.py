@@ -26,9 +26,12 @@ BACKOFF = (0.1, 5.0)
 class Listener:
     """A thread that LISTENs on one channel and calls the registered callbacks."""
 
-    def __init__(self, conninfo: str, channel: str) -> None:
+    def __init__(self, conninfo: str, channel: str, presence: int | None = None) -> None:
+        """``presence``: an advisory lock key the listening connection holds (shared), so
+        that writers can tell someone listens (see ``connection.FEED_PRESENCE``)."""
         self._conninfo = conninfo
         self._channel = channel
+        self._presence = presence
         self._wakes: dict[int, Callable[[], None]] = {}
         self._next = 0
         self._lock = threading.Lock()
@@ -70,6 +73,8 @@ class Listener:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    if self._presence is not None:
+                        conn.execute("SELECT pg_advisory_lock_shared(%s)", (self._presence,))
                     delay = BACKOFF[0]
                     if not first:
                         self._wake_all()  # whatever was sent while we were away

@@ -19,6 +19,7 @@ from batchyard.store.clustering import failure_sig
 from batchyard.store.postgres.connection import (
     CHANNEL,
     FEED_CHANNEL,
+    FEED_PRESENCE,
     POOL_SIZE,
     POSTGRES,
     Pool,
@@ -151,16 +152,19 @@ class PostgresStore(SqlStore):
 
     def on_feed(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` after every commit that changed the feed (any process), from a
-        listener thread of its own, as ``on_change`` does."""
-        return self._listen(FEED_CHANNEL, wake)
+        listener thread of its own, as ``on_change`` does. Writers send these only while a
+        listener holds the presence lock, and notice a new one within a second."""
+        return self._listen(FEED_CHANNEL, wake, FEED_PRESENCE)
 
-    def _listen(self, channel: str, wake: Callable[[], None]) -> Callable[[], None]:
+    def _listen(
+        self, channel: str, wake: Callable[[], None], presence: int | None = None
+    ) -> Callable[[], None]:
         with self._lock:
             if self._pool.closed:
                 raise StoreError("the store is closed")
             listener = self._listeners.get(channel)
             if listener is None:
-                listener = self._listeners[channel] = Listener(self.url, channel)
+                listener = self._listeners[channel] = Listener(self.url, channel, presence)
         return listener.add(wake)
 
     def schema_version(self) -> int:
