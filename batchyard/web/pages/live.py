@@ -66,16 +66,16 @@ async def live_events(
         painted, dirty = time.monotonic(), False
         while not status.is_finished:
             wait = settings.heartbeat if not dirty else painted + REPAINT - time.monotonic()
-            event = await sub.next(max(0.0, wait))
-            if event is not None and event.kind in ("status", "end"):
+            events = await sub.take(max(0.0, wait))
+            if any(event.kind in ("status", "end") for event in events):
                 dirty = True
             if dirty and time.monotonic() >= painted + REPAINT:
                 status = await feed.call(yard.store.get_batch, batch_id)
                 yield _paint(status, who, shown, seen)
                 painted, dirty = time.monotonic(), False
-            elif event is None and sub.is_done:
-                return  # the follower closed it: the browser reconnects
-            elif event is None and not dirty:
+            elif not events and sub.is_done:
+                return  # the follower closed it (the server stops): the browser reconnects
+            elif not events and not dirty:
                 yield ServerSentEvent(comment="keep-alive")
         yield ServerSentEvent(event="end", raw_data="ended")
     finally:
