@@ -16,12 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import uvicorn
 
@@ -30,6 +32,7 @@ from batchyard.batch import Batch
 from batchyard.web.app import create_app
 from batchyard.web.settings import ServerSettings
 from tests.integration.test_processes import wait_for
+from tests.procs.server import Server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
@@ -494,3 +497,25 @@ def test_the_theme_toggle_overrides_the_system_and_is_remembered(site: Site, bro
     toggle.click()
     assert toggle.inner_text() == "Theme: auto" and tab.evaluate(background) == light
     context.close()
+
+
+def test_batchyard_serve_serves_the_dashboard_and_stops_with_a_page_stream_open(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    with Yard(db) as yard:
+        batch = yard.submit(TASK, [{"id": "s", "gate": str(tmp_path / "never")}], name="held")
+    server = Server(db, tmp_path, "--workers", "0")
+    try:
+        assert server.token is not None
+        with httpx.Client(base_url=server.url, timeout=10) as browser:
+            assert browser.get("/login", params={"token": server.token}).status_code == 303
+            assert "<h1>Batches</h1>" in browser.get("/").text
+            with browser.stream("GET", f"/batches/{batch.id}/live/events") as stream:
+                first = next(stream.iter_lines())
+                assert first == "event: live"
+                started = time.monotonic()
+                assert server.stop() == 0, "".join(server.output)
+                assert time.monotonic() - started < 10
+    finally:
+        server.stop()
