@@ -1,6 +1,8 @@
 """The dashboard's pages in process (FastAPI's TestClient over a real SQLite yard): signing
-in and out, the batch history and its filters, and that every page keeps to the owner rule
-and the CSRF check of the API. The browser tests are in tests/e2e/test_dashboard.py."""
+in and out, the batch history and its filters, a batch's page, its live stream and
+controls, an item's page, compare; every page keeping to the owner rule and the CSRF check
+of the API. The catalog pages are in test_dashboard_catalog.py, the browser tests in
+tests/e2e/test_dashboard.py."""
 
 from __future__ import annotations
 
@@ -20,9 +22,14 @@ from batchyard.web.settings import ServerSettings
 TASK = "tests.procs.pages:work"
 
 
+def dashboard(yard: Yard) -> FastAPI:
+    """The app over ``yard``, its worker lanes off (tests run the items), TASK allowed."""
+    return create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
+
+
 @pytest.fixture
 def app(yard: Yard) -> FastAPI:
-    return create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
+    return dashboard(yard)
 
 
 def pick(pattern: str, text: str) -> str:
@@ -320,38 +327,6 @@ def test_compare_shows_batches_side_by_side_with_new_and_resolved_clusters(
     assert ann.get("/compare", params={"ids": [before.id, other.id]}).status_code == 404
 
 
-def test_an_admin_makes_and_revokes_tokens_and_no_one_else_can(
-    app: FastAPI, yard: Yard, ann: TestClient
-) -> None:
-    assert ann.get("/tokens").status_code == 403
-    assert 'href="/tokens"' not in ann.get("/").text
-    assert (
-        ann.post("/tokens", data={"csrf": csrf(ann.get("/").text), "name": "x"}).status_code == 403
-    )
-    with sign_in(app, yard, "root", "admin") as root:
-        page = root.get("/")
-        assert 'href="/tokens"' in page.text
-        token = csrf(page.text)
-        made = root.post("/tokens", data={"csrf": token, "name": "ci", "role": "viewer"})
-        assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
-        secret = pick(r'<pre id="secret"[^>]*>(by_viewer_[0-9a-f]+)</pre>', made.text)
-        assert f"/login?token={secret}" in made.text
-        assert yard.tokens.authenticate(secret) is not None
-        assert secret not in root.get("/tokens").text  # shown once
-        taken = root.post("/tokens", data={"csrf": token, "name": "ci"})
-        assert taken.status_code == 409 and 'class="notice bad" role="alert"' in taken.text
-        assert root.post("/tokens", data={"name": "sneaky"}).status_code == 403
-        confirm = root.get("/tokens/ci/revoke")
-        assert "Type the token's name" in confirm.text
-        typo = root.post("/tokens/ci/revoke", data={"csrf": token, "confirm_name": "c"})
-        assert typo.status_code == 422 and yard.tokens.authenticate(secret) is not None
-        done = root.post(
-            "/tokens/ci/revoke", data={"csrf": token, "confirm_name": "ci"}, follow_redirects=False
-        )
-        assert done.status_code == 303 and yard.tokens.authenticate(secret) is None
-        assert root.get("/tokens/ci/revoke").status_code == 404
-
-
 def test_an_llm_items_page_shows_the_prompt_its_template_renders(
     ann: TestClient, yard: Yard
 ) -> None:
@@ -372,142 +347,3 @@ def test_an_llm_items_page_shows_the_prompt_its_template_renders(
     assert missing.status_code == 200 and "name" in missing.text.split('id="prompt-h"')[1]
     other = make(yard, "not llm")
     assert 'id="prompt-h"' not in ann.get(f"/batches/{other.id}/items/k0").text
-
-
-def test_the_new_batch_page_makes_one_batch_from_a_file_or_names_the_bad_line(
-    ann: TestClient, yard: Yard
-) -> None:
-    form = ann.get("/new")
-    assert form.status_code == 200 and 'type="file"' in form.text
-    fields = {
-        "csrf": csrf(form.text),
-        "nonce": pick(r'name="nonce" value="([^"]+)"', form.text),
-        "task": TASK,
-        "name": "uploaded",
-    }
-    good = b'{"id": "a", "n": 1}\n{"id": "b", "n": 2}\n'
-    made = ann.post("/new", data=fields, files={"file": ("in.jsonl", good)}, follow_redirects=False)
-    assert made.status_code == 303
-    batch_id = made.headers["location"].rsplit("/", 1)[1]
-    status = yard.batch(batch_id).status()
-    assert status.name == "uploaded" and status.counts.total == 2 and status.owner == "ann"
-    again = ann.post(
-        "/new", data=fields, files={"file": ("in.jsonl", good)}, follow_redirects=False
-    )
-    assert again.headers["location"] == made.headers["location"]  # a double click: one batch
-    bad = b'{"id": "a"}\nnot json\n'
-    fields["nonce"] = "another"
-    refused = ann.post("/new", data=fields, files={"file": ("in.jsonl", bad)})
-    assert refused.status_code == 422 and "2" in refused.text and 'role="alert"' in refused.text
-    assert 'value="uploaded"' in refused.text  # the form keeps what was given
-    assert len(yard.batches(limit=10).rows) == 1
-    stranger = ann.post(
-        "/new", data={**fields, "task": "os:system"}, files={"file": ("in.jsonl", good)}
-    )
-    assert stranger.status_code == 422 and "not allowed" in stranger.text
-    forged = ann.post("/new", data={**fields, "csrf": "x"}, files={"file": ("in.jsonl", good)})
-    assert forged.status_code == 403 and len(yard.batches(limit=10).rows) == 1
-
-
-def test_a_viewer_has_no_new_batch_page(app: FastAPI, yard: Yard) -> None:
-    with sign_in(app, yard, "vic", "viewer") as vic:
-        assert 'href="/new"' not in vic.get("/").text
-        assert vic.get("/new").status_code == 403
-
-
-def test_template_pages_show_versions_usage_and_a_diff(ann: TestClient, yard: Yard) -> None:
-    yard.templates.create("scorer", TASK, {"out": "one\ntwo"}, description="<b>first</b>")
-    yard.templates.update("scorer", {"out": "one\nthree", "n": 2})
-    yard.submit(template="scorer@1", items=[{"id": "a"}, {"id": "b", "fail": "x"}], owner="ann")
-    yard.run_until_idle(poll_interval=0.01)
-    listing = ann.get("/templates")
-    assert 'href="/templates/scorer"' in listing.text and "<b>first" not in listing.text
-    assert "&lt;b&gt;first&lt;/b&gt;" in listing.text
-    page = ann.get("/templates/scorer")
-    assert page.status_code == 200
-    rows = page.text.split("<tbody>")[1].split("</tbody>")[0]
-    assert rows.index("<td>2") < rows.index("<td>1")  # newest first
-    assert '<td class="num">1</td><td class="num">2</td>' in rows  # v1: 1 batch, 2 items
-    assert '<span class="del">-two</span>' in page.text
-    assert '<span class="add">+three</span>' in page.text
-    assert "<td>n</td>" in page.text  # a parameter added, beside the text diff
-    same = ann.get("/templates/scorer", params={"old": 2, "new": 2})
-    assert "Pick two different versions" in same.text
-    assert 'href="/new?template=scorer"' in page.text
-    chosen = ann.get("/new", params={"template": "scorer"})
-    assert '<option value="scorer" selected>' in chosen.text
-    assert ann.get("/templates/nope").status_code == 404
-
-
-def test_dataset_pages_filter_rows_in_the_url_and_start_batches_of_them(
-    ann: TestClient, yard: Yard
-) -> None:
-    rows = [{"id": f"r{n}", "n": n, "industry": "SaaS" if n % 2 else "Retail"} for n in range(60)]
-    yard.datasets.add("leads", rows)
-    listing = ann.get("/datasets")
-    assert 'href="/datasets/leads"' in listing.text and '<td class="num">60</td>' in listing.text
-    page = ann.get("/datasets/leads", params={"where": "industry=SaaS\nn>=10", "limit": 25})
-    assert "25 matching rows" in page.text and page.text.count('name="keys"') == 25
-    assert 'rel="next"' not in page.text
-    first = ann.get("/datasets/leads", params={"where": "industry=SaaS"})
-    assert "30 matching rows" in first.text and first.text.count('name="keys"') == 25
-    next_url = pick(r'<a href="([^"]+)" rel="next">', first.text).replace("&amp;", "&")
-    assert ann.get(next_url).text.count('name="keys"') == 5
-    token = csrf(page.text)
-    ticked = ann.post(
-        "/datasets/leads/batch",
-        data={"csrf": token, "scope": "ticked", "keys": ["r1", "r3"], "task": TASK},
-        follow_redirects=False,
-    )
-    assert ticked.status_code == 303
-    made = yard.batch(ticked.headers["location"].rsplit("/", 1)[1]).status()
-    assert made.counts.total == 2 and made.owner == "ann"
-    every = ann.post(
-        "/datasets/leads/batch",
-        data={"csrf": token, "scope": "all", "where": "industry=SaaS", "task": TASK},
-        follow_redirects=False,
-    )
-    assert yard.batch(every.headers["location"].rsplit("/", 1)[1]).status().counts.total == 30
-    none = ann.post("/datasets/leads/batch", data={"csrf": token, "scope": "ticked", "task": TASK})
-    assert none.status_code == 422 and "no row is ticked" in none.text
-    nothing = ann.post(
-        "/datasets/leads/batch",
-        data={"csrf": token, "scope": "all", "where": "industry=Mining", "task": TASK},
-    )
-    assert nothing.status_code == 422 and "no rows of" in nothing.text
-    assert ann.post("/datasets/leads/batch", data={"scope": "all", "task": TASK}).status_code == 403
-    assert ann.get("/datasets/nope").status_code == 404
-    assert ann.get("/datasets/leads", params={"where": "n>>3"}).status_code == 422
-
-
-def test_the_new_batch_check_estimates_an_llm_batch_or_reads_every_row(
-    ann: TestClient, yard: Yard
-) -> None:
-    params = {
-        "model": "gpt-4o-mini",
-        "template": "Score {{ name }}",
-        "api_key_env": "",
-        "base_url": "http://127.0.0.1:9",
-    }
-    yard.templates.create("scorer", "llm", params)
-    form = ann.get("/new")
-    fields = {"csrf": csrf(form.text), "nonce": "n"}
-
-    def check(file: bytes, **chosen: str) -> str:
-        answer = ann.post(
-            "/new/check", data={**fields, **chosen}, files={"file": ("in.jsonl", file)}
-        )
-        assert answer.status_code == 200 and answer.text.startswith('<div id="check"')
-        return answer.text
-
-    estimate = check(b'{"id": "a", "name": "Ann"}\n{"id": "b", "name": "Bo"}\n', template="scorer")
-    assert "Estimate for 2 items with gpt-4o-mini" in estimate and "<dt>Cost</dt>" in estimate
-    lacking = check(b'{"id": "a", "name": "Ann"}\n{"id": "b"}\n', template="scorer")
-    assert "in.jsonl:2: template needs field &#39;name&#39;" in lacking
-    assert "All 2 rows read" in check(b'{"id": "a"}\n{"id": "b"}\n', task=TASK)
-    assert "in.jsonl:2: not valid JSON" in check(b'{"id": "a"}\nnope\n', task=TASK)
-    assert yard.batches(limit=5).rows == []  # a check makes nothing
-    forged = ann.post(
-        "/new/check", data={"csrf": "x", "task": TASK}, files={"file": ("a.jsonl", b"{}\n")}
-    )
-    assert forged.status_code == 403
