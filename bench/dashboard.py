@@ -113,8 +113,8 @@ def main() -> None:
                 "/?limit=100",
                 "/?q=batch+99",
                 f"/batches/{big}",
-                f"/batches/{big}?state=pending&cursor=50000",
-                f"/batches/{big}/items/k99999",
+                f"/batches/{big}?state=pending&cursor={args.items // 2}",
+                f"/batches/{big}/items/k{args.items - 1}",
             ]
             with httpx.Client(base_url=url, timeout=30) as client:
                 client.get("/login", params={"token": secret})
