@@ -262,6 +262,19 @@ def test_a_hidden_tab_closes_its_stream_and_reopens_it_when_shown(
     assert watch.errors == []
 
 
+def test_a_page_whose_stream_cannot_open_polls_instead(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, _ = page
+    batch = submit(site, "no streams here", [{"id": "p"}])
+    tab.route("**/live/events*", lambda route: route.abort())  # as a proxy that refuses SSE
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    chip = "() => document.getElementById('live-chip').textContent"
+    tab.wait_for_function(f"() => ({chip})() === 'polling'", timeout=20_000)
+    batch.pause()
+    tab.wait_for_selector("#live .badge.st-paused", timeout=10_000)
+    assert tab.get_attribute("#live", "hx-trigger") == "every 2s"
+
+
 def test_a_batch_is_made_from_a_file_after_its_bad_line_is_shown(
     site: Site, page: tuple[Any, Watch], tmp_path: Path
 ) -> None:

@@ -55,10 +55,30 @@
     var el = document.getElementById("live-chip");
     if (el) { el.textContent = text; el.setAttribute("data-state", text); }
   }
-  document.addEventListener("htmx:sseOpen", function () { chip("live"); });
+  // A stream that fails 3 times without ever opening (a proxy that refuses SSE, say) gives
+  // way to polling the region every 2 s, as a server without streams does.
+  var opened = false;
+  var failures = 0;
+  document.addEventListener("htmx:sseOpen", function () { opened = true; failures = 0; chip("live"); });
   document.addEventListener("htmx:sseError", function () {
+    failures += 1;
+    if (!opened && failures >= 3) { poll(); return; }
     chip(navigator.onLine === false ? "offline" : "reconnecting");
   });
+  function poll() {
+    var wrap = document.getElementById("live-wrap");
+    var live = document.getElementById("live");
+    if (!wrap || !live || !window.htmx) { return; }
+    wrap.removeAttribute("sse-connect");  // no reconnection either
+    wrap.removeAttribute("sse-swap");
+    htmx.trigger(wrap, "htmx:beforeCleanupElement");
+    live.setAttribute("hx-get", wrap.getAttribute("data-poll"));
+    live.setAttribute("hx-trigger", "every 2s");
+    live.setAttribute("hx-swap", "outerHTML");
+    htmx.process(live);
+    wrap.setAttribute("data-ended", "");  // the visibility handler leaves it alone
+    chip("polling");
+  }
   document.addEventListener("htmx:sseClose", function (event) {
     if (event.detail && event.detail.type === "message") {  // sse-close: the batch ended
       event.target.setAttribute("data-ended", "");
