@@ -302,6 +302,41 @@ def test_a_batch_is_made_from_a_file_after_its_bad_line_is_shown(
     assert [e for e in watch.errors if "status of 422" not in e] == []
 
 
+def _tab_to(tab: Any, selector: str, most: int = 30) -> None:
+    """Press Tab until ``selector`` has the focus (the keyboard's way there)."""
+    for _ in range(most):
+        if tab.evaluate("(s) => document.activeElement.matches(s)", selector):
+            return
+        tab.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_a_new_batch_is_made_with_the_keyboard_alone(
+    site: Site, page: tuple[Any, Watch], tmp_path: Path
+) -> None:
+    tab, _ = page
+    leads = tmp_path / "keys.jsonl"
+    leads.write_text('{"id": "k1"}\n{"id": "k2"}\n')
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/new")
+    _tab_to(tab, "#n-file")
+    with tab.expect_file_chooser() as chooser:
+        tab.keyboard.press("Space")
+    chooser.value.set_files(str(leads))
+    _tab_to(tab, "#n-task")
+    while tab.input_value("#n-task") != TASK:
+        tab.keyboard.press("ArrowDown")
+    _tab_to(tab, "#n-name")
+    tab.keyboard.type("typed")
+    _tab_to(tab, "button[hx-post]")
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#check >> text=All 2 rows read")
+    _tab_to(tab, "button[type=submit]:not(.link)")
+    tab.keyboard.press("Enter")
+    tab.wait_for_url(re.compile(r"/batches/batch_"))
+    assert tab.inner_text("h1") == "typed"
+
+
 def test_a_confirm_page_names_the_count_before_anything_happens(
     site: Site, page: tuple[Any, Watch]
 ) -> None:
