@@ -25,21 +25,11 @@ from batchyard import Yard
 from batchyard.web.app import create_app
 from batchyard.web.settings import ServerSettings
 from bench.table import Row, Table, mark
+from tests.e2e.dashboard_site import FLAGS
 
 TASK = "tests.procs.pages:work"
 ANSWER_TARGET = 0.300  # seconds: a page's answer
 INTERACTIVE_TARGET = 2.0  # seconds: DOMContentLoaded in the browser
-#: Debian's chromium as the browser tests launch it (DEVELOPERS.md's flags).
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 def fill(yard: Yard, batches: int, items: int) -> str:

@@ -1,164 +1,60 @@
-"""The dashboard in a real browser: Debian's chromium driven by Playwright (never
-``playwright install``) against uvicorn on a free loopback port, over a SQLite store that a
-worker process shares. Signing in by the link, the history's filters in the URL, the batch
-page updating live while the worker finishes items, confirm pages, a viewer's page, hostile
-text everywhere, and axe-core's WCAG 2.1 A/AA rules at 320 and 1280 px in both themes.
-
-``BATCHYARD_SCREENSHOTS=docs/screenshots`` keeps the screenshots there (else in tmp)."""
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against uvicorn
+on a free loopback port, over a SQLite store that a worker process shares (see
+dashboard_site.py). Signing in by the link, the history's filters in the URL and Compare,
+the batch page updating live while the worker finishes items (and what a hidden tab or a
+refused stream does), a new batch from a file (by mouse and by keyboard alone), confirm
+pages, a viewer's page, and ``batchyard serve`` stopping with a page stream open. Safety
+and accessibility are in test_dashboard_quality.py."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 
 from batchyard import Yard
-from batchyard.batch import Batch
-from batchyard.web.app import create_app
-from batchyard.web.settings import ServerSettings
+from tests.e2e.dashboard_site import (
+    CHROMIUM,
+    TASK,
+    Site,
+    Watch,
+    chromium,
+    run_worker,
+    serving,
+    submit,
+    watched_tab,
+)
 from tests.integration.test_processes import wait_for
 from tests.procs.server import Server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
-
-CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-
-TASK = "tests.procs.pages:work"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-#: Text that would run, inject or reorder if any page treated it as markup or a template.
-HOSTILE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>{{ 7*7 }}\u202egnp.exe"
-#: How the pages show it: the direction override made visible, the rest as it is.
-SHOWN = HOSTILE.replace("\u202e", "[U+202E]")
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-
-
-@dataclass
-class Site:
-    url: str
-    db: str
-    yard: Yard
-    app: Any
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def login(self, name: str) -> str:
-        return f"{self.url}/login?token={self.tokens[name]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("dashboard")
-    db = f"sqlite:///{folder / 'by.db'}"
-    with Yard(db) as yard:
-        port = _free_port()
-        # A short heartbeat: a stream whose page went away is noticed at the next one.
-        app = create_app(yard, ServerSettings(workers=0, heartbeat=0.5, allow_task=[TASK]))
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, 20, "uvicorn to start")
-        site = Site(f"http://127.0.0.1:{port}", db, yard, app)
-        for name, role, owner in (
-            ("ann", "operator", "ann"),
-            ("vic", "viewer", "ann"),
-            ("root", "admin", None),
-        ):
-            site.tokens[name] = yard.tokens.create(name, role, owner)[1]
-        try:
-            yield site
-        finally:
-            server.should_exit = True
-            thread.join(10)
+    with serving(tmp_path_factory.mktemp("dashboard")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@dataclass
-class Watch:
-    """What a page did that it must not: dialogs opened, script errors, console errors
-    (a CSP violation is one)."""
-
-    dialogs: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def console(self, message: Any) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    watch = Watch()
-    tab.on("dialog", watch.dialog)
-    tab.on("pageerror", lambda error: watch.errors.append(str(error)))
-    tab.on("console", watch.console)
-    try:
-        yield tab, watch
-    finally:
-        context.close()
-
-
-def submit(site: Site, name: str, items: list[dict[str, Any]], owner: str = "ann") -> Batch:
-    return site.yard.submit(TASK, items, name=name, owner=owner, max_attempts=1)
-
-
-def run_worker(site: Site) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.procs.worker", site.db, "--concurrency", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    with watched_tab(browser) as watched:
+        yield watched
 
 
 def test_the_login_link_signs_in_and_the_historys_filters_live_in_the_url(
@@ -370,181 +266,6 @@ def test_a_viewer_sees_no_control_and_a_forged_post_gets_403(
     )
     assert forged.status == 403
     assert batch.status().state.value == "queued"
-
-
-class _Attacker(http.server.BaseHTTPRequestHandler):
-    """Another site: a page whose form posts to a control of the dashboard."""
-
-    target = ""
-
-    def do_GET(self) -> None:
-        body = (
-            f'<form method="post" action="{self.target}">'
-            '<input name="csrf" value="guess"><input name="confirm_name" value="x">'
-            '<button id="go">win a prize</button></form>'
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def test_a_form_on_another_site_cannot_control_a_batch(site: Site, page: tuple[Any, Watch]) -> None:
-    tab, _ = page
-    batch = submit(site, "targeted", [{"id": "t"}])
-    tab.goto(site.login("ann"))  # signed in: the session cookie is in this browser
-    _Attacker.target = f"{site.url}/batches/{batch.id}/actions/pause"
-    # localhost is another site than 127.0.0.1: the SameSite=Strict cookie stays home.
-    evil = http.server.HTTPServer(("127.0.0.1", 0), _Attacker)
-    threading.Thread(target=evil.serve_forever, daemon=True).start()
-    try:
-        tab.goto(f"http://localhost:{evil.server_port}/")
-        with tab.expect_navigation():
-            tab.click("#go")
-        # It arrived without the session: the dashboard asked for a sign-in.
-        assert tab.url.startswith(f"{site.url}/signin?next=%2F")
-    finally:
-        evil.shutdown()
-        evil.server_close()
-    assert batch.status().state.value == "queued"
-    # And a post from the dashboard's own origin without the session's token: 403.
-    tab.goto(f"{site.url}/batches/{batch.id}")
-    forged = tab.request.post(_Attacker.target, form={"csrf": "guess"})
-    assert forged.status == 403 and batch.status().state.value == "queued"
-
-
-def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
-    site: Site, page: tuple[Any, Watch]
-) -> None:
-    tab, watch = page
-    key = f"k{HOSTILE}"
-    batch = submit(site, HOSTILE, [{"id": key, "text": HOSTILE, "fail": HOSTILE}, {"id": "ok"}])
-    site.yard.run_until_idle(poll_interval=0.01)
-    params = {
-        "model": "m",
-        "template": "Hi {{ name }}",
-        "api_key_env": "",
-        "base_url": "http://127.0.0.1:9",
-    }
-    prompted = site.yard.submit("llm", [{"id": "p", "name": HOSTILE}], params=params, owner="ann")
-    site.yard.datasets.add("hostile", [{"id": key, HOSTILE: HOSTILE}])
-    site.yard.templates.create("hostile", TASK, {"out": HOSTILE}, description=HOSTILE)
-    tab.goto(site.login("ann"))
-    item_url = f"{site.url}/batches/{batch.id}/items/{quote(key, safe='')}"
-    for url in (
-        site.url + "/",
-        f"{site.url}/batches/{batch.id}",
-        f"{site.url}/batches/{batch.id}/actions/delete",
-        item_url,
-        f"{site.url}/batches/{prompted.id}/items/p",
-        f"{site.url}/datasets/hostile",
-        f"{site.url}/templates/hostile",
-    ):
-        tab.goto(url)
-        text = tab.inner_text("main")
-        assert SHOWN in text and "\u202e" not in text, url
-        assert tab.evaluate("() => document.querySelectorAll('main img, main script').length") == 0
-        assert "49" not in tab.inner_text("h1")
-    assert watch.dialogs == [] and watch.errors == []
-    prompted.cancel()  # no worker of a later test should try to call its endpoint
-
-
-def _pages(site: Site) -> list[tuple[str, str]]:
-    batch = submit(site, "a11y", [{"id": "x", "fail": "bad"}, {"id": "y", "n": 1}])
-    site.yard.run_until_idle(poll_interval=0.01)
-    waiting = submit(site, "a11y waiting", [{"id": "w"}])
-    ids = f"ids={batch.id}&ids={waiting.id}"
-    if not any(t.name == "a11y" for t in site.yard.templates.list()):
-        site.yard.templates.create("a11y", TASK, {"out": "one\ntwo"}, description="checks")
-        site.yard.templates.update("a11y", {"out": "one\nthree"})
-    if not any(d.name == "a11y" for d in site.yard.datasets.list()):
-        rows = [{"id": f"d{n}", "n": n, "note": HOSTILE} for n in range(30)]
-        site.yard.datasets.add("a11y", rows)
-    return [
-        ("datasets", f"{site.url}/datasets"),
-        ("dataset", f"{site.url}/datasets/a11y"),
-        ("templates", f"{site.url}/templates"),
-        ("template", f"{site.url}/templates/a11y"),
-        ("new", f"{site.url}/new"),
-        ("compare", f"{site.url}/compare?{ids}"),
-        ("live", f"{site.url}/batches/{waiting.id}"),
-        ("history", site.url + "/"),
-        ("batch", f"{site.url}/batches/{batch.id}"),
-        ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),
-        ("item", f"{site.url}/batches/{batch.id}/items/x"),
-    ]
-
-
-@pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_every_page_passes_axe_and_fits_320_px(
-    site: Site, browser: Any, scheme: str, tmp_path: Path
-) -> None:
-    shots = Path(os.environ.get("BATCHYARD_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
-    axe = axe_module.Axe()
-    found: dict[str, list[str]] = {}
-    for width in (1280, 320):
-        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
-        tab = context.new_page()
-        pages = [("signin", f"{site.url}/signin")]
-        tab.goto(site.login("ann"))
-        pages += _pages(site)
-        for name, url in pages:
-            if name == "signin":
-                tab.context.clear_cookies()
-            tab.goto(url)
-            results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
-            assert results.response["testEngine"]["name"] == "axe-core"
-            bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
-            if bad:
-                found[f"{name} {width}px {scheme}"] = bad
-            if width == 320:
-                overflow = tab.evaluate(
-                    "() => document.documentElement.scrollWidth - window.innerWidth"
-                )
-                assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at 320 px"
-            tab.screenshot(path=str(shots / f"{name}-{width}-{scheme}.png"), full_page=True)
-            if name == "signin":
-                tab.goto(site.login("ann"))
-        tab.goto(site.login("root"))
-        tab.goto(f"{site.url}/tokens")
-        results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
-        bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
-        if bad:
-            found[f"tokens {width}px {scheme}"] = bad
-        if width == 320:
-            assert (
-                tab.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
-            )
-        tab.screenshot(path=str(shots / f"tokens-{width}-{scheme}.png"), full_page=True)
-        context.close()
-    assert found == {}
-
-
-def test_the_theme_toggle_overrides_the_system_and_is_remembered(site: Site, browser: Any) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
-    tab = context.new_page()
-    tab.goto(site.login("ann"))
-    background = "() => getComputedStyle(document.body).backgroundColor"
-    light = tab.evaluate(background)
-    toggle = tab.locator("#theme-toggle")
-    assert toggle.inner_text() == "Theme: auto"
-    toggle.click()
-    toggle.click()
-    assert toggle.inner_text() == "Theme: dark"
-    assert tab.evaluate(background) != light
-    tab.reload()
-    assert tab.get_attribute("html", "data-theme") == "dark"
-    assert tab.evaluate(background) != light
-    results = axe_module.Axe().run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
-    assert results.response["violations"] == []
-    toggle.click()
-    assert toggle.inner_text() == "Theme: auto" and tab.evaluate(background) == light
-    context.close()
 
 
 def test_batchyard_serve_serves_the_dashboard_and_stops_with_a_page_stream_open(
