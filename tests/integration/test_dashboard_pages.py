@@ -347,3 +347,17 @@ def test_an_llm_items_page_shows_the_prompt_its_template_renders(
     assert missing.status_code == 200 and "name" in missing.text.split('id="prompt-h"')[1]
     other = make(yard, "not llm")
     assert 'id="prompt-h"' not in ann.get(f"/batches/{other.id}/items/k0").text
+
+
+def test_a_retrys_confirm_says_what_it_should_cost_at_the_average_so_far(
+    ann: TestClient, yard: Yard
+) -> None:
+    items = [{"id": f"c{n}", "cost": 0.25, "fail": "no" if n < 2 else None} for n in range(4)]
+    batch = yard.submit(TASK, items, owner="ann", max_attempts=1)
+    yard.run_until_idle(poll_interval=0.01)
+    assert batch.status().usage.cost == 1.0
+    confirm = ann.get(f"/batches/{batch.id}/actions/retry")
+    assert "2 failed items go back" in confirm.text and "costs about $0.5000" in confirm.text
+    free = make(yard, "free", n=2, fail=1)
+    yard.run_until_idle(poll_interval=0.01)
+    assert "costs about" not in ann.get(f"/batches/{free.id}/actions/retry").text

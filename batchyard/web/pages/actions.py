@@ -59,6 +59,9 @@ def consequence(
         what = "" if cluster is None else f" of the error cluster “{cluster.text}”"
         verb = "goes" if n == 1 else "go"
         text = f"{_plural(n, 'failed item')}{what} {verb} back to the queue with fresh attempts."
+        cost = status.cost_of(n)
+        if cost:  # nothing to say for a batch that cost nothing or whose cost is unknown
+            text += f" At this batch's average so far, that costs about ${cost:.4f}."
         return Consequence("Retry", text, n)
     n = counts.total
     text = f"The batch, its {_plural(n)}, their results, attempts and logs are deleted for good."
