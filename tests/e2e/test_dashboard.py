@@ -66,6 +66,9 @@ def test_the_login_link_signs_in_and_the_historys_filters_live_in_the_url(
     tab.goto(site.login("ann"))
     assert tab.url == site.url + "/"
     assert tab.locator("table.batches >> text=history 2").count() >= 1
+    # Times are UTC on the page; hovering one shows the reader's local time too.
+    local = tab.get_attribute("table.batches time", "title") or ""
+    assert local.endswith(" UTC") and "(local)" in local
     tab.fill("#f-q", "history 1")
     tab.click("form.filters button[type=submit]")
     tab.wait_for_url(re.compile(r"/\?q=history\+1&limit=25$"))
