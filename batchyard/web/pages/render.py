@@ -111,7 +111,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, duration=duration, pretty=pretty, cut=cut, part=path_part)
+    env.filters.update(
+        when=when, duration=duration, pretty=pretty, cut=cut, part=path_part, num="{:,}".format
+    )
     env.globals.update(
         segments=segments, ran_for=ran_for, version=batchyard.__version__, label=label
     )
