@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from batchyard.models import JSON, NO_USAGE, Usage
@@ -46,7 +47,7 @@ class TaskContext:
         attempt: int,
         max_attempts: int,
         params: dict[str, JSON],
-        services: Services | None = None,
+        services: Services | Callable[[], Services] | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.key = key
@@ -67,9 +68,12 @@ class TaskContext:
     @property
     def services(self) -> Services:
         """Budget holds, the response cache and shared rate limiters for this attempt."""
-        if self._services is None:
+        services = self._services
+        if services is None:
             raise RuntimeError("ctx.services exists only for items a worker runs")
-        return self._services
+        if callable(services):  # made on first use: most attempts never ask
+            services = self._services = services()
+        return services
 
     @property
     def cancelled(self) -> bool:

@@ -527,8 +527,9 @@ class Totals:
     batches: dict[str, int]
     #: Items per state, summed over batches.
     items: dict[str, int]
-    #: Runs of an item after its first (retries, lost workers, releases).
-    reruns: int
+    #: Runs of an item after its first, by why (``Again``: a retry after an error, a lost
+    #: worker, a release at shutdown, a retry of the batch).
+    reruns: dict[str, int]
     usage: Usage
     #: Items that wait for a rate limiter now.
     waiting: int

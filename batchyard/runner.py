@@ -14,11 +14,12 @@ import queue
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from batchyard import codec
 from batchyard.clock import Clock
-from batchyard.clusters import of_exception
+from batchyard.clusters import Signature, of_exception
 from batchyard.context import TaskContext
 from batchyard.errors import Cancelled, Fail, PauseBatch, Retry
 from batchyard.services import Hub, Services
@@ -63,7 +64,7 @@ class Job:
         self.renewed_at = claimed_at
         services = None
         if hub is not None:
-            services = Services(hub, claim.batch.pk, claim.item_id, claim.attempt)
+            services = partial(Services, hub, claim.batch.pk, claim.item_id, claim.attempt)
         self.ctx = TaskContext(
             claim.batch.id,
             claim.key,
@@ -246,7 +247,7 @@ class Runner:
             too_big = _result_too_big(job, encoded)
             if too_big is not None:
                 return self._failure(job, too_big, trace=False)
-        return self._outcome(job, ItemState.SUCCEEDED, result=encoded)
+        return self._outcome(job, ItemState.SUCCEEDED, encoded)
 
     def _call(self, job: Job, payload: Any) -> Awaitable[Any]:
         # Without a limiter the task's own awaitable is returned as it is: no coroutine in
@@ -317,34 +318,50 @@ class Runner:
         text = _describe(exc)  # one line for the item; the whole traceback goes to its log
         if trace and not isinstance(exc, (Retry, Fail)):
             job.ctx.log_raw("traceback", _user_traceback(exc)[-MAX_ERROR:])
-        failure = {
-            "error": text,
-            "error_type": type(exc).__name__,
-            "signature": of_exception(exc, _task_file(job.spec)),
-        }
-        if delay is None:
-            return self._outcome(job, ItemState.FAILED, **failure)
+        state, run_after = ItemState.FAILED, None
+        if delay is not None:
+            state, run_after = ItemState.RETRY_WAIT, self._clock.now() + delay
         return self._outcome(
-            job, ItemState.RETRY_WAIT, run_after=self._clock.now() + delay, **failure
+            job,
+            state,
+            error=text,
+            error_type=type(exc).__name__,
+            run_after=run_after,
+            signature=of_exception(exc, _task_file(job.spec)),
         )
 
-    def _outcome(self, job: Job, state: ItemState, **fields: Any) -> Outcome:
+    def _outcome(
+        self,
+        job: Job,
+        state: ItemState,
+        result: str | None = None,
+        *,
+        error: str | None = None,
+        error_type: str | None = None,
+        run_after: float | None = None,
+        signature: Signature | None = None,
+    ) -> Outcome:
         ctx, claim = job.ctx, job.claim
+        # Positional: made once per item on the event loop, where keywords cost.
         return Outcome(
-            item_id=claim.item_id,
-            batch_pk=claim.batch.pk,
-            key=claim.key,
-            attempt=claim.attempt,
-            state=state,
-            started_at=job.started_at,
-            finished_at=self._clock.now(),
-            usage=ctx.usage_total,
-            metrics=codec.dumps(ctx.metrics) if ctx.metrics else None,
-            progress=ctx.progress_value,
-            message=ctx.message,
-            logs=ctx.take_logs(),
-            worker=self._worker_id,
-            **fields,
+            claim.item_id,
+            claim.batch.pk,
+            claim.key,
+            claim.attempt,
+            state,
+            job.started_at,
+            self._clock.now(),
+            result,
+            error,
+            error_type,
+            run_after,
+            ctx.usage_total,
+            codec.dumps(ctx.metrics) if ctx.metrics else None,
+            ctx.progress_value,
+            ctx.message,
+            ctx.take_logs(),
+            self._worker_id,
+            signature,
         )
 
 

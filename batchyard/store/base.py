@@ -85,9 +85,11 @@ class ClaimedBatch:
     max_attempts: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """An item leased to a worker. ``attempt`` is the lease's fencing token."""
+class Claim(NamedTuple):
+    """An item leased to a worker. ``attempt`` is the lease's fencing token.
+
+    A named tuple, not a frozen dataclass: a worker gets one per item, and a named tuple
+    is made several times faster (the store makes them on the worker's critical path)."""
 
     item_id: int
     batch: ClaimedBatch

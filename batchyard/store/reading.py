@@ -10,6 +10,7 @@ from typing import Any
 from batchyard.errors import ItemNotFound
 from batchyard.models import (
     USAGE_FIELDS,
+    Again,
     BatchStatus,
     Counts,
     Event,
@@ -104,17 +105,19 @@ class Reading(SqlBase):
     def totals(self, now: float) -> Totals:
         counters = ", ".join(f"SUM(n_{state.value})" for state in ItemState)
         usage = ", ".join(f"SUM({name})" for name in USAGE_FIELDS)
-        again = " + ".join(f"again_{why}" for why in ("worker_lost", "released", "error", "retry"))
+        again = ", ".join(f"SUM(again_{why.value})" for why in Again)
         rows = self._read(
-            f"SELECT state, COUNT(*), {counters}, SUM({again}), {usage} FROM batches GROUP BY state"
+            f"SELECT state, COUNT(*), {counters}, {again}, {usage} FROM batches GROUP BY state"
         )
-        batches, items, reruns, used = {}, dict.fromkeys((s.value for s in ItemState), 0), 0, []
+        batches, items = {}, dict.fromkeys((s.value for s in ItemState), 0)
+        reruns, used = dict.fromkeys((why.value for why in Again), 0), []
         for state, count, *sums in rows:
             batches[str(state)] = int(count)
             for item_state, value in zip(ItemState, sums, strict=False):
                 items[item_state.value] += int(value or 0)
-            reruns += int(sums[len(ItemState)] or 0)
-            used.append([0 if v is None else v for v in sums[len(ItemState) + 1 :]])
+            for why, value in zip(Again, sums[len(ItemState) :], strict=False):
+                reruns[why.value] += int(value or 0)
+            used.append([0 if v is None else v for v in sums[len(ItemState) + len(Again) :]])
         waiting = self._read("SELECT SUM(items) FROM limit_waits WHERE expires_at > ?", (now,))
         usage_sums = [sum(column) for column in zip(*used, strict=True)] if used else []
         return Totals(

@@ -3,12 +3,12 @@ batch counters, logs and endings that go with them."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from batchyard.models import USAGE_FIELDS
+from batchyard.models import NO_USAGE, USAGE_FIELDS
 from batchyard.states import check_item
 from batchyard.store.base import Outcome, Recorded
 from batchyard.store.clustering import count_failures, hits_of, with_signatures
@@ -79,12 +79,17 @@ class Recording(SqlBase):
         """Move the counters and usage sums of the outcomes' batches, write their logs and
         end the batches they finish; returns the ids of those."""
         deltas: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(int))
+        # Counted per (batch, state) first: one pass over plain outcomes, in C.
+        for (pk, state), n in Counter([(o.batch_pk, o.state) for o in accepted]).items():
+            d = deltas[pk]
+            d["n_running"] -= n
+            d[COUNTER_OF[state]] += n
         logs: list[tuple[Any, ...]] = []
         for o in accepted:
-            d = deltas[o.batch_pk]
-            d["n_running"] -= 1
-            d[COUNTER_OF[o.state]] += 1
+            if not (o.logs or o.error is not None or o.usage is not NO_USAGE):
+                continue
             if not o.usage.is_zero:
+                d = deltas[o.batch_pk]
                 for column, value in zip(USAGE_FIELDS, o.usage.values(), strict=True):
                     d[column] += value
             logs.extend((o.item_id, o.attempt, *line) for line in o.logs)

@@ -46,11 +46,6 @@ class StoreCollector(Collector):
         usage = totals.usage
         for name, doc, value in (
             ("batchyard_items_recorded", "Items recorded finished.", finished),
-            (
-                "batchyard_item_reruns",
-                "Runs of an item after its first (retries, lost workers).",
-                totals.reruns,
-            ),
             ("batchyard_llm_calls", "Calls billed by a provider.", usage.calls),
             (
                 "batchyard_cache_hits",
@@ -60,6 +55,15 @@ class StoreCollector(Collector):
             ("batchyard_cost", "Cost of the calls, in the price table's currency.", usage.cost),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        reruns = CounterMetricFamily(
+            "batchyard_item_reruns",
+            "Runs of an item after its first, by why: error (a retry), worker_lost, released "
+            "(a worker stopped), retry (the batch was retried).",
+            labels=["why"],
+        )
+        for why, count in totals.reruns.items():
+            reruns.add_metric([why], count)
+        yield reruns
         tokens = CounterMetricFamily("batchyard_tokens", "Tokens used, by kind.", labels=["kind"])
         for kind in ("in", "out", "cached", "reasoning"):
             tokens.add_metric([kind], getattr(usage, f"tokens_{kind}"))

@@ -214,7 +214,7 @@ class ClaimLoop:
         for job in jobs:
             self._inflight.add(job)
         self._shared.stats.claimed += len(claims)
-        self._lanes.push(jobs)
+        self._lanes.push(jobs, together=self._inflight.waits())
 
     # -- stopping ---------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from batchyard.worker.config import WorkerConfig
 SHORT_ITEM = 0.25
 #: A worker prefetches no more than its lanes would start within this long (seconds).
 PREFETCH_HORIZON = 0.05
+#: Items longer than this on average (seconds) wait on something: their lanes start
+#: together (see ``Lanes.push``).
+WAITING_ITEM = 0.001
 
 
 class InFlight:
@@ -94,6 +97,10 @@ class InFlight:
             return 0
         soon = cfg.concurrency * PREFETCH_HORIZON / max(mean, 1e-9)
         return min(cfg.claim_chunk, max(cfg.concurrency, int(soon)))
+
+    def waits(self) -> bool:
+        """Whether items wait on something as they run (or nothing is known yet)."""
+        return self.mean_duration is None or self.mean_duration >= WAITING_ITEM
 
     def should_commit(self, waiting: int) -> bool:
         """Whether to commit and claim at once, with ``waiting`` jobs not yet started.

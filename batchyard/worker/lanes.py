@@ -47,9 +47,15 @@ class Lanes:
         self._waking = 0
         return [asyncio.create_task(self._lane()) for _ in range(self._count)]
 
-    def push(self, jobs: Iterable[Job]) -> None:
-        """Queue jobs to run, oldest first."""
+    def push(self, jobs: Iterable[Job], *, together: bool = False) -> None:
+        """Queue jobs to run, oldest first. ``together``: wake a lane for each now, for
+        jobs that wait on something (a timer, a socket): woken one after another, one
+        loop pass apart, a hundred of them would start (and end) milliseconds apart."""
         self.waiting.extend(jobs)
+        if together:
+            while self.waiting and self._idle and self._waking < len(self.waiting):
+                self._idle.pop().set_result(None)
+                self._waking += 1
         self._wake_one()
 
     def take_waiting(self, batch_pk: int | None = None) -> list[Job]:
@@ -60,8 +66,9 @@ class Lanes:
         return taken
 
     def _wake_one(self) -> None:
-        # One lane at a time is woken; a lane that takes a job wakes the next. Jobs that
-        # never suspend run back to back in one lane without waking any other.
+        # Unless jobs come ``together``, one lane at a time is woken; a lane that takes a job
+        # wakes the next. Jobs that never suspend run back to back in one lane without
+        # waking any other.
         if self.waiting and self._idle and not self._waking:
             self._idle.pop().set_result(None)
             self._waking += 1

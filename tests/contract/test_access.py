@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from batchyard.access import Role, Session, Token, digest
 from batchyard.errors import ConfigError, TokenExists
 from batchyard.states import BatchState
+from batchyard.states import ItemState as S
 from batchyard.store.base import Store
 from tests.contract.test_store import T0, submit
 
@@ -76,3 +79,21 @@ def test_batches_record_their_owner_and_list_by_it_and_by_the_other_filters(stor
     assert [s.id for s in store.list_batches(limit=1, text="leads", after=first.next).rows] == [
         "b1"
     ]
+
+
+def test_totals_sum_the_kept_counters_of_every_batch(store: Store) -> None:
+    from batchyard.models import Usage
+    from tests.contract.test_store import claim, finish, outcome
+
+    assert store.totals(T0).batches == {} and store.totals(T0).items["pending"] == 0
+    submit(store, "b1", 3)
+    submit(store, "b2", 2)
+    taken = claim(store, 3)
+    finish(store, taken[:2])
+    store.record([outcome(taken[2], S.FAILED, usage=Usage(tokens_in=7, cost=0.5))], T0 + 1)
+    totals = store.totals(T0 + 2)
+    states = Counter(store.get_batch(b).state.value for b in ("b1", "b2"))
+    assert totals.batches == dict(states) and sum(states.values()) == 2
+    assert (totals.items["succeeded"], totals.items["failed"], totals.items["pending"]) == (2, 1, 2)
+    assert (totals.usage.tokens_in, totals.usage.cost) == (7, 0.5)
+    assert sum(totals.reruns.values()) == 0 and totals.waiting == 0

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import Yard
 from batchyard.web import ServerSettings, create_app
+from tests.e2e.test_cli_llm import ESTIMATE_KEYS
 
 API = "/api/v1"
 #: What the TestClient answers with: httpx2's Response where httpx2 is installed (starlette
@@ -27,22 +28,6 @@ ALLOWED = "tests.procs.tasks:square"
 MODEL = "gpt-4o-mini"
 PROMPT = "Tell me about {{ topic }}.\n"
 LLM = {"model": MODEL, "template": PROMPT}
-ESTIMATE_KEYS = {
-    "model",
-    "items",
-    "cached",
-    "calls",
-    "input_tokens",
-    "input_exact",
-    "output_tokens",
-    "output_tokens_range",
-    "output_source",
-    "price",
-    "cost",
-    "cost_range",
-    "duration_seconds",
-    "bound_by",
-}
 LEADS = [
     {"id": "a", "name": "Acme", "industry": "SaaS", "employees": 120},
     {"id": "b", "name": "Bolt", "industry": "Retail", "employees": 40},

@@ -1,17 +1,18 @@
-"""The worker's parts on their own: how much it prefetches, and how sync task threads hand
-their results back to the loop."""
+"""The worker's parts on their own: how much it prefetches, how sync task threads hand
+their results back to the loop, and how lanes start a wave of jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from batchyard.clock import SystemClock
 from batchyard.models import NO_USAGE, Usage
-from batchyard.runner import DaemonThreads, Job
+from batchyard.runner import DaemonThreads, Job, Runner
 from batchyard.states import ItemState
 from batchyard.store.base import Claim, ClaimedBatch, Outcome
 from batchyard.store.limits import Limits, Rate, Wait, WaitRow
@@ -19,6 +20,7 @@ from batchyard.tasks import TaskRegistry
 from batchyard.waits import Waits
 from batchyard.worker.config import WorkerConfig
 from batchyard.worker.inflight import InFlight
+from batchyard.worker.lanes import Lanes
 
 
 def _noop(item: Any) -> None:
@@ -141,3 +143,53 @@ def test_no_prefetch_while_items_wait_for_a_limit() -> None:
     assert inflight.prefetch() == 100
     waits.observer(1, 1)(_Limiter("k", 1.0), Wait(1.0, "requests"))  # type: ignore[arg-type]
     assert inflight.prefetch() == 0
+
+
+class _Wave:
+    """What the wave's task saw: the keys it started, and the event it waits on."""
+
+    started: ClassVar[list[str]] = []
+    release: ClassVar[asyncio.Event | None] = None
+
+
+async def _waits(item: dict[str, Any]) -> None:
+    _Wave.started.append(item["k"])
+    assert _Wave.release is not None
+    await _Wave.release.wait()
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_jobs_pushed_together_all_start_in_one_pass_of_the_loop(together: bool) -> None:
+    """Items that wait on something start together (a wave of sleeps ends together and is
+    recorded in one commit); short ones are taken one lane after another."""
+
+    async def main() -> None:
+        _Wave.started, _Wave.release = [], asyncio.Event()
+        spec = TaskRegistry().resolve(_waits)
+        batch = ClaimedBatch(1, "b", spec.name, None, {})
+        clock = SystemClock()
+        settled: list[Job] = []
+
+        async def no_pause(job: Job) -> None:
+            raise AssertionError("no job pauses here")
+
+        def settle(job: Job, outcome: Outcome | None) -> None:
+            settled.append(job)
+
+        lanes = Lanes(4, Runner(clock, DaemonThreads(1)), clock, clock.now, settle, no_pause)
+        tasks = lanes.start()
+        await asyncio.sleep(0)  # the lanes wait for work
+        claims = [Claim(i, batch, f"k{i}", f'{{"k": "k{i}"}}', 1, 3) for i in range(3)]
+        lanes.push([Job(claim, spec, 0.0) for claim in claims], together=together)
+        await asyncio.sleep(0)  # one pass of the loop
+        first_pass = len(_Wave.started)
+        _Wave.release.set()
+        while len(settled) < 3:
+            await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert first_pass == (3 if together else 1)
+        assert sorted(_Wave.started) == ["k0", "k1", "k2"]
+
+    asyncio.run(main())

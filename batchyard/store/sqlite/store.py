@@ -1,7 +1,7 @@
 """SqliteStore: the embedded store, one file in WAL mode shared by the processes of a
-machine. What it does its own way: outcomes and lease renewals go in as ``executemany``
-(SQLite binds each row in C, without the GIL), shaped so that each UPDATE sets only the
-columns its outcomes carry; workers poll instead of being notified."""
+machine. What it does its own way: outcomes go in as one UPDATE per shape over a JSON array
+(each sets only the columns its outcomes carry), lease renewals as ``executemany``; workers
+poll instead of being notified."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from batchyard.models import USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
@@ -81,7 +83,7 @@ class SqliteStore(SqlStore):
     def _apply_outcomes(
         self, tx: Tx, outcomes: Sequence[Outcome], seq: int
     ) -> set[tuple[int, int]]:
-        changed = sum(tx.many(query, rows) for query, rows in _outcome_updates(outcomes, seq))
+        changed = sum(tx.run(query, (seq, rows)) for query, rows in _outcome_updates(outcomes))
         if changed == len(outcomes):
             return {(o.item_id, o.attempt) for o in outcomes}
         # Some were fenced off: the ones written are those stamped with this cursor.
@@ -110,11 +112,15 @@ class SqliteStore(SqlStore):
         return self._not_holding(tx, [(u.item_id, u.attempt) for u in leases])
 
 
-def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, list[Any]]]:
-    """UPDATE statements for outcomes, one per shape: each sets only the columns its
-    outcomes carry (every column set costs SQLite time on every row). The WHERE clause is
-    the fence: the item must still be running this attempt."""
-    groups: dict[tuple[bool, ...], list[Any]] = {}
+def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
+    """UPDATE statements for outcomes, one per shape, each with its outcomes as one JSON
+    array: each sets only the columns its outcomes carry (every column set costs SQLite
+    time on every row), and one statement runs in one call into SQLite, which lets go of
+    the GIL for all of it (``executemany`` takes it back after every row, and waits for
+    it while the event loop runs). The WHERE clause is the fence: the item must still be
+    running this attempt. At most one outcome per attempt is given, so no item row is
+    matched twice."""
+    groups: dict[tuple[bool, ...], list[list[Any]]] = {}
     for o in outcomes:
         later = o.attempt > 1  # an earlier attempt may have left an error, metrics, a flag
         shape = (
@@ -127,46 +133,49 @@ def _outcome_updates(outcomes: Sequence[Outcome], seq: int) -> list[tuple[str, l
             o.progress is not None or o.message is not None,
             later,
         )
-        params: list[Any] = [o.state.value, seq, o.finished_at - o.started_at]
+        values: list[Any] = [o.state, o.finished_at - o.started_at]
         if shape[0]:
-            params.append(o.finished_at)
+            values.append(o.finished_at)
         if shape[1]:
-            params.append(o.result)
+            values.append(o.result)
         if shape[2]:
-            params += (o.error, o.error_type, failure_sig(o))
+            values += (o.error, o.error_type, failure_sig(o))
         if shape[3]:
-            params += (o.run_after, o.finished_at)
+            values += (o.run_after, o.finished_at)
         if shape[4]:
-            params += o.usage.values()
+            values += o.usage.values()
         if shape[5]:
-            params.append(o.metrics)
+            values.append(o.metrics)
         if shape[6]:
-            params += (o.progress, o.message)
-        params += (o.item_id, o.attempt)
-        groups.setdefault(shape, []).append(params)
-    return [(_update_sql(shape), rows) for shape, rows in groups.items()]
+            values += (o.progress, o.message)
+        values += (o.item_id, o.attempt)
+        groups.setdefault(shape, []).append(values)
+    return [(_update_sql(shape), orjson.dumps(rows).decode()) for shape, rows in groups.items()]
 
 
 # Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
-# outcome carries it, and what to set when it does not but an earlier attempt may have.
+# outcome carries it ({} for each of its values, in order), and what to set when it does
+# not but an earlier attempt may have.
 _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
-    ("finished_at = ?", None),
-    ("result = ?", None),
+    ("finished_at = {}", None),
+    ("result = {}", None),
     (
-        "error = ?, error_type = ?, error_sig = ?",
+        "error = {}, error_type = {}, error_sig = {}",
         "error = NULL, error_type = NULL, error_sig = NULL",
     ),
-    ("run_after = ?, waiting_since = ?", None),
-    (", ".join(f"{column} = {column} + ?" for column in USAGE_FIELDS), None),
-    ("metrics = ?", "metrics = NULL"),
-    ("progress = COALESCE(?, progress), message = COALESCE(?, message)", None),
+    ("run_after = {}, waiting_since = {}", None),
+    (", ".join(f"{column} = {column} + {{}}" for column in USAGE_FIELDS), None),
+    ("metrics = {}", "metrics = NULL"),
+    ("progress = COALESCE({}, progress), message = COALESCE({}, message)", None),
 )
 
 
 @functools.cache
 def _update_sql(shape: tuple[bool, ...]) -> str:
+    """The UPDATE for outcomes of one shape: ``?1`` the cursor, ``?2`` the JSON array of
+    their values (see ``_outcome_updates``)."""
     *carried, later = shape
-    sets = ["state = ?", "seq = ?", "duration = ?"]
+    sets = ["state = {}", "seq = ?1", "duration = {}"]
     for has, (present, cleared) in zip(carried, _OPTIONAL_SETS, strict=True):
         if has:
             sets.append(present)
@@ -174,7 +183,9 @@ def _update_sql(shape: tuple[bool, ...]) -> str:
             sets.append(cleared)
     if later:
         sets.append("suspect = 0")
-    return (
-        f"UPDATE items SET {', '.join(sets)} "
-        f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'"
+    template = (
+        f"UPDATE items SET {', '.join(sets)} FROM json_each(?2) AS o "
+        f"WHERE items.id = {{}} AND items.attempts = {{}} AND items.state = '{S.RUNNING}'"
     )
+    places = template.count("{}")
+    return template.format(*(f"json_extract(o.value, '$[{i}]')" for i in range(places)))
