@@ -201,6 +201,22 @@ def test_a_batch_is_made_from_a_file_after_its_bad_line_is_shown(
     assert [e for e in watch.errors if "status of 422" not in e] == []
 
 
+def test_picking_an_older_template_version_shows_what_changed_since(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    site.yard.templates.create("picked", TASK, {"out": "one\ntwo"})
+    site.yard.templates.update("picked", {"out": "one\nthree"})
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/new")
+    tab.select_option("#n-template", "picked@1")
+    tab.wait_for_selector("#template-note >> text=picked@1 is not the latest version (v2)")
+    assert tab.locator("#template-note .add", has_text="+three").count() == 1
+    tab.select_option("#n-template", "picked")
+    tab.wait_for_function("() => !document.getElementById('template-note').textContent.trim()")
+    assert watch.errors == []
+
+
 def _tab_to(tab: Any, selector: str, most: int = 30) -> None:
     """Press Tab until ``selector`` has the focus (the keyboard's way there)."""
     for _ in range(most):

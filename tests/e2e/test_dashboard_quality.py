@@ -152,7 +152,7 @@ def _pages(site: Site) -> list[tuple[str, str]]:
         ("dataset", f"{site.url}/datasets/a11y"),
         ("templates", f"{site.url}/templates"),
         ("template", f"{site.url}/templates/a11y"),
-        ("new", f"{site.url}/new"),
+        ("new", f"{site.url}/new?template=a11y@1"),
         ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),

@@ -195,3 +195,31 @@ def test_the_new_batch_check_estimates_an_llm_batch_or_reads_every_row(
         "/new/check", data={"csrf": "x", "task": TASK}, files={"file": ("a.jsonl", b"{}\n")}
     )
     assert forged.status_code == 403
+
+
+def test_an_older_template_version_is_picked_with_its_diff_and_a_vanished_one_is_refused(
+    ann: TestClient, yard: Yard
+) -> None:
+    yard.templates.create("scorer", TASK, {"out": "one\ntwo"})
+    yard.templates.update("scorer", {"out": "one\nthree"})
+    form = ann.get("/new")
+    assert '<option value="scorer">scorer (latest: v2,' in form.text
+    assert '<option value="scorer@1">scorer@1 (older)</option>' in form.text
+    note = ann.get("/new/template", params={"template": "scorer@1"})
+    assert "scorer@1 is not the latest version (v2)" in note.text
+    assert '<span class="add">+three</span>' in note.text
+    assert "not the latest" not in ann.get("/new/template", params={"template": "scorer"}).text
+    fields = {"csrf": csrf(form.text), "nonce": "n1", "template": "scorer@1"}
+    made = ann.post(
+        "/new", data=fields, files={"file": ("in.jsonl", b'{"id": "a"}\n')}, follow_redirects=False
+    )
+    status = yard.batch(made.headers["location"].rsplit("/", 1)[1]).status()
+    assert str(status.template) == "scorer@1"
+    yard.templates.archive("scorer@1")
+    gone = ann.post(
+        "/new",
+        data={**fields, "nonce": "n2"},
+        files={"file": ("in.jsonl", b'{"id": "b"}\n')},
+    )
+    assert gone.status_code == 409 and "archived" in gone.text
+    assert 'role="alert"' in gone.text and len(yard.batches(limit=5).rows) == 1

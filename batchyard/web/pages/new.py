@@ -52,11 +52,51 @@ def _form(
         who,
         status_code=code,
         tasks=[entry.name for entry in tasks.allowed(settings)],
-        templates=yard_of(request).templates.list(),
+        choices=_choices(yard_of(request)),
         nonce=secrets.token_urlsafe(16),
         error=error,
         given=given or {},
+        **_note(yard_of(request), (given or {}).get("template", "")),
     )
+
+
+def _choices(yard: Yard) -> list[tuple[str, str]]:
+    """The template versions a batch may run with, as (value, label): each template's
+    latest by its name (what ``NAME`` runs), then its older live versions (``NAME@N``)."""
+    found = []
+    for latest in yard.templates.list():
+        found.append((latest.name, f"{latest.name} (latest: v{latest.version}, {latest.task})"))
+        for old in reversed(yard.templates.versions(latest.name)[:-1]):
+            if not old.archived:
+                found.append((str(old.ref), f"{old.ref} (older)"))
+    return found
+
+
+def _note(yard: Yard, chosen: str) -> dict[str, Any]:
+    """What the page says under the template picked: for an older version, how it differs
+    from the latest (the diff of ``template diff``)."""
+    if "@" not in chosen:
+        return {"older": None}
+    try:
+        picked = yard.templates.runnable(chosen)
+        latest = yard.templates.runnable(picked.name)
+    except BatchyardError as exc:
+        return {"older": None, "note_error": str(exc)}
+    if picked.version == latest.version:
+        return {"older": None}
+    diff = yard.templates.diff(picked.name, picked.version, latest.version)
+    return {"older": picked, "diff": diff, "old": picked.version, "new": latest.version}
+
+
+@router.get("/new/template", response_class=HTMLResponse)
+def template_note(
+    request: Request,
+    who: Caller = Depends(signed_in),
+    template: str = Query("", max_length=120),
+) -> HTMLResponse:
+    """The note under the template picker (htmx asks for it when the choice changes)."""
+    _operator(who)
+    return render.fragment("_template_note.html", **_note(yard_of(request), template))
 
 
 @router.get("/new", response_class=HTMLResponse)
