@@ -186,6 +186,7 @@ def test_the_new_batch_check_estimates_an_llm_batch_or_reads_every_row(
 
     estimate = check(b'{"id": "a", "name": "Ann"}\n{"id": "b", "name": "Bo"}\n', template="scorer")
     assert "Estimate for 2 items with gpt-4o-mini" in estimate and "<dt>Cost</dt>" in estimate
+    assert "The first 2 prompts" in estimate and ">Score Bo</pre>" in estimate
     lacking = check(b'{"id": "a", "name": "Ann"}\n{"id": "b"}\n', template="scorer")
     assert "in.jsonl:2: template needs field &#39;name&#39;" in lacking
     assert "All 2 rows read" in check(b'{"id": "a"}\n{"id": "b"}\n', task=TASK)

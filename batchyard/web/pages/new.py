@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from batchyard.errors import BatchyardError
 from batchyard.inputs import Input
+from batchyard.llm.params import read_params
+from batchyard.templates.library import merged_params
 from batchyard.web import spend, submissions, tasks, uploads
 from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
@@ -29,6 +31,8 @@ from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
+#: How many rows' prompts a check shows.
+PREVIEW = 5
 #: The form's fields beside the file.
 FIELDS = ("csrf", "nonce", "task", "template", "name", "format")
 
@@ -124,13 +128,35 @@ def _body(fields: dict[str, str]) -> BatchIn:
         raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
+class _Peeking(Input):
+    """An input that keeps its first ``n`` items as they go past (for a preview)."""
+
+    def __init__(self, inner: Input, n: int) -> None:
+        pairs = ((inner.line_of(inner.count) or inner.count, row) for row in inner)
+        super().__init__(inner.source, pairs, lambda: None)
+        self.first: list[dict[str, Any]] = []
+        self._keep = n
+
+    def __next__(self) -> dict[str, Any]:
+        row = super().__next__()
+        if len(self.first) < self._keep:
+            self.first.append(row)
+        return row
+
+
 def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> dict[str, Any]:
     """What ``POST /api/v1/estimate`` answers for a task that estimates (the llm task),
-    else what ``POST /api/v1/validate`` answers: one pass over the rows, nothing made."""
-    task = body.task or yard.templates.runnable(body.template or "").task
-    if yard.registry.resolve(task).estimate is not None:
-        return {"estimate": spend._estimate(yard, settings, body, rows)}
-    return {"validation": spend._validate(yard, settings, body, rows)}
+    with the prompts of its first rows, else what ``POST /api/v1/validate`` answers: one
+    pass over the rows, nothing made."""
+    chosen = None if body.template is None else yard.templates.runnable(body.template)
+    task = body.task or (chosen.task if chosen else "")
+    if yard.registry.resolve(task).estimate is None:
+        return {"validation": spend._validate(yard, settings, body, rows)}
+    peek = _Peeking(rows, PREVIEW)
+    found = spend._estimate(yard, settings, body, peek)
+    params = body.options.params or {}
+    prompt = read_params(merged_params(chosen, params) if chosen else params).prompt
+    return {"estimate": found, "prompts": [prompt.render(item) for item in peek.first]}
 
 
 @router.post("/new/check", response_class=HTMLResponse)
