@@ -361,3 +361,21 @@ def test_a_retrys_confirm_says_what_it_should_cost_at_the_average_so_far(
     free = make(yard, "free", n=2, fail=1)
     yard.run_until_idle(poll_interval=0.01)
     assert "costs about" not in ann.get(f"/batches/{free.id}/actions/retry").text
+
+
+@pytest.mark.parametrize(
+    "away", ["//evil.example/", "/\\evil.example", "https://evil.example/", "/\\/evil", "/a\r\nb"]
+)
+def test_signing_in_never_sends_the_browser_to_another_site(
+    app: FastAPI, yard: Yard, away: str
+) -> None:
+    _, secret = yard.tokens.create("bob", "viewer")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        form = client.get("/signin")
+        nonce = pick(r'name="nonce" value="([^"]+)"', form.text)
+        signed = client.post(
+            "/signin",
+            data={"token": secret, "nonce": nonce, "next": away},
+            follow_redirects=False,
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/"

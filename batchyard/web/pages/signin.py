@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -26,8 +27,11 @@ _FORM_COOKIE = "batchyard_signin"
 
 
 def _local(next_url: str | None) -> str:
-    """Where to go after signing in: a path of this site only (never ``//host``)."""
+    """Where to go after signing in: a path of this site only (never ``//host``, nor
+    ``/\\host``, which browsers read as ``//host``)."""
     if not next_url or not next_url.startswith("/") or next_url.startswith("//"):
+        return "/"
+    if "\\" in next_url or any(ord(c) < 0x20 for c in next_url) or urlsplit(next_url).netloc:
         return "/"
     return next_url
 
