@@ -379,3 +379,17 @@ def test_signing_in_never_sends_the_browser_to_another_site(
             follow_redirects=False,
         )
         assert signed.status_code == 303 and signed.headers["location"] == "/"
+
+
+def test_a_name_with_a_direction_control_can_be_typed_as_the_page_shows_it(
+    ann: TestClient, yard: Yard
+) -> None:
+    batch = make(yard, "gnp\u202e.exe")
+    page = ann.get(f"/batches/{batch.id}/actions/cancel")
+    assert "<strong>gnp[U+202E].exe</strong>" in page.text
+    done = ann.post(
+        f"/batches/{batch.id}/actions/cancel",
+        data={"csrf": csrf(page.text), "confirm_name": "gnp[U+202E].exe"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and batch.status().state.value == "cancelled"

@@ -68,6 +68,12 @@ def consequence(
     return Consequence("Delete", text, n)
 
 
+def _is_name(typed: str, name: str) -> bool:
+    """Whether ``typed`` is ``name``, or ``name`` as the page shows it (direction controls
+    as ``[U+202E]``: what a reader can type)."""
+    return typed.strip() in (name, render.visible_text(name))
+
+
 def _cluster(request: Request, batch_id: str, wanted: str | None) -> ErrorCluster | None:
     if not wanted:
         return None
@@ -127,7 +133,7 @@ def act(
     yard = yard_of(request)
     status = visible(yard, who, batch_id)
     found = _cluster(request, batch_id, cluster)
-    if control in TYPED and confirm_name.strip() != (status.name or status.id):
+    if control in TYPED and not _is_name(confirm_name, status.name or status.id):
         typo = "the name typed is not the batch's name: nothing was done"
         return _confirm(request, who, status, control, found, typo)
     batch = yard.batch(batch_id)
