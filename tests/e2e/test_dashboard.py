@@ -127,6 +127,8 @@ def test_the_batch_page_updates_live_as_a_worker_process_finishes_items(
     assert tab.input_value("#i-state") == "running"
     assert tab.evaluate("() => window.notReloaded === true")
     tab.wait_for_function("() => document.getElementById('live-chip').textContent === 'ended'")
+    # Three paints at least (as it was, half done, done): a sparkline of the pace between.
+    assert tab.locator("#live svg.spark polyline").count() == 1
     succeeded = tab.locator(f'a[href="/batches/{batch.id}?state=succeeded#items"] .n')
     assert succeeded.inner_text() == "6"
     assert tab.locator("#do-delete").get_attribute("href") is not None

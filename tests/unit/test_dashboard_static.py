@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import batchyard.web
-from batchyard.web.pages.render import ENV
+from batchyard.web.pages.render import ENV, sparkline
 
 WEB = Path(batchyard.web.__file__).parent
 STATIC = WEB / "static"
@@ -49,3 +49,9 @@ def test_direction_controls_in_any_value_show_as_codes_and_markup_is_escaped() -
         "gnp[U+202E].exe &lt;i&gt; "
         '<b title="gnp[U+202E].exe &lt;i&gt;">gnp[U+202E].exe &lt;i&gt;</b>'
     )
+
+
+def test_a_sparkline_fills_its_box_with_the_highest_rate_at_the_top() -> None:
+    assert sparkline([]) == "" and sparkline([3.0]) == ""
+    assert sparkline([0.0, 2.0, 1.0]) == "0.0,20.0 50.0,1.0 100.0,10.5"
+    assert sparkline([0.0, 0.0]) == "0.0,20.0 100.0,20.0"  # no pace yet: flat at the bottom

@@ -6,7 +6,9 @@ rendered by the same template, for the page to swap in every 2 seconds."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from batchyard.clusters import TOP_CLUSTERS
 from batchyard.controls import Control, controls
 from batchyard.models import BatchStatus
+from batchyard.progress import Meter, pace
 from batchyard.states import ItemState
 from batchyard.views import status_view
 from batchyard.web.auth import Caller, visible, yard_of
@@ -37,6 +40,27 @@ TILES = (
     ("failed", "failed"),
     ("cancelled", "cancelled"),
 )
+
+
+class Trace:
+    """A page stream's samples of a batch's finished count: the recent pace (the core's
+    ``Meter``) and the rates between the last ``keep`` samples, for a sparkline."""
+
+    def __init__(self, keep: int = 60) -> None:
+        self.meter = Meter()
+        self.samples: deque[tuple[float, int]] = deque(maxlen=keep + 1)
+
+    def add(self, at: float, finished: int) -> None:
+        self.meter.add(at, finished)
+        self.samples.append((at, finished))
+
+    @property
+    def rate(self) -> float | None:
+        return self.meter.rate
+
+    def rates(self) -> list[float]:
+        pairs = pairwise(self.samples)
+        return [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +91,14 @@ def live_context(
     seen: int | None = None,
     *,
     streamed: bool = False,
+    trace: Trace | None = None,
 ) -> dict[str, Any]:
     """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
     the controls that apply (none for a viewer), the tiles' links, and how many items
     finished since the page's table was read (``seen`` finished then); ``streamed``: it
-    comes over the page's SSE stream (else the region polls for itself)."""
+    comes over the page's SSE stream (else the region polls for itself), whose ``trace``
+    of finished counts gives a recent pace (the ETA then follows it, as the CLI's live view
+    does) and a sparkline of it."""
     offered = controls(status) if can_operate(who) else frozenset()
     tiles = [
         {
@@ -82,9 +109,14 @@ def live_context(
         }
         for name, state in TILES
     ]
+    now = time.time()
+    view = status_view(status, now)
+    if trace is not None:
+        view["eta"] = pace(status, now, trace.rate).eta or None
     return {
         "s": status,
-        "view": status_view(status, time.time()),
+        "view": view,
+        "spark": "" if trace is None else render.sparkline(trace.rates()),
         "offered": offered,
         "operator": can_operate(who),
         "controls": list(Control),

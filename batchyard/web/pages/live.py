@@ -29,9 +29,14 @@ REPAINT = 1.0
 
 
 def _paint(
-    status: BatchStatus, who: Caller, shown: detail.ItemFilter, seen: int | None
+    status: BatchStatus,
+    who: Caller,
+    shown: detail.ItemFilter,
+    seen: int | None,
+    trace: detail.Trace,
 ) -> ServerSentEvent:
-    context = detail.live_context(status, who, shown, seen, streamed=True)
+    trace.add(time.time(), status.counts.finished)
+    context = detail.live_context(status, who, shown, seen, streamed=True, trace=trace)
     html = render.ENV.get_template("_live.html").render(**context)
     return ServerSentEvent(event="live", raw_data=html)
 
@@ -58,11 +63,12 @@ async def live_events(
     settings: ServerSettings = request.app.state.settings
     yard = yard_of(request)
     shown = detail.ItemFilter(state)
+    trace = detail.Trace()
     sub = feed.subscribe(None, [batch_id])
     try:
         # Subscribed first: a change made while this reads is in the queue, not lost.
         status = await feed.call(yard.store.get_batch, batch_id)
-        yield _paint(status, who, shown, seen)
+        yield _paint(status, who, shown, seen, trace)
         painted, dirty = time.monotonic(), False
         while not status.is_finished:
             wait = settings.heartbeat if not dirty else painted + REPAINT - time.monotonic()
@@ -71,7 +77,7 @@ async def live_events(
                 dirty = True
             if dirty and time.monotonic() >= painted + REPAINT:
                 status = await feed.call(yard.store.get_batch, batch_id)
-                yield _paint(status, who, shown, seen)
+                yield _paint(status, who, shown, seen, trace)
                 painted, dirty = time.monotonic(), False
             elif not events and sub.is_done:
                 return  # the follower closed it (the server stops): the browser reconnects

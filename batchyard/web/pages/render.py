@@ -84,6 +84,18 @@ def path_part(value: str) -> str:
     return quote(value, safe="")
 
 
+def sparkline(rates: list[float], width: float = 100.0, height: float = 20.0) -> str:
+    """An SVG polyline's points for ``rates`` (oldest first), scaled to fill ``width`` by
+    ``height`` with the highest at the top; an empty string for fewer than two."""
+    if len(rates) < 2:
+        return ""
+    top = max(rates) or 1.0
+    step = width / (len(rates) - 1)
+    return " ".join(
+        f"{n * step:.1f},{height - rate / top * (height - 1):.1f}" for n, rate in enumerate(rates)
+    )
+
+
 def pretty(value: Any) -> str:
     """JSON for people: indented, non-ASCII kept (the template escapes it)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
