@@ -192,6 +192,9 @@ def test_the_new_batch_check_estimates_an_llm_batch_or_reads_every_row(
     assert "All 2 rows read" in check(b'{"id": "a"}\n{"id": "b"}\n', task=TASK)
     assert "in.jsonl:2: not valid JSON" in check(b'{"id": "a"}\nnope\n', task=TASK)
     assert yard.batches(limit=5).rows == []  # a check makes nothing
+    stranger = check(b'{"id": "a"}\n', task="os:system")  # refused before any import
+    assert "task &#39;os:system&#39; is not allowed on this server" in stranger
+    assert "a batch needs a task" in check(b'{"id": "a"}\n')
     forged = ann.post(
         "/new/check", data={"csrf": "x", "task": TASK}, files={"file": ("a.jsonl", b"{}\n")}
     )

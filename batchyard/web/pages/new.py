@@ -1,9 +1,10 @@
 """The new-batch page (``/new``, operators): a JSONL, CSV or Parquet file, the task or the
-template (its latest version) to run it with, and a name. The post goes the way of
-``POST /api/v1/batches`` (``uploads.upload`` streams the file, ``submissions.submit`` checks
-the task and makes the batch, all items or none): a bad line is shown on the form, naming
-it, and nothing is created. The form's nonce is the submission's idempotency key, so a
-double click makes one batch."""
+template version to run it with (an older one shown with what changed since), and a name.
+The post goes the way of ``POST /api/v1/batches`` (``uploads.upload`` streams the file,
+``submissions.submit`` checks the task and makes the batch, all items or none): a bad line
+is shown on the form, naming it, and nothing is created. The form's nonce is the
+submission's idempotency key, so a double click makes one batch. Before that, a check
+(htmx) answers as ``/api/v1/estimate`` or ``/validate`` would, with the first prompts."""
 
 from __future__ import annotations
 
@@ -148,6 +149,9 @@ def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> 
     """What ``POST /api/v1/estimate`` answers for a task that estimates (the llm task),
     with the prompts of its first rows, else what ``POST /api/v1/validate`` answers: one
     pass over the rows, nothing made."""
+    # First what every submission checks: the task (and the template's) allowed here. The
+    # task is resolved only then: a client's name is never imported.
+    submissions.checked(yard, settings, body, rows, creating=False)
     chosen = None if body.template is None else yard.templates.runnable(body.template)
     task = body.task or (chosen.task if chosen else "")
     if yard.registry.resolve(task).estimate is None:
