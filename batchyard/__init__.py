@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         TemplateArchived,
         TemplateExists,
         TemplateNotFound,
+        TemplateUnchanged,
         TokenExists,
     )
     from batchyard.models import (
@@ -119,6 +120,7 @@ _HOME = {
     "TemplateExists": "batchyard.errors",
     "TemplateNotFound": "batchyard.errors",
     "TemplateRef": "batchyard.models",
+    "TemplateUnchanged": "batchyard.errors",
     "Templates": "batchyard.templates",
     "Role": "batchyard.access",
     "Token": "batchyard.access",
@@ -197,6 +199,7 @@ __all__ = [
     "TemplateExists",
     "TemplateNotFound",
     "TemplateRef",
+    "TemplateUnchanged",
     "Templates",
     "Token",
     "TokenExists",

@@ -10,6 +10,7 @@
     │   ├── TemplateNotFound         no such template or version, or not one to run
     │   │   └── TemplateArchived     a version archived: readable, not runnable
     │   ├── TemplateExists           creating a template whose name is taken
+    │   ├── TemplateUnchanged        a template update that would change nothing
     │   └── TokenExists              creating a token whose name is taken
     ├── InputError                   a bad item; nothing was written
     │   ├── InvalidItem              not a dict, a bad key, too large
@@ -90,6 +91,11 @@ class TemplateNotFound(ConfigError):
 class TemplateArchived(TemplateNotFound):
     """A template version that was archived: batches that ran with it read it, nothing new
     runs with it."""
+
+
+class TemplateUnchanged(ConfigError):
+    """``templates.update`` that would change nothing: the newest version has these
+    parameters and this description already."""
 
 
 class TemplateExists(ConfigError):

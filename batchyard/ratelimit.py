@@ -57,7 +57,10 @@ R = TypeVar("R")
 #: Told about a call that waits for admission: the limiter and what the store said each
 #: time it said wait, then None once, when the call stops waiting (admitted or stopped).
 WaitObserver = Callable[["SharedLimiter", Wait | None], None]
-_FORM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
+# An amount may have an exponent: str(RateLimit) writes 7.7181e+09/s for a big one.
+_FORM = re.compile(
+    r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(?:/|per\s+)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$"
+)
 #: The longest single sleep of a waiting call: it asks the store again at least this often.
 MAX_SLEEP = 5.0
 #: How often a call waiting for a concurrency slot held by another process asks again.

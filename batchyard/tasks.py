@@ -114,6 +114,9 @@ class TaskSpec:
     #: The largest result an item may return, in bytes of compact JSON; a bigger one
     #: fails its item (a batch's own ``max_result_bytes`` wins).
     max_result_bytes: int = MAX_RESULT_BYTES
+    #: The JSON schema of a submission's options (its ``params`` above all) for this task,
+    #: for the server's API description; None: any options the submission model takes.
+    options_schema: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

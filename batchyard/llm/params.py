@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -41,8 +42,9 @@ from typing import Any
 
 import orjson
 
+from batchyard import ratelimit
 from batchyard.errors import ConfigError
-from batchyard.llm.prices import Price, find_price
+from batchyard.llm.prices import Price, find_price, parse_overrides
 from batchyard.llm.prompts import PromptTemplate
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -118,7 +120,11 @@ class LlmParams:
         """The response cache's key: the whole request (model, rendered messages, every
         parameter, the output schema), the endpoint and the template's version."""
         content = {"base_url": self.base_url, "template": self.prompt.version, "body": body}
-        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        try:
+            encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # an integer past 64 bits (in json, options or vars): JSON has it
+            encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
 
     def api_key(self) -> str | None:
         """The key from the environment (None for an endpoint without keys)."""
@@ -169,12 +175,12 @@ def read_params(params: Mapping[str, Any]) -> LlmParams:
         json_mode=bool(schema),
         schema=schema if isinstance(schema, dict) else None,
         options=_mapping(params, "options"),
-        rpm=params.get("rpm"),
-        tpm=params.get("tpm"),
+        rpm=_rate(params, "rpm"),
+        tpm=_rate(params, "tpm"),
         concurrency=_int(params, "concurrency", None),
         tpm_counts=_choice(params, "tpm_counts", ("max_tokens", "usage")),
         cache=_flag(params, "cache", True),
-        prices=_mapping(params, "prices"),
+        prices=_prices(params),
     )
 
 
@@ -193,6 +199,8 @@ def _int(params: Mapping[str, Any], name: str, default: int | None) -> Any:
     value = params.get(name, default)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is whole: JSON (and JSON Schema) do not tell it from 3
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"--param {name} must be a whole number of at least 1, not {value!r}")
     return value
@@ -212,6 +220,24 @@ def _mapping(params: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"--param {name} must be a JSON object, not {value!r}")
     return value
+
+
+def _rate(params: Mapping[str, Any], name: str) -> Any:
+    """A rate as given, once it reads as one (a validation took a list as tpm)."""
+    value = params.get(name)
+    try:
+        ratelimit.parse_rate(value)
+    except ConfigError as exc:
+        raise ConfigError(f"--param {name}: {exc}") from None
+    return value
+
+
+def _prices(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The price overrides, checked whole now (a template kept ``false`` as a price)."""
+    prices = _mapping(params, "prices")
+    if prices:
+        parse_overrides(prices)
+    return prices
 
 
 def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:

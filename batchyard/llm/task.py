@@ -29,6 +29,7 @@ from batchyard.llm.headers import next_free_in, pause_for
 from batchyard.llm.params import LlmParams, read_params
 from batchyard.llm.prices import Price
 from batchyard.llm.prompts import RenderError, validate_rows
+from batchyard.llm.schema import options_schema
 from batchyard.llm.tokens import count_message_tokens, most_tokens
 from batchyard.models import JSON, BatchOptions
 from batchyard.ratelimit import SharedLimiter
@@ -92,6 +93,7 @@ def check_rows(params: dict[str, JSON], rows: Iterable[tuple[int, Any]]) -> Vali
     prepare=prepare,
     validate_rows=check_rows,
     estimate=estimate_task,
+    options_schema=options_schema,
 )
 async def llm(item: Any, ctx: TaskContext) -> dict[str, Any]:
     params = _params_of(ctx)

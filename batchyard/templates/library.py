@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchyard.errors import ConfigError, TemplateArchived, TemplateNotFound
+from batchyard.errors import ConfigError, TemplateArchived, TemplateNotFound, TemplateUnchanged
 from batchyard.models import JSON, UNSET, BatchOptions, TemplateRef
 from batchyard.templates.diff import TemplateDiff
 from batchyard.templates.values import NewVersion, Template, VersionUsage
@@ -93,7 +93,7 @@ class Templates:
             del merged[key]
         text = base.description if description is UNSET else description
         if merged == base.params and text == base.description:
-            raise ConfigError(f"{base.ref} has these parameters already: nothing to update")
+            raise TemplateUnchanged(f"{base.ref} has these parameters already: nothing to update")
         self._check(name, base.task, merged)
         new = NewVersion(name, base.version, base.task, merged, text, _author(author))
         return self._store.add_template_version(new, self._clock.now())

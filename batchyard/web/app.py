@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +20,7 @@ from batchyard.web import (
     library,
     meta,
     metrics,
+    openapi,
     pages,
     problems,
     socket,
@@ -32,7 +31,6 @@ from batchyard.web import (
 )
 from batchyard.web.feed import FeedFollower
 from batchyard.web.lanes import Lanes
-from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
 from batchyard.webhooks import start_deliveries
 from batchyard.yard import Yard
@@ -92,7 +90,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         title="batchyard",
         version=batchyard.__version__,
         summary="Durable, observable batches of work: the HTTP API of `batchyard serve`.",
-        openapi_url=f"{API}/openapi.json",
+        openapi_url=None,  # served by meta.py's route, behind a token like every route
         docs_url=None,  # no interactive docs: they would load scripts from a CDN
         redoc_url=None,
         lifespan=lifespan,
@@ -103,6 +101,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     problems.install(app)
     app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(problems.ClientGone)
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,
@@ -126,7 +125,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(router, prefix=API)
     if settings.ui:
         pages.install(app)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented hook
+    app.openapi = lambda: openapi.document(app, settings)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
 
 
@@ -148,31 +147,3 @@ def _metrics_port(registry: metrics.ServerMetrics, settings: ServerSettings) -> 
         thread.join(5)
 
     return stop
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The schema, with the problem body every error response refers to."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        # POST /batches (and /estimate, /validate) read their body themselves (JSON or a
-        # file): describe the JSON here.
-        body = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(body.pop("$defs", {}))
-        schemas["BatchIn"] = body
-        schemas["Problem"] = {
-            "type": "object",
-            "required": ["type", "title", "status", "detail"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "line": {"type": "integer"},
-                "field": {"type": "string"},
-            },
-        }
-        app.openapi_schema = schema
-    return app.openapi_schema

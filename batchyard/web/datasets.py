@@ -7,18 +7,20 @@ other owners' batches may be made from it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import StringConstraints
 
+from batchyard.columns import TYPES
 from batchyard.errors import DatasetNotFound
 from batchyard.inputs import FORMATS
 from batchyard.records import Dataset
 from batchyard.web import uploads
 from batchyard.web.auth import Caller, admin, caller, operator, yard_of
 from batchyard.web.problems import Problem, responses
-from batchyard.web.schemas import NAME
+from batchyard.web.schemas import CONDITION, NAME
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["datasets"])
@@ -27,6 +29,7 @@ _NAME = Path(pattern=NAME, description="the dataset's name")
 _LOADED: dict[int | str, dict[str, Any]] = {
     200: {"description": "rows appended, or the rows replaced"}
 }
+_CSV_TYPE = rf"[A-Za-z0-9_.-]{{1,100}}=({'|'.join(TYPES)})"
 #: The form fields of a dataset upload, beside ``file``.
 FORM_FIELDS = ("name", "format", "csv_types", "key_field", "mode")
 Mode = Literal["create", "append", "replace"]
@@ -37,14 +40,20 @@ _UPLOAD_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file", "name"],
+                    "required": ["file", "name", "format"],
                     "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "name": {"type": "string", "pattern": NAME},
-                        "format": {"type": "string", "enum": list(FORMATS)},
+                        "format": {
+                            "type": "string",
+                            "enum": list(FORMATS),
+                            "description": "may be left out when the file's name ends .jsonl, "
+                            ".ndjson, .csv or .parquet",
+                        },
                         "csv_types": {
                             "type": "string",
+                            "pattern": rf"^{_CSV_TYPE}(,{_CSV_TYPE})*$",
                             "description": "CSV column types: employees=int,score=float",
                         },
                         "key_field": {"type": "string", "description": "default: id"},
@@ -77,13 +86,19 @@ def get_dataset(request: Request, name: str = _NAME, _: Caller = Depends(caller)
 def dataset_rows(
     request: Request,
     name: str = _NAME,
-    where: list[str] = Query(
+    # Patterns say what the selection's parser takes (schemathesis met its 422s).
+    where: list[Annotated[str, StringConstraints(pattern=CONDITION)]] = Query(
         [], max_length=100, description="FIELD=V, FIELD!=V, FIELD<V, FIELD>=V, FIELD~TEXT, F=A|B"
     ),
     keys: str | None = Query(
-        None, min_length=1, max_length=100_000, description="only these keys: K1,K2"
+        None,
+        max_length=100_000,
+        pattern=r"^[A-Za-z0-9_.@:-]+(,[A-Za-z0-9_.@:-]+)*$",
+        description="only these keys: K1,K2",
     ),
-    sort: str | None = Query(None, max_length=300, description="FIELD or FIELD:desc"),
+    sort: str | None = Query(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,100}(:(asc|desc))?$", description="FIELD or FIELD:desc"
+    ),
     limit: int = Query(20, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=2000, description="the previous page's next"),
     _: Caller = Depends(caller),

@@ -18,6 +18,7 @@ from batchyard.states import ItemState
 from batchyard.views import item_view
 from batchyard.web.auth import Caller, caller, visible, yard_of
 from batchyard.web.problems import responses
+from batchyard.web.schemas import CLUSTER
 
 router = APIRouter(tags=["items"])
 _READ = responses(401, 404, 422, 503)
@@ -36,7 +37,7 @@ def list_items(
     request: Request,
     who: Caller = Depends(caller),
     state: ItemState | None = None,
-    cluster: str | None = Query(None, max_length=64, description="an error cluster's id"),
+    cluster: str | None = Query(None, pattern=CLUSTER, description="an error cluster's id"),
     cursor: int = Query(0, ge=0, le=2**31, description="the previous page's next_cursor"),
     limit: int = Query(100, ge=1, le=1000),
     include: Literal["payload", "result", "all"] | None = None,

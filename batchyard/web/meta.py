@@ -36,6 +36,13 @@ def health(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/openapi.json", include_in_schema=False)
+def openapi_document(request: Request, _: Caller = Depends(caller)) -> dict[str, Any]:
+    """The OpenAPI description of every route (any token: only /health is public)."""
+    document: dict[str, Any] = request.app.openapi()
+    return document
+
+
 @router.get("/version", responses=_AUTH)
 def version(_: Caller = Depends(caller)) -> dict[str, str]:
     return {"version": batchyard.__version__, "api": "v1"}

@@ -7,10 +7,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batchyard import errors as E
 
@@ -26,6 +30,7 @@ _STATUS: tuple[tuple[type[E.BatchyardError], int], ...] = (
     (E.TemplateNotFound, 404),
     (E.ClusterNotFound, 404),
     (E.TemplateExists, 409),
+    (E.TemplateUnchanged, 409),
     (E.TokenExists, 409),
     (E.TaskNotRegistered, 422),
     (E.ConfigError, 422),
@@ -116,10 +121,13 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, E.BatchyardError)
         return of_error(exc).response()
 
-    async def http(_: Request, exc: Exception) -> JSONResponse:
+    async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-        return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return Problem(exc.status_code, detail, headers=headers).response()
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -143,6 +151,43 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
+
+
+def hung_up(exc: BaseException) -> bool:
+    """Whether ``exc`` is only a client gone mid-answer (FastAPI's SSE keep-alive task
+    meets a closed stream and its task group raises that in a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(hung_up(inner) for inner in exc.exceptions)
+    return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError)
+
+
+class ClientGone:
+    """Ends quietly an answer whose client went away. (An exception handler cannot:
+    Starlette's outermost middleware raises the exception again after any handler, and
+    uvicorn logs it as 'Exception in ASGI application' with its traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            if not hung_up(exc):
+                raise
+            log.debug("%s: the client went away", scope.get("path"))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path. (Starlette's 405 names only
+    those of the first route matching the path, and FastAPI makes a route per method.)"""
+    methods: set[str] = set()
+    # FastAPI includes routers lazily: iter_route_contexts yields the routes inside them.
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -3,15 +3,41 @@ unknown fields are refused). Answers are the CLI's ``--json`` shapes, built by t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from batchyard.clusters import ID_LENGTH
 
 Json = dict[str, Any]
 
 
+#: A rate as the API takes it: AMOUNT/PERIOD (the CLI also reads "100 per 10 seconds").
+RATE = r"^[1-9][0-9]{0,8}/(s|min|h|day)$"
+#: An error cluster's id, or the start of one (``batchyard errors`` shows them).
+CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
+#: A template version: NAME or NAME@VERSION.
+TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
+#: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
+CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
+#: A webhook: an absolute http(s) URL with a host.
+WEBHOOK_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+#: Tokens per minute: a number, or a rate.
+TOKEN_RATE = r"^[1-9][0-9]{0,9}(/(s|min|h|day))?$"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole(cls, value: Any, info: ValidationInfo) -> Any:
+        """3.0 is an integer, as JSON Schema has it (strict mode refused it, and schemathesis
+        sends it for "integer"); "3" and true still are not."""
+        wanted = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(value, float) and value.is_integer() and wanted in (int, int | None):
+            return int(value)
+        return value
 
 
 class Options(_Strict):
@@ -25,13 +51,16 @@ class Options(_Strict):
     metadata: Json | None = None
     params: Json | None = None
     budget: float | None = Field(None, ge=0)
-    rate_limit: str | None = Field(None, max_length=40, description='e.g. "25/min"')
-    tokens_per_minute: str | None = Field(None, max_length=40)
+    rate_limit: str | None = Field(None, pattern=RATE, description='e.g. "25/min"')
+    tokens_per_minute: str | None = Field(None, pattern=TOKEN_RATE, description='e.g. "90000"')
     max_result_bytes: int | None = Field(None, ge=1)
     key_field: str | None = Field("id", max_length=200)
     open: bool = False
     #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
-    webhooks: list[str] = Field(default_factory=list, max_length=10)
+    # The URL rule of deliveries.py as a pattern (schemathesis met its 422 for any text).
+    webhooks: list[Annotated[str, Field(pattern=WEBHOOK_URL)]] = Field(
+        default_factory=list, max_length=10
+    )
 
 
 class BatchIn(_Strict):
@@ -40,10 +69,12 @@ class BatchIn(_Strict):
     (a generation batch). ``options.open`` makes a batch that takes items later."""
 
     task: str | None = Field(None, max_length=300)
-    template: str | None = Field(None, max_length=300, description="NAME or NAME@VERSION")
-    items: list[Json] | None = None
+    template: str | None = Field(None, pattern=TEMPLATE_REF, description="NAME or NAME@VERSION")
+    items: list[Json] | None = Field(None, min_length=1)
     dataset: str | None = Field(None, max_length=200)
-    where: list[str] = Field(default_factory=list, max_length=100)
+    where: list[Annotated[str, Field(pattern=CONDITION)]] = Field(
+        default_factory=list, max_length=100
+    )
     keys: list[str] | None = None
     count: int | None = Field(None, ge=1, le=10_000_000)
     options: Options = Field(default_factory=Options)
@@ -64,16 +95,31 @@ class RetryIn(_Strict):
     """Which finished items to send back: ``states`` (failed, cancelled), only ``keys``,
     or only the failed items of an error ``cluster``."""
 
-    states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed)
+    # An error cluster's retry takes its failed items only: the schema says so too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"cluster": {"type": "null"}}},
+                {
+                    "properties": {
+                        "keys": {"type": "null"},
+                        "states": {"items": {"const": "failed"}},
+                    }
+                },
+            ]
+        }
+    )
+
+    states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed, min_length=1)
     keys: list[str] | None = None
-    cluster: str | None = Field(None, max_length=100)
+    cluster: str | None = Field(None, pattern=CLUSTER)
 
 
 class RerunIn(_Strict):
     """A new batch of this batch's items: all, or those in one state; with its template
     version or another."""
 
-    template: str | None = Field(None, max_length=300)
+    template: str | None = Field(None, pattern=TEMPLATE_REF)
     state: Literal["all", "failed", "succeeded", "cancelled"] = "all"
     name: str | None = Field(None, max_length=200)
 

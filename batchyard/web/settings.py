@@ -50,6 +50,9 @@ class ServerSettings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     #: The largest upload of items, in bytes.
     max_upload_bytes: int = Field(MAX_UPLOAD, ge=1)
+    #: The largest generation batch (``count``) a client may ask for: a few bytes of JSON
+    #: would otherwise make up to 10,000,000 items.
+    max_count: int = Field(10_000_000, ge=1, le=10_000_000)
     #: Seconds between a WebSocket's pings, and between an SSE stream's keep-alives.
     heartbeat: float = Field(15.0, gt=0)
     #: URLs every batch submitted through the server notifies (beside its own).

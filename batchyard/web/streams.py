@@ -45,7 +45,14 @@ def follower_of(request: Request) -> FeedFollower:
     return feed
 
 
-def _since(last_event_id: Annotated[str | None, Header()] = None) -> Mark | None:
+#: An event id as Mark.parse reads it: a cursor, or cursor:batch:position; empty is none.
+EVENT_ID = r"^([0-9]{1,18}(:[A-Za-z0-9_-]{1,100}:[0-9]{1,18})?)?$"
+
+
+def _since(
+    # The pattern is in the schema only: Mark.parse answers a bad one, a 400 naming it.
+    last_event_id: Annotated[str | None, Header(json_schema_extra={"pattern": EVENT_ID})] = None,
+) -> Mark | None:
     """The ``Last-Event-ID`` header as a mark (400 if it is not an event id)."""
     if last_event_id is None or not last_event_id.strip():
         return None

@@ -49,7 +49,7 @@ def submit(
         return batch.status(), False
     batch = yard.submit(
         task,
-        upload if upload is not None else body.items,
+        _items(body, upload),
         count=body.count,
         template=body.template,
         open=body.options.open,
@@ -74,6 +74,10 @@ def checked(
     ``creating``), check first. Raises a 422 Problem, or the template's errors."""
     task = _task(yard, settings, body)
     _check_sources(body, upload, open_ok=creating)
+    if body.count is not None and body.count > settings.max_count:
+        raise Problem(
+            422, f"count: this server makes at most {settings.max_count:,} items", field="count"
+        )
     return task
 
 
@@ -123,3 +127,13 @@ def _check_active(yard: Yard, settings: ServerSettings, who: Caller) -> None:
                 "wait for it to end or cancel it",
                 batch_id=running.id,
             )
+
+
+def _items(body: BatchIn, upload: Iterable[dict[str, Any]] | None) -> Iterable[Any] | None:
+    """The items to submit: the file's, the body's, or none yet for an open batch (the core
+    takes ``[]`` there, and refuses items beside a count)."""
+    if upload is not None:
+        return upload
+    if body.items is None and body.count is None and body.options.open:
+        return []
+    return body.items

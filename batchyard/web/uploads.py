@@ -21,20 +21,30 @@ from batchyard.columns import ColumnTypes
 from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import FORMATS, Input, detect_format, open_input
 from batchyard.web.problems import Problem
-from batchyard.web.schemas import BatchIn
+from batchyard.web.schemas import TEMPLATE_REF, BatchIn
 
 #: The form fields of an upload (beside ``file``); ``options`` is the JSON of ``Options``.
 FORM_FIELDS = ("task", "template", "format", "options")
 FORM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["file"],
-    "additionalProperties": False,  # another field is a 422
+    "required": ["file", "format"],
+    "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "JSONL, CSV or Parquet"},
+        "format": {
+            "type": "string",
+            "enum": list(FORMATS),
+            "description": "the file's format (may be left out when its name ends .jsonl, "
+            ".ndjson, .csv or .parquet)",
+        },
         "task": {"type": "string"},
-        "template": {"type": "string"},
-        "format": {"type": "string", "enum": list(FORMATS)},
-        "options": {"type": "string", "description": "the JSON of BatchIn.options"},
+        "template": {"type": "string", "pattern": TEMPLATE_REF},
+        "options": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Options"},
+            "description": "the JSON of BatchIn.options",
+        },
     },
 }
 #: The OpenAPI of a submission's body (``POST /batches``, ``/estimate``, ``/validate``):
@@ -44,7 +54,7 @@ BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}},
-            "multipart/form-data": {"schema": FORM_SCHEMA},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/BatchUpload"}},
         },
     }
 }

@@ -150,7 +150,7 @@ def test_template_errors_name_what_is_wrong(api: Api) -> None:
     refused = api.post("/templates", json={"name": "u", "task": "llm", "params": {"modle": 1}})
     assert "modle" in problem(refused, 422)["detail"]
     same = api.post("/templates/t/versions", json={"params": {}})
-    assert "nothing to update" in problem(same, 422)["detail"]
+    assert "nothing to update" in problem(same, 409)["detail"]
     bad_name = api.post("/templates", json={"name": "no spaces", "task": ALLOWED})
     assert problem(bad_name, 422)["field"] == "name"
     lax = api.post("/templates", json={"name": "v", "task": ALLOWED, "params": [1]})
@@ -391,7 +391,8 @@ def test_estimate_and_validate_check_what_a_submission_does(api: Api) -> None:
 
 
 def test_the_openapi_describes_every_route_and_its_errors(api: Api) -> None:
-    paths = api.client.get(f"{API}/openapi.json").json()["paths"]
+    assert api.get("/openapi.json", role=None).status_code == 401  # only /health is public
+    paths = api.get("/openapi.json").json()["paths"]
     wanted = {
         ("get", "/templates"): {"401", "422"},
         ("post", "/templates"): {"401", "403", "409", "422"},
@@ -412,7 +413,8 @@ def test_the_openapi_describes_every_route_and_its_errors(api: Api) -> None:
         operation = paths[API + path][method]
         assert statuses <= set(operation["responses"]), (method, path)
     upload = paths[f"{API}/datasets"]["post"]["requestBody"]["content"]
-    assert upload["multipart/form-data"]["schema"]["required"] == ["file", "name"]
-    for route in ("/estimate", "/validate"):
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file", "name", "format"]
+    # Each takes a submission's body, with the tasks it takes (an estimate: the llm task).
+    for route, name in (("/estimate", "EstimateIn"), ("/validate", "CheckIn")):
         content = paths[API + route]["post"]["requestBody"]["content"]
-        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchIn"}
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{name}"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -33,6 +35,7 @@ class ServerThread:
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        self.api = f"{self.url}/api/v1"
         self.ws_url = f"ws://127.0.0.1:{port}/api/v1/ws"
 
     def stop(self) -> None:
@@ -41,3 +44,13 @@ class ServerThread:
         self.thread.join(30)
         if self.thread.is_alive():
             raise AssertionError("uvicorn did not stop")
+
+
+@contextmanager
+def serving(yard: Yard, **settings: Any) -> Iterator[ServerThread]:
+    """A ``ServerThread`` for the length of a ``with`` block."""
+    server = ServerThread(yard, **settings)
+    try:
+        yield server
+    finally:
+        server.stop()

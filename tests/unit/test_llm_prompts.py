@@ -227,3 +227,15 @@ def test_variables_are_seen_by_every_item_and_an_items_own_field_wins() -> None:
     assert template.version != PromptTemplate(template.template).version
     other = PromptTemplate(template.template, variables={"topic": "moons", "difficulty": "hard"})
     assert template.version != other.version
+
+
+def test_a_cache_key_takes_integers_past_64_bits() -> None:
+    """Found by schemathesis: a JSON schema with a big integer in the llm task's ``json``
+    made POST /estimate answer 500 (orjson refuses integers past 64 bits)."""
+    from batchyard.llm.params import read_params
+
+    params = read_params({"model": "m", "template": "hi", "json": {"maximum": 2**70}})
+    small = params.cache_key({"messages": [], "n": 1})
+    big, bigger = params.cache_key({"n": 2**70}), params.cache_key({"n": 2**71})
+    assert len(big) == 64 and big != bigger
+    assert small == params.cache_key({"messages": [], "n": 1})  # unchanged for the rest
