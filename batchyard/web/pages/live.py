@@ -21,6 +21,7 @@ from batchyard.web.feed import FeedFollower
 from batchyard.web.pages import detail, render
 from batchyard.web.pages.guard import signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.problems import Problem
 from batchyard.web.settings import ServerSettings
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -44,7 +45,9 @@ def _paint(
 async def _watched(batch_id: str, request: Request, who: Caller = Depends(signed_in)) -> Caller:
     """The caller, once it is known to see the batch (404 otherwise): checked before the
     stream starts, while its status code can still be sent."""
-    feed: FeedFollower = request.app.state.feed
+    feed: FeedFollower | None = getattr(request.app.state, "feed", None)
+    if feed is None:  # an app used without its lifespan: its pages poll instead
+        raise Problem(503, "this server follows no feed: live streams are off")
     await feed.call(visible, yard_of(request), who, batch_id)
     return who
 

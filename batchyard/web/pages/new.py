@@ -38,6 +38,17 @@ PREVIEW = 5
 FIELDS = ("csrf", "nonce", "task", "template", "name", "format")
 
 
+async def _csrf_first(request: Request, who: Caller) -> None:
+    """Check the form's CSRF token before anything else is read of it (a 403 whatever else
+    is wrong with the post). The parsed form stays cached for ``uploads.upload``."""
+    assert who.session is not None  # signed_in answers with a session
+    form = await request.form(max_files=1, max_fields=len(FIELDS))
+    sent = form.get("csrf")
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, who.session.csrf):
+        await form.close()
+        raise Problem(403, "this form is out of date or came from another site")
+
+
 def _operator(who: Caller) -> None:
     if not can_operate(who):
         raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
@@ -167,18 +178,14 @@ def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> 
 async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
     """The form's file and choices checked (htmx swaps the answer under the form)."""
     _operator(who)
-    assert who.session is not None  # signed_in answers with a session
+    await _csrf_first(request, who)
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
-            if not hmac.compare_digest(fields.get("csrf", ""), who.session.csrf):
-                raise Problem(403, "this form is out of date or came from another site")
             body = _body(fields)
             settings = request.app.state.settings
             found = await run_in_threadpool(_check, yard_of(request), settings, body, rows)
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
-        if problem.status == 403:
-            raise problem from None
         return render.fragment("_check.html", error=problem.detail, found=None)
     return render.fragment("_check.html", error=None, found=found)
 
@@ -186,13 +193,11 @@ async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLRespo
 @router.post("/new")
 async def create(request: Request, who: Caller = Depends(signed_in)) -> Response:
     _operator(who)
-    assert who.session is not None  # signed_in answers with a session
+    await _csrf_first(request, who)
     given: dict[str, str] = {}
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
             given = {k: v for k, v in fields.items() if k in ("task", "template", "name")}
-            if not hmac.compare_digest(fields.get("csrf", ""), who.session.csrf):
-                raise Problem(403, "this form is out of date or came from another site")
             status, _ = await run_in_threadpool(
                 submissions.submit,
                 yard_of(request),
@@ -204,7 +209,5 @@ async def create(request: Request, who: Caller = Depends(signed_in)) -> Response
             )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
-        if problem.status == 403:
-            raise problem from None
         return _form(request, who, problem.status, problem.detail, given)
     return RedirectResponse(f"/batches/{status.id}", status_code=303)
