@@ -227,3 +227,43 @@ def test_an_older_template_version_is_picked_with_its_diff_and_a_vanished_one_is
     )
     assert gone.status_code == 409 and "archived" in gone.text
     assert 'role="alert"' in gone.text and len(yard.batches(limit=5).rows) == 1
+
+
+def test_a_batch_estimated_over_the_limit_is_made_only_once_its_cost_is_accepted(
+    ann: TestClient, yard: Yard
+) -> None:
+    params = {
+        "model": "gpt-4o",
+        "template": "Hi {{ name }}",
+        "max_tokens": 4000,
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    yard.templates.create("pricey", "llm", params)
+    many = "".join(f'{{"id": "r{n}", "name": "x"}}\n' for n in range(100)).encode()
+    form = ann.get("/new")
+    fields = {"csrf": csrf(form.text), "nonce": "n1", "template": "pricey"}
+    checked = ann.post("/new/check", data=fields, files={"file": ("in.jsonl", many)})
+    assert 'name="accept" value="yes" form="new-form" required' in checked.text
+    held = ann.post("/new", data=fields, files={"file": ("in.jsonl", many)})
+    assert held.status_code == 200 and "should cost about $2.00" in held.text
+    assert 'name="accept" value="yes" required' in held.text
+    assert yard.batches(limit=5).rows == []  # nothing made before the cost is accepted
+    accepted = ann.post(
+        "/new",
+        data={**fields, "accept": "yes"},
+        files={"file": ("in.jsonl", many)},
+        follow_redirects=False,
+    )
+    assert accepted.status_code == 303
+    assert yard.batch(accepted.headers["location"].rsplit("/", 1)[1]).status().counts.total == 100
+    # Under the limit: made at once, every line of the file read again after the estimate.
+    few = b'{"id": "a", "name": "x"}\n{"id": "b", "name": "y"}\n'
+    made = ann.post(
+        "/new",
+        data={**fields, "nonce": "n2"},
+        files={"file": ("in.jsonl", few)},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303
+    assert yard.batch(made.headers["location"].rsplit("/", 1)[1]).status().counts.total == 2

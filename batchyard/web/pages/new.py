@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from batchyard.errors import BatchyardError
 from batchyard.inputs import Input
@@ -34,8 +35,10 @@ from batchyard.yard import Yard
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: How many rows' prompts a check shows.
 PREVIEW = 5
-#: The form's fields beside the file.
-FIELDS = ("csrf", "nonce", "task", "template", "name", "format")
+#: Above this estimated cost (in dollars) a batch is made only once the cost is accepted.
+CONFIRM_ABOVE = 1.0
+#: The form's fields beside the file (``accept``: "yes" once the cost was accepted).
+FIELDS = ("csrf", "nonce", "task", "template", "name", "format", "accept")
 
 
 async def _csrf_first(request: Request, who: Caller) -> None:
@@ -60,6 +63,7 @@ def _form(
     code: int = 200,
     error: str | None = None,
     given: dict[str, str] | None = None,
+    confirm: dict[str, Any] | None = None,
 ) -> HTMLResponse:
     settings = request.app.state.settings
     return render.page(
@@ -72,6 +76,8 @@ def _form(
         nonce=secrets.token_urlsafe(16),
         error=error,
         given=given or {},
+        confirm=confirm,
+        limit=CONFIRM_ABOVE,
         **_note(yard_of(request), (given or {}).get("template", "")),
     )
 
@@ -156,22 +162,44 @@ class _Peeking(Input):
         return row
 
 
+def _estimates(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> bool:
+    """Whether the submission's task estimates its cost (the llm task), once what every
+    submission checks first has passed: the task (and the template's) allowed here. The
+    task is resolved only then: a client's name is never imported."""
+    submissions.checked(yard, settings, body, rows, creating=False)
+    chosen = None if body.template is None else yard.templates.runnable(body.template)
+    task = body.task or (chosen.task if chosen else "")
+    return yard.registry.resolve(task).estimate is not None
+
+
 def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> dict[str, Any]:
     """What ``POST /api/v1/estimate`` answers for a task that estimates (the llm task),
     with the prompts of its first rows, else what ``POST /api/v1/validate`` answers: one
     pass over the rows, nothing made."""
-    # First what every submission checks: the task (and the template's) allowed here. The
-    # task is resolved only then: a client's name is never imported.
-    submissions.checked(yard, settings, body, rows, creating=False)
-    chosen = None if body.template is None else yard.templates.runnable(body.template)
-    task = body.task or (chosen.task if chosen else "")
-    if yard.registry.resolve(task).estimate is None:
+    if not _estimates(yard, settings, body, rows):
         return {"validation": spend._validate(yard, settings, body, rows)}
     peek = _Peeking(rows, PREVIEW)
     found = spend._estimate(yard, settings, body, peek)
+    chosen = None if body.template is None else yard.templates.runnable(body.template)
     params = body.options.params or {}
     prompt = read_params(merged_params(chosen, params) if chosen else params).prompt
-    return {"estimate": found, "prompts": [prompt.render(item) for item in peek.first]}
+    prompts = [prompt.render(item) for item in peek.first]
+    return {"estimate": found, "prompts": prompts, "confirm": _over(found)}
+
+
+def _over(estimate: dict[str, Any]) -> bool:
+    """Whether an estimate is over the cost a batch is made at without a confirm."""
+    return bool(estimate.get("cost") and estimate["cost"] > CONFIRM_ABOVE)
+
+
+def _cost_to_accept(
+    yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input
+) -> dict[str, Any] | None:
+    """The estimate of a submission whose cost must be accepted first, or None."""
+    if not _estimates(yard, settings, body, rows):
+        return None
+    found = spend._estimate(yard, settings, body, rows)
+    return found if _over(found) else None
 
 
 @router.post("/new/check", response_class=HTMLResponse)
@@ -187,7 +215,7 @@ async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLRespo
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
         return render.fragment("_check.html", error=problem.detail, found=None)
-    return render.fragment("_check.html", error=None, found=found)
+    return render.fragment("_check.html", error=None, found=found, limit=CONFIRM_ABOVE)
 
 
 @router.post("/new")
@@ -195,18 +223,28 @@ async def create(request: Request, who: Caller = Depends(signed_in)) -> Response
     _operator(who)
     await _csrf_first(request, who)
     given: dict[str, str] = {}
+    yard, settings = yard_of(request), request.app.state.settings
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
             given = {k: v for k, v in fields.items() if k in ("task", "template", "name")}
-            status, _ = await run_in_threadpool(
-                submissions.submit,
-                yard_of(request),
-                request.app.state.settings,
-                who,
-                _body(fields),
-                rows,
-                fields.get("nonce") or None,
-            )
+            body = _body(fields)
+            key = fields.get("nonce") or None
+            if fields.get("accept") == "yes":
+                status, _ = await run_in_threadpool(
+                    submissions.submit, yard, settings, who, body, rows, key
+                )
+            else:
+                found = await run_in_threadpool(_cost_to_accept, yard, settings, body, rows)
+                if found is not None:
+                    return _form(request, who, 200, None, given, confirm=found)
+                # The estimate read the file: read it again from the start (it is spooled).
+                upload = (await request.form()).get("file")
+                assert isinstance(upload, UploadFile)  # uploads.upload found it
+                await upload.seek(0)
+                with uploads.items_of(upload, fields.get("format")) as again:
+                    status, _ = await run_in_threadpool(
+                        submissions.submit, yard, settings, who, body, again, key
+                    )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
         return _form(request, who, problem.status, problem.detail, given)
