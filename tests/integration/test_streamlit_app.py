@@ -74,3 +74,17 @@ def test_an_empty_list_is_refused_with_a_message(db: str) -> None:
     assert any("No items" in e.value for e in app.error)
     with Yard(db) as yard:
         assert yard.batches(limit=5).rows == []
+
+
+def test_a_batch_is_made_from_a_template(db: str) -> None:
+    with Yard(db) as yard:
+        yard.templates.create("echo", TASK, {"note": "from a template"})
+    app = run_app()
+    app.selectbox[0].select("echo")
+    app.text_area[0].input("one\ntwo\nthree")
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    with Yard(db) as yard:
+        (status,) = yard.batches(limit=5).rows
+    assert str(status.template) == "echo@1" and status.counts.total == 3
+    assert status.params["note"] == "from a template"
