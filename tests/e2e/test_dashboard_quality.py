@@ -126,6 +126,8 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         f"{site.url}/batches/{prompted.id}/items/p",
         f"{site.url}/datasets/hostile",
         f"{site.url}/templates/hostile",
+        f"{site.url}/compare?ids={batch.id}&ids={prompted.id}",
+        f"{site.url}/batches/{batch.id}/actions/retry",
     ):
         tab.goto(url)
         text = tab.inner_text("main")
