@@ -183,6 +183,9 @@ def play(
         out.flush()
         final = asyncio.run(work_and_follow(yard, batch.id, concurrency=concurrency, out=out))
         out.write(f"\n{ending(batch.report(), cli)}\n")
+        out.write(
+            f"in a browser: {cli} serve, open the login link it prints, then /batches/{batch.id}\n"
+        )
         out.flush()
     return 0 if final.is_finished else 130
 

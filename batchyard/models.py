@@ -372,10 +372,15 @@ class BatchStatus:
     def projected_cost(self) -> float | None:
         """What the items still to do will cost at the average cost of those done so far
         (None before any item has run, and while some calls had no price)."""
+        return self.cost_of(self.counts.remaining)
+
+    def cost_of(self, items: int) -> float | None:
+        """What ``items`` more runs would cost at the average cost of the items done so
+        far (a retry's estimate; None as for ``projected_cost``)."""
         ran = self.counts.succeeded + self.counts.failed
         if ran == 0 or not self.usage.cost_is_known:
             return None
-        return self.usage.cost / ran * self.counts.remaining
+        return self.usage.cost / ran * items
 
     @property
     def cost_note(self) -> str | None:

@@ -21,6 +21,7 @@ from batchyard.web import (
     meta,
     metrics,
     openapi,
+    pages,
     problems,
     socket,
     spend,
@@ -122,6 +123,8 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
         datasets.router,
     ):
         app.include_router(router, prefix=API)
+    if settings.ui:
+        pages.install(app)
     app.openapi = lambda: openapi.document(app, settings)  # type: ignore[method-assign]  # FastAPI's documented hook
     return app
 

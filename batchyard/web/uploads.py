@@ -167,6 +167,12 @@ def _from_form(fields: dict[str, str]) -> BatchIn:
     return _parsed(json.dumps({**body, "options": options}))
 
 
+def items_of(upload: UploadFile, fmt: str | None) -> contextlib.AbstractContextManager[Input]:
+    """The items of an uploaded file, read from where the file stands (the dashboard reads
+    one again after an estimate: ``seek(0)`` first)."""
+    return _items(upload, fmt, None)
+
+
 @contextlib.contextmanager
 def _items(upload: UploadFile, fmt: str | None, types: ColumnTypes | None) -> Iterator[Input]:
     name = Path(upload.filename or "upload").name

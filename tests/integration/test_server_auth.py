@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from batchyard import Yard
 from batchyard.web import ServerSettings, auth, create_app
+from batchyard.web.pages.route import PageRoute
 
 TASK = "tests.procs.tasks:square"
 #: Routes that take no token: health and logging in.
@@ -87,6 +88,8 @@ def _routes(world: World) -> list[tuple[str, str, APIRoute | None]]:
     # FastAPI includes routers lazily: iter_route_contexts yields the routes inside them.
     for context in iter_route_contexts(world.client.app.routes):  # type: ignore[attr-defined]
         route = context.original_route
+        if isinstance(route, PageRoute):
+            continue  # the dashboard's pages: their own matrix, test_dashboard_auth.py
         for method in sorted(context.methods or ()):
             if method != "HEAD" and context.path is not None:
                 found.append((method, context.path, route if isinstance(route, APIRoute) else None))

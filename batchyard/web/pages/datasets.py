@@ -1,0 +1,144 @@
+"""The dataset pages: every dataset (``/datasets``), and one dataset's rows
+(``/datasets/{name}``) filtered by conditions (``employees>=100``, one a line) and sorted,
+a keyset page at a time, all in the URL; tick rows, or take all that match, and start a
+batch of them with a task or a template (operators). The rows come from
+``yard.datasets.rows``; the batch is made by ``submissions.submit``, as
+``POST /api/v1/batches`` makes a dataset batch (rows copied in the store, all or none)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from batchyard.errors import BatchyardError
+from batchyard.records import Dataset
+from batchyard.web import submissions, tasks
+from batchyard.web.auth import Caller, yard_of
+from batchyard.web.pages import render
+from batchyard.web.pages.guard import can_operate, operating, signed_in
+from batchyard.web.pages.route import PageRoute
+from batchyard.web.problems import Problem, of_error
+from batchyard.web.schemas import BatchIn
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+PAGE_SIZES = (25, 50, 100)
+#: The longest value a cell shows (the row whole is in the dataset).
+CELL = 80
+
+
+def _conditions(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def cell(value: object) -> str:
+    text = value if isinstance(value, str) else render.pretty(value).replace("\n", " ")
+    return text if len(text) <= CELL else text[: CELL - 1] + "…"
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets_page(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
+    found = sorted(yard_of(request).datasets.list(), key=lambda d: d.name)
+    return render.page(request, "datasets.html", who, datasets=found)
+
+
+def _rows_page(
+    request: Request,
+    who: Caller,
+    dataset: Dataset,
+    where: str,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    error: tuple[int, str] | None = None,
+) -> HTMLResponse:
+    page = yard_of(request).datasets.rows(
+        dataset.name, _conditions(where), sort=sort or None, limit=limit, cursor=cursor
+    )
+    query = {k: v for k, v in (("where", where), ("sort", sort), ("limit", limit)) if v}
+    base = f"/datasets/{render.path_part(dataset.name)}?"
+    return render.page(
+        request,
+        "dataset.html",
+        who,
+        status_code=error[0] if error else 200,
+        error=error[1] if error else None,
+        ds=dataset,
+        page=page,
+        cells=[[cell(row.data.get(f)) for f in dataset.field_names] for row in page.rows],
+        where=where,
+        sort=sort,
+        limit=limit,
+        sizes=PAGE_SIZES,
+        next_url=None if page.next is None else base + urlencode({**query, "cursor": page.next}),
+        first_url=None if cursor is None else base + urlencode(query),
+        operator=can_operate(who),
+        tasks=[entry.name for entry in tasks.allowed(request.app.state.settings)],
+        templates=yard_of(request).templates.list(),
+    )
+
+
+@router.get("/datasets/{name}", response_class=HTMLResponse)
+def dataset_page(
+    name: str,
+    request: Request,
+    who: Caller = Depends(signed_in),
+    where: str = Query("", max_length=4000),
+    sort: str = Query("", max_length=200),
+    limit: int = Query(25),
+    cursor: str | None = Query(None, max_length=200),
+) -> HTMLResponse:
+    if limit not in PAGE_SIZES:
+        raise Problem(422, f"limit: one of {', '.join(map(str, PAGE_SIZES))}, not {limit}")
+    dataset = yard_of(request).datasets.get(name)
+    return _rows_page(request, who, dataset, where, sort, limit, cursor)
+
+
+@router.post("/datasets/{name}/batch")
+def start_batch(
+    name: str,
+    request: Request,
+    who: Caller = Depends(operating),
+    scope: str = Form("ticked", pattern="^(ticked|all)$"),
+    where: str = Form("", max_length=4000),
+    task: str = Form("", max_length=300),
+    template: str = Form("", max_length=300),
+    batch_name: str = Form("", max_length=200),
+    ticked: list[str] = Form([], alias="keys", max_length=1000),
+) -> Response:
+    """A batch of the ticked rows (``scope=ticked``) or of every row ``where`` picks."""
+    keys = ticked if scope == "ticked" else None
+    try:
+        if keys is not None and not keys:
+            raise Problem(422, "no row is ticked: tick rows, or take all that match")
+        body = _body(name, where, keys, task, template, batch_name)
+        status, _ = submissions.submit(
+            yard_of(request), request.app.state.settings, who, body, None, None
+        )
+    except (Problem, BatchyardError) as exc:
+        problem = exc if isinstance(exc, Problem) else of_error(exc)
+        dataset = yard_of(request).datasets.get(name)
+        failed = (problem.status, problem.detail)
+        return _rows_page(request, who, dataset, where, "", PAGE_SIZES[0], None, failed)
+    return RedirectResponse(f"/batches/{status.id}", status_code=303)
+
+
+def _body(
+    name: str, where: str, keys: list[str] | None, task: str, template: str, batch_name: str
+) -> BatchIn:
+    try:
+        return BatchIn.model_validate(
+            {
+                "dataset": name,
+                "where": _conditions(where),
+                "keys": keys,
+                "task": task or None,
+                "template": template or None,
+                "options": {"name": batch_name or None},
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None

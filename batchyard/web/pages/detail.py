@@ -1,0 +1,190 @@
+"""A batch's page (``/batches/{id}``): its live region (counter tiles, progress, cost, pace,
+what it waits on, the controls that apply), its error clusters and its items a page at a
+time, filtered through the URL. ``/batches/{id}/live`` answers the live region alone,
+rendered by the same template, for the page to swap in every 2 seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from batchyard.clusters import TOP_CLUSTERS
+from batchyard.controls import Control, controls
+from batchyard.models import BatchStatus
+from batchyard.progress import Meter, pace
+from batchyard.states import ItemState
+from batchyard.views import status_view
+from batchyard.web.auth import Caller, visible, yard_of
+from batchyard.web.pages import render
+from batchyard.web.pages.guard import can_operate, signed_in
+from batchyard.web.pages.route import PageRoute
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+#: Items shown on one page of a batch's table.
+ITEMS_PAGE = 50
+#: The tiles, in order: a count of the batch's items and the state it filters by.
+TILES = (
+    ("total", ""),
+    ("pending", "pending"),
+    ("running", "running"),
+    ("waiting", "running"),
+    ("retry_wait", "retry_wait"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+)
+
+
+class Trace:
+    """A page stream's samples of a batch's finished count: the recent pace (the core's
+    ``Meter``) and the rates between the last ``keep`` samples, for a sparkline."""
+
+    def __init__(self, keep: int = 60) -> None:
+        self.meter = Meter()
+        self.samples: deque[tuple[float, int]] = deque(maxlen=keep + 1)
+
+    def add(self, at: float, finished: int) -> None:
+        self.meter.add(at, finished)
+        self.samples.append((at, finished))
+
+    @property
+    def rate(self) -> float | None:
+        return self.meter.rate
+
+    def rates(self) -> list[float]:
+        pairs = pairwise(self.samples)
+        return [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in pairs]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    """The items table's query parameters."""
+
+    state: ItemState | None = None
+    cluster: str | None = None
+    cursor: int = 0
+
+    def url(self, batch_id: str, **changes: Any) -> str:
+        params = {"state": self.state, "cluster": self.cluster, "cursor": self.cursor}
+        params.update(changes)
+        query = urlencode({k: v for k, v in params.items() if v not in (None, "", 0)})
+        return f"/batches/{batch_id}" + (f"?{query}" if query else "") + "#items"
+
+
+def has_stream(request: Request) -> bool:
+    """Whether the app follows the store's feed (it does while its lifespan runs): then
+    the page's live region comes over SSE (``pages.live``), else it is polled."""
+    return getattr(request.app.state, "feed", None) is not None
+
+
+def live_context(
+    status: BatchStatus,
+    who: Caller,
+    shown: ItemFilter,
+    seen: int | None = None,
+    *,
+    streamed: bool = False,
+    trace: Trace | None = None,
+) -> dict[str, Any]:
+    """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
+    the controls that apply (none for a viewer), the tiles' links, and how many items
+    finished since the page's table was read (``seen`` finished then); ``streamed``: it
+    comes over the page's SSE stream (else the region polls for itself), whose ``trace``
+    of finished counts gives a recent pace (the ETA then follows it, as the CLI's live view
+    does) and a sparkline of it."""
+    offered = controls(status) if can_operate(who) else frozenset()
+    tiles = [
+        {
+            "name": name,
+            "n": status.counts.total if name == "total" else getattr(status.counts, name),
+            "url": ItemFilter(ItemState(state) if state else None).url(status.id),
+            "current": (shown.state.value if shown.state else "total") == name,
+        }
+        for name, state in TILES
+    ]
+    now = time.time()
+    view = status_view(status, now)
+    if trace is not None:
+        view["eta"] = pace(status, now, trace.rate).eta or None
+    return {
+        "s": status,
+        "view": view,
+        "spark": "" if trace is None else render.sparkline(trace.rates()),
+        "offered": offered,
+        "operator": can_operate(who),
+        "controls": list(Control),
+        "tiles": tiles,
+        "live_url": f"/batches/{status.id}/live" + live_query(shown.state, seen),
+        "shown": shown,
+        "poll": not streamed,
+        "since_table": 0 if seen is None else max(0, status.counts.finished - seen),
+    }
+
+
+def live_query(state: ItemState | None, seen: int | None) -> str:
+    """The query of the live region's URLs: the table's state filter, and ``seen``."""
+    params: dict[str, str | int] = {} if state is None else {"state": state.value}
+    if seen is not None:
+        params["seen"] = seen
+    return f"?{urlencode(params)}" if params else ""
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(
+    batch_id: str,
+    request: Request,
+    who: Caller = Depends(signed_in),
+    state: ItemState | None = None,
+    cluster: str | None = Query(None, max_length=64),
+    cursor: int = Query(0, ge=0, le=2**31),
+    done: Control | None = None,
+) -> HTMLResponse:
+    yard = yard_of(request)
+    status = visible(yard, who, batch_id)
+    shown = ItemFilter(state, cluster, cursor)
+    streamed = has_stream(request) and not status.is_finished
+    seen = status.counts.finished
+    rows = yard.store.items(
+        batch_id,
+        state=state,
+        cluster=cluster,
+        after=cursor,
+        limit=ITEMS_PAGE,
+        payloads=False,
+        results=False,
+    )
+    more = len(rows) == ITEMS_PAGE
+    return render.page(
+        request,
+        "detail.html",
+        who,
+        **live_context(status, who, shown, seen, streamed=streamed),
+        stream_url=(f"/batches/{batch_id}/live/events" + live_query(state, seen))
+        if streamed
+        else None,
+        clusters=yard.store.error_clusters(batch_id, TOP_CLUSTERS),
+        items=rows,
+        item_states=[s.value for s in ItemState],
+        next_url=shown.url(batch_id, cursor=rows[-1].position) if more else None,
+        first_url=shown.url(batch_id, cursor=0) if cursor else None,
+        done=done,
+    )
+
+
+@router.get("/batches/{batch_id}/live", response_class=HTMLResponse)
+def live_region(
+    batch_id: str,
+    request: Request,
+    who: Caller = Depends(signed_in),
+    state: ItemState | None = None,
+    seen: int | None = Query(None, ge=0),
+) -> HTMLResponse:
+    status = visible(yard_of(request), who, batch_id)
+    return render.fragment("_live.html", **live_context(status, who, ItemFilter(state), seen))

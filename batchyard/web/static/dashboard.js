@@ -1,0 +1,139 @@
+// The dashboard's own behaviour, kept small (htmx does the rest): the CSRF token on htmx
+// requests, the Compare button, local times on hover, copy buttons.
+(function () {
+  "use strict";
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (meta) { event.detail.headers["X-CSRF-Token"] = meta.content; }
+  });
+
+  function compareState() {
+    var button = document.getElementById("compare-button");
+    if (!button) { return; }
+    var ticked = document.querySelectorAll("input.pick:checked").length;
+    button.disabled = ticked < 2;
+    var hint = document.getElementById("compare-hint");
+    if (hint) { hint.textContent = ticked < 2 ? "Tick two or more." : ticked + " ticked."; }
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.classList && event.target.classList.contains("pick")) { compareState(); }
+  });
+
+  // A filter form leaves its empty fields out of the URL: a shorter link to copy.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.classList || !form.classList.contains("filters")) { return; }
+    form.querySelectorAll("input, select").forEach(function (field) {
+      if (field.name && field.value === "") { field.disabled = true; }
+    });
+    window.setTimeout(function () {
+      form.querySelectorAll(":disabled").forEach(function (f) { f.disabled = false; });
+    }, 0);
+  });
+
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when)) { el.title = when.toLocaleString() + " (local) · " + el.textContent + " UTC"; }
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) { return; }
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (source && navigator.clipboard) {
+      navigator.clipboard.writeText(source.textContent).then(function () {
+        button.textContent = "Copied";
+      });
+    }
+  });
+
+  // The batch page's connection chip: live, reconnecting (the SSE extension retries with
+  // a growing delay), or ended once the batch has.
+  function chip(text) {
+    var el = document.getElementById("live-chip");
+    if (el) { el.textContent = text; el.setAttribute("data-state", text); }
+  }
+  // A stream that fails 3 times without ever opening (a proxy that refuses SSE, say) gives
+  // way to polling the region every 2 s, as a server without streams does.
+  var opened = false;
+  var failures = 0;
+  document.addEventListener("htmx:sseOpen", function () { opened = true; failures = 0; chip("live"); });
+  document.addEventListener("htmx:sseError", function () {
+    failures += 1;
+    if (!opened && failures >= 3) { poll(); return; }
+    chip(navigator.onLine === false ? "offline" : "reconnecting");
+  });
+  function poll() {
+    var wrap = document.getElementById("live-wrap");
+    var live = document.getElementById("live");
+    if (!wrap || !live || !window.htmx) { return; }
+    wrap.removeAttribute("sse-connect");  // no reconnection either
+    wrap.removeAttribute("sse-swap");
+    htmx.trigger(wrap, "htmx:beforeCleanupElement");
+    live.setAttribute("hx-get", wrap.getAttribute("data-poll"));
+    live.setAttribute("hx-trigger", "every 2s");
+    live.setAttribute("hx-swap", "outerHTML");
+    htmx.process(live);
+    wrap.setAttribute("data-ended", "");  // the visibility handler leaves it alone
+    chip("polling");
+  }
+  document.addEventListener("htmx:sseClose", function (event) {
+    if (event.detail && event.detail.type === "message") {  // sse-close: the batch ended
+      event.target.setAttribute("data-ended", "");
+      chip("ended");
+    }
+  });
+
+  // A hidden tab closes its stream; shown again, a fresh one starts with the region as it
+  // stands (the server sends it first), so nothing is missed.
+  document.addEventListener("visibilitychange", function () {
+    var wrap = document.getElementById("live-wrap");
+    if (!wrap || !window.htmx || wrap.hasAttribute("data-ended")) { return; }
+    if (document.hidden) {
+      htmx.trigger(wrap, "htmx:beforeCleanupElement");
+      chip("paused");
+    } else {
+      var fresh = wrap.cloneNode(true);
+      wrap.replaceWith(fresh);
+      htmx.process(fresh);
+      chip("connecting");
+    }
+  });
+
+  // "about 12 s" counts down between repaints (a rate limit's wait).
+  window.setInterval(function () {
+    document.querySelectorAll("[data-seconds]").forEach(function (el) {
+      var left = Math.max(0, Math.round(parseFloat(el.getAttribute("data-seconds")) - 1));
+      el.setAttribute("data-seconds", String(left));
+      el.textContent = left >= 60 ? Math.floor(left / 60) + " min " + String(left % 60).padStart(2, "0") + " s" : left + " s";
+    });
+  }, 1000);
+
+  // The theme toggle: auto (the system's), light, dark; remembered in this browser.
+  var THEMES = ["auto", "light", "dark"];
+  function showTheme(button) {
+    var theme = document.documentElement.getAttribute("data-theme") || "auto";
+    button.textContent = "Theme: " + theme;
+    button.setAttribute("aria-label", "Colour theme: " + (theme === "auto" ? "as the system's" : theme) + " (change)");
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("#theme-toggle");
+    if (!button) { return; }
+    var now = document.documentElement.getAttribute("data-theme") || "auto";
+    var next = THEMES[(THEMES.indexOf(now) + 1) % THEMES.length];
+    if (next === "auto") { document.documentElement.removeAttribute("data-theme"); }
+    else { document.documentElement.setAttribute("data-theme", next); }
+    try { window.localStorage.setItem("batchyard-theme", next); } catch (e) { /* not kept */ }
+    showTheme(button);
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
+  document.addEventListener("DOMContentLoaded", function () {
+    var toggle = document.getElementById("theme-toggle");
+    if (toggle) { showTheme(toggle); }
+    compareState();
+    localTimes(document);
+  });
+})();

@@ -1,0 +1,232 @@
+"""The dashboard's safety and accessibility in a real browser (see dashboard_site.py): a
+form on another site cannot control a batch, hostile text in every field shows as text and
+runs nothing, axe-core finds no WCAG 2.1 A/AA violation on any page at 320 and 1280 px in
+either theme, nothing scrolls sideways at 320 px, and the theme toggle.
+
+``BATCHYARD_SCREENSHOTS=docs/screenshots`` keeps the screenshots there (else in tmp)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.e2e.dashboard_site import (
+    CHROMIUM,
+    HOSTILE,
+    SHOWN,
+    TASK,
+    WCAG,
+    Site,
+    Watch,
+    chromium,
+    serving,
+    submit,
+    watched_tab,
+)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with serving(tmp_path_factory.mktemp("dashboard")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
+    with watched_tab(browser) as watched:
+        yield watched
+
+
+class _Attacker(http.server.BaseHTTPRequestHandler):
+    """Another site: a page whose form posts to a control of the dashboard."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<form method="post" action="{self.target}">'
+            '<input name="csrf" value="guess"><input name="confirm_name" value="x">'
+            '<button id="go">win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_form_on_another_site_cannot_control_a_batch(site: Site, page: tuple[Any, Watch]) -> None:
+    tab, _ = page
+    batch = submit(site, "targeted", [{"id": "t"}])
+    tab.goto(site.login("ann"))  # signed in: the session cookie is in this browser
+    _Attacker.target = f"{site.url}/batches/{batch.id}/actions/pause"
+    # localhost is another site than 127.0.0.1: the SameSite=Strict cookie stays home.
+    evil = http.server.HTTPServer(("127.0.0.1", 0), _Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        tab.goto(f"http://localhost:{evil.server_port}/")
+        with tab.expect_navigation():
+            tab.click("#go")
+        # It arrived without the session: the dashboard asked for a sign-in.
+        assert tab.url.startswith(f"{site.url}/signin?next=%2F")
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    assert batch.status().state.value == "queued"
+    # And a post from the dashboard's own origin without the session's token: 403.
+    tab.goto(f"{site.url}/batches/{batch.id}")
+    forged = tab.request.post(_Attacker.target, form={"csrf": "guess"})
+    assert forged.status == 403 and batch.status().state.value == "queued"
+
+
+def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    key = f"k{HOSTILE}"
+    batch = submit(site, HOSTILE, [{"id": key, "text": HOSTILE, "fail": HOSTILE}, {"id": "ok"}])
+    site.yard.run_until_idle(poll_interval=0.01)
+    params = {
+        "model": "m",
+        "template": "Hi {{ name }}",
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    prompted = site.yard.submit("llm", [{"id": "p", "name": HOSTILE}], params=params, owner="ann")
+    site.yard.datasets.add("hostile", [{"id": key, HOSTILE: HOSTILE}])
+    site.yard.templates.create("hostile", TASK, {"out": HOSTILE}, description=HOSTILE)
+    tab.goto(site.login("ann"))
+    item_url = f"{site.url}/batches/{batch.id}/items/{quote(key, safe='')}"
+    for url in (
+        site.url + "/",
+        f"{site.url}/batches/{batch.id}",
+        f"{site.url}/batches/{batch.id}/actions/delete",
+        item_url,
+        f"{site.url}/batches/{prompted.id}/items/p",
+        f"{site.url}/datasets/hostile",
+        f"{site.url}/templates/hostile",
+        f"{site.url}/compare?ids={batch.id}&ids={prompted.id}",
+        f"{site.url}/batches/{batch.id}/actions/retry",
+    ):
+        tab.goto(url)
+        text = tab.inner_text("main")
+        assert SHOWN in text and "\u202e" not in text, url
+        assert tab.evaluate("() => document.querySelectorAll('main img, main script').length") == 0
+        assert "49" not in tab.inner_text("h1")
+    assert watch.dialogs == [] and watch.errors == []
+    prompted.cancel()  # no worker of a later test should try to call its endpoint
+
+
+def _pages(site: Site) -> list[tuple[str, str]]:
+    batch = submit(site, "a11y", [{"id": "x", "fail": "bad"}, {"id": "y", "n": 1}])
+    site.yard.run_until_idle(poll_interval=0.01)
+    waiting = submit(site, "a11y waiting", [{"id": "w"}])
+    ids = f"ids={batch.id}&ids={waiting.id}"
+    if not any(t.name == "a11y" for t in site.yard.templates.list()):
+        site.yard.templates.create("a11y", TASK, {"out": "one\ntwo"}, description="checks")
+        site.yard.templates.update("a11y", {"out": "one\nthree"})
+    if not any(d.name == "a11y" for d in site.yard.datasets.list()):
+        rows = [{"id": f"d{n}", "n": n, "note": HOSTILE} for n in range(30)]
+        site.yard.datasets.add("a11y", rows)
+    return [
+        ("datasets", f"{site.url}/datasets"),
+        ("dataset", f"{site.url}/datasets/a11y"),
+        ("templates", f"{site.url}/templates"),
+        ("template", f"{site.url}/templates/a11y"),
+        ("new", f"{site.url}/new?template=a11y@1"),
+        ("compare", f"{site.url}/compare?{ids}"),
+        ("live", f"{site.url}/batches/{waiting.id}"),
+        ("history", site.url + "/"),
+        ("batch", f"{site.url}/batches/{batch.id}"),
+        ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),
+        ("item", f"{site.url}/batches/{batch.id}/items/x"),
+    ]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_passes_axe_and_fits_320_px(
+    site: Site, browser: Any, scheme: str, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("BATCHYARD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    axe = axe_module.Axe()
+    found: dict[str, list[str]] = {}
+    for width in (1280, 320):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        tab = context.new_page()
+        pages = [("signin", f"{site.url}/signin")]
+        tab.goto(site.login("ann"))
+        pages += _pages(site)
+        for name, url in pages:
+            if name == "signin":
+                tab.context.clear_cookies()
+            tab.goto(url)
+            results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+            assert results.response["testEngine"]["name"] == "axe-core"
+            bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
+            if bad:
+                found[f"{name} {width}px {scheme}"] = bad
+            if width == 320:
+                overflow = tab.evaluate(
+                    "() => document.documentElement.scrollWidth - window.innerWidth"
+                )
+                assert overflow <= 0, f"{name} scrolls sideways by {overflow}px at 320 px"
+            tab.screenshot(path=str(shots / f"{name}-{width}-{scheme}.png"), full_page=True)
+            if name == "signin":
+                tab.goto(site.login("ann"))
+        tab.goto(site.login("root"))
+        tab.goto(f"{site.url}/tokens")
+        results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+        bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
+        if bad:
+            found[f"tokens {width}px {scheme}"] = bad
+        if width == 320:
+            assert (
+                tab.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+            )
+        tab.screenshot(path=str(shots / f"tokens-{width}-{scheme}.png"), full_page=True)
+        context.close()
+    assert found == {}
+
+
+def test_the_theme_toggle_overrides_the_system_and_is_remembered(site: Site, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+    tab = context.new_page()
+    tab.goto(site.login("ann"))
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    light = tab.evaluate(background)
+    toggle = tab.locator("#theme-toggle")
+    assert toggle.inner_text() == "Theme: auto"
+    toggle.click()
+    toggle.click()
+    assert toggle.inner_text() == "Theme: dark"
+    assert tab.evaluate(background) != light
+    tab.reload()
+    assert tab.get_attribute("html", "data-theme") == "dark"
+    assert tab.evaluate(background) != light
+    results = axe_module.Axe().run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+    assert results.response["violations"] == []
+    toggle.click()
+    assert toggle.inner_text() == "Theme: auto" and tab.evaluate(background) == light
+    context.close()
