@@ -12,7 +12,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,8 @@ from tests.e2e.dashboard_site import (
     TASK,
     Site,
     Watch,
-    chromium,
     run_worker,
-    serving,
     submit,
-    watched_tab,
 )
 from tests.integration.test_processes import wait_for
 from tests.procs.server import Server
@@ -37,24 +33,6 @@ from tests.procs.server import Server
 playwright_api = pytest.importorskip("playwright.sync_api")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with serving(tmp_path_factory.mktemp("dashboard")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
-    with watched_tab(browser) as watched:
-        yield watched
 
 
 def test_the_login_link_signs_in_and_the_historys_filters_live_in_the_url(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,34 +24,13 @@ from tests.e2e.dashboard_site import (
     WCAG,
     Site,
     Watch,
-    chromium,
-    serving,
     submit,
-    watched_tab,
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with serving(tmp_path_factory.mktemp("dashboard")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
-    with watched_tab(browser) as watched:
-        yield watched
 
 
 class _Attacker(http.server.BaseHTTPRequestHandler):
