@@ -151,20 +151,18 @@ def test_retries_keep_their_backoff_when_their_worker_clock_is_wrong(
     args = ("--lease", str(LEASE), "--concurrency", "4")
     skewed = workers.start(*args, "--forever", env=faked(offset))
     wait_for(
-        lambda: len([line for line in read_ledger(ledger) if line["event"] == "retry"]) >= 4,
-        30,
-        "the skewed worker to fail some first attempts",
-        workers.report,
-    )
-    normal = workers.start(*args)
-    wait_for(
         lambda: batch.status().counts.retry_wait + batch.status().counts.succeeded == 8,
         30,
-        "every first attempt to fail",
+        "the skewed worker to fail every first attempt",
         workers.report,
     )
+    # NOTE: the normal worker starts once the skewed one has left. Both alive on SQLite,
+    # the normal one rebases the skewed one's retries onto its own clock, which the skewed
+    # one (2 h ahead) then finds long due and runs at once: two clocks hours apart on one
+    # SQLite file is what the rule does not cover (docs/architecture.md, "Clocks").
     skewed.send_signal(signal.SIGTERM)
     assert workers.finish(skewed, 30) == 0, workers.report()
+    normal = workers.start(*args)
     started = time.monotonic()
     assert workers.finish(normal, 30) == 0, (
         f"retries still waiting {time.monotonic() - started:.1f} s after the skewed worker "
