@@ -215,9 +215,7 @@ def test_a_new_batch_is_made_with_the_keyboard_alone(
     tab.goto(site.login("ann"))
     tab.goto(f"{site.url}/new")
     _tab_to(tab, "#n-file")
-    with tab.expect_file_chooser() as chooser:
-        tab.keyboard.press("Space")
-    chooser.value.set_files(str(leads))
+    _choose_file_by_keyboard(tab, leads)
     _tab_to(tab, "#n-task")
     while tab.input_value("#n-task") != TASK:
         tab.keyboard.press("ArrowDown")
@@ -230,6 +228,22 @@ def test_a_new_batch_is_made_with_the_keyboard_alone(
     tab.keyboard.press("Enter")
     tab.wait_for_url(re.compile(r"/batches/batch_"))
     assert tab.inner_text("h1") == "typed"
+
+
+def _choose_file_by_keyboard(tab: Any, path: Path) -> None:
+    """Space on the focused file input opens the chooser. NOTE: headless chromium now and
+    then drops that first key press (CI saw the chooser never open, 1 run in 3): press it
+    again, by keyboard still, a few times before giving up."""
+    for tries_left in range(2, -1, -1):
+        try:
+            with tab.expect_file_chooser(timeout=5000) as chooser:
+                tab.keyboard.press("Space")
+        except playwright_api.TimeoutError:
+            if not tries_left:
+                raise
+            continue
+        chooser.value.set_files(str(path))
+        return
 
 
 def test_a_confirm_page_names_the_count_before_anything_happens(
