@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 from batchyard import Yard
@@ -25,7 +26,9 @@ def main() -> None:
     parser.add_argument("--worker-id")
     parser.add_argument("--task", action="append", help="run only these tasks (repeatable)")
     parser.add_argument("--forever", action="store_true", help="work until SIGTERM")
-    parser.add_argument("--ready", help="a file to create once the store is open")
+    parser.add_argument(
+        "--ready", help="a file to write once the store is open: the monotonic time then"
+    )
     args = parser.parse_args()
     options = {
         "lease": args.lease,
@@ -40,7 +43,7 @@ def main() -> None:
     url = args.store if "://" in args.store else f"sqlite:///{args.store}"
     with Yard(url) as yard:
         if args.ready:
-            Path(args.ready).touch()
+            Path(args.ready).write_text(repr(time.monotonic()))
         stats = yard.work(**options) if args.forever else yard.run_until_idle(**options)
     print(json.dumps(dataclasses.asdict(stats)), flush=True)
 
