@@ -11,7 +11,7 @@ from batchyard import items as item_codec
 from batchyard.clusters import ErrorCluster
 from batchyard.deliveries import Delivery
 from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine, TemplateRef
-from batchyard.report import MAX_FAILED, Report, build_report
+from batchyard.report import MAX_FAILED, Outcomes, Report, build_report
 from batchyard.rerun import rerun
 from batchyard.states import ItemState
 from batchyard.store.base import Store
@@ -119,6 +119,13 @@ class Batch:
         first, at most ``limit``. Counts are kept by the store as failures are recorded,
         so this reads no item. Raises BatchNotFound."""
         return self._store.error_clusters(self.id, limit)
+
+    def outcomes(self, other: str) -> Outcomes:
+        """The items this batch shares with batch ``other`` (the same key), counted by their
+        state here and there: read in one statement, no item loaded. Raises
+        BatchNotFound."""
+        cells = self._store.outcome_matrix(self.id, other)
+        return Outcomes(self.id, other, cells)
 
     def rerun(
         self,

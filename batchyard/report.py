@@ -14,7 +14,7 @@ import math
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -342,10 +342,69 @@ def build_report(batch: Batch, *, now: float | None = None, max_failed: int = MA
     return tally.report(status, time.time() if now is None else now, clusters)
 
 
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """The items two batches share (the same key), counted by their state in the first and
+    in the second: what a re-run or a new template version changed, item by item (12 failed
+    there succeeded here, 2 succeeded there failed here)."""
+
+    first: str
+    second: str
+    cells: Mapping[tuple[ItemState, ItemState], int]
+
+    @property
+    def shared(self) -> int:
+        return sum(self.cells.values())
+
+    def count(self, first: ItemState, second: ItemState) -> int:
+        return self.cells.get((first, second), 0)
+
+    def states(self) -> tuple[list[ItemState], list[ItemState]]:
+        """The states that occur in the first batch and in the second, in lifecycle order."""
+        return (
+            [s for s in ItemState if any(a is s for a, _ in self.cells)],
+            [s for s in ItemState if any(b is s for _, b in self.cells)],
+        )
+
+    def as_dict(self) -> dict[str, JSON]:
+        rows, columns = self.states()
+        return {
+            "first": self.first,
+            "second": self.second,
+            "shared": self.shared,
+            "cells": [
+                {"first": a.value, "second": b.value, "items": self.cells[a, b]}
+                for a in rows
+                for b in columns
+                if (a, b) in self.cells
+            ],
+        }
+
+
+def outcome_grid(matrix: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[int]]]]:
+    """An ``Outcomes.as_dict()`` as a table: the states in the second batch (the columns),
+    and a row per state in the first with a count under each column."""
+    cells = {(c["first"], c["second"]): c["items"] for c in matrix["cells"]}
+    columns = list(dict.fromkeys(c["second"] for c in matrix["cells"]))
+    rows = [
+        (state, [cells.get((state, column), 0) for column in columns])
+        for state in dict.fromkeys(c["first"] for c in matrix["cells"])
+    ]
+    return columns, rows
+
+
 _COMPARED = ("counts", "success_rate", "elapsed", "throughput", "durations", "attempts")
 
 
-def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
+def compare(batches: Sequence[Batch]) -> tuple[list[Report], dict[str, JSON]]:
+    """The reports of ``batches`` and their ``comparison``, with the outcomes of the items
+    each later batch shares with the first."""
+    reports = [build_report(batch, max_failed=0) for batch in batches]
+    first = batches[0]
+    return reports, comparison(reports, [first.outcomes(other.id) for other in batches[1:]])
+
+
+def comparison(reports: Sequence[Report], outcomes: Sequence[Outcomes] = ()) -> dict[str, JSON]:
     """Batches side by side (``batchyard compare --json``)::
 
         {"batches": [{"id", "name", "task", "template", "rerun_of", "state", "counts",
@@ -353,9 +412,13 @@ def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
                       "elapsed", "throughput", "durations", "attempts",
                       "usage": the report's usage without "items_run",
                       "metrics": {name: {"count", "mean", "min", "max", "sum"}}}],
-         "metrics": every metric name any of them recorded, sorted}
+         "metrics": every metric name any of them recorded, sorted,
+         "outcomes": [{"first", "second", "shared",
+                       "cells": [{"first": state, "second": state, "items"}]}]}
 
-    Each entry's figures have the shapes of the same keys in ``Report.as_dict()``.
+    Each entry's figures have the shapes of the same keys in ``Report.as_dict()``;
+    ``outcomes`` holds ``Outcomes.as_dict()`` of each later batch against the first (none
+    shared: ``shared`` 0 and no cells).
     """
     rows: list[JSON] = []
     names: set[str] = set()
@@ -375,7 +438,11 @@ def comparison(reports: Sequence[Report]) -> dict[str, JSON]:
             }
         )
         names.update(report.metrics)
-    return {"batches": rows, "metrics": sorted(names)}
+    return {
+        "batches": rows,
+        "metrics": sorted(names),
+        "outcomes": [matrix.as_dict() for matrix in outcomes],
+    }
 
 
 # -- as files -----------------------------------------------------------------------------

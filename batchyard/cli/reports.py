@@ -24,6 +24,7 @@ from batchyard.models import cost_text
 from batchyard.report_text import percent
 
 if TYPE_CHECKING:
+    from rich.console import Group
     from rich.table import Table
 
 _ITEM_STATES = ("pending", "running", "retry_wait", "succeeded", "failed", "cancelled")
@@ -163,7 +164,7 @@ def run_results(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from batchyard.report import build_report, comparison
+    from batchyard.report import compare
 
     with open_yard(args, create=False) as yard:
         ids = [args.first, *args.others]
@@ -174,12 +175,13 @@ def run_compare(args: argparse.Namespace) -> int:
                     f"{args.first} is not a re-run: name the batches to compare it with"
                 )
             ids = [rerun_of, args.first]
-        reports = [build_report(yard.batch(batch_id), max_failed=0) for batch_id in ids]
-    view = comparison(reports)
+        _, view = compare([yard.batch(batch_id) for batch_id in ids])
     if args.json:
         print_json(view)
     else:
         console().print(render_comparison(view))
+        for matrix in view["outcomes"]:
+            console().print(render_outcomes(matrix))
     return 0
 
 
@@ -195,6 +197,32 @@ def render_comparison(view: dict[str, Any]) -> Table:
     for label, cell in _comparison_rows(view["metrics"], batches):
         table.add_row(label, *(cell(batch) for batch in batches))
     return table
+
+
+def render_outcomes(matrix: dict[str, Any]) -> Group:
+    """The items two batches share, counted by their state in each: a row per state in the
+    first, a column per state in the second."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from batchyard.report import outcome_grid
+
+    first, second = matrix["first"], matrix["second"]
+    if not matrix["shared"]:
+        return Group("", f"items in both {first} and {second}: none (no key in common)")
+    columns, rows = outcome_grid(matrix)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("")
+    for state in columns:
+        table.add_column(state, justify="right")
+    for state, counts in rows:
+        table.add_row(state, *(f"{n:,}" for n in counts))
+    return Group(
+        "",
+        f"items in both {first} and {second} ({matrix['shared']:,}):",
+        f"a row per state in {first}, a column per state in {second}",
+        table,
+    )
 
 
 def _comparison_rows(

@@ -396,6 +396,13 @@ class Store(DatasetStore, WebhookStore, Protocol):
         """Count the item rows of a batch by state (a check on the kept counters)."""
         ...
 
+    def outcome_matrix(
+        self, first_id: str, second_id: str
+    ) -> dict[tuple[ItemState, ItemState], int]:
+        """Items whose key is in both batches, counted by their state in ``first_id`` and
+        their state in ``second_id`` (only pairs that occur). Raises BatchNotFound."""
+        ...
+
     # -- controlling ------------------------------------------------------------------
     def pause(self, batch_id: str, now: float, reason: str | None = None) -> BatchStatus:
         """Pause a batch; ``reason`` says why when batchyard pauses it (shown in its status,

@@ -221,6 +221,18 @@ class Reading(SqlBase):
         )
         return Counts(**{state: int(n) for state, n in rows})
 
+    def outcome_matrix(
+        self, first_id: str, second_id: str
+    ) -> dict[tuple[ItemState, ItemState], int]:
+        first, second = self._pk(first_id), self._pk(second_id)
+        rows = self._read(
+            "SELECT a.state, b.state, COUNT(*) FROM items a "
+            "JOIN items b ON b.batch_pk = ? AND b.key = a.key "
+            "WHERE a.id >= ? AND a.id < ? GROUP BY a.state, b.state",
+            (second, *span(first)),
+        )
+        return {(S(a), S(b)): int(n) for a, b, n in rows}
+
     def active_tasks(self) -> set[str]:
         rows = self._read(f"SELECT DISTINCT task FROM batches WHERE state IN {CLAIMABLE}")
         return {task for (task,) in rows}

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from batchyard import report
 from batchyard.clusters import TOP_CLUSTERS
 from batchyard.models import BatchStatus
-from batchyard.report import build_report, comparison
 from batchyard.states import BatchState
 from batchyard.views import status_view
 from batchyard.web import submissions, uploads
@@ -206,4 +206,4 @@ def compare(
     yard = yard_of(request)
     for batch_id in wanted:
         visible(yard, who, batch_id)
-    return comparison([build_report(yard.batch(b), max_failed=0) for b in wanted])
+    return report.compare([yard.batch(b) for b in wanted])[1]

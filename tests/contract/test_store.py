@@ -351,9 +351,47 @@ def test_unknown_batches(store: Store) -> None:
         lambda: store.items("nope"),
         lambda: store.item_changes("nope"),
         lambda: store.recount("nope"),
+        lambda: store.outcome_matrix("nope", "nope"),
     ):
         with pytest.raises(BatchNotFound):
             call()
+
+
+def test_outcome_matrix_counts_the_shared_keys_by_their_state_in_each(store: Store) -> None:
+    submit(store, "b1", 4)
+    ran = {c.key: c for c in claim(store)}
+    store.record(
+        [outcome(ran[k]) for k in "12"] + [outcome(ran[k], S.FAILED) for k in "34"], T0 + 1
+    )
+    submit(store, "b2", 5, now=T0 + 2)  # keys 1-5: key 5 only here
+    again = {c.key: c for c in claim(store, now=T0 + 3)}
+    store.record(
+        [outcome(again["1"], S.FAILED, at=T0 + 4)] + [outcome(again[k], at=T0 + 4) for k in "234"],
+        T0 + 4,
+    )  # key 5 stays running
+    submit(store, "b3", 2, now=T0 + 5)
+    assert store.outcome_matrix("b1", "b2") == {
+        (S.SUCCEEDED, S.FAILED): 1,
+        (S.SUCCEEDED, S.SUCCEEDED): 1,
+        (S.FAILED, S.SUCCEEDED): 2,
+    }
+    assert store.outcome_matrix("b2", "b1") == {
+        (S.FAILED, S.SUCCEEDED): 1,
+        (S.SUCCEEDED, S.SUCCEEDED): 1,
+        (S.SUCCEEDED, S.FAILED): 2,
+    }
+    assert store.outcome_matrix("b2", "b3") == {
+        (S.SUCCEEDED, S.PENDING): 1,
+        (S.FAILED, S.PENDING): 1,
+    }
+    with pytest.raises(BatchNotFound):
+        store.outcome_matrix("b1", "nope")
+
+
+def test_outcome_matrix_of_batches_without_a_common_key_is_empty(store: Store) -> None:
+    store.create_batch("b1", options(), [new_items(3)], T0)
+    store.create_batch("b2", options(), [new_items(3, keys=["x", "y", "z"])], T0)
+    assert store.outcome_matrix("b1", "b2") == {}
 
 
 # -- claiming --------------------------------------------------------------------------

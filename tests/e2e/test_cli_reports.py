@@ -65,7 +65,8 @@ def batchyard(cwd: Path, db: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 class Batches:
-    """Two finished batches in ``db``: ``mixed`` (3 of 4 items succeed) and ``clean``."""
+    """Three finished batches in ``db``: ``mixed`` (3 of 4 items succeed), ``clean``, and
+    ``again``, three of mixed's keys run after it (k3 now succeeds, k4 fails)."""
 
     def __init__(self, root: Path) -> None:
         self.cwd = root / "work"
@@ -87,6 +88,11 @@ class Batches:
             items = [{"id": f"k{n}", "took": n, "fail": n == 3} for n in range(1, 5)]
             self.mixed = yard.submit("e2e", items, name="mixed").id
             self.clean = yard.submit("e2e", [{"id": "z", "took": 2}], name="clean").id
+            yard.run_until_idle(concurrency=1, **FAST)
+            # k3 now succeeds, k4 fails: what an outcome matrix shows.
+            again = [{"id": "k2", "took": 1}, {"id": "k3", "took": 1}]
+            again.append({"id": "k4", "took": 1, "fail": True})
+            self.again = yard.submit("e2e", again, name="again").id
             yard.run_until_idle(concurrency=1, **FAST)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -282,7 +288,10 @@ def test_compare_json(batches: Batches) -> None:
 
     assert done.returncode == 0, done.stderr
     view = json.loads(done.stdout)
-    assert set(view) == {"batches", "metrics"}
+    assert set(view) == {"batches", "metrics", "outcomes"}
+    assert view["outcomes"] == [
+        {"first": batches.mixed, "second": batches.clean, "shared": 0, "cells": []}
+    ]
     assert view["metrics"] == ["confidence"]
     mixed, clean = view["batches"]
     assert (mixed["id"], clean["id"]) == (batches.mixed, batches.clean)
@@ -316,6 +325,32 @@ def test_compare_text(batches: Batches) -> None:
     for label in ("success rate", "throughput", "duration p95", "tokens in", "cost"):
         assert label in done.stdout
     assert "confidence (mean)" in done.stdout
+
+
+def test_compare_counts_the_shared_items_by_their_state_in_each(batches: Batches) -> None:
+    done = batches.run("compare", batches.mixed, batches.again, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outcomes"] == [
+        {
+            "first": batches.mixed,
+            "second": batches.again,
+            "shared": 3,
+            "cells": [
+                {"first": "succeeded", "second": "succeeded", "items": 1},
+                {"first": "succeeded", "second": "failed", "items": 1},
+                {"first": "failed", "second": "succeeded", "items": 1},
+            ],
+        }
+    ]
+    text = batches.run("compare", batches.mixed, batches.again, batches.clean)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert f"items in both {batches.mixed} and {batches.again} (3)" in text.stdout
+    assert f"items in both {batches.mixed} and {batches.clean}: none" in text.stdout
+    header = next(n for n, line in enumerate(lines) if line.split() == ["succeeded", "failed"])
+    assert lines[header + 1].split() == ["succeeded", "1", "1"]
+    assert lines[header + 2].split() == ["failed", "1", "0"]
 
 
 # -- exit codes -----------------------------------------------------------------------------

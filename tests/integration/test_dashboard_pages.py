@@ -327,6 +327,43 @@ def test_compare_shows_batches_side_by_side_with_new_and_resolved_clusters(
     assert ann.get("/compare", params={"ids": [before.id, other.id]}).status_code == 404
 
 
+def test_compare_counts_the_items_two_batches_share_by_their_state_in_each(
+    ann: TestClient, yard: Yard
+) -> None:
+    before = make(yard, "before", n=4, fail=2)  # k0 k1 fail, k2 k3 succeed
+    again = yard.submit(
+        TASK,
+        [{"id": "k0"}, {"id": "k2", "fail": "boom"}, {"id": "k3"}, {"id": "new"}],
+        name="again",
+        owner="ann",
+        max_attempts=1,
+    )
+    yard.run_until_idle(poll_interval=0.01)
+    page = ann.get("/compare", params={"ids": [before.id, again.id]})
+    assert page.status_code == 200
+    assert f"Items in both {before.id} and {again.id}" in page.text
+    assert "3 items share a key" in page.text
+    table = page.text[page.text.index('<table class="outcomes">') :]
+    table = table[: table.index("</table>")]
+    rows = [re.findall(r"<td class=\"num\">(\d+)</td>", row) for row in table.split("<tr>")[2:]]
+    columns = re.findall(r'<th scope="col"><span class="badge st-(\w+)"', table)
+    assert columns == ["succeeded", "failed"]
+    assert rows == [["1", "1"], ["1", "0"]]  # rows: succeeded, failed in "before"
+    api = ann.get("/api/v1/compare", params={"ids": f"{before.id},{again.id}"})
+    assert api.json()["outcomes"] == [
+        {
+            "first": before.id,
+            "second": again.id,
+            "shared": 3,
+            "cells": [
+                {"first": "succeeded", "second": "succeeded", "items": 1},
+                {"first": "succeeded", "second": "failed", "items": 1},
+                {"first": "failed", "second": "succeeded", "items": 1},
+            ],
+        }
+    ]
+
+
 def test_an_llm_items_page_shows_the_prompt_its_template_renders(
     ann: TestClient, yard: Yard
 ) -> None:

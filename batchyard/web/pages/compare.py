@@ -1,7 +1,8 @@
 """Batches side by side (``/compare?ids=A&ids=B``, what the history's Compare button asks
 for): the figures of ``batchyard compare --json`` (``report.comparison``, as
 ``GET /api/v1/compare`` answers), and each batch's error clusters marked new against the
-first batch's, or resolved."""
+first batch's, or resolved; and for the items each later batch shares with the first (the
+same key), how many went from each state there to each state here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
-from batchyard.report import build_report, comparison
+from batchyard.report import compare, outcome_grid
 from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import signed_in
@@ -35,6 +36,11 @@ def _clusters(reports: list[dict[str, Any]]) -> list[dict[str, list[dict[str, An
     return out
 
 
+def _grid(matrix: dict[str, Any]) -> dict[str, Any]:
+    columns, rows = outcome_grid(matrix)
+    return {**matrix, "columns": columns, "rows": rows}
+
+
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(
     request: Request,
@@ -47,12 +53,12 @@ def compare_page(
     yard = yard_of(request)
     for batch_id in wanted:
         visible(yard, who, batch_id)
-    reports = [build_report(yard.batch(b), max_failed=0) for b in wanted]
-    table = comparison(reports)
+    reports, table = compare([yard.batch(b) for b in wanted])
     return render.page(
         request,
         "compare.html",
         who,
         rows=table["batches"],
         clusters=_clusters([r.as_dict() for r in reports]),
+        outcomes=[_grid(matrix) for matrix in table["outcomes"]],
     )
