@@ -6,14 +6,16 @@
 
 The store is the truth: this script only submits, reads and cancels; workers elsewhere run
 the items. No worker thread ever touches Streamlit's state, and every rerun reads what it
-shows from the store again. The active batches refresh every 1.5 s in a fragment of their
-own, so the rest of the page is not rerun (nor blocked) meanwhile.
+shows from the store again. The active batches, with the progress each running item last
+reported, refresh every 1.5 s in a fragment of their own, so the rest of the page is not
+rerun (nor blocked) meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from itertools import islice
 from typing import Any
 
 import streamlit as st
@@ -23,6 +25,8 @@ from batchyard.states import BATCH_OPEN_STATES, BatchState
 
 #: The task a custom list runs with unless another is named.
 DEFAULT_TASK = "batchyard.demo:score_lead"
+#: How many running items an active batch shows with their progress.
+RUNNING_SHOWN = 10
 
 
 @st.cache_resource
@@ -91,9 +95,28 @@ def active() -> None:
         label = f"{status.name or status.id}: {status.state.value}, "
         label += f"{counts.finished}/{counts.total} ({counts.failed} failed)"
         st.progress(status.progress, text=label)
+        running_items(status.id, counts.running)
         if st.button("Cancel", key=f"cancel-{status.id}"):
             yard().batch(status.id).cancel()
             st.rerun()  # at once, not at the next refresh
+
+
+def running_items(batch_id: str, running: int) -> None:
+    """The batch's running items, each with the progress its task last reported (the first
+    ``RUNNING_SHOWN``; payloads and results are not read)."""
+    if not running:
+        return
+    items = (
+        yard().batch(batch_id).items("running", page=RUNNING_SHOWN, payloads=False, results=False)
+    )
+    with st.container(border=True):
+        for item in islice(items, RUNNING_SHOWN):
+            text = f"{item.key}: attempt {item.runs or item.attempts}"
+            if item.message:
+                text += f", {item.message}"
+            st.progress(item.progress or 0.0, text=text)
+        if running > RUNNING_SHOWN:
+            st.caption(f"and {running - RUNNING_SHOWN} more running")
 
 
 def history() -> None:

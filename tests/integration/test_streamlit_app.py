@@ -4,12 +4,14 @@ and never runs an item itself (a worker does, elsewhere)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchyard import Yard
+from tests.integration.test_processes import wait_for
 
 testing = pytest.importorskip("streamlit.testing.v1")
 
@@ -66,6 +68,37 @@ def test_open_batches_show_progress_and_can_be_cancelled_and_history_lists_them(
     history = app.dataframe[0].value
     assert set(history["id"]) == {done.id, waiting.id}
     assert not any("waiting one" in p.proto.text for p in app.get("progress"))
+
+
+def test_running_items_show_the_progress_their_task_reported(db: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with Yard(db) as yard:
+        batch = yard.submit(
+            TASK,
+            [
+                {"id": "half", "progress": 0.5, "message": "page 2 of 4", "gate": str(gate)},
+                {"id": "quarter", "progress": 0.25, "gate": str(gate)},
+            ],
+            name="slow one",
+        )
+        worker = threading.Thread(
+            target=lambda: yard.run_until_idle(lease=0.6, poll_interval=0.01), daemon=True
+        )
+        worker.start()
+        try:
+            wait_for(
+                lambda: sorted(i.progress or 0 for i in batch.items("running")) == [0.25, 0.5],
+                30,
+                "both items to run and report their progress",
+            )
+            app = run_app()
+            bars = {p.proto.text: p.proto.value for p in app.get("progress")}
+        finally:
+            gate.touch()
+            worker.join(30)
+    assert bars["half: attempt 1, page 2 of 4"] == 50, bars
+    assert bars["quarter: attempt 1"] == 25, bars
+    assert any(label.startswith("slow one: processing, 0/2") for label in bars), bars
 
 
 def test_an_empty_list_is_refused_with_a_message(db: str) -> None:

@@ -13,9 +13,11 @@ class PageFailure(Exception):
 
 
 async def work(item: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    """Waits ``sleep`` seconds, or until the file ``gate`` exists; records a call that cost
-    ``cost`` if given; fails with the text of ``fail`` when it has one; otherwise echoes
-    ``n`` and ``out``."""
+    """Reports ``progress`` (with ``message``) if given; waits ``sleep`` seconds, or until
+    the file ``gate`` exists; records a call that cost ``cost`` if given; fails with the
+    text of ``fail`` when it has one; otherwise echoes ``n`` and ``out``."""
+    if "progress" in item:
+        ctx.progress(item["progress"], item.get("message"))
     if gate := item.get("gate"):
         while not Path(gate).exists():
             await asyncio.sleep(0.02)
