@@ -48,7 +48,7 @@ class Submitting(SqlBase):
                 return self._create(
                     batch_id, options, (first, second, it), now, idempotency, fingerprint
                 )
-            except _KeyTaken:
+            except KeyTaken:
                 pass
             assert idempotency is not None and fingerprint is not None
             held = self._wait_for_key(idempotency.key, now)
@@ -77,7 +77,7 @@ class Submitting(SqlBase):
                 pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now, idempotency)
                 self._insert_items(tx, pk, first, options.max_attempts, now)
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
-                _stamp_key(tx, idempotency, fingerprint)
+                stamp_key(tx, idempotency, fingerprint)
                 tx.end_if_done(pk, now)
                 tx.notify = True
             self._after_insert(len(first))
@@ -88,7 +88,7 @@ class Submitting(SqlBase):
             added = self._upload(pk, chain([first, second], rest), readiness(rest), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
-                _stamp_key(tx, idempotency, fingerprint)
+                stamp_key(tx, idempotency, fingerprint)
                 tx.notify = True
         except BaseException:
             with self._write() as tx:
@@ -185,7 +185,7 @@ class Submitting(SqlBase):
             )
             # A submission holding the key makes this wait for its commit, then do nothing.
             if not tx.all(_CLAIM_KEY, (idempotency.key, batch_id, now, idempotency.expires_at)):
-                raise _KeyTaken
+                raise KeyTaken
         try:
             with tx.savepoint():
                 pk = int(tx.one(_INSERT_BATCH, values)[0])
@@ -276,11 +276,11 @@ class Submitting(SqlBase):
                     delete_rows(tx, pk)
 
 
-class _KeyTaken(Exception):
+class KeyTaken(Exception):
     """The idempotency key is held by another submission (raised to roll back)."""
 
 
-def _stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint | None) -> None:
+def stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint | None) -> None:
     """Save the fingerprint of a submission whose items are all in: the key is settled."""
     if idempotency is not None and fingerprint is not None:
         tx.run(
