@@ -368,12 +368,13 @@ def test_estimate_answers_the_cli_shape_and_creates_nothing(both: Api) -> None:
     assert upload.json()["items"] == 7
     assert both.get("/batches").json()["batches"] == []
     # A batch of a dataset's rows under an Idempotency-Key is made once.
-    once, picked = {"Idempotency-Key": "topics-1"}, {**picked, "template": None, "task": ALLOWED}
-    made = both.post("/batches", json=picked, headers=once)
-    again = both.post("/batches", json=picked, headers=once)
+    once = {"Idempotency-Key": "topics-1"}
+    rows: dict[str, Any] = {"task": ALLOWED, "dataset": "topics", "where": ["topic~1"]}
+    made = both.post("/batches", json=rows, headers=once)
+    again = both.post("/batches", json=rows, headers=once)
     assert (made.status_code, again.status_code) == (201, 200), made.text
     assert again.json()["replayed"] and again.json()["id"] == made.json()["id"]
-    other = both.post("/batches", json={**picked, "where": ["topic~2"]}, headers=once)
+    other = both.post("/batches", json={**rows, "where": ["topic~2"]}, headers=once)
     assert "topics-1" in problem(other, 409)["detail"]
     assert len(both.yard.batches(limit=5).rows) == 1
 
