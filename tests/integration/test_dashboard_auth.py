@@ -29,6 +29,7 @@ ANY_SESSION = {("POST", "/signout")}
 OPERATOR_PAGES = {
     "/new",
     "/new/template",
+    "/new/dataset",
     "/batches/{batch_id}/actions/{control}",
     "/tokens",
     "/tokens/{name}/revoke",
