@@ -31,6 +31,7 @@ OPERATOR_PAGES = {
     "/new/template",
     "/new/dataset",
     "/batches/{batch_id}/actions/{control}",
+    "/batches/{batch_id}/actions/rerun",
     "/tokens",
     "/tokens/{name}/revoke",
 }

@@ -80,7 +80,7 @@ def picker(request: Request, given: dict[str, str]) -> dict[str, Any]:
     settings: ServerSettings = request.app.state.settings
     return {
         "tasks": [entry.name for entry in tasks.allowed(settings)],
-        "choices": _choices(yard_of(request)),
+        "choices": template_choices(yard_of(request)),
         "nonce": secrets.token_urlsafe(16),
         "given": given,
         "limit": settings.confirm_cost,
@@ -88,11 +88,14 @@ def picker(request: Request, given: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _choices(yard: Yard) -> list[tuple[str, str]]:
-    """The template versions a batch may run with, as (value, label): each template's
-    latest by its name (what ``NAME`` runs), then its older live versions (``NAME@N``)."""
+def template_choices(yard: Yard, task: str | None = None) -> list[tuple[str, str]]:
+    """The template versions a batch may run with (of ``task``'s templates, if given), as
+    (value, label): each template's latest by its name (what ``NAME`` runs), then its
+    older live versions (``NAME@N``)."""
     found = []
     for latest in yard.templates.list():
+        if task is not None and latest.task != task:
+            continue
         found.append((latest.name, f"{latest.name} (latest: v{latest.version}, {latest.task})"))
         for old in reversed(yard.templates.versions(latest.name)[:-1]):
             if not old.archived:
