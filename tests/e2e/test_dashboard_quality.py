@@ -133,11 +133,14 @@ def _pages(site: Site) -> list[tuple[str, str]]:
         ("templates", f"{site.url}/templates"),
         ("template", f"{site.url}/templates/a11y"),
         ("new", f"{site.url}/new?template=a11y@1"),
+        ("new-rows", f"{site.url}/new/dataset?dataset=a11y&picked=d3&picked=d29&template=a11y@1"),
+        ("new-rows-all", f"{site.url}/new/dataset?dataset=a11y&all=1&where=n%3E%3D5&task={TASK}"),
         ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),
         ("batch", f"{site.url}/batches/{batch.id}"),
         ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),
+        ("rerun", f"{site.url}/batches/{batch.id}/actions/rerun?items=failed&template=a11y"),
         ("item", f"{site.url}/batches/{batch.id}/items/x"),
     ]
 

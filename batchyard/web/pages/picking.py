@@ -235,7 +235,9 @@ async def move(request: Request, who: Caller = Depends(posting)) -> Response:
     go = given.get("go", "filter")
     if go not in MOVES:
         raise Problem(422, f"go: one of {', '.join(MOVES)}, not {go!r}")
-    return RedirectResponse(_moved(state, go, given).url + "#rows-h", status_code=303)
+    # Where the keyboard carries on: the filter after a new one, else the rows.
+    mark = "#rows-f" if go == "filter" else "#rows-h"
+    return RedirectResponse(_moved(state, go, given).url + mark, status_code=303)
 
 
 def _shown_is_chosen(state: Picking, given: dict[str, str]) -> None:

@@ -68,7 +68,7 @@ def _page(
         options=[(w, _count(status, w)) for w in WHICH if w == "all" or _count(status, w)],
         count=_count(status, which),
         template=template,
-        version=version,
+        ran_with=version,
         own=own,
         choices=template_choices(yard_of(request), status.task),
     )
