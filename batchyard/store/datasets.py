@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from batchyard.errors import ConfigError, DatasetNotFound, IdempotencyConflict, InputError
+from batchyard.errors import ConfigError, DatasetNotFound, InputError
 from batchyard.models import BatchOptions, BatchStatus
 from batchyard.records import (
     Dataset,
@@ -42,8 +42,10 @@ class DatasetTables(Loading):
     """Datasets: their rows, their fields, and batches made from them."""
 
     @abstractmethod
-    def _wait_for_key(self, key: str, now: float) -> tuple[str, str] | None:
-        """Until the submission holding ``key`` settles (``Submitting``'s)."""
+    def _held(
+        self, idempotency: Idempotency, now: float, digest: Callable[[], str]
+    ) -> BatchStatus | None:
+        """The batch made first under a key taken (``Submitting``'s)."""
 
     def get_dataset(self, name: str) -> Dataset:
         return self._dataset(name)[1]
@@ -161,12 +163,9 @@ class DatasetTables(Loading):
             except KeyTaken:
                 pass
             assert idempotency is not None and fingerprint is not None
-            held = self._wait_for_key(idempotency.key, now)
-            if held is not None:
-                owner, theirs = held
-                if theirs != fingerprint.digest():
-                    raise IdempotencyConflict(idempotency.key, owner)
-                return self.get_batch(owner)
+            found = self._held(idempotency, now, fingerprint.digest)
+            if found is not None:
+                return found
             # The submission that held the key failed and took it with its batch: try again.
 
     def _copy_rows(

@@ -51,14 +51,9 @@ class Submitting(SqlBase):
             except KeyTaken:
                 pass
             assert idempotency is not None and fingerprint is not None
-            held = self._wait_for_key(idempotency.key, now)
-            if held is not None:
-                for _ in it:  # the rest of this submission's items, into its fingerprint
-                    pass
-                owner, theirs = held
-                if theirs != fingerprint.digest():
-                    raise IdempotencyConflict(idempotency.key, owner)
-                return self.get_batch(owner)
+            found = self._held(idempotency, now, lambda: _drained(it, fingerprint))
+            if found is not None:
+                return found
             # The submission that held the key failed and took it with its batch: try again.
 
     def _create(
@@ -96,6 +91,20 @@ class Submitting(SqlBase):
             raise
         self._after_insert(added)
         return self.get_batch(batch_id)
+
+    def _held(
+        self, idempotency: Idempotency, now: float, digest: Callable[[], str]
+    ) -> BatchStatus | None:
+        """The batch made first under the key, once the submission holding it settles
+        (``digest``: this one's fingerprint, asked for then); None when that submission
+        failed and took the key with it. Raises IdempotencyConflict for other input."""
+        held = self._wait_for_key(idempotency.key, now)
+        if held is None:
+            return None
+        owner, theirs = held
+        if theirs != digest():
+            raise IdempotencyConflict(idempotency.key, owner)
+        return self.get_batch(owner)
 
     def _wait_for_key(self, key: str, now: float) -> tuple[str, str] | None:
         """Wait until the submission holding ``key`` has all its items in; its batch id
@@ -287,6 +296,13 @@ def stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint 
             "UPDATE idempotency_keys SET fingerprint = ? WHERE key = ?",
             (fingerprint.digest(), idempotency.key),
         )
+
+
+def _drained(rest: Iterator[list[NewItem]], fingerprint: Fingerprint) -> str:
+    """The fingerprint of a submission once the rest of its items went into it."""
+    for _ in rest:
+        pass
+    return fingerprint.digest()
 
 
 def _duplicate(first_position: int, it: NewItem) -> None:

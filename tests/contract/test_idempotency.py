@@ -5,7 +5,7 @@ refused; keys lapse, are pruned, and go with a batch that failed to upload or wa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,31 +150,41 @@ def test_twenty_racing_submissions_make_one_batch(
     twenty processes would be: exactly one batch, and every one of them gets its id."""
     first = make_store(kind, tmp_path, request)
     stores = [first] + [open_store(first.url) for _ in range(19)]
-    start = threading.Barrier(len(stores))
-    got: list[str] = []
-    errors: list[BaseException] = []
 
-    def submit(n: int, store: Store) -> None:
+    def submit(n: int, store: Store) -> str:
         chunks = [new_items(200), new_items(200, 201)]
-        start.wait()
-        try:
-            got.append(store.create_batch(f"b{n}", options(), chunks, T0, key()).id)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        return store.create_batch(f"b{n}", options(), chunks, T0, key()).id
 
-    threads = [threading.Thread(target=submit, args=(n, s)) for n, s in enumerate(stores)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors, errors
+        got = _race(stores, submit)
         assert len(got) == 20 and len(set(got)) == 1, got
         assert batches(first) == got[:1]
         assert first.get_batch(got[0]).counts.total == 400
     finally:
         for store in stores:
             store.close()
+
+
+def _race(stores: list[Store], submit: Callable[[int, Store], str]) -> list[str]:
+    """``submit`` on every store at once (a thread each, let go together): its answers."""
+    start = threading.Barrier(len(stores))
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    def run(n: int, store: Store) -> None:
+        start.wait()
+        try:
+            got.append(submit(n, store))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n, s)) for n, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return got
 
 
 def test_a_dataset_batch_under_a_key_is_made_once(store: Store) -> None:
@@ -204,27 +214,14 @@ def test_dataset_batches_racing_under_one_key_make_one(
     first = make_store(kind, tmp_path, request)
     load(first, "leads", leads(6))
     stores = [first] + [open_store(first.url) for _ in range(7)]
-    start = threading.Barrier(len(stores))
-    got: list[str] = []
-    errors: list[BaseException] = []
-
-    def submit(n: int, store: Store) -> None:
-        start.wait()
-        try:
-            picked = Selection.of(["employees>=30"])
-            got.append(
-                store.create_batch_from_dataset(f"b{n}", options(), "leads", picked, T0, key()).id
-            )
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=submit, args=(n, s)) for n, s in enumerate(stores)]
+    picked = Selection.of(["employees>=30"])
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors, errors
+        got = _race(
+            stores,
+            lambda n, store: (
+                store.create_batch_from_dataset(f"b{n}", options(), "leads", picked, T0, key()).id
+            ),
+        )
         assert len(got) == 8 and len(set(got)) == 1, got
         assert batches(first) == got[:1] and first.get_batch(got[0]).counts.total == 4
     finally:

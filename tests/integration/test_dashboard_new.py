@@ -118,6 +118,9 @@ def test_rows_picked_on_two_pages_make_a_batch_of_exactly_those(
 
 def test_select_all_matching_and_an_empty_pick(ann: TestClient, yard: Yard) -> None:
     _leads(yard)
+    # The dataset's own page leads here with its filter.
+    own = ann.get("/datasets/leads", params={"where": "n>=50"}).text
+    assert 'href="/new/dataset?dataset=leads&amp;where=n%3E%3D50"' in own
     page, _ = _move(
         ann, ann.get("/new/dataset", params={"dataset": "leads"}).text, "filter", where="n>=50"
     )

@@ -189,10 +189,16 @@ async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLRespo
     await _csrf_first(request, who)
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
-            body = body_of(fields)
-            found = await run_in_threadpool(found_out, request, body, rows)
+            found = await run_in_threadpool(found_out, request, body_of(fields), rows)
     except (Problem, BatchyardError) as exc:
-        problem = exc if isinstance(exc, Problem) else of_error(exc)
+        return checked(request, exc)
+    return checked(request, found)
+
+
+def checked(request: Request, found: dict[str, Any] | Problem | BatchyardError) -> HTMLResponse:
+    """The check's answer (``_check.html``): what ``found_out`` found, or why it could not."""
+    if isinstance(found, Problem | BatchyardError):
+        problem = found if isinstance(found, Problem) else of_error(found)
         return render.fragment("_check.html", error=problem.detail, found=None)
     limit = request.app.state.settings.confirm_cost
     return render.fragment("_check.html", error=None, found=found, limit=limit)

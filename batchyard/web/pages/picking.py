@@ -25,7 +25,14 @@ from batchyard.web import submissions
 from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render, rows
 from batchyard.web.pages.guard import posting, signed_in
-from batchyard.web.pages.new import body_of, cost_to_accept, found_out, operator_only, picker
+from batchyard.web.pages.new import (
+    body_of,
+    checked,
+    cost_to_accept,
+    found_out,
+    operator_only,
+    picker,
+)
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import BatchIn
@@ -259,10 +266,8 @@ async def check(request: Request, who: Caller = Depends(posting)) -> HTMLRespons
         _shown_is_chosen(state, given)
         found = await run_in_threadpool(found_out, request, state.body(), None)
     except (Problem, BatchyardError) as exc:
-        problem = exc if isinstance(exc, Problem) else of_error(exc)
-        return render.fragment("_check.html", error=problem.detail, found=None)
-    limit = request.app.state.settings.confirm_cost
-    return render.fragment("_check.html", error=None, found=found, limit=limit)
+        return checked(request, exc)
+    return checked(request, found)
 
 
 @router.post("/new/dataset")
