@@ -106,6 +106,8 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         f"{site.url}/templates/hostile",
         f"{site.url}/compare?ids={batch.id}&ids={prompted.id}",
         f"{site.url}/batches/{batch.id}/actions/retry",
+        f"{site.url}/batches/{batch.id}/actions/rerun",
+        f"{site.url}/new/dataset?dataset=hostile&picked={quote(key)}&name={quote(HOSTILE)}",
     ):
         tab.goto(url)
         text = tab.inner_text("main")

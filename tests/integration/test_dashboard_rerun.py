@@ -47,7 +47,7 @@ def test_a_rerun_names_its_count_and_version_then_makes_the_batch(
     assert f'id="do-rerun" href="/batches/{batch.id}/actions/rerun"' in page.text
     confirm = ann.get(f"/batches/{batch.id}/actions/rerun")
     assert "A new batch of 5 items, run with scorer@1." in confirm.text
-    assert "Re-run: 5 items with scorer@1</button>" in confirm.text
+    assert "Rerun: 5 items with scorer@1</button>" in confirm.text
     assert '<option value="failed">the failed (2)</option>' in confirm.text
     assert '<option value="cancelled">' not in confirm.text  # none is cancelled
     assert '<option value="scorer">scorer (latest: v2,' in confirm.text
@@ -57,7 +57,7 @@ def test_a_rerun_names_its_count_and_version_then_makes_the_batch(
     assert "A new batch of 2 items (failed in this batch), run with scorer@2 instead of" in (
         failed.text
     )
-    assert "Re-run: 2 items with scorer@2</button>" in failed.text
+    assert "Rerun: 2 items with scorer@2</button>" in failed.text
     assert len(yard.batches(limit=10).rows) == 1  # nothing made by looking
     made = ann.post(
         f"/batches/{batch.id}/actions/rerun",
