@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
+from batchyard.cli import build_parser
 from batchyard.errors import ConfigError
 from batchyard.web.app import create_app
 from batchyard.web.settings import ServerSettings
@@ -243,7 +244,27 @@ def test_the_confirm_cost_is_a_setting_of_flags_environment_and_toml(
     assert ServerSettings.load(toml).confirm_cost == 2.5
     monkeypatch.setenv("BATCHYARD_CONFIRM_COST", "7")
     assert ServerSettings.load(toml).confirm_cost == 7.0
-    assert ServerSettings.load(toml, confirm_cost=0.25).confirm_cost == 0.25
+    flag = build_parser().parse_args(["serve", "--confirm-cost", "0.25"]).confirm_cost
+    assert ServerSettings.load(toml, confirm_cost=flag).confirm_cost == 0.25
     monkeypatch.setenv("BATCHYARD_CONFIRM_COST", "-1")
     with pytest.raises(ConfigError, match="confirm_cost"):
         ServerSettings.load(toml)
+
+
+def test_picks_too_many_for_the_address_are_said_and_can_still_be_made(
+    ann: TestClient, yard: Yard
+) -> None:
+    keys = [f"a-rather-long-key-for-lead-number-{n:04d}" for n in range(400)]
+    yard.datasets.add("long", [{"id": key, "n": n} for n, key in enumerate(keys)])
+    page = ann.get("/new/dataset", params={"dataset": "long"}).text
+    fields = {**_form(page), "dataset": "long", "go": "next", "picked": keys}
+    refused = ann.post("/new/dataset/rows", data=fields, follow_redirects=False)
+    assert refused.status_code == 422 and "400 rows picked one by one" in refused.text
+    assert refused.text.count('type="hidden" name="picked"') == 400 - 25  # none is lost
+    made = ann.post(
+        "/new/dataset",
+        data={**_form(refused.text), "dataset": "long", "task": TASK},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, made.text[:2000]
+    assert yard.batch(made.headers["location"].rsplit("/", 1)[1]).status().counts.total == 400

@@ -38,9 +38,11 @@ from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import BatchIn
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-#: The most rows picked one by one: they travel in the page's URL. More: filter, and take
-#: every row that matches.
-MAX_PICKED = 200
+#: The longest page address a move leads to: the picks travel in it, and a server keeps
+#: a request's head small (uvicorn's h11 takes 16 KiB with the headers and cookies).
+MAX_URL = 8000
+#: The most keys a page's address may pick.
+MAX_PICKED = 1000
 #: What a move between pages does (the ``go`` button pressed).
 MOVES = ("filter", "next", "first", "all", "some", "clear")
 
@@ -184,26 +186,17 @@ async def _posted(request: Request) -> tuple[Picking, dict[str, str]]:
         limit = int(one.get("limit") or rows.PAGE_SIZES[0])
     except ValueError:
         raise Problem(422, f"limit: a number, not {one.get('limit')!r}") from None
-    if len(picked) > MAX_PICKED:
-        raise Problem(
-            422,
-            f"{len(picked)} rows picked one by one: at most {MAX_PICKED}; for more, filter "
-            "the rows and select all that match",
-            field="picked",
-        )
-    text = {k: one.get(k, "")[:4000] for k in ("dataset", "where", "sort")}
-    chosen = {k: one.get(k, "")[:300] for k in ("template", "task", "name")}
     state = _picking(
-        text["dataset"],
-        text["where"],
-        text["sort"],
+        one.get("dataset", ""),
+        one.get("where", ""),
+        one.get("sort", ""),
         limit,
         one.get("cursor"),
         picked,
         one.get("all") == "1",
-        chosen["template"],
-        chosen["task"],
-        chosen["name"],
+        one.get("template", ""),
+        one.get("task", ""),
+        one.get("name", ""),
     )
     return state, one
 
@@ -242,9 +235,15 @@ async def move(request: Request, who: Caller = Depends(posting)) -> Response:
     go = given.get("go", "filter")
     if go not in MOVES:
         raise Problem(422, f"go: one of {', '.join(MOVES)}, not {go!r}")
+    moved = _moved(state, go, given)
+    if len(moved.url) > MAX_URL:
+        picked = len(moved.picked)
+        say = f"{picked} rows picked one by one are more than the page's address can keep: "
+        say += "make the batch of them now, or filter the rows and select all that match"
+        return _page(request, who, moved, 422, say)
     # Where the keyboard carries on: the filter after a new one, else the rows.
     mark = "#rows-f" if go == "filter" else "#rows-h"
-    return RedirectResponse(_moved(state, go, given).url + mark, status_code=303)
+    return RedirectResponse(moved.url + mark, status_code=303)
 
 
 def _shown_is_chosen(state: Picking, given: dict[str, str]) -> None:
