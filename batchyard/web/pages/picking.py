@@ -63,6 +63,14 @@ class Picking:
     task: str = ""
     name: str = ""
 
+    @classmethod
+    def of(cls, limit: int, cursor: str | None, picked: list[str], **given: Any) -> Picking:
+        """The state a page's address or its form gives: a page size offered (422 else),
+        no empty cursor, each key picked once."""
+        rows.check_limit(limit)
+        keys = tuple(dict.fromkeys(k for k in picked if k))
+        return cls(limit=limit, cursor=cursor or None, picked=keys, **given)
+
     @property
     def url(self) -> str:
         """The page that shows this state (the keys picked in it)."""
@@ -102,24 +110,7 @@ class Picking:
         return body_of(self.choices, dataset=self.dataset, keys=list(self.picked))
 
 
-def _picking(
-    dataset: str,
-    where: str,
-    sort: str,
-    limit: int,
-    cursor: str | None,
-    picked: list[str],
-    every: bool,
-    template: str,
-    task: str,
-    name: str,
-) -> Picking:
-    rows.check_limit(limit)
-    keys = tuple(dict.fromkeys(k for k in picked if k))
-    return Picking(dataset, where, sort, limit, cursor or None, keys, every, template, task, name)
-
-
-def _page(
+def _page(  # reads the store: called on a thread
     request: Request,
     who: Caller,
     state: Picking,
@@ -172,7 +163,18 @@ def dataset_page(
 ) -> HTMLResponse:
     """The form, as its URL says: the dataset's rows filtered, the page, what is picked."""
     operator_only(who)
-    state = _picking(dataset, where, sort, limit, cursor, picked, every, template, task, name)
+    state = Picking.of(
+        limit,
+        cursor,
+        picked,
+        dataset=dataset,
+        where=where,
+        sort=sort,
+        every=every,
+        template=template,
+        task=task,
+        name=name,
+    )
     return _page(request, who, state)
 
 
@@ -186,17 +188,13 @@ async def _posted(request: Request) -> tuple[Picking, dict[str, str]]:
         limit = int(one.get("limit") or rows.PAGE_SIZES[0])
     except ValueError:
         raise Problem(422, f"limit: a number, not {one.get('limit')!r}") from None
-    state = _picking(
-        one.get("dataset", ""),
-        one.get("where", ""),
-        one.get("sort", ""),
+    text = ("dataset", "where", "sort", "template", "task", "name")
+    state = Picking.of(
         limit,
         one.get("cursor"),
         picked,
-        one.get("all") == "1",
-        one.get("template", ""),
-        one.get("task", ""),
-        one.get("name", ""),
+        every=one.get("all") == "1",
+        **{k: one.get(k, "") for k in text},
     )
     return state, one
 
@@ -231,7 +229,7 @@ async def move(request: Request, who: Caller = Depends(posting)) -> Response:
     try:
         state, given = await _posted(request)
     except Problem as exc:
-        return _page(request, who, Picking(), exc.status, exc.detail)
+        return await run_in_threadpool(_page, request, who, Picking(), exc.status, exc.detail)
     go = given.get("go", "filter")
     if go not in MOVES:
         raise Problem(422, f"go: one of {', '.join(MOVES)}, not {go!r}")
@@ -240,7 +238,7 @@ async def move(request: Request, who: Caller = Depends(posting)) -> Response:
         picked = len(moved.picked)
         say = f"{picked} rows picked one by one are more than the page's address can keep: "
         say += "make the batch of them now, or filter the rows and select all that match"
-        return _page(request, who, moved, 422, say)
+        return await run_in_threadpool(_page, request, who, moved, 422, say)
     # Where the keyboard carries on: the filter after a new one, else the rows.
     mark = "#rows-f" if go == "filter" else "#rows-h"
     return RedirectResponse(moved.url + mark, status_code=303)
@@ -283,11 +281,11 @@ async def create(request: Request, who: Caller = Depends(posting)) -> Response:
         if given.get("accept") != "yes":
             found = await run_in_threadpool(cost_to_accept, yard, settings, body, None)
             if found is not None:
-                return _page(request, who, state, confirm=found)
+                return await run_in_threadpool(_page, request, who, state, confirm=found)
         status, _ = await run_in_threadpool(
             submissions.submit, yard, settings, who, body, None, given.get("nonce") or None
         )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
-        return _page(request, who, state, problem.status, problem.detail)
+        return await run_in_threadpool(_page, request, who, state, problem.status, problem.detail)
     return RedirectResponse(f"/batches/{status.id}", status_code=303)
