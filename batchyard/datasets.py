@@ -16,6 +16,7 @@ from batchyard.inputs import Input
 from batchyard.models import JSON, UNSET, TemplateRef, new_batch_id
 from batchyard.records import Dataset, FieldTally, LoadMode, RecordPage, check_name
 from batchyard.selection import Condition, Selection, Sort
+from batchyard.store.base import IDEMPOTENCY_TTL, Idempotency
 from batchyard.tasks import TaskSpec, refuse_in_worker_import
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class Datasets:
         max_result_bytes: int | None = None,
         webhooks: Iterable[str] = (),
         owner: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> Batch:
         """A batch of ``task`` over the rows of ``dataset`` that ``where`` and ``keys``
         pick (as ``rows`` does), one item per row in dataset order, keyed by the row's key.
@@ -141,10 +144,13 @@ class Datasets:
         options are those of ``Yard.submit``, ``template`` and ``webhooks`` too. Raises
         InputError, writing nothing, when no row matches ("no rows of 'leads' match
         industry=SaaS"), a key names no row, or a condition names a field no row has or a
-        value that does not read as its type."""
+        value that does not read as its type. ``idempotency_key`` as ``Yard.submit``'s:
+        the same key with the same options and selection gives the first batch
+        (``Batch.replayed``), another selection raises IdempotencyConflict."""
         refuse_in_worker_import("submits a batch")
         selection = Selection.of(where, keys)
         yard = self._yard
+        idempotency = Idempotency.of(idempotency_key, idempotency_ttl, yard.clock.now())
         options = yard._submission(
             task,
             template,
@@ -164,8 +170,9 @@ class Datasets:
             owner=owner,
         )
         now = yard.clock.now()
+        batch_id = new_batch_id(now)
         status = yard.store.create_batch_from_dataset(
-            new_batch_id(now), options, dataset, selection, now
+            batch_id, options, dataset, selection, now, idempotency
         )
         yard._wake_workers()
-        return Batch(yard, status.id)
+        return Batch(yard, status.id, replayed=status.id != batch_id)

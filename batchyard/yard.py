@@ -196,7 +196,7 @@ class Yard:
             items, key_field = _numbered(items, count), "n"
         elif items is None:
             raise ConfigError("submit needs items (an iterable of dicts) or a count")
-        idempotency = _idempotency(idempotency_key, idempotency_ttl, self.clock.now())
+        idempotency = Idempotency.of(idempotency_key, idempotency_ttl, self.clock.now())
         options = self._submission(
             task,
             template,
@@ -466,22 +466,6 @@ def _numbered(items: Iterable[Any] | None, count: int) -> Iterable[dict[str, int
     if count > MAX_POSITION:
         raise ConfigError(f"a batch holds at most {MAX_POSITION:,} items, not {count:,}")
     return ({"n": n} for n in range(count))
-
-
-#: The longest idempotency key taken (HTTP clients send UUIDs or request ids).
-MAX_IDEMPOTENCY_KEY = 255
-
-
-def _idempotency(key: str | None, ttl: float, now: float) -> Idempotency | None:
-    if key is None:
-        return None
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise ConfigError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters long")
-    if not key.isprintable():
-        raise ConfigError(f"idempotency key {key!r} has characters that do not print")
-    if not ttl > 0:
-        raise ConfigError(f"idempotency_ttl must be more than 0 seconds, not {ttl}")
-    return Idempotency(key, now + ttl)
 
 
 def _check_options(options: BatchOptions) -> None:

@@ -55,6 +55,12 @@ def register(commands: Any) -> None:
         "--metrics-host", metavar="HOST", help="serve /metrics here, without a token"
     )
     serve.add_argument("--metrics-port", type=int, metavar="PORT")
+    serve.add_argument(
+        "--confirm-cost",
+        type=float,
+        metavar="DOLLARS",
+        help="the dashboard asks to accept a new batch's cost above this estimate (default 1.00)",
+    )
     serve.set_defaults(run=run_serve)
 
     token = commands.add_parser(
@@ -107,6 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ssl_keyfile=args.ssl_keyfile,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        confirm_cost=args.confirm_cost,
     )
     sock = _bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})

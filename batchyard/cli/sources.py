@@ -93,7 +93,6 @@ def check_source(args: argparse.Namespace) -> None:
             ("--format", args.input_format),
             ("--csv-types", args.csv_types or None),
             ("--open", args.open if flag == "--dataset" else None),
-            ("--idempotency-key", args.idempotency_key if flag == "--dataset" else None),
         )
         if value
     ]
@@ -107,7 +106,7 @@ def submit_source(yard: Yard, args: argparse.Namespace, options: dict[str, Any])
     if args.count is not None:
         metadata = {"count": args.count}
         return yard.submit(args.task, count=args.count, metadata=metadata, **options)
-    for unused in ("open", "key_field", "idempotency_key"):
+    for unused in ("open", "key_field"):
         options.pop(unused, None)
     return yard.datasets.submit(
         args.task, args.dataset, where=args.where, keys=args.keys, **options

@@ -17,6 +17,7 @@ from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
 from batchyard.deliveries import Attempt, Delivery, DeliveryState
+from batchyard.errors import ConfigError
 from batchyard.models import (
     JSON,
     BatchOptions,
@@ -50,6 +51,8 @@ class NewItem(NamedTuple):
 
 #: How long an idempotency key is kept by default: a day.
 IDEMPOTENCY_TTL = 86_400.0
+#: The longest idempotency key taken (HTTP clients send UUIDs or request ids).
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,20 @@ class Idempotency:
 
     key: str
     expires_at: float
+
+    @classmethod
+    def of(cls, key: str | None, ttl: float, now: float) -> Idempotency | None:
+        """The key a caller gave (None: none), kept ``ttl`` seconds from ``now``. Raises
+        ConfigError for a key too long, empty or with characters that do not print."""
+        if key is None:
+            return None
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise ConfigError(f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} characters long")
+        if not key.isprintable():
+            raise ConfigError(f"idempotency key {key!r} has characters that do not print")
+        if not ttl > 0:
+            raise ConfigError(f"idempotency_ttl must be more than 0 seconds, not {ttl}")
+        return cls(key, now + ttl)
 
 
 class Chunk(list[NewItem]):
@@ -235,12 +252,15 @@ class DatasetStore(Protocol):
         name: str,
         selection: Selection,
         now: float,
+        idempotency: Idempotency | None = None,
     ) -> BatchStatus:
         """A queued batch of the rows the selection picks, in dataset order, each item
         keyed by its row's key, copied inside the database in one transaction. Its
         metadata records the dataset, the conditions, the keys and the number of rows
         taken. Raises InputError when nothing matches, when a key names no row, or for a
-        condition ``dataset_rows`` would refuse; nothing is written then."""
+        condition ``dataset_rows`` would refuse; nothing is written then. With
+        ``idempotency``, as ``create_batch``: the same key with the same options and
+        selection gives the batch made first, other ones raise IdempotencyConflict."""
         ...
 
 

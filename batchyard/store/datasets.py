@@ -5,7 +5,8 @@ goes through Python). Loading rows is ``store/loading.py``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from batchyard.errors import ConfigError, DatasetNotFound, InputError
@@ -17,10 +18,12 @@ from batchyard.records import (
     RecordPage,
 )
 from batchyard.selection import Selection, Sort, decode_cursor, encode_cursor, sort_kind, typed
+from batchyard.store.base import Idempotency
 from batchyard.store.datasql import JsonSql, Sql, plain
+from batchyard.store.fingerprint import Fingerprint
 from batchyard.store.loading import Loading
 from batchyard.store.rules import B, S, span
-from batchyard.store.submitting import Submitting
+from batchyard.store.submitting import KeyTaken, Submitting, stamp_key
 from batchyard.store.tx import Tx
 
 #: The most rows a page may ask for.
@@ -37,6 +40,12 @@ _COPY = (
 
 class DatasetTables(Loading):
     """Datasets: their rows, their fields, and batches made from them."""
+
+    @abstractmethod
+    def _held(
+        self, idempotency: Idempotency, now: float, digest: Callable[[], str]
+    ) -> BatchStatus | None:
+        """The batch made first under a key taken (``Submitting``'s)."""
 
     def get_dataset(self, name: str) -> Dataset:
         return self._dataset(name)[1]
@@ -145,13 +154,35 @@ class DatasetTables(Loading):
         name: str,
         selection: Selection,
         now: float,
+        idempotency: Idempotency | None = None,
+    ) -> BatchStatus:
+        fingerprint = None if idempotency is None else _fingerprint(options, name, selection)
+        while True:
+            try:
+                return self._copy_rows(batch_id, options, name, selection, now, idempotency)
+            except KeyTaken:
+                pass
+            assert idempotency is not None and fingerprint is not None
+            found = self._held(idempotency, now, fingerprint.digest)
+            if found is not None:
+                return found
+            # The submission that held the key failed and took it with its batch: try again.
+
+    def _copy_rows(
+        self,
+        batch_id: str,
+        options: BatchOptions,
+        name: str,
+        selection: Selection,
+        now: float,
+        idempotency: Idempotency | None,
     ) -> BatchStatus:
         with self._write() as tx:
             share = " FOR SHARE" if self.dialect.for_update else ""
             tx.all(f"SELECT pk FROM datasets WHERE name = ?{share}", (name,))
             ds_pk, dataset = self._dataset(name, tx)
             where = self._rows_where(ds_pk, dataset, selection)
-            pk = Submitting._insert_batch(tx, batch_id, options, B.UPLOADING, now)
+            pk = Submitting._insert_batch(tx, batch_id, options, B.UPLOADING, now, idempotency)
             copied = tx.run(
                 _COPY.format(where=where.sql()),
                 (span(pk)[0], pk, options.max_attempts, *where.params),
@@ -163,6 +194,8 @@ class DatasetTables(Loading):
             tx.run("UPDATE batches SET metadata = ? WHERE pk = ?", (json.dumps(metadata), pk))
             tx.move_counts(pk, {"n_pending": copied}, now)
             tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
+            if idempotency is not None:
+                stamp_key(tx, idempotency, _fingerprint(options, name, selection))
             tx.end_if_done(pk, now)
             tx.notify = True
         self._after_insert(copied)
@@ -182,6 +215,14 @@ class DatasetTables(Loading):
         if missing:
             shown = ", ".join(map(repr, missing[:5])) + (", ..." if len(missing) > 5 else "")
             raise InputError(f"{name!r} has no row with key {shown}")
+
+
+def _fingerprint(options: BatchOptions, name: str, selection: Selection) -> Fingerprint:
+    """What makes two batches of a dataset the same: their options and the selection (the
+    rows are read in the store, so the same selection at the same time is the same input)."""
+    fingerprint = Fingerprint(options)
+    fingerprint.note(json.dumps(_source(name, selection)))
+    return fingerprint
 
 
 def _source(name: str, selection: Selection) -> dict[str, Any]:

@@ -29,6 +29,11 @@ class Fingerprint:
             update(key.encode())
             update(payload.encode())
 
+    def note(self, text: str) -> None:
+        """Add what else makes the submission (a dataset batch's selection)."""
+        data = text.encode()
+        self._hash.update(b"%d:" % len(data) + data)
+
     def digest(self) -> str:
         return self._hash.hexdigest()
 

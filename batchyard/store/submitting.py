@@ -48,17 +48,12 @@ class Submitting(SqlBase):
                 return self._create(
                     batch_id, options, (first, second, it), now, idempotency, fingerprint
                 )
-            except _KeyTaken:
+            except KeyTaken:
                 pass
             assert idempotency is not None and fingerprint is not None
-            held = self._wait_for_key(idempotency.key, now)
-            if held is not None:
-                for _ in it:  # the rest of this submission's items, into its fingerprint
-                    pass
-                owner, theirs = held
-                if theirs != fingerprint.digest():
-                    raise IdempotencyConflict(idempotency.key, owner)
-                return self.get_batch(owner)
+            found = self._held(idempotency, now, lambda: _drained(it, fingerprint))
+            if found is not None:
+                return found
             # The submission that held the key failed and took it with its batch: try again.
 
     def _create(
@@ -77,7 +72,7 @@ class Submitting(SqlBase):
                 pk = self._insert_batch(tx, batch_id, options, B.UPLOADING, now, idempotency)
                 self._insert_items(tx, pk, first, options.max_attempts, now)
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
-                _stamp_key(tx, idempotency, fingerprint)
+                stamp_key(tx, idempotency, fingerprint)
                 tx.end_if_done(pk, now)
                 tx.notify = True
             self._after_insert(len(first))
@@ -88,7 +83,7 @@ class Submitting(SqlBase):
             added = self._upload(pk, chain([first, second], rest), readiness(rest), options, now)
             with self._write() as tx:
                 tx.set_state(pk, batch_id, B.UPLOADING, B.QUEUED, now, upload_expires=None)
-                _stamp_key(tx, idempotency, fingerprint)
+                stamp_key(tx, idempotency, fingerprint)
                 tx.notify = True
         except BaseException:
             with self._write() as tx:
@@ -96,6 +91,20 @@ class Submitting(SqlBase):
             raise
         self._after_insert(added)
         return self.get_batch(batch_id)
+
+    def _held(
+        self, idempotency: Idempotency, now: float, digest: Callable[[], str]
+    ) -> BatchStatus | None:
+        """The batch made first under the key, once the submission holding it settles
+        (``digest``: this one's fingerprint, asked for then); None when that submission
+        failed and took the key with it. Raises IdempotencyConflict for other input."""
+        held = self._wait_for_key(idempotency.key, now)
+        if held is None:
+            return None
+        owner, theirs = held
+        if theirs != digest():
+            raise IdempotencyConflict(idempotency.key, owner)
+        return self.get_batch(owner)
 
     def _wait_for_key(self, key: str, now: float) -> tuple[str, str] | None:
         """Wait until the submission holding ``key`` has all its items in; its batch id
@@ -185,7 +194,7 @@ class Submitting(SqlBase):
             )
             # A submission holding the key makes this wait for its commit, then do nothing.
             if not tx.all(_CLAIM_KEY, (idempotency.key, batch_id, now, idempotency.expires_at)):
-                raise _KeyTaken
+                raise KeyTaken
         try:
             with tx.savepoint():
                 pk = int(tx.one(_INSERT_BATCH, values)[0])
@@ -276,17 +285,24 @@ class Submitting(SqlBase):
                     delete_rows(tx, pk)
 
 
-class _KeyTaken(Exception):
+class KeyTaken(Exception):
     """The idempotency key is held by another submission (raised to roll back)."""
 
 
-def _stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint | None) -> None:
+def stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint | None) -> None:
     """Save the fingerprint of a submission whose items are all in: the key is settled."""
     if idempotency is not None and fingerprint is not None:
         tx.run(
             "UPDATE idempotency_keys SET fingerprint = ? WHERE key = ?",
             (fingerprint.digest(), idempotency.key),
         )
+
+
+def _drained(rest: Iterator[list[NewItem]], fingerprint: Fingerprint) -> str:
+    """The fingerprint of a submission once the rest of its items went into it."""
+    for _ in rest:
+        pass
+    return fingerprint.digest()
 
 
 def _duplicate(first_position: int, it: NewItem) -> None:

@@ -13,12 +13,12 @@ from batchyard import report
 from batchyard.clusters import TOP_CLUSTERS
 from batchyard.models import BatchStatus
 from batchyard.states import BatchState
+from batchyard.store.base import MAX_IDEMPOTENCY_KEY
 from batchyard.views import status_view
 from batchyard.web import submissions, uploads
 from batchyard.web.auth import Caller, caller, operator, visible, yard_of
 from batchyard.web.problems import responses
 from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn
-from batchyard.yard import MAX_IDEMPOTENCY_KEY
 
 router = APIRouter(tags=["batches"])
 _READ = responses(401, 404, 422, 503)

@@ -60,6 +60,9 @@ class ServerSettings(BaseSettings):
     #: Batches one owner may have uploading, queued, processing or retrying at once (None:
     #: no limit); one more is refused with a 409 naming one of them.
     max_active_batches: int | None = Field(None, ge=1)
+    #: Dollars: a batch the dashboard's new-batch page estimates above this is made only
+    #: once its cost is accepted on the form (0: every batch with a cost asks).
+    confirm_cost: float = Field(1.0, ge=0, allow_inf_nan=False)
 
     @classmethod
     def settings_customise_sources(

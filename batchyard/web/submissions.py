@@ -41,12 +41,16 @@ def submit(
     options: dict[str, Any] = body.options.model_dump(exclude={"key_field", "open"})
     options["owner"] = who.owner
     if body.dataset is not None:
-        if idempotency_key is not None:
-            raise Problem(422, "Idempotency-Key is not taken with a dataset batch", field="dataset")
         batch = yard.datasets.submit(
-            task, body.dataset, template=body.template, where=body.where, keys=body.keys, **options
+            task,
+            body.dataset,
+            template=body.template,
+            where=body.where,
+            keys=body.keys,
+            idempotency_key=idempotency_key,
+            **options,
         )
-        return batch.status(), False
+        return batch.status(), batch.replayed
     batch = yard.submit(
         task,
         _items(body, upload),

@@ -5,16 +5,18 @@ refused; keys lapse, are pruned, and go with a batch that failed to upload or wa
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchyard.errors import IdempotencyConflict
+from batchyard.errors import IdempotencyConflict, InputError
+from batchyard.selection import Selection
 from batchyard.store import open_store
 from batchyard.store.base import Idempotency, NewItem, Store
 from tests.contract.conftest import make_store
+from tests.contract.test_datasets import leads, load
 from tests.contract.test_store import T0, new_items, options
 
 DAY = 86_400.0
@@ -148,28 +150,80 @@ def test_twenty_racing_submissions_make_one_batch(
     twenty processes would be: exactly one batch, and every one of them gets its id."""
     first = make_store(kind, tmp_path, request)
     stores = [first] + [open_store(first.url) for _ in range(19)]
+
+    def submit(n: int, store: Store) -> str:
+        chunks = [new_items(200), new_items(200, 201)]
+        return store.create_batch(f"b{n}", options(), chunks, T0, key()).id
+
+    try:
+        got = _race(stores, submit)
+        assert len(got) == 20 and len(set(got)) == 1, got
+        assert batches(first) == got[:1]
+        assert first.get_batch(got[0]).counts.total == 400
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _race(stores: list[Store], submit: Callable[[int, Store], str]) -> list[str]:
+    """``submit`` on every store at once (a thread each, let go together): its answers."""
     start = threading.Barrier(len(stores))
     got: list[str] = []
     errors: list[BaseException] = []
 
-    def submit(n: int, store: Store) -> None:
-        chunks = [new_items(200), new_items(200, 201)]
+    def run(n: int, store: Store) -> None:
         start.wait()
         try:
-            got.append(store.create_batch(f"b{n}", options(), chunks, T0, key()).id)
+            got.append(submit(n, store))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=submit, args=(n, s)) for n, s in enumerate(stores)]
+    threads = [threading.Thread(target=run, args=(n, s)) for n, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return got
+
+
+def test_a_dataset_batch_under_a_key_is_made_once(store: Store) -> None:
+    load(store, "leads", leads(6))
+    picked = Selection.of(["employees>=30"], ["k3", "k5"])
+    first = store.create_batch_from_dataset("b1", options(), "leads", picked, T0, key())
+    again = store.create_batch_from_dataset("b2", options(), "leads", picked, T0 + 1, key())
+    assert (first.id, again.id) == ("b1", "b1") and batches(store) == ["b1"]
+    assert [i.key for i in store.items("b1")] == ["k3", "k5"]
+    other = Selection.of(["employees>=30"], ["k3"])
+    with pytest.raises(IdempotencyConflict) as caught:
+        store.create_batch_from_dataset("b3", options(), "leads", other, T0 + 2, key())
+    assert caught.value.batch_id == "b1" and batches(store) == ["b1"]
+    # A key whose batch could not be made (no row matched) went with it: it is free again.
+    none = Selection.of(["employees>=1000"])
+    with pytest.raises(InputError, match="no rows of 'leads' match"):
+        store.create_batch_from_dataset("b4", options(), "leads", none, T0, key("k2"))
+    made = store.create_batch_from_dataset("b5", options(), "leads", picked, T0 + 3, key("k2"))
+    assert made.id == "b5" and sorted(batches(store)) == ["b1", "b5"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_dataset_batches_racing_under_one_key_make_one(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Eight submissions of one selection at once, each on a store of its own: one batch."""
+    first = make_store(kind, tmp_path, request)
+    load(first, "leads", leads(6))
+    stores = [first] + [open_store(first.url) for _ in range(7)]
+    picked = Selection.of(["employees>=30"])
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors, errors
-        assert len(got) == 20 and len(set(got)) == 1, got
-        assert batches(first) == got[:1]
-        assert first.get_batch(got[0]).counts.total == 400
+        got = _race(
+            stores,
+            lambda n, store: (
+                store.create_batch_from_dataset(f"b{n}", options(), "leads", picked, T0, key()).id
+            ),
+        )
+        assert len(got) == 8 and len(set(got)) == 1, got
+        assert batches(first) == got[:1] and first.get_batch(got[0]).counts.total == 4
     finally:
         for store in stores:
             store.close()

@@ -180,6 +180,24 @@ def test_submit_a_dataset_selection(cli: CLI) -> None:
         ("l2", {"lead": "Globex"}),
         ("l5", {"lead": "Umbrella"}),
     ]
+    # Under an idempotency key the same selection makes one batch, another is refused.
+    keyed = ["submit", "e2etasks:report", "--dataset", "leads", "--keys", "l1", "--idempotency-key"]
+    first = cli.ok(*keyed, "d1").strip()
+    again = cli(
+        "submit", "e2etasks:report", "--dataset", "leads", "--keys", "l1", "--idempotency-key", "d1"
+    )
+    assert again.stdout.strip() == first and "nothing written" in again.stderr
+    assert "d1" in cli.fails(
+        1,
+        "submit",
+        "e2etasks:report",
+        "--dataset",
+        "leads",
+        "--keys",
+        "l2",
+        "--idempotency-key",
+        "d1",
+    )
     # The dataset can go; its batches keep their items.
     cli.ok("dataset", "delete", "leads")
     assert cli.json("status", status["id"])["counts"]["total"] == 3

@@ -2,8 +2,9 @@
 on a free loopback port, over a SQLite store that a worker process shares (see
 dashboard_site.py). Signing in by the link, the history's filters in the URL and Compare,
 the batch page updating live while the worker finishes items (and what a hidden tab or a
-refused stream does), a new batch from a file (by mouse and by keyboard alone), confirm
-pages, a viewer's page, and ``batchyard serve`` stopping with a page stream open. Safety
+refused stream does), a new batch from a file or from dataset rows picked on two pages (by
+mouse and by keyboard alone), confirm pages, a viewer's page, and ``batchyard serve``
+stopping with a page stream open. Safety
 and accessibility are in test_dashboard_quality.py."""
 
 from __future__ import annotations
@@ -228,6 +229,123 @@ def test_a_new_batch_is_made_with_the_keyboard_alone(
     tab.keyboard.press("Enter")
     tab.wait_for_url(re.compile(r"/batches/batch_"))
     assert tab.inner_text("h1") == "typed"
+
+
+def _dataset(site: Site, name: str) -> None:
+    """60 leads, every other one SaaS (30: two pages of 25), once per site."""
+    if not any(d.name == name for d in site.yard.datasets.list()):
+        site.yard.datasets.add(
+            name,
+            [
+                {"id": f"d{n}", "name": f"Lead {n}", "industry": "SaaS" if n % 2 else "Retail"}
+                for n in range(60)
+            ],
+        )
+
+
+def _keys(tab: Any, site: Site) -> list[str]:
+    batch_id = tab.url.split("/batches/")[1].split("?")[0]
+    return sorted(item.key for item in site.yard.batch(batch_id).items())
+
+
+def test_a_batch_is_made_of_dataset_rows_picked_on_two_pages(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, watch = page
+    _dataset(site, "picks")
+    scorer = {
+        "model": "gpt-4o-mini",
+        "template": "Score {{ name }}",
+        "api_key_env": "",
+        "base_url": "http://127.0.0.1:9",
+    }
+    site.yard.templates.create("picks-scorer", "llm", scorer)
+    tab.goto(site.login("ann"))
+    tab.click("text=New batch")
+    tab.click("text=Rows of a dataset")
+    tab.select_option("#d-dataset", "picks")
+    tab.click("text=Show its rows")
+    tab.wait_for_selector("#rows-h >> text=60 matching rows")
+    tab.fill("#r-where", "industry=SaaS")
+    tab.click("#r-filter")
+    tab.wait_for_selector("#rows-h >> text=30 matching rows")
+    tab.check("input[value=d1]")
+    tab.check("input[value=d3]")
+    tab.click("text=Next page")
+    tab.wait_for_selector("text=2 rows picked (2 not on this page)")
+    assert tab.locator("input[type=checkbox][name=picked]").count() == 5
+    tab.check("input[value=d59]")
+    tab.click("text=First page")
+    tab.wait_for_selector("text=3 rows picked (1 not on this page)")
+    assert tab.is_checked("input[value=d1]") and tab.is_checked("input[value=d3]")
+    tab.select_option("#n-template", "picks-scorer")
+    tab.fill("#n-name", "three picked")
+    tab.click("text=Check it and estimate the cost")
+    tab.wait_for_selector("#check >> text=Estimate for 3 items with gpt-4o-mini")
+    prompts = tab.locator("#check pre").all_inner_texts()
+    assert prompts == ["Score Lead 1", "Score Lead 3", "Score Lead 59"]
+    tab.click("#make")
+    tab.wait_for_url(re.compile(r"/batches/batch_"))
+    assert tab.inner_text("h1") == "three picked"
+    assert _keys(tab, site) == ["d1", "d3", "d59"]
+    site.yard.batch(tab.url.split("/batches/")[1]).cancel()  # no later worker calls its model
+    # Every row that matches, by one button, with a task this time.
+    tab.goto(f"{site.url}/new/dataset?dataset=picks&where=industry%3DRetail")
+    tab.click("text=Select all 30 matching")
+    tab.wait_for_selector("text=All 30 matching rows are picked")
+    tab.select_option("#n-task", TASK)
+    before = len(site.yard.batches(limit=500).rows)
+    tab.dblclick("#make")  # two posts of one form: one batch
+    tab.wait_for_url(re.compile(r"/batches/batch_"))
+    assert _keys(tab, site) == sorted(f"d{n}" for n in range(0, 60, 2))
+    assert len(site.yard.batches(limit=500).rows) == before + 1
+    # Nothing picked: said on the form, nothing made.
+    before = len(site.yard.batches(limit=500).rows)
+    tab.goto(f"{site.url}/new/dataset?dataset=picks&task={TASK}")
+    tab.click("#make")
+    assert "no row is picked" in tab.inner_text("[role=alert]")
+    assert len(site.yard.batches(limit=500).rows) == before
+    assert [e for e in watch.errors if "status of 422" not in e] == []
+
+
+def test_a_batch_of_dataset_rows_is_made_with_the_keyboard_alone(
+    site: Site, page: tuple[Any, Watch]
+) -> None:
+    tab, _ = page
+    _dataset(site, "keyed")
+    tab.goto(site.login("ann"))
+    tab.goto(f"{site.url}/new")
+    _tab_to(tab, "a[href^='/new/dataset']")
+    tab.keyboard.press("Enter")
+    tab.wait_for_url("**/new/dataset")
+    _tab_to(tab, "#d-dataset")
+    while tab.input_value("#d-dataset") != "keyed":
+        tab.keyboard.press("ArrowDown")
+    _tab_to(tab, "#d-show")
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#rows-h >> text=60 matching rows")
+    _tab_to(tab, "#r-where")
+    tab.keyboard.type("industry=SaaS")
+    _tab_to(tab, "#r-filter")
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#rows-h >> text=30 matching rows")
+    _tab_to(tab, "input[value=d5]", most=40)
+    tab.keyboard.press("Space")
+    _tab_to(tab, "button[value=next]", most=60)
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("text=1 row picked (1 not on this page)")
+    _tab_to(tab, "input[value=d51]", most=40)
+    tab.keyboard.press("Space")
+    _tab_to(tab, "#n-task", most=60)
+    while tab.input_value("#n-task") != TASK:
+        tab.keyboard.press("ArrowDown")
+    _tab_to(tab, "button[hx-post]")
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#check >> text=All 2 rows read")
+    _tab_to(tab, "#make")
+    tab.keyboard.press("Enter")
+    tab.wait_for_url(re.compile(r"/batches/batch_"))
+    assert _keys(tab, site) == ["d5", "d51"]
 
 
 def _choose_file_by_keyboard(tab: Any, path: Path) -> None:

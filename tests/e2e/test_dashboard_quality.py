@@ -106,6 +106,8 @@ def test_hostile_text_shows_as_text_on_every_page_and_runs_nothing(
         f"{site.url}/templates/hostile",
         f"{site.url}/compare?ids={batch.id}&ids={prompted.id}",
         f"{site.url}/batches/{batch.id}/actions/retry",
+        f"{site.url}/batches/{batch.id}/actions/rerun",
+        f"{site.url}/new/dataset?dataset=hostile&picked={quote(key)}&name={quote(HOSTILE)}",
     ):
         tab.goto(url)
         text = tab.inner_text("main")
@@ -133,11 +135,14 @@ def _pages(site: Site) -> list[tuple[str, str]]:
         ("templates", f"{site.url}/templates"),
         ("template", f"{site.url}/templates/a11y"),
         ("new", f"{site.url}/new?template=a11y@1"),
+        ("new-rows", f"{site.url}/new/dataset?dataset=a11y&picked=d3&picked=d29&template=a11y@1"),
+        ("new-rows-all", f"{site.url}/new/dataset?dataset=a11y&all=1&where=n%3E%3D5&task={TASK}"),
         ("compare", f"{site.url}/compare?{ids}"),
         ("live", f"{site.url}/batches/{waiting.id}"),
         ("history", site.url + "/"),
         ("batch", f"{site.url}/batches/{batch.id}"),
         ("confirm", f"{site.url}/batches/{batch.id}/actions/retry"),
+        ("rerun", f"{site.url}/batches/{batch.id}/actions/rerun?items=failed&template=a11y"),
         ("item", f"{site.url}/batches/{batch.id}/items/x"),
     ]
 
@@ -186,6 +191,61 @@ def test_every_page_passes_axe_and_fits_320_px(
         tab.screenshot(path=str(shots / f"tokens-{width}-{scheme}.png"), full_page=True)
         context.close()
     assert found == {}
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_new_batch_check_and_its_cost_confirm_pass_axe(
+    site: Site, browser: Any, scheme: str, tmp_path: Path
+) -> None:
+    """The states the new-batch page reaches by its buttons, not by a URL: the check's
+    estimate with the first prompts, and a batch over the cost limit held for its cost to
+    be accepted (about $2.00 for 100 rows with room for 4,000 tokens out each)."""
+    shots = Path(os.environ.get("BATCHYARD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    if not any(d.name == "a11y-many" for d in site.yard.datasets.list()):
+        site.yard.datasets.add(
+            "a11y-many", [{"id": f"m{n}", "name": f"Lead {n}"} for n in range(100)]
+        )
+        params = {
+            "model": "gpt-4o",
+            "template": "Score {{ name }}",
+            "max_tokens": 4000,
+            "api_key_env": "",
+            "base_url": "http://127.0.0.1:9",
+        }
+        site.yard.templates.create("a11y-llm", "llm", params)
+    before = len(site.yard.batches(limit=500).rows)
+    axe = axe_module.Axe()
+    found: dict[str, list[str]] = {}
+    for width in (1280, 320):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        tab = context.new_page()
+        tab.goto(site.login("ann"))
+        form = f"{site.url}/new/dataset?dataset=a11y-many&all=1&template=a11y-llm"
+        for name in ("checked", "held"):
+            tab.goto(form)
+            if name == "checked":
+                tab.click("text=Check it and estimate the cost")
+                tab.wait_for_selector("#check >> text=Estimate for 100 items with gpt-4o")
+                assert tab.locator("#check pre").count() == 5
+            else:  # made without a check first: the form comes back asking
+                tab.click("#make")
+                tab.wait_for_selector("text=This batch should cost about $2.00")
+            results = axe.run(tab, options={"runOnly": {"type": "tag", "values": WCAG}})
+            bad = [f"{v['id']}: {v['help']}" for v in results.response["violations"]]
+            if bad:
+                found[f"new-rows-{name} {width}px {scheme}"] = bad
+            if width == 320:
+                overflow = tab.evaluate(
+                    "() => document.documentElement.scrollWidth - window.innerWidth"
+                )
+                assert overflow <= 0, f"new-rows-{name} scrolls sideways by {overflow}px"
+            tab.screenshot(
+                path=str(shots / f"new-rows-{name}-{width}-{scheme}.png"), full_page=True
+            )
+        context.close()
+    assert found == {}
+    assert len(site.yard.batches(limit=500).rows) == before  # held: nothing made
 
 
 def test_the_theme_toggle_overrides_the_system_and_is_remembered(site: Site, browser: Any) -> None:

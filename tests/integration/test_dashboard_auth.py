@@ -29,7 +29,9 @@ ANY_SESSION = {("POST", "/signout")}
 OPERATOR_PAGES = {
     "/new",
     "/new/template",
+    "/new/dataset",
     "/batches/{batch_id}/actions/{control}",
+    "/batches/{batch_id}/actions/rerun",
     "/tokens",
     "/tokens/{name}/revoke",
 }

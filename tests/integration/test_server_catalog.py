@@ -45,6 +45,7 @@ class Api:
 
     def call(self, method: str, path: str, role: str | None = "operator", **kw: Any) -> Reply:
         headers = {} if role is None else {"Authorization": f"Bearer {self.secrets[role]}"}
+        headers.update(kw.pop("headers", {}))
         return self.client.request(method, API + path, headers=headers, **kw)
 
     def get(self, path: str, role: str | None = "viewer", **kw: Any) -> Reply:
@@ -366,6 +367,16 @@ def test_estimate_answers_the_cli_shape_and_creates_nothing(both: Api) -> None:
     upload = both.post("/estimate", data=form, files={"file": ("p.jsonl", data)})
     assert upload.json()["items"] == 7
     assert both.get("/batches").json()["batches"] == []
+    # A batch of a dataset's rows under an Idempotency-Key is made once.
+    once = {"Idempotency-Key": "topics-1"}
+    rows: dict[str, Any] = {"task": ALLOWED, "dataset": "topics", "where": ["topic~1"]}
+    made = both.post("/batches", json=rows, headers=once)
+    again = both.post("/batches", json=rows, headers=once)
+    assert (made.status_code, again.status_code) == (201, 200), made.text
+    assert again.json()["replayed"] and again.json()["id"] == made.json()["id"]
+    other = both.post("/batches", json={**rows, "where": ["topic~2"]}, headers=once)
+    assert "topics-1" in problem(other, 409)["detail"]
+    assert len(both.yard.batches(limit=5).rows) == 1
 
 
 def test_estimate_and_validate_check_what_a_submission_does(api: Api) -> None:

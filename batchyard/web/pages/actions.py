@@ -63,6 +63,10 @@ def consequence(
         if cost:  # nothing to say for a batch that cost nothing or whose cost is unknown
             text += f" At this batch's average so far, that costs about ${cost:.4f}."
         return Consequence("Retry", text, n)
+    if control is Control.SEAL:
+        n = counts.remaining
+        text = f"The batch takes no more items: the {_plural(n)} left to do run, then it ends."
+        return Consequence("Seal", text, n)
     n = counts.total
     text = f"The batch, its {_plural(n)}, their results, attempts and logs are deleted for good."
     return Consequence("Delete", text, n)

@@ -17,25 +17,13 @@ from batchyard.errors import BatchyardError
 from batchyard.records import Dataset
 from batchyard.web import submissions, tasks
 from batchyard.web.auth import Caller, yard_of
-from batchyard.web.pages import render
+from batchyard.web.pages import render, rows
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import BatchIn
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-PAGE_SIZES = (25, 50, 100)
-#: The longest value a cell shows (the row whole is in the dataset).
-CELL = 80
-
-
-def _conditions(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def cell(value: object) -> str:
-    text = value if isinstance(value, str) else render.pretty(value).replace("\n", " ")
-    return text if len(text) <= CELL else text[: CELL - 1] + "…"
 
 
 @router.get("/datasets", response_class=HTMLResponse)
@@ -54,10 +42,7 @@ def _rows_page(
     cursor: str | None,
     error: tuple[int, str] | None = None,
 ) -> HTMLResponse:
-    page = yard_of(request).datasets.rows(
-        dataset.name, _conditions(where), sort=sort or None, limit=limit, cursor=cursor
-    )
-    query = {k: v for k, v in (("where", where), ("sort", sort), ("limit", limit)) if v}
+    r = rows.read(yard_of(request), dataset, where, sort, limit, cursor)
     base = f"/datasets/{render.path_part(dataset.name)}?"
     return render.page(
         request,
@@ -65,15 +50,12 @@ def _rows_page(
         who,
         status_code=error[0] if error else 200,
         error=error[1] if error else None,
-        ds=dataset,
-        page=page,
-        cells=[[cell(row.data.get(f)) for f in dataset.field_names] for row in page.rows],
-        where=where,
-        sort=sort,
-        limit=limit,
-        sizes=PAGE_SIZES,
-        next_url=None if page.next is None else base + urlencode({**query, "cursor": page.next}),
-        first_url=None if cursor is None else base + urlencode(query),
+        r=r,
+        sizes=rows.PAGE_SIZES,
+        next_url=None
+        if r.page.next is None
+        else base + urlencode({**r.query, "cursor": r.page.next}),
+        first_url=None if cursor is None else base + urlencode(r.query),
         operator=can_operate(who),
         tasks=[entry.name for entry in tasks.allowed(request.app.state.settings)],
         templates=yard_of(request).templates.list(),
@@ -90,8 +72,7 @@ def dataset_page(
     limit: int = Query(25),
     cursor: str | None = Query(None, max_length=200),
 ) -> HTMLResponse:
-    if limit not in PAGE_SIZES:
-        raise Problem(422, f"limit: one of {', '.join(map(str, PAGE_SIZES))}, not {limit}")
+    rows.check_limit(limit)
     dataset = yard_of(request).datasets.get(name)
     return _rows_page(request, who, dataset, where, sort, limit, cursor)
 
@@ -121,7 +102,7 @@ def start_batch(
         problem = exc if isinstance(exc, Problem) else of_error(exc)
         dataset = yard_of(request).datasets.get(name)
         failed = (problem.status, problem.detail)
-        return _rows_page(request, who, dataset, where, "", PAGE_SIZES[0], None, failed)
+        return _rows_page(request, who, dataset, where, "", rows.PAGE_SIZES[0], None, failed)
     return RedirectResponse(f"/batches/{status.id}", status_code=303)
 
 
@@ -132,7 +113,7 @@ def _body(
         return BatchIn.model_validate(
             {
                 "dataset": name,
-                "where": _conditions(where),
+                "where": rows.conditions(where),
                 "keys": keys,
                 "task": task or None,
                 "template": template or None,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from batchyard.clusters import TOP_CLUSTERS
-from batchyard.controls import Control, controls
+from batchyard.controls import Control, controls, displayed
 from batchyard.models import BatchStatus
 from batchyard.progress import Meter, pace
 from batchyard.states import ItemState
@@ -119,7 +119,7 @@ def live_context(
         "spark": "" if trace is None else render.sparkline(trace.rates()),
         "offered": offered,
         "operator": can_operate(who),
-        "controls": list(Control),
+        "controls": displayed(status),
         "tiles": tiles,
         "live_url": f"/batches/{status.id}/live" + live_query(shown.state, seen),
         "shown": shown,

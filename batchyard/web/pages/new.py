@@ -4,7 +4,9 @@ The post goes the way of ``POST /api/v1/batches`` (``uploads.upload`` streams th
 ``submissions.submit`` checks the task and makes the batch, all items or none): a bad line
 is shown on the form, naming it, and nothing is created. The form's nonce is the
 submission's idempotency key, so a double click makes one batch. Before that, a check
-(htmx) answers as ``/api/v1/estimate`` or ``/validate`` would, with the first prompts."""
+(htmx) answers as ``/api/v1/estimate`` or ``/validate`` would (``web.checks``), with the
+first prompts. Rows of a dataset are the page's other source (``picking.py``), which
+shares the template picker and the cost rule here."""
 
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ from starlette.datastructures import UploadFile
 
 from batchyard.errors import BatchyardError
 from batchyard.inputs import Input
-from batchyard.llm.params import read_params
-from batchyard.templates.library import merged_params
-from batchyard.web import spend, submissions, tasks, uploads
+from batchyard.web import checks, submissions, tasks, uploads
 from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
@@ -33,10 +33,6 @@ from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-#: How many rows' prompts a check shows.
-PREVIEW = 5
-#: Above this estimated cost (in dollars) a batch is made only once the cost is accepted.
-CONFIRM_ABOVE = 1.0
 #: The form's fields beside the file (``accept``: "yes" once the cost was accepted).
 FIELDS = ("csrf", "nonce", "task", "template", "name", "format", "accept")
 
@@ -52,7 +48,8 @@ async def _csrf_first(request: Request, who: Caller) -> None:
         raise Problem(403, "this form is out of date or came from another site")
 
 
-def _operator(who: Caller) -> None:
+def operator_only(who: Caller) -> None:
+    """A 403 page for a viewer (the new-batch pages are an operator's)."""
     if not can_operate(who):
         raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
 
@@ -65,28 +62,40 @@ def _form(
     given: dict[str, str] | None = None,
     confirm: dict[str, Any] | None = None,
 ) -> HTMLResponse:
-    settings = request.app.state.settings
     return render.page(
         request,
         "new.html",
         who,
         status_code=code,
-        tasks=[entry.name for entry in tasks.allowed(settings)],
-        choices=_choices(yard_of(request)),
-        nonce=secrets.token_urlsafe(16),
         error=error,
-        given=given or {},
         confirm=confirm,
-        limit=CONFIRM_ABOVE,
-        **_note(yard_of(request), (given or {}).get("template", "")),
+        **picker(request, given or {}),
     )
 
 
-def _choices(yard: Yard) -> list[tuple[str, str]]:
-    """The template versions a batch may run with, as (value, label): each template's
-    latest by its name (what ``NAME`` runs), then its older live versions (``NAME@N``)."""
+def picker(request: Request, given: dict[str, str]) -> dict[str, Any]:
+    """What every new-batch form draws beside its source: the tasks and template versions
+    to pick from (``given``: the choices made so far), the note under the template, a fresh
+    nonce (the idempotency key of the post) and the cost above which it asks."""
+    settings: ServerSettings = request.app.state.settings
+    return {
+        "tasks": [entry.name for entry in tasks.allowed(settings)],
+        "choices": template_choices(yard_of(request)),
+        "nonce": secrets.token_urlsafe(16),
+        "given": given,
+        "limit": settings.confirm_cost,
+        **_note(yard_of(request), given.get("template", "")),
+    }
+
+
+def template_choices(yard: Yard, task: str | None = None) -> list[tuple[str, str]]:
+    """The template versions a batch may run with (of ``task``'s templates, if given), as
+    (value, label): each template's latest by its name (what ``NAME`` runs), then its
+    older live versions (``NAME@N``)."""
     found = []
     for latest in yard.templates.list():
+        if task is not None and latest.task != task:
+            continue
         found.append((latest.name, f"{latest.name} (latest: v{latest.version}, {latest.task})"))
         for old in reversed(yard.templates.versions(latest.name)[:-1]):
             if not old.archived:
@@ -117,7 +126,7 @@ def template_note(
     template: str = Query("", max_length=120),
 ) -> HTMLResponse:
     """The note under the template picker (htmx asks for it when the choice changes)."""
-    _operator(who)
+    operator_only(who)
     return render.fragment("_template_note.html", **_note(yard_of(request), template))
 
 
@@ -128,17 +137,20 @@ def new_page(
     template: str = Query("", max_length=120),
 ) -> HTMLResponse:
     """The form (``template``: the template chosen at first)."""
-    _operator(who)
+    operator_only(who)
     return _form(request, who, given={"template": template})
 
 
-def _body(fields: dict[str, str]) -> BatchIn:
+def body_of(fields: dict[str, str], **source: Any) -> BatchIn:
+    """The submission a form's ``task``, ``template`` and ``name`` make with ``source``
+    (``dataset``, ``where``, ``keys``: none for a file); a 422 naming the field."""
     try:
         return BatchIn.model_validate(
             {
                 "task": fields.get("task") or None,
                 "template": fields.get("template") or None,
                 "options": {"name": fields.get("name") or None},
+                **source,
             }
         )
     except ValidationError as exc:
@@ -146,95 +158,69 @@ def _body(fields: dict[str, str]) -> BatchIn:
         raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-class _Peeking(Input):
-    """An input that keeps its first ``n`` items as they go past (for a preview)."""
-
-    def __init__(self, inner: Input, n: int) -> None:
-        pairs = ((inner.line_of(inner.count) or inner.count, row) for row in inner)
-        super().__init__(inner.source, pairs, lambda: None)
-        self.first: list[dict[str, Any]] = []
-        self._keep = n
-
-    def __next__(self) -> dict[str, Any]:
-        row = super().__next__()
-        if len(self.first) < self._keep:
-            self.first.append(row)
-        return row
+def found_out(request: Request, body: BatchIn, rows: Input | None) -> dict[str, Any]:
+    """The check's answer (``checks.preview``), with whether its cost needs accepting."""
+    settings: ServerSettings = request.app.state.settings
+    found = checks.preview(yard_of(request), settings, body, rows)
+    if "estimate" in found:
+        found["confirm"] = over(found["estimate"], settings)
+    return found
 
 
-def _estimates(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> bool:
-    """Whether the submission's task estimates its cost (the llm task), once what every
-    submission checks first has passed: the task (and the template's) allowed here. The
-    task is resolved only then: a client's name is never imported."""
-    submissions.checked(yard, settings, body, rows, creating=False)
-    chosen = None if body.template is None else yard.templates.runnable(body.template)
-    task = body.task or (chosen.task if chosen else "")
-    return yard.registry.resolve(task).estimate is not None
-
-
-def _check(yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input) -> dict[str, Any]:
-    """What ``POST /api/v1/estimate`` answers for a task that estimates (the llm task),
-    with the prompts of its first rows, else what ``POST /api/v1/validate`` answers: one
-    pass over the rows, nothing made."""
-    if not _estimates(yard, settings, body, rows):
-        return {"validation": spend._validate(yard, settings, body, rows)}
-    peek = _Peeking(rows, PREVIEW)
-    found = spend._estimate(yard, settings, body, peek)
-    chosen = None if body.template is None else yard.templates.runnable(body.template)
-    params = body.options.params or {}
-    prompt = read_params(merged_params(chosen, params) if chosen else params).prompt
-    prompts = [prompt.render(item) for item in peek.first]
-    return {"estimate": found, "prompts": prompts, "confirm": _over(found)}
-
-
-def _over(estimate: dict[str, Any]) -> bool:
+def over(estimate: dict[str, Any], settings: ServerSettings) -> bool:
     """Whether an estimate is over the cost a batch is made at without a confirm."""
-    return bool(estimate.get("cost") and estimate["cost"] > CONFIRM_ABOVE)
+    return bool(estimate.get("cost") and estimate["cost"] > settings.confirm_cost)
 
 
-def _cost_to_accept(
-    yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input
+def cost_to_accept(
+    yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input | None
 ) -> dict[str, Any] | None:
     """The estimate of a submission whose cost must be accepted first, or None."""
-    if not _estimates(yard, settings, body, rows):
+    if not checks.estimates_cost(yard, settings, body, rows):
         return None
-    found = spend._estimate(yard, settings, body, rows)
-    return found if _over(found) else None
+    found = checks.estimate(yard, settings, body, rows)
+    return found if over(found, settings) else None
 
 
 @router.post("/new/check", response_class=HTMLResponse)
 async def check(request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
     """The form's file and choices checked (htmx swaps the answer under the form)."""
-    _operator(who)
+    operator_only(who)
     await _csrf_first(request, who)
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
-            body = _body(fields)
-            settings = request.app.state.settings
-            found = await run_in_threadpool(_check, yard_of(request), settings, body, rows)
+            found = await run_in_threadpool(found_out, request, body_of(fields), rows)
     except (Problem, BatchyardError) as exc:
-        problem = exc if isinstance(exc, Problem) else of_error(exc)
+        return checked(request, exc)
+    return checked(request, found)
+
+
+def checked(request: Request, found: dict[str, Any] | Problem | BatchyardError) -> HTMLResponse:
+    """The check's answer (``_check.html``): what ``found_out`` found, or why it could not."""
+    if isinstance(found, Problem | BatchyardError):
+        problem = found if isinstance(found, Problem) else of_error(found)
         return render.fragment("_check.html", error=problem.detail, found=None)
-    return render.fragment("_check.html", error=None, found=found, limit=CONFIRM_ABOVE)
+    limit = request.app.state.settings.confirm_cost
+    return render.fragment("_check.html", error=None, found=found, limit=limit)
 
 
 @router.post("/new")
 async def create(request: Request, who: Caller = Depends(signed_in)) -> Response:
-    _operator(who)
+    operator_only(who)
     await _csrf_first(request, who)
     given: dict[str, str] = {}
     yard, settings = yard_of(request), request.app.state.settings
     try:
         async with uploads.upload(request, FIELDS) as (fields, rows):
             given = {k: v for k, v in fields.items() if k in ("task", "template", "name")}
-            body = _body(fields)
+            body = body_of(fields)
             key = fields.get("nonce") or None
             if fields.get("accept") == "yes":
                 status, _ = await run_in_threadpool(
                     submissions.submit, yard, settings, who, body, rows, key
                 )
             else:
-                found = await run_in_threadpool(_cost_to_accept, yard, settings, body, rows)
+                found = await run_in_threadpool(cost_to_accept, yard, settings, body, rows)
                 if found is not None:
                     return _form(request, who, 200, None, given, confirm=found)
                 # The estimate read the file: read it again from the start (it is spooled).
