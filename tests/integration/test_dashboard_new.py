@@ -233,6 +233,13 @@ def test_a_batch_over_the_confirm_cost_setting_waits_for_its_cost_to_be_accepted
         else:
             assert (by_file.status_code, by_rows.status_code) == (303, 303)
             assert [b.counts.total for b in yard.batches(limit=5).rows] == [100, 100]
+    # Each batch keeps the estimate made before it (the accepted one, when held).
+    for made in yard.batches(limit=5).rows:
+        kept = made.metadata["estimate"]
+        assert isinstance(kept, dict) and kept["items"] == 100, kept
+        assert kept["model"] == "gpt-4o" and 1.5 < kept["cost"] < 2.5, kept
+        low, high = kept["cost_range"]
+        assert low <= kept["cost"] <= high
 
 
 def test_the_confirm_cost_is_a_setting_of_flags_environment_and_toml(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections import OrderedDict
+from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -61,6 +63,7 @@ def _form(
     error: str | None = None,
     given: dict[str, str] | None = None,
     confirm: dict[str, Any] | None = None,
+    nonce: str | None = None,
 ) -> HTMLResponse:
     return render.page(
         request,
@@ -69,19 +72,20 @@ def _form(
         status_code=code,
         error=error,
         confirm=confirm,
-        **picker(request, given or {}),
+        **picker(request, given or {}, nonce),
     )
 
 
-def picker(request: Request, given: dict[str, str]) -> dict[str, Any]:
+def picker(request: Request, given: dict[str, str], nonce: str | None = None) -> dict[str, Any]:
     """What every new-batch form draws beside its source: the tasks and template versions
-    to pick from (``given``: the choices made so far), the note under the template, a fresh
-    nonce (the idempotency key of the post) and the cost above which it asks."""
+    to pick from (``given``: the choices made so far), the note under the template, a
+    nonce (the idempotency key of the post: fresh, or ``nonce``, the held post's, whose
+    accepted estimate waits under it) and the cost above which it asks."""
     settings: ServerSettings = request.app.state.settings
     return {
         "tasks": [entry.name for entry in tasks.allowed(settings)],
         "choices": template_choices(yard_of(request)),
-        "nonce": secrets.token_urlsafe(16),
+        "nonce": nonce or secrets.token_urlsafe(16),
         "given": given,
         "limit": settings.confirm_cost,
         **_note(yard_of(request), given.get("template", "")),
@@ -172,14 +176,62 @@ def over(estimate: dict[str, Any], settings: ServerSettings) -> bool:
     return bool(estimate.get("cost") and estimate["cost"] > settings.confirm_cost)
 
 
-def cost_to_accept(
+def estimate_first(
     yard: Yard, settings: ServerSettings, body: BatchIn, rows: Input | None
 ) -> dict[str, Any] | None:
-    """The estimate of a submission whose cost must be accepted first, or None."""
+    """The estimate of a submission the page makes before it (None for a task that cannot
+    estimate cost)."""
     if not checks.estimates_cost(yard, settings, body, rows):
         return None
-    found = checks.estimate(yard, settings, body, rows)
-    return found if over(found, settings) else None
+    return checks.estimate(yard, settings, body, rows)
+
+
+#: The estimate kept with a batch (its metadata's ``estimate``): what the batch page shows
+#: beside what the batch costs.
+KEPT = ("model", "items", "cost", "cost_range", "input_tokens", "output_tokens")
+
+
+def with_estimate(body: BatchIn, found: dict[str, Any] | None) -> BatchIn:
+    """``body`` with the estimate made before it kept in its metadata (``estimate``)."""
+    if not found or found.get("cost") is None:
+        return body
+    given = body.options.metadata
+    metadata = {
+        **(given if isinstance(given, dict) else {}),
+        "estimate": {k: found[k] for k in KEPT},
+    }
+    options = body.options.model_copy(update={"metadata": metadata})
+    return body.model_copy(update={"options": options})
+
+
+class Held:
+    """Estimates of batches held over the cost limit, by the form's nonce, until their cost
+    is accepted: the batch is then made with the estimate its maker accepted. At most
+    ``MOST`` are kept, the oldest forgotten first (as is everything when the server
+    restarts, or when another server takes the post: that batch then keeps no estimate)."""
+
+    MOST = 1000
+
+    def __init__(self) -> None:
+        self._held: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def hold(self, nonce: str | None, found: dict[str, Any]) -> None:
+        if nonce:
+            self._held[nonce] = found
+            while len(self._held) > self.MOST:
+                self._held.popitem(last=False)
+
+    def take(self, nonce: str | None) -> dict[str, Any] | None:
+        return self._held.pop(nonce, None) if nonce else None
+
+
+def held(request: Request) -> Held:
+    """The server's held estimates (made on first use)."""
+    state = request.app.state
+    if not hasattr(state, "held_estimates"):
+        state.held_estimates = Held()
+    found: Held = state.held_estimates
+    return found
 
 
 @router.post("/new/check", response_class=HTMLResponse)
@@ -211,26 +263,30 @@ async def create(request: Request, who: Caller = Depends(signed_in)) -> Response
     given: dict[str, str] = {}
     yard, settings = yard_of(request), request.app.state.settings
     try:
-        async with uploads.upload(request, FIELDS) as (fields, rows):
+        async with uploads.upload(request, FIELDS) as (fields, rows), AsyncExitStack() as stack:
             given = {k: v for k, v in fields.items() if k in ("task", "template", "name")}
             body = body_of(fields)
             key = fields.get("nonce") or None
             if fields.get("accept") == "yes":
+                body = with_estimate(body, held(request).take(key))
                 status, _ = await run_in_threadpool(
                     submissions.submit, yard, settings, who, body, rows, key
                 )
             else:
-                found = await run_in_threadpool(cost_to_accept, yard, settings, body, rows)
+                found = await run_in_threadpool(estimate_first, yard, settings, body, rows)
+                if found is not None and over(found, settings):
+                    held(request).hold(key, found)
+                    return _form(request, who, 200, None, given, confirm=found, nonce=key)
+                body = with_estimate(body, found)
                 if found is not None:
-                    return _form(request, who, 200, None, given, confirm=found)
-                # The estimate read the file: read it again from the start (it is spooled).
-                upload = (await request.form()).get("file")
-                assert isinstance(upload, UploadFile)  # uploads.upload found it
-                await upload.seek(0)
-                with uploads.items_of(upload, fields.get("format")) as again:
-                    status, _ = await run_in_threadpool(
-                        submissions.submit, yard, settings, who, body, again, key
-                    )
+                    # The estimate read the file: read it again from the start (spooled).
+                    upload = (await request.form()).get("file")
+                    assert isinstance(upload, UploadFile)  # uploads.upload found it
+                    await upload.seek(0)
+                    rows = stack.enter_context(uploads.items_of(upload, fields.get("format")))
+                status, _ = await run_in_threadpool(
+                    submissions.submit, yard, settings, who, body, rows, key
+                )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
         return _form(request, who, problem.status, problem.detail, given)

@@ -28,10 +28,13 @@ from batchyard.web.pages.guard import posting, signed_in
 from batchyard.web.pages.new import (
     body_of,
     checked,
-    cost_to_accept,
+    estimate_first,
     found_out,
+    held,
     operator_only,
+    over,
     picker,
+    with_estimate,
 )
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
@@ -117,6 +120,7 @@ def _page(  # reads the store: called on a thread
     code: int = 200,
     error: str | None = None,
     confirm: dict[str, Any] | None = None,
+    nonce: str | None = None,
 ) -> HTMLResponse:
     yard = yard_of(request)
     dataset, shown, read_error = None, None, None
@@ -142,7 +146,7 @@ def _page(  # reads the store: called on a thread
         elsewhere=[k for k in state.picked if state.every or k not in on_page],
         sizes=rows.PAGE_SIZES,
         source="dataset",
-        **picker(request, state.choices),
+        **picker(request, state.choices, nonce),
     )
 
 
@@ -278,12 +282,17 @@ async def create(request: Request, who: Caller = Depends(posting)) -> Response:
         state, given = await _posted(request)
         _shown_is_chosen(state, given)
         body = state.body()
-        if given.get("accept") != "yes":
-            found = await run_in_threadpool(cost_to_accept, yard, settings, body, None)
-            if found is not None:
-                return await run_in_threadpool(_page, request, who, state, confirm=found)
+        key = given.get("nonce") or None
+        if given.get("accept") == "yes":
+            found = held(request).take(key)
+        else:
+            found = await run_in_threadpool(estimate_first, yard, settings, body, None)
+            if found is not None and over(found, settings):
+                held(request).hold(key, found)
+                return await run_in_threadpool(_page, request, who, state, confirm=found, nonce=key)
+        body = with_estimate(body, found)
         status, _ = await run_in_threadpool(
-            submissions.submit, yard, settings, who, body, None, given.get("nonce") or None
+            submissions.submit, yard, settings, who, body, None, key
         )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
