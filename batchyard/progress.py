@@ -95,7 +95,7 @@ class Meter:
 #: A history's most buckets: past it, neighbours merge into buckets twice as wide.
 BUCKETS = 40
 #: A history's narrowest bucket (s).
-MIN_WIDTH = 1.0
+MIN_WIDTH = 0.25
 #: An ETA range needs this many finished items, this long a run (s), and this many recent
 #: buckets with a rate: before that it would say little but noise.
 RANGE_ITEMS = 20
@@ -133,17 +133,24 @@ class History:
         return rates
 
     def added(self, at: float, finished: float) -> History:
-        """This history with ``finished`` more items at ``at`` (a live update): new buckets
-        up to ``at``, merged in pairs while there are more than ``BUCKETS``."""
-        counts = list(self.counts)
-        width = self.width
-        index = max(0, int((at - self.start) // width))
-        while index >= BUCKETS:
+        """This history with ``finished`` more items between ``until`` and ``at`` (a live
+        update), spread evenly over that span (when in it they ended is not known): new
+        buckets up to ``at``, merged in pairs while there would be more than ``BUCKETS``."""
+        counts, width = list(self.counts), self.width
+        while int((at - self.start) // width) >= BUCKETS:
             counts = [sum(counts[n : n + 2]) for n in range(0, len(counts), 2)]
             width *= 2
-            index = max(0, int((at - self.start) // width))
-        counts += [0.0] * (index + 1 - len(counts))
-        counts[index] += finished
+        last = max(0, int((at - self.start) // width))
+        counts += [0.0] * (last + 1 - len(counts))
+        since = min(self.until, at)
+        span = at - since
+        for index in range(max(0, int((since - self.start) // width)), last + 1):
+            if span <= 0:
+                counts[index] += finished if index == last else 0.0
+                continue
+            left = max(since, self.start + index * width)
+            right = min(at, self.start + (index + 1) * width)
+            counts[index] += finished * max(0.0, right - left) / span
         return History(self.start, width, tuple(counts), max(self.until, at))
 
 

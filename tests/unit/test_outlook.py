@@ -64,7 +64,7 @@ def test_the_history_counts_finishes_over_the_batchs_life(yard: Yard, clock: Fak
     assert going.width == pytest.approx(60 / BUCKETS)
     # Live updates extend it; past BUCKETS buckets, neighbours merge, nothing is lost.
     later = going.added(clock.now() + 50, 5)
-    assert sum(later.counts) == 35 and later.width == 2 * going.width
+    assert sum(later.counts) == pytest.approx(35) and later.width == 2 * going.width
     assert len(later.counts) <= BUCKETS
 
 
@@ -161,3 +161,11 @@ def test_a_partial_last_bucket_has_a_rate_only_once_half_covered() -> None:
     going = History(start=0.0, width=10.0, counts=(10.0, 4.0), until=14.0)
     assert going.rates() == [1.0]
     assert History(0.0, 10.0, (10.0, 4.0), 16.0).rates() == [1.0, 4.0 / 6.0]
+
+
+def test_a_live_update_spreads_its_items_over_the_time_since_the_last() -> None:
+    going = History(start=0.0, width=1.0, counts=(1.0, 1.0), until=2.0)
+    later = going.added(6.0, 8)
+    assert later.counts == (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0)
+    assert later.until == 6.0 and later.rates()[2:6] == [2.0, 2.0, 2.0, 2.0]
+    assert going.added(2.0, 3).counts == (1.0, 1.0, 3.0)  # no time passed: the bucket of now
