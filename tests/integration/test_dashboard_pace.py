@@ -46,7 +46,7 @@ def ran(db: str, started_ago: float, took: float, done: int, left: int) -> str:
                 raise PauseBatch("stop here")
             clock.advance(took)
 
-        items = [{"id": f"a{n}"} for n in range(done)]
+        items: list[dict[str, Any]] = [{"id": f"a{n}"} for n in range(done)]
         items += [{"id": f"b{n}", "stop": n == 0} for n in range(left)]
         batch = yard.submit("paced", items, name="paced", owner="ann")
         yard.run_until_idle(concurrency=1, **FAST)
