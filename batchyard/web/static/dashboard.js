@@ -149,6 +149,16 @@
     if (!opened && failures >= 3) { poll(); return; }
     chip(navigator.onLine === false ? "offline" : "reconnecting");
   });
+  // "N items finished since the items table was loaded: refresh it" links to the page as
+  // it is (its filter, its first page, #items): a link that differs from the address only
+  // by its fragment would just scroll, so it reloads.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest(".refresh a");
+    if (!link || link.pathname + link.search !== location.pathname + location.search) { return; }
+    event.preventDefault();
+    location.hash = "items";
+    location.reload();
+  });
   // -- end of the reconnection schedule -------------------------------------------------------
   function poll() {
     var wrap = document.getElementById("live-wrap");
