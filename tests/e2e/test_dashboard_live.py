@@ -2,7 +2,10 @@
 server drops is opened again after 1, 2, 4, 8 and 16 s (the page's clock is Playwright's
 fake one, so the schedule is checked to the millisecond without waiting for it) and shows
 what changed meanwhile, and what the reader is doing (the scroll position, an open dialog,
-a confirm page's typed name) survives any number of repaints."""
+a confirm page's typed name) survives any number of repaints; a running batch's page shows
+its pace since it started and a range for the time left, and its tables as cards at 320 px.
+
+``BATCHYARD_SCREENSHOTS=docs/screenshots`` keeps screenshots of the running batch there."""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batchyard import FakeClock, TaskContext, Yard
+from batchyard.errors import PauseBatch
 from tests.e2e.dashboard_site import CHROMIUM, Site, Watch, submit
 from tests.integration.test_processes import wait_for
 
@@ -186,3 +192,71 @@ def test_a_confirm_page_typed_into_while_the_batch_moves_does_what_it_said(
     assert status.state.value == "cancelled"
     assert (status.counts.succeeded, status.counts.cancelled) == (2, 4)
     assert watch.errors == []
+
+
+def _ran_before(site: Site, started_ago: float, took: list[float], left: int) -> str:
+    """A batch (owner ann) whose first items took ``took`` s each from ``started_ago`` s
+    ago (a ``FakeClock`` set in the past), with ``left`` to run, processing again."""
+    clock = FakeClock(time.time() - started_ago)
+    with Yard(site.db, clock=clock) as yard:
+
+        @yard.task(name="paced", concurrency=1, max_attempts=1)
+        def paced(item: dict[str, Any], ctx: TaskContext) -> None:
+            if item.get("stop"):
+                raise PauseBatch("stop here")
+            clock.advance(item["took"])
+
+        items: list[dict[str, Any]] = [{"id": f"a{n}", "took": t} for n, t in enumerate(took)]
+        items += [{"id": f"b{n}", "stop": n == 0} for n in range(left)]
+        batch = yard.submit("paced", items, name="leads, this morning", owner="ann")
+        yard.run_until_idle(concurrency=1, poll_interval=0.01)
+        batch.resume()
+        return batch.id
+
+
+def test_a_running_batch_shows_its_pace_since_it_started_and_a_range_for_the_rest(
+    site: Site, browser: Any
+) -> None:
+    took = [2.5 + (n % 5) * 0.5 for n in range(24)]  # about 84 s of items
+    batch = _ran_before(site, started_ago=sum(took) + 2, took=took, left=9)
+    # One item taken now: running, not stalled.
+    assert site.yard.store.claim("w", {"paced": 1}, 1, time.time(), 600.0)
+    kept = os.environ.get("BATCHYARD_SCREENSHOTS")
+    for scheme in ("light", "dark"):
+        for width in (1280, 320):
+            context = browser.new_context(
+                viewport={"width": width, "height": 900}, color_scheme=scheme
+            )
+            tab = context.new_page()
+            tab.goto(site.login("ann"))
+            tab.goto(f"{site.url}/batches/{batch}")
+            tab.wait_for_function(f"() => ({CHIP})() === 'live'")
+            # The line spans the minute and more before the page opened, on first paint.
+            points = tab.get_attribute("#live svg.spark polyline", "points") or ""
+            assert len(points.split()) >= 20
+            assert " to " in tab.inner_text("#eta")
+            assert tab.locator("#stalled").count() == 0
+            assert tab.locator("#live .badge.st-processing").count() == 1
+            if width == 320:
+                # The items table as cards: each cell a labelled field, nothing sideways.
+                label = tab.evaluate(
+                    "() => getComputedStyle(document.querySelector"
+                    "('table.items td[data-label=State]'), '::before').content"
+                )
+                assert "State" in label
+                assert (
+                    tab.evaluate(
+                        "() => getComputedStyle(document.querySelector('table.items tr')).display"
+                    )
+                    == "block"
+                )
+                assert (
+                    tab.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+                    <= 0
+                )
+            if kept:
+                tab.screenshot(path=f"{kept}/running-{width}-{scheme}.png", full_page=True)
+                if width == 320 and scheme == "light":
+                    tab.goto(site.url + "/")
+                    tab.screenshot(path=f"{kept}/history-320-light.png", full_page=True)
+            context.close()
