@@ -173,11 +173,11 @@ def eta_range(status: BatchStatus, going: History | None, now: float) -> tuple[f
     """Seconds left as a range, from the spread of the recent buckets' rates: the items
     left at their mean rate plus and minus two standard errors (the slow end at no less
     than half the mean), both ends at least the rate limit's ``limit_eta``. None while it
-    would mean little: a batch ended or not running, under ``RANGE_ITEMS`` finished items
+    would mean little: a batch not running (``is_running``), under ``RANGE_ITEMS`` finished items
     or ``RANGE_SECONDS`` of running, fewer than ``RANGE_BUCKETS`` recent rates, or none of
     them above zero (then see ``stall``)."""
     left = status.counts.remaining
-    if going is None or status.is_finished or left == 0:
+    if going is None or not is_running(status) or left == 0:
         return None
     if status.counts.finished < RANGE_ITEMS or elapsed(status, now) < RANGE_SECONDS:
         return None
@@ -190,6 +190,12 @@ def eta_range(status: BatchStatus, going: History | None, now: float) -> tuple[f
     fast, slow = mean + error, max(mean - error, mean / 2)
     floor = limit_eta(status, now) or 0.0
     return max(left / fast, floor), max(left / slow, floor)
+
+
+def is_running(status: BatchStatus) -> bool:
+    """Whether the batch runs now (processing or retrying, after its first claim): the only
+    state with an ETA range or a stall; any other is neither."""
+    return status.state in _RUNNING and status.started_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +221,7 @@ def stall(status: BatchStatus, finishes: Finishes, now: float) -> Stall | None:
     ``STALL_UNKNOWN``. An attempt that runs counts as activity when it starts and ends
     (the store keeps no time of a task's progress reports)."""
     counts = status.counts
-    if status.state not in _RUNNING or status.started_at is None:
+    if not is_running(status):
         return None
     if counts.pending + counts.running == 0 or counts.waiting or status.waiting_on is not None:
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchyard.models import BatchStatus, Finishes, Item, LogLine
-from batchyard.progress import eta_range, history, pace, stall
+from batchyard.progress import eta_range, history, is_running, pace, stall
 from batchyard.templates import Template, VersionUsage
 
 
@@ -24,7 +24,8 @@ def status_view(
     waiting item should be admitted). With ``finishes`` (``Store.finishes``), also
     ``eta_range`` ([low, high] s, once one means something: ``progress.eta_range``),
     ``stalled`` and ``quiet`` (s since an item last started or ended; ``progress.stall``);
-    without, those three are None (not read)."""
+    without, they are None, but ``stalled`` is False for a batch not running (it cannot
+    stall: so a webhook's body about an end or a pause says what ``status --json`` says)."""
     view = status.as_dict()
     going = pace(status, now)
     eta = going.eta or None  # status --json has said null, not 0, once nothing is left
@@ -32,7 +33,9 @@ def status_view(
     if status.waiting_on is not None:
         seconds = round(status.waiting_on.seconds(now), 3)
         view["waiting_on"] = {**status.waiting_on.as_dict(), "seconds": seconds}
-    view.update(eta_range=None, stalled=None, quiet=None)
+    # Unread, a running batch's are not known (None); any other batch has no range and
+    # cannot stall, whatever its items say.
+    view.update(eta_range=None, stalled=None if is_running(status) else False, quiet=None)
     if finishes is not None:
         span = eta_range(status, history(status, finishes, now), now)
         quiet = stall(status, finishes, now)

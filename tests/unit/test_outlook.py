@@ -93,6 +93,11 @@ def test_the_eta_is_a_range_around_the_recent_pace_once_it_means_something(
     young = replace(status, started_at=now - 29)
     assert eta_range(young, history(young, finishes, now), now) is None
     assert status_view(status, now)["eta_range"] is None  # not read: not known
+    assert status_view(status, now)["stalled"] is None
+    paused = replace(status, state=BatchState.PAUSED)
+    assert eta_range(paused, history(paused, finishes, now), now) is None
+    assert status_view(paused, now)["stalled"] is False  # read or not: it cannot stall
+    assert status_view(paused, now, finishes)["stalled"] is False
 
 
 def test_a_range_never_promises_less_than_the_rate_limit_allows(
