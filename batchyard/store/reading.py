@@ -224,7 +224,7 @@ class Reading(SqlBase):
     def finishes(self, batch_id: str, sample: int = 1000, recent: int = 100) -> Finishes:
         pk = self._pk(batch_id)
         first, last = self._read(FIRST_LAST, (*span(pk), *span(pk)))[0]
-        ids = [] if first is None else spread(int(first), int(last), max(1, sample))
+        ids = [] if first is None or sample < 1 else spread(int(first), int(last), sample)
         member, listed = self._any("id", ids)
         # One statement: the sample by primary key, and the last changed items by the
         # feed's index (items_seq), newest first. Both are bounded by their limits.

@@ -62,3 +62,6 @@ def test_a_big_batch_is_sampled_and_each_sample_stands_for_its_share(store: Stor
     claim(store, 2, now=T0 + 40)
     seen = store.finishes("big", sample=10, recent=5)
     assert seen.last_activity == T0 + 40 and seen.recent == tuple(T0 + 20 - n for n in range(3))
+    # No sample asked for: only the items changed last are read.
+    recent_only = store.finishes("big", sample=0, recent=5)
+    assert recent_only.sampled == () and recent_only.recent == seen.recent
