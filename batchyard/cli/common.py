@@ -171,9 +171,9 @@ STATUS_JSON = """\
    "throughput" (items/s), "eta" (s or null; counts the rate limit), "eta_range" ([low,
    high] s once enough items and time tell, else null), "stalled" (true when running with
    items to run but nothing started or ended for longer than its items take; null for a
-   running batch in listings, which do not read its items), "quiet" (s since an item last started or ended, or null), "template" (NAME@N:
-   the template version it runs with, or null), "rerun_of" (the batch it re-runs, or
-   null)}"""
+   running batch in listings, which do not read its items), "quiet" (s since an item
+   last started or ended, or null), "template" (NAME@N: the template version it runs
+   with, or null), "rerun_of" (the batch it re-runs, or null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 
