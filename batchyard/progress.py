@@ -94,15 +94,19 @@ class Meter:
 
 #: A history's most buckets: past it, neighbours merge into buckets twice as wide.
 BUCKETS = 40
-#: A history's narrowest bucket (s).
+#: A history's narrowest bucket (s), and the fewest items a bucket read from the store
+#: holds on average.
 MIN_WIDTH = 0.25
+BUCKET_ITEMS = 3.0
 #: An ETA range needs this many finished items, this long a run (s), and this many recent
 #: buckets with a rate: before that it would say little but noise.
 RANGE_ITEMS = 20
 RANGE_SECONDS = 30.0
 RANGE_BUCKETS = 4
-#: The recent buckets whose rates make the range.
+#: The recent buckets whose rates make the range, and the least it spreads either side of
+#: their mean rate (a share of it): even a steady pace is a guess about what comes next.
 RECENT_BUCKETS = 8
+RANGE_MIN_SPREAD = 0.1
 #: Stalled: quiet for longer than ``STALL_FACTOR`` times the longest recent run, and never
 #: less than ``STALL_FLOOR`` (s); before any item has ended, ``STALL_UNKNOWN`` (s), or the
 #: batch's timeout times the factor when it has one.
@@ -156,13 +160,18 @@ class History:
 
 def history(status: BatchStatus, finishes: Finishes, now: float) -> History | None:
     """The batch's throughput over its life from the finish times read (None before its
-    first claim): at most ``BUCKETS`` buckets, none narrower than ``MIN_WIDTH``."""
+    first claim): at most ``BUCKETS`` buckets, none narrower than ``MIN_WIDTH`` nor
+    holding fewer than ``BUCKET_ITEMS`` items on average."""
     if status.started_at is None:
         return None
     start = status.started_at
     until = max(start, status.finished_at or now)
-    width = max((until - start) / BUCKETS, MIN_WIDTH)
-    counts = [0.0] * max(1, min(BUCKETS, math.ceil((until - start) / width)))
+    ran = until - start
+    # A bucket holds BUCKET_ITEMS items on average at least: narrower ones would draw the
+    # gaps between single items (0, 1, 0, 2, ...), not a pace.
+    finished = len(finishes.sampled) * finishes.scale
+    width = max(ran / BUCKETS, MIN_WIDTH, BUCKET_ITEMS * ran / max(finished, 1.0))
+    counts = [0.0] * max(1, min(BUCKETS, math.ceil(ran / width)))
     for at in finishes.sampled:
         index = min(len(counts) - 1, max(0, int((at - start) // width)))
         counts[index] += finishes.scale
@@ -171,8 +180,8 @@ def history(status: BatchStatus, finishes: Finishes, now: float) -> History | No
 
 def eta_range(status: BatchStatus, going: History | None, now: float) -> tuple[float, float] | None:
     """Seconds left as a range, from the spread of the recent buckets' rates: the items
-    left at their mean rate plus and minus two standard errors (the slow end at no less
-    than half the mean), both ends at least the rate limit's ``limit_eta``. None while it
+    left at their mean rate plus and minus two standard errors, or ``RANGE_MIN_SPREAD`` of
+    it when that is more (the slow end at no less than half the mean), both ends at least the rate limit's ``limit_eta``. None while it
     would mean little: a batch not running (``is_running``), under ``RANGE_ITEMS`` finished items
     or ``RANGE_SECONDS`` of running, fewer than ``RANGE_BUCKETS`` recent rates, or none of
     them above zero (then see ``stall``)."""
@@ -186,7 +195,7 @@ def eta_range(status: BatchStatus, going: History | None, now: float) -> tuple[f
     if len(recent) < RANGE_BUCKETS or mean <= 0:
         return None
     spread = math.sqrt(sum((r - mean) ** 2 for r in recent) / (len(recent) - 1))
-    error = 2 * spread / math.sqrt(len(recent))
+    error = max(2 * spread / math.sqrt(len(recent)), RANGE_MIN_SPREAD * mean)
     fast, slow = mean + error, max(mean - error, mean / 2)
     floor = limit_eta(status, now) or 0.0
     return max(left / fast, floor), max(left / slow, floor)

@@ -60,10 +60,12 @@ def test_the_history_counts_finishes_over_the_batchs_life(yard: Yard, clock: Fak
     status, finishes = yard.store.get_batch(batch), yard.store.finishes(batch)
     going = history(status, finishes, clock.now())
     assert going is not None and going.start == status.started_at
-    assert sum(going.counts) == 30 and len(going.counts) == BUCKETS
-    assert going.width == pytest.approx(60 / BUCKETS)
+    # 30 items in 60 s: buckets of 6 s, three items each (narrower would draw the gaps
+    # between single items), at most BUCKETS of them.
+    assert sum(going.counts) == 30 and going.width == 6.0
+    assert going.counts == (2.0, *[3.0] * 8, 4.0)
     # Live updates extend it; past BUCKETS buckets, neighbours merge, nothing is lost.
-    later = going.added(clock.now() + 50, 5)
+    later = going.added(clock.now() + 200, 5)
     assert sum(later.counts) == pytest.approx(35) and later.width == 2 * going.width
     assert len(later.counts) <= BUCKETS
 
@@ -174,3 +176,12 @@ def test_a_live_update_spreads_its_items_over_the_time_since_the_last() -> None:
     assert later.counts == (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0)
     assert later.until == 6.0 and later.rates()[2:6] == [2.0, 2.0, 2.0, 2.0]
     assert going.added(2.0, 3).counts == (1.0, 1.0, 3.0)  # no time passed: the bucket of now
+
+
+def test_even_a_steady_pace_gives_a_range_a_tenth_either_side(yard: Yard, clock: FakeClock) -> None:
+    batch = half_done(yard, [2.0] * 30, 10)
+    status = yard.store.get_batch(batch)
+    assert status.started_at is not None
+    steady = History(status.started_at, 6.0, (3.0,) * 10, status.started_at + 60)
+    span = eta_range(status, steady, status.started_at + 60)
+    assert span == pytest.approx((10 / 0.55, 10 / 0.45))  # 0.5 items/s, plus or minus 0.05
