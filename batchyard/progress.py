@@ -181,10 +181,11 @@ def history(status: BatchStatus, finishes: Finishes, now: float) -> History | No
 def eta_range(status: BatchStatus, going: History | None, now: float) -> tuple[float, float] | None:
     """Seconds left as a range, from the spread of the recent buckets' rates: the items
     left at their mean rate plus and minus two standard errors, or ``RANGE_MIN_SPREAD`` of
-    it when that is more (the slow end at no less than half the mean), both ends at least the rate limit's ``limit_eta``. None while it
-    would mean little: a batch not running (``is_running``), under ``RANGE_ITEMS`` finished items
-    or ``RANGE_SECONDS`` of running, fewer than ``RANGE_BUCKETS`` recent rates, or none of
-    them above zero (then see ``stall``)."""
+    it when that is more (the slow end at no less than half the mean), both ends at least
+    the rate limit's ``limit_eta``. None while it would mean little: a batch not running
+    (``is_running``), under ``RANGE_ITEMS`` finished items or ``RANGE_SECONDS`` of
+    running, fewer than ``RANGE_BUCKETS`` recent rates, or none of them above zero (then
+    see ``stall``)."""
     left = status.counts.remaining
     if going is None or not is_running(status) or left == 0:
         return None

@@ -3,6 +3,7 @@ from what a real worker left in a SQLite store, with time moved only by a ``Fake
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 from batchyard import BatchState, FakeClock, TaskContext, Yard
 from batchyard.errors import PauseBatch
+from batchyard.live import Watch, plain_line
+from batchyard.live import clock as clock_text
 from batchyard.models import Waiting
 from batchyard.progress import (
     BUCKETS,
@@ -185,3 +188,16 @@ def test_even_a_steady_pace_gives_a_range_a_tenth_either_side(yard: Yard, clock:
     steady = History(status.started_at, 6.0, (3.0,) * 10, status.started_at + 60)
     span = eta_range(status, steady, status.started_at + 60)
     assert span == pytest.approx((10 / 0.55, 10 / 0.45))  # 0.5 items/s, plus or minus 0.05
+
+
+def test_the_live_view_says_a_batch_has_stalled(yard: Yard, clock: FakeClock) -> None:
+    # Items took 2 s, the last ended an hour before the real now: the live view reads the
+    # real time, so its batch ran under a fake clock set in the past.
+    clock.advance(time.time() - clock.now() - 3600 - 60)
+    batch = half_done(yard, [2.0] * 30, 3)
+    snap = Watch(yard.store, batch).read()
+    assert snap.stalled is not None and 3590 < snap.stalled < 3700
+    assert f"STALLED: nothing started or ended for {clock_text(snap.stalled)}" in plain_line(snap)
+    # A batch that moves is not: a claim now.
+    assert yard.store.claim("w", {"timed": 1}, 1, time.time(), 30.0)
+    assert Watch(yard.store, batch).read().stalled is None
