@@ -56,7 +56,9 @@ class Trace:
         if self.history is None and status.started_at is not None:
             self.history = progress.History(status.started_at, progress.MIN_WIDTH, (0.0,), now)
         if self.history is not None:
-            self.history = self.history.added(now, status.counts.finished - self.finished)
+            # A retry sends finished items back (the count falls): nothing finished then.
+            ended = max(0, status.counts.finished - self.finished)
+            self.history = self.history.added(now, ended)
         self.finished = status.counts.finished
 
     @property
