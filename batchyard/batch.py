@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from batchyard import items as item_codec
 from batchyard.clusters import ErrorCluster
 from batchyard.deliveries import Delivery
-from batchyard.models import UNSET, BatchStatus, Event, Item, LogLine, TemplateRef
+from batchyard.models import UNSET, BatchStatus, Event, Finishes, Item, LogLine, TemplateRef
 from batchyard.report import MAX_FAILED, Outcomes, Report, build_report
 from batchyard.rerun import rerun
 from batchyard.states import ItemState
@@ -43,6 +43,11 @@ class Batch:
     def status(self) -> BatchStatus:
         """State, counts per item state, progress, usage and timestamps (O(1) to read)."""
         return self._store.get_batch(self.id)
+
+    def finishes(self) -> Finishes:
+        """When its items finished, read in one bounded pass whatever its size: what
+        ``progress.history``, ``eta_range`` and ``stall`` (and ``status_view``) read."""
+        return self._store.finishes(self.id)
 
     def wait(self, timeout: float | None = None, poll: float = 0.2) -> BatchStatus:
         """Block until the batch ends (some worker must be running); TimeoutError after

@@ -2,9 +2,10 @@
 a plain status line every few seconds anywhere else (a pipe, CI: never a cursor code).
 
 It reads only the store, so it shows the same thing whichever process does the work: the
-batch's counts and progress, the pace, the items in flight with their own progress and
-message, and recent errors. Items are followed through the store's change feed, so a
-refresh costs what changed since the last one, not the size of the batch.
+batch's counts and progress, the pace, whether it has stalled (``progress.stall``), the
+items in flight with their own progress and message, and recent errors. Items are followed
+through the store's change feed, so a refresh costs what changed since the last one, not
+the size of the batch.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
-from batchyard.models import BatchStatus, Item
-from batchyard.progress import Meter, pace
+from batchyard.models import BatchStatus, Finishes, Item
+from batchyard.progress import Meter, pace, stall
 from batchyard.signals import serve_with_signals
 from batchyard.states import ItemState
 from batchyard.store.base import Store
@@ -42,6 +43,8 @@ PAGES_PER_READ = 2
 #: Items in flight tracked at most (the screen shows fewer).
 MAX_TRACKED = 1000
 ERRORS_SHOWN = 5
+#: Items changed last that a refresh reads for the stall rule (``Store.finishes``).
+RECENT = 100
 _ERROR_STATES = (ItemState.FAILED, ItemState.RETRY_WAIT)
 
 
@@ -65,6 +68,8 @@ class Snapshot:
     rate: float
     eta: float | None
     elapsed: float
+    #: Seconds it has been quiet, when that makes it stalled (``progress.stall``).
+    stalled: float | None = None
 
 
 class Watch:
@@ -84,7 +89,9 @@ class Watch:
         else:
             self._catch_up()
         status = self.store.get_batch(self.batch_id)
-        return self._snapshot(status, time.time())
+        # Only the items changed last (a bounded read by the feed's index): the stall rule's.
+        finishes = self.store.finishes(self.batch_id, 0, RECENT)
+        return self._snapshot(status, time.time(), finishes)
 
     def _resync(self, *, with_errors: bool = False) -> None:
         # The cursor first: a change made during the scans is then read again, not lost.
@@ -135,12 +142,14 @@ class Watch:
         while len(self._errors) > ERRORS_SHOWN:
             del self._errors[next(iter(self._errors))]
 
-    def _snapshot(self, status: BatchStatus, now: float) -> Snapshot:
+    def _snapshot(self, status: BatchStatus, now: float, finishes: Finishes) -> Snapshot:
         self.meter.add(time.monotonic(), status.counts.finished)
         going = pace(status, now, self.meter.rate)
         running = sorted(self._running.values(), key=lambda item: item.position)
         errors = list(self._errors.values())
-        return Snapshot(status, running, errors, going.rate, going.eta, going.elapsed)
+        quiet = stall(status, finishes, now)
+        stalled = quiet.quiet if quiet is not None and quiet.is_stalled else None
+        return Snapshot(status, running, errors, going.rate, going.eta, going.elapsed, stalled)
 
 
 # -- drawing ------------------------------------------------------------------------------
@@ -186,6 +195,8 @@ def plain_line(snap: Snapshot) -> str:
     )
     if status.waiting_on is not None:
         line += f"  ({status.waiting_on.describe(time.time())})"
+    if snap.stalled is not None:
+        line += f"  STALLED: nothing started or ended for {clock(snap.stalled)}"
     return line
 
 
@@ -214,6 +225,8 @@ def render(snap: Snapshot, height: int = 40) -> RenderableType:
         f"elapsed {clock(snap.elapsed)}",
     )
     parts: list[RenderableType] = [head, bar, counts_text(status) + _usage(status)]
+    if snap.stalled is not None:
+        parts.append(f"[bold red]stalled:[/] nothing started or ended for {clock(snap.stalled)}")
     room = max(1, height - 10 - (len(snap.errors) + 2 if snap.errors else 0))
     if snap.running:
         parts.append(_in_flight(snap.running, room, c.running))

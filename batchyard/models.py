@@ -533,3 +533,21 @@ class Totals:
     usage: Usage
     #: Items that wait for a rate limiter now.
     waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finishes:
+    """What a batch's item rows say of its pace, read in one bounded pass whatever its size
+    (``Store.finishes``): when a sample of its items finished, and what its most recently
+    changed items did (the rules that read it are in ``batchyard.progress``)."""
+
+    #: Finish times of the finished items among evenly spaced ones, oldest first.
+    sampled: tuple[float, ...]
+    #: How many of the batch's items each sampled item stands for (1.0: every item read).
+    scale: float
+    #: Finish times of the most recently changed items that ended, newest first.
+    recent: tuple[float, ...] = ()
+    #: Run times (s) of those items, newest first.
+    durations: tuple[float, ...] = ()
+    #: The latest time an item of those started or ended an attempt (None: none has).
+    last_activity: float | None = None

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchyard.models import BatchStatus, Item, LogLine
-from batchyard.progress import pace
+from batchyard.models import BatchStatus, Finishes, Item, LogLine
+from batchyard.progress import eta_range, history, is_running, pace, stall
 from batchyard.templates import Template, VersionUsage
 
 
-def status_view(status: BatchStatus, now: float) -> dict[str, Any]:
+def status_view(
+    status: BatchStatus, now: float, finishes: Finishes | None = None
+) -> dict[str, Any]:
     """``status.as_dict()`` plus ``elapsed`` (s), ``throughput`` (items/s since the first
     claim) and ``eta`` (s to finish at that pace, or at the rate limit the batch waits on;
     None when unknown or finished); ``waiting_on`` gains ``seconds`` (until the last
-    waiting item should be admitted)."""
+    waiting item should be admitted). With ``finishes`` (``Store.finishes``), also
+    ``eta_range`` ([low, high] s, once one means something: ``progress.eta_range``),
+    ``stalled`` and ``quiet`` (s since an item last started or ended; ``progress.stall``);
+    without, they are None, but ``stalled`` is False for a batch not running (it cannot
+    stall: so a webhook's body about an end or a pause says what ``status --json`` says)."""
     view = status.as_dict()
     going = pace(status, now)
     eta = going.eta or None  # status --json has said null, not 0, once nothing is left
@@ -27,6 +33,17 @@ def status_view(status: BatchStatus, now: float) -> dict[str, Any]:
     if status.waiting_on is not None:
         seconds = round(status.waiting_on.seconds(now), 3)
         view["waiting_on"] = {**status.waiting_on.as_dict(), "seconds": seconds}
+    # Unread, a running batch's are not known (None); any other batch has no range and
+    # cannot stall, whatever its items say.
+    view.update(eta_range=None, stalled=None if is_running(status) else False, quiet=None)
+    if finishes is not None:
+        span = eta_range(status, history(status, finishes, now), now)
+        quiet = stall(status, finishes, now)
+        view.update(
+            eta_range=None if span is None else [round(span[0], 1), round(span[1], 1)],
+            stalled=quiet is not None and quiet.is_stalled,
+            quiet=None if quiet is None else round(quiet.quiet, 1),
+        )
     return view
 
 

@@ -87,7 +87,7 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"the newest batch: {args.batch}", file=sys.stderr)
         batch = yard.batch(args.batch)
         status = batch.status()
-        view = status_view(status, time.time())
+        view = status_view(status, time.time(), batch.finishes())
         if args.json:
             view["error_clusters"] = [c.as_dict() for c in batch.error_clusters(TOP_CLUSTERS)]
     if args.json:
@@ -95,6 +95,14 @@ def run_status(args: argparse.Namespace) -> int:
     else:
         print_status(view, status.reruns)
     return 0
+
+
+def _eta_text(view: dict[str, Any]) -> str:
+    """``4m 10s`` (one figure), or ``3m 50s-4m 40s`` once the range means something."""
+    span = view.get("eta_range")
+    if span:
+        return f"{format_duration(span[0])}-{format_duration(span[1])}"
+    return format_duration(view["eta"])
 
 
 def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
@@ -123,7 +131,9 @@ def print_status(view: dict[str, Any], reruns: Reruns | None = None) -> None:
     if view["waiting_on"]:
         table.add_row("waiting", _waiting_text(view["waiting_on"]))
     pace = f"{view['throughput']:,.1f} items/s" if view["throughput"] else "-"
-    table.add_row("throughput", f"{pace}   ETA {format_duration(view['eta'])}")
+    table.add_row("throughput", f"{pace}   ETA {_eta_text(view)}")
+    if view.get("stalled"):
+        table.add_row("stalled", f"nothing started or ended for {format_duration(view['quiet'])}")
     if reruns is not None and reruns.total:
         table.add_row("ran again", reruns.describe())
     for label, text in usage_rows(view):

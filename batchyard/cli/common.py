@@ -168,9 +168,12 @@ STATUS_JSON = """\
    null), "waiting_on" ({"key", "reason", "items", "until", "seconds", "rate"}: the rate
    limiter its waiting items wait on, or null), "projected_cost" (of the items left, at the
    average so far; null before any ran or while some calls had no price), "elapsed" (s),
-   "throughput" (items/s), "eta" (s or null; counts the rate limit), "template" (NAME@N:
-   the template version it runs with, or null), "rerun_of" (the batch it re-runs, or
-   null)}"""
+   "throughput" (items/s), "eta" (s or null; counts the rate limit), "eta_range" ([low,
+   high] s once enough items and time tell, else null), "stalled" (true when running with
+   items to run but nothing started or ended for longer than its items take; null for a
+   running batch in listings, which do not read its items), "quiet" (s since an item
+   last started or ended, or null), "template" (NAME@N: the template version it runs
+   with, or null), "rerun_of" (the batch it re-runs, or null)}"""
 
 RAW = argparse.RawDescriptionHelpFormatter
 

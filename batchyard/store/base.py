@@ -24,6 +24,7 @@ from batchyard.models import (
     BatchStatus,
     Counts,
     Event,
+    Finishes,
     Item,
     LogLine,
     Page,
@@ -410,6 +411,12 @@ class Store(DatasetStore, WebhookStore, Protocol):
 
     def cursor(self) -> int:
         """The newest cursor of the change feed."""
+        ...
+
+    def finishes(self, batch_id: str, sample: int = 1000, recent: int = 100) -> Finishes:
+        """When the batch's items finished, read in one bounded pass: the finish times of
+        at most ``sample`` evenly spaced items (by primary key), and the times of the
+        ``recent`` items changed last (by the feed's index). Raises BatchNotFound."""
         ...
 
     def recount(self, batch_id: str) -> Counts:

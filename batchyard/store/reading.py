@@ -14,6 +14,7 @@ from batchyard.models import (
     BatchStatus,
     Counts,
     Event,
+    Finishes,
     Item,
     LogLine,
     Page,
@@ -30,7 +31,7 @@ from batchyard.store.rows import (
     ItemRow,
     item_columns,
 )
-from batchyard.store.rules import CLAIMABLE, B, S, page_key, span
+from batchyard.store.rules import CLAIMABLE, B, S, page_key, span, spread
 from batchyard.store.sqlbase import SqlBase
 
 # A page of the feed holds whole transactions: everything up to the cursor of the
@@ -42,6 +43,15 @@ _WHOLE_GROUPS = (
 )
 #: Item states with a partial index of their own (see the schema).
 _INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
+#: A batch's first and last item ids. NOTE: two subqueries, not MIN and MAX in one: SQLite
+#: answers a lone MIN or MAX from the primary key, both together by a scan of the batch.
+FIRST_LAST = (
+    "SELECT (SELECT MIN(id) FROM items WHERE id >= ? AND id < ?), "
+    "(SELECT MAX(id) FROM items WHERE id >= ? AND id < ?)"
+)
+#: Item states an item ends in.
+_ENDED_STATES = frozenset({S.SUCCEEDED.value, S.FAILED.value, S.CANCELLED.value})
+_ENDED = "(" + ", ".join(f"'{state}'" for state in sorted(_ENDED_STATES)) + ")"
 #: When a batch's earliest retry comes due (a correlated subquery on ``batches b``).
 NEXT_DUE = f"(SELECT MIN(run_after) FROM items WHERE batch_pk = b.pk AND state = '{S.RETRY_WAIT}')"
 
@@ -210,6 +220,33 @@ class Reading(SqlBase):
             (*params, *params, max(1, limit) - 1),
         )
         return [ItemRow._make(row).item(batch_id) for row in rows]
+
+    def finishes(self, batch_id: str, sample: int = 1000, recent: int = 100) -> Finishes:
+        pk = self._pk(batch_id)
+        first, last = self._read(FIRST_LAST, (*span(pk), *span(pk)))[0]
+        ids = [] if first is None or sample < 1 else spread(int(first), int(last), sample)
+        member, listed = self._any("id", ids)
+        # One statement: the sample by primary key, and the last changed items by the
+        # feed's index (items_seq), newest first. Both are bounded by their limits.
+        rows = self._read(
+            f"SELECT 0, state, started_at, finished_at, duration FROM items "
+            f"WHERE {member} AND state IN {_ENDED} AND finished_at IS NOT NULL "
+            "UNION ALL SELECT 1, state, started_at, finished_at, duration FROM ("
+            "SELECT state, started_at, finished_at, duration, seq FROM items "
+            "WHERE batch_pk = ? AND seq > 0 ORDER BY seq DESC LIMIT ?) r",
+            (listed, pk, max(0, recent)),
+        )
+        sampled = sorted(float(row[3]) for row in rows if row[0] == 0)
+        latest = [row for row in rows if row[0] == 1]
+        ended = [row for row in latest if row[1] in _ENDED_STATES and row[3] is not None]
+        times = [float(t) for row in latest for t in (row[2], row[3]) if t is not None]
+        return Finishes(
+            sampled=tuple(sampled),
+            scale=(int(last) - int(first) + 1) / len(ids) if ids else 1.0,
+            recent=tuple(sorted((float(row[3]) for row in ended), reverse=True)),
+            durations=tuple(float(row[4]) for row in ended if row[4] is not None),
+            last_activity=max(times, default=None),
+        )
 
     def _whole_groups(self, table: str, where: str) -> str:
         return _WHOLE_GROUPS.format(horizon=self._feed_horizon(), table=table, where=where)

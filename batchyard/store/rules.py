@@ -29,6 +29,15 @@ def span(pk: int) -> tuple[int, int]:
     return pk << POSITION_BITS, (pk + 1) << POSITION_BITS
 
 
+def spread(first: int, last: int, most: int) -> list[int]:
+    """At most ``most`` ids evenly spaced from ``first`` to ``last`` (all of them when
+    there are no more): a sample of a batch's items read by primary key."""
+    every = last - first + 1
+    if every <= most:
+        return list(range(first, last + 1))
+    return [first + n * every // most for n in range(most)]
+
+
 #: At most this many items go in one transaction of an upload.
 COMMIT_ITEMS = 50_000
 

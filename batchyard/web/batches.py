@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from batchyard import report
 from batchyard.clusters import TOP_CLUSTERS
-from batchyard.models import BatchStatus
+from batchyard.models import BatchStatus, Finishes
 from batchyard.states import BatchState
 from batchyard.store.base import MAX_IDEMPOTENCY_KEY
 from batchyard.views import status_view
@@ -28,8 +28,8 @@ _REPLAYED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def view(status: BatchStatus, **extra: Any) -> dict[str, Any]:
-    return {**status_view(status, time.time()), **extra}
+def view(status: BatchStatus, finishes: Finishes | None = None, **extra: Any) -> dict[str, Any]:
+    return {**status_view(status, time.time(), finishes), **extra}
 
 
 @router.post(
@@ -99,11 +99,13 @@ def list_batches(
 @router.get("/batches/{batch_id}", responses=_READ)
 def get_batch(batch_id: str, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
     """A batch's status (``batchyard status --json``): counts, progress, throughput, ETA,
-    usage, budget, pause reason, rate-limit wait, top error clusters."""
+    usage, budget, pause reason, rate-limit wait, the ETA range and whether it has stalled
+    (read from ``Store.finishes``), top error clusters."""
     yard = yard_of(request)
     status = visible(yard, who, batch_id)
     clusters = yard.store.error_clusters(batch_id, TOP_CLUSTERS)
-    return view(status, error_clusters=[c.as_dict() for c in clusters])
+    finishes = yard.store.finishes(batch_id)
+    return view(status, finishes, error_clusters=[c.as_dict() for c in clusters])
 
 
 @router.post("/batches/{batch_id}/items", responses=_WRITE | responses(413))

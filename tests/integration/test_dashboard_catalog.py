@@ -110,8 +110,10 @@ def test_template_pages_show_versions_usage_and_a_diff(ann: TestClient, yard: Ya
     page = ann.get("/templates/scorer")
     assert page.status_code == 200
     rows = page.text.split("<tbody>")[1].split("</tbody>")[0]
-    assert rows.index("<td>2") < rows.index("<td>1")  # newest first
-    assert '<td class="num">1</td><td class="num">2</td>' in rows  # v1: 1 batch, 2 items
+    version = '<td data-label="Version">'
+    assert rows.index(f"{version}2") < rows.index(f"{version}1")  # newest first
+    used = '<td class="num" data-label="Batches">1</td><td class="num" data-label="Items">2</td>'
+    assert used in rows  # v1: 1 batch, 2 items
     assert '<span class="del">-two</span>' in page.text
     assert '<span class="add">+three</span>' in page.text
     assert "<td>n</td>" in page.text  # a parameter added, beside the text diff

@@ -6,18 +6,17 @@ rendered by the same template, for the page to swap in every 2 seconds."""
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
+from batchyard import progress
 from batchyard.clusters import TOP_CLUSTERS
 from batchyard.controls import Control, controls, displayed
-from batchyard.models import BatchStatus
+from batchyard.models import BatchStatus, Finishes
 from batchyard.progress import Meter, pace
 from batchyard.states import ItemState
 from batchyard.views import status_view
@@ -43,24 +42,28 @@ TILES = (
 
 
 class Trace:
-    """A page stream's samples of a batch's finished count: the recent pace (the core's
-    ``Meter``) and the rates between the last ``keep`` samples, for a sparkline."""
+    """A page stream's picture of a batch's pace: its throughput over time, read from the
+    store when the stream opens (``progress.history``) and extended with the finished count
+    of each repaint; the recent pace (the core's ``Meter``) for the ETA."""
 
-    def __init__(self, keep: int = 60) -> None:
+    def __init__(self, status: BatchStatus, finishes: Finishes, now: float) -> None:
         self.meter = Meter()
-        self.samples: deque[tuple[float, int]] = deque(maxlen=keep + 1)
+        self.history = progress.history(status, finishes, now)
+        self.finished = status.counts.finished
 
-    def add(self, at: float, finished: int) -> None:
-        self.meter.add(at, finished)
-        self.samples.append((at, finished))
+    def add(self, status: BatchStatus, now: float) -> None:
+        self.meter.add(now, status.counts.finished)
+        if self.history is None and status.started_at is not None:
+            self.history = progress.History(status.started_at, progress.MIN_WIDTH, (0.0,), now)
+        if self.history is not None:
+            # A retry sends finished items back (the count falls): nothing finished then.
+            ended = max(0, status.counts.finished - self.finished)
+            self.history = self.history.added(now, ended)
+        self.finished = status.counts.finished
 
     @property
     def rate(self) -> float | None:
         return self.meter.rate
-
-    def rates(self) -> list[float]:
-        pairs = pairwise(self.samples)
-        return [(n1 - n0) / max(t1 - t0, 1e-6) for (t0, n0), (t1, n1) in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +93,17 @@ def live_context(
     shown: ItemFilter,
     seen: int | None = None,
     *,
+    finishes: Finishes,
     streamed: bool = False,
     trace: Trace | None = None,
 ) -> dict[str, Any]:
-    """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it,
-    the controls that apply (none for a viewer), the tiles' links, and how many items
-    finished since the page's table was read (``seen`` finished then); ``streamed``: it
-    comes over the page's SSE stream (else the region polls for itself), whose ``trace``
-    of finished counts gives a recent pace (the ETA then follows it, as the CLI's live view
-    does) and a sparkline of it."""
+    """What the live region shows: the status as ``GET /api/v1/batches/{id}`` has it (with
+    ``finishes``: its ETA range and whether it has stalled), the controls that apply (none
+    for a viewer), the tiles' links, and how many items finished since the page's table
+    was read (``seen`` finished then); ``streamed``: it comes over the page's SSE stream
+    (else the region polls for itself), whose ``trace`` holds its throughput over time
+    (else it is drawn from ``finishes``) and a recent pace (the ETA then follows it, as the
+    CLI's live view does)."""
     offered = controls(status) if can_operate(who) else frozenset()
     tiles = [
         {
@@ -110,13 +115,17 @@ def live_context(
         for name, state in TILES
     ]
     now = time.time()
-    view = status_view(status, now)
+    view = status_view(status, now, finishes)
+    going = progress.history(status, finishes, now) if trace is None else trace.history
     if trace is not None:
         view["eta"] = pace(status, now, trace.rate).eta or None
+        span = progress.eta_range(status, going, now)
+        view["eta_range"] = None if span is None else list(span)
     return {
         "s": status,
         "view": view,
-        "spark": "" if trace is None else render.sparkline(trace.rates()),
+        "spark": render.sparkline(going.rates()) if going is not None else "",
+        "spark_span": None if going is None else going.until - going.start,
         "offered": offered,
         "operator": can_operate(who),
         "controls": displayed(status),
@@ -165,7 +174,9 @@ def batch_page(
         request,
         "detail.html",
         who,
-        **live_context(status, who, shown, seen, streamed=streamed),
+        **live_context(
+            status, who, shown, seen, finishes=yard.store.finishes(batch_id), streamed=streamed
+        ),
         stream_url=(f"/batches/{batch_id}/live/events" + live_query(state, seen))
         if streamed
         else None,
@@ -186,5 +197,9 @@ def live_region(
     state: ItemState | None = None,
     seen: int | None = Query(None, ge=0),
 ) -> HTMLResponse:
-    status = visible(yard_of(request), who, batch_id)
-    return render.fragment("_live.html", **live_context(status, who, ItemFilter(state), seen))
+    yard = yard_of(request)
+    status = visible(yard, who, batch_id)
+    finishes = yard.store.finishes(batch_id)
+    return render.fragment(
+        "_live.html", **live_context(status, who, ItemFilter(state), seen, finishes=finishes)
+    )

@@ -49,12 +49,96 @@
     }
   });
 
-  // The batch page's connection chip: live, reconnecting (the SSE extension retries with
-  // a growing delay), or ended once the batch has.
+  // The batch page's connection chip: live, reconnecting, offline, polling, paused, or
+  // ended once the batch has.
   function chip(text) {
     var el = document.getElementById("live-chip");
     if (el) { el.textContent = text; el.setAttribute("data-state", text); }
   }
+
+  // -- The stream's reconnection schedule ---------------------------------------------------
+  // A dropped or refused stream is opened again after 1, 2, 4, 8, then every 16 s, not on
+  // the SSE extension's own delays (0.5 s doubling to 64 s). The extension makes its
+  // EventSource through htmx.createEventSource: ours hands it a Stream that never says it
+  // is CLOSED (so the extension schedules no retry of its own) and opens a fresh
+  // EventSource behind it after each delay, with the extension's listeners on it. Every
+  // event is the whole live region, so the first one after a reconnect holds all that
+  // changed meanwhile: nothing is missed.
+  var RETRY = [1000, 2000, 4000, 8000, 16000];
+  function Stream(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.onopen = null;
+    this.onerror = null;
+    this.listeners = {};
+    this.failures = 0;  // in a row, since the stream last opened
+    this.timer = null;
+    this.open();
+  }
+  Stream.prototype.open = function () {
+    var self = this;
+    var source = new EventSource(this.url, { withCredentials: true });
+    this.source = source;
+    this.timer = null;
+    var shown = document.getElementById("live-chip");
+    if (shown) {  // an attempt in flight: no retry is scheduled until it fails
+      shown.setAttribute("data-tries", String(Number(shown.getAttribute("data-tries") || 0) + 1));
+      shown.removeAttribute("data-retry");
+    }
+    Object.keys(this.listeners).forEach(function (type) {
+      self.listeners[type].forEach(function (fn) { source.addEventListener(type, fn); });
+    });
+    source.onopen = function (event) {
+      self.failures = 0;
+      if (shown) { shown.removeAttribute("title"); }
+      self.readyState = 1;
+      if (self.onopen) { self.onopen(event); }
+    };
+    source.onerror = function (event) {
+      source.close();  // no reconnection by the browser's own rule either
+      if (self.readyState === 2 || self.source !== source) { return; }
+      self.readyState = 0;
+      self.retry = RETRY[Math.min(self.failures, RETRY.length - 1)];
+      self.failures += 1;
+      if (self.onerror) { self.onerror(event); }
+      if (self.readyState === 2) { return; }
+      self.timer = window.setTimeout(function () { self.open(); }, self.retry);
+      var shown = document.getElementById("live-chip");
+      if (shown) {
+        shown.setAttribute("data-retry", String(self.retry));
+        shown.title = "trying again in " + self.retry / 1000 + " s";
+      }
+    };
+  };
+  Stream.prototype.addEventListener = function (type, fn) {
+    (this.listeners[type] = this.listeners[type] || []).push(fn);
+    this.source.addEventListener(type, fn);
+  };
+  Stream.prototype.removeEventListener = function (type, fn) {
+    this.listeners[type] = (this.listeners[type] || []).filter(function (f) { return f !== fn; });
+    this.source.removeEventListener(type, fn);
+  };
+  Stream.prototype.close = function () {
+    this.readyState = 2;
+    if (this.timer !== null) { window.clearTimeout(this.timer); this.timer = null; }
+    this.source.close();
+  };
+  // Back online: the waiting stream opens now rather than at the end of its delay.
+  Stream.prototype.now = function () {
+    if (this.timer === null || this.readyState === 2) { return; }
+    window.clearTimeout(this.timer);
+    this.open();
+  };
+  var streams = [];
+  if (window.htmx) {
+    htmx.createEventSource = function (url) {
+      var stream = new Stream(url);
+      streams = streams.filter(function (s) { return s.readyState !== 2; }).concat([stream]);
+      return stream;
+    };
+  }
+  window.addEventListener("online", function () { streams.forEach(function (s) { s.now(); }); });
+
   // A stream that fails 3 times without ever opening (a proxy that refuses SSE, say) gives
   // way to polling the region every 2 s, as a server without streams does.
   var opened = false;
@@ -65,6 +149,17 @@
     if (!opened && failures >= 3) { poll(); return; }
     chip(navigator.onLine === false ? "offline" : "reconnecting");
   });
+  // "N items finished since the items table was loaded: refresh it" links to the page as
+  // it is (its filter, its first page, #items): a link that differs from the address only
+  // by its fragment would just scroll, so it reloads.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest(".refresh a");
+    if (!link || link.pathname + link.search !== location.pathname + location.search) { return; }
+    event.preventDefault();
+    location.hash = "items";
+    location.reload();
+  });
+  // -- end of the reconnection schedule -------------------------------------------------------
   function poll() {
     var wrap = document.getElementById("live-wrap");
     var live = document.getElementById("live");
