@@ -240,6 +240,22 @@ def test_a_batch_over_the_confirm_cost_setting_waits_for_its_cost_to_be_accepted
         assert kept["model"] == "gpt-4o" and 1.5 < kept["cost"] < 2.5, kept
         low, high = kept["cost_range"]
         assert low <= kept["cost"] <= high
+        with sign_in(app, yard, f"reader-{made.id}", owner=made.owner) as reader:
+            page = reader.get(f"/batches/{made.id}").text
+        shown = f"<dt>Estimated before</dt><dd>${kept['cost']:.4f} "
+        assert shown + f'<span class="sub">(${low:.4f} to ${high:.4f})</span>' in page
+
+
+def test_metadata_that_is_no_estimate_is_not_shown_as_one(ann: TestClient, yard: Yard) -> None:
+    for n, odd in enumerate(
+        ["$5", {"cost": "5"}, {"cost": True}, {"cost": 1.5, "cost_range": ["a", 2]}]
+    ):
+        made = yard.submit(TASK, [{"id": "a"}], owner="ann", metadata={"estimate": odd})
+        page = ann.get(f"/batches/{made.id}")
+        assert page.status_code == 200, (n, page.text)
+        assert "Estimated before" not in page.text, n
+    made = yard.submit(TASK, [{"id": "a"}], owner="ann", metadata={"estimate": {"cost": 2}})
+    assert "<dt>Estimated before</dt><dd>$2.0000</dd>" in ann.get(f"/batches/{made.id}").text
 
 
 def test_the_confirm_cost_is_a_setting_of_flags_environment_and_toml(

@@ -134,7 +134,25 @@ def live_context(
         "shown": shown,
         "poll": not streamed,
         "since_table": 0 if seen is None else max(0, status.counts.finished - seen),
+        "estimated": estimated(status),
     }
+
+
+def estimated(status: BatchStatus) -> dict[str, float] | None:
+    """The cost estimated before the batch was made (its metadata's ``estimate``, which the
+    new-batch page keeps: ``cost`` and ``cost_range``), or None when it has none that reads
+    as one (metadata is the submitter's: anything else there is not shown)."""
+    kept = status.metadata.get("estimate")
+    if not isinstance(kept, dict):
+        return None
+    cost, span = kept.get("cost"), kept.get("cost_range")
+    numbers = [cost, *(span if isinstance(span, list) and len(span) == 2 else ())]
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        return None
+    found = {"cost": float(numbers[0])}
+    if len(numbers) == 3:
+        found |= {"low": float(numbers[1]), "high": float(numbers[2])}
+    return found
 
 
 def live_query(state: ItemState | None, seen: int | None) -> str:
