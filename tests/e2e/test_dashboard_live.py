@@ -112,7 +112,8 @@ def test_the_reader_keeps_their_place_their_selection_and_the_table_through_repa
     site: Site, page: tuple[Any, Watch]
 ) -> None:
     tab, watch = page
-    items = [{"id": f"row{n:02d}", "sleep": 0.1} for n in range(60)]
+    # 6 s of work on two lanes: several repaints even when a busy machine starts late.
+    items = [{"id": f"row{n:02d}", "sleep": 0.2} for n in range(60)]
     batch = submit(site, "scrolled", items)
     tab.goto(site.login("ann"))
     tab.goto(f"{site.url}/batches/{batch.id}")
