@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batchyard.models import USAGE_FIELDS
+from batchyard.models import NO_USAGE, USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
 from batchyard.store.clustering import failure_sig
 from batchyard.store.rules import S
@@ -83,7 +83,10 @@ class SqliteStore(SqlStore):
     def _apply_outcomes(
         self, tx: Tx, outcomes: Sequence[Outcome], seq: int
     ) -> set[tuple[int, int]]:
-        changed = sum(tx.run(query, (seq, rows)) for query, rows in _outcome_updates(outcomes))
+        changed = sum(
+            tx.run(query, (seq, rows, state, attempt))
+            for query, rows, state, attempt in _outcome_updates(outcomes)
+        )
         if changed == len(outcomes):
             return {(o.item_id, o.attempt) for o in outcomes}
         # Some were fenced off: the ones written are those stamped with this cursor.
@@ -112,45 +115,62 @@ class SqliteStore(SqlStore):
         return self._not_holding(tx, [(u.item_id, u.attempt) for u in leases])
 
 
-def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
-    """UPDATE statements for outcomes, one per shape, each with its outcomes as one JSON
-    array: each sets only the columns its outcomes carry (every column set costs SQLite
-    time on every row), and one statement runs in one call into SQLite, which lets go of
-    the GIL for all of it (``executemany`` takes it back after every row, and waits for
-    it while the event loop runs). The WHERE clause is the fence: the item must still be
-    running this attempt. At most one outcome per attempt is given, so no item row is
-    matched twice."""
-    groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str, str, int]]:
+    """UPDATE statements for outcomes, one per group, each with its outcomes as one JSON
+    array, and the group's state and attempt number (parameters 3 and 4). A group is the
+    outcomes of one state and attempt number that carry the same columns: each statement
+    sets only those (every column set costs SQLite time on every row), and what the whole
+    group shares is bound once rather than read from each row's JSON (SQLite parses a row's
+    array again for every value it extracts). One statement runs in one call into SQLite,
+    which lets go of the GIL for all of it (``executemany`` takes it back after every row,
+    and waits for it while the event loop runs). The WHERE clause is the fence: the item
+    must still be running this attempt. At most one outcome per attempt is given, so no
+    item row is matched twice."""
+    groups: dict[tuple[Any, ...], list[list[Any]]] = {}
     for o in outcomes:
-        later = o.attempt > 1  # an earlier attempt may have left an error, metrics, a flag
-        shape = (
-            o.state.is_terminal,
+        state = o.state
+        has_error = o.error is not None or o.signature is not None
+        key = (
+            state,
+            o.attempt,
             o.result is not None,
-            o.error is not None or o.signature is not None,
+            has_error,
             o.run_after is not None,
-            not o.usage.is_zero,
+            o.usage is not NO_USAGE and not o.usage.is_zero,
             o.metrics is not None,
             o.progress is not None or o.message is not None,
-            later,
         )
-        values: list[Any] = [o.state, o.finished_at - o.started_at]
-        if shape[0]:
+        values: list[Any] = [o.finished_at - o.started_at]
+        if state.is_terminal:
             values.append(o.finished_at)
-        if shape[1]:
+        if key[2]:
             values.append(o.result)
-        if shape[2]:
+        if has_error:
             values += (o.error, o.error_type, failure_sig(o))
-        if shape[3]:
+        if key[4]:
             values += (o.run_after, o.finished_at)
-        if shape[4]:
+        if key[5]:
             values += o.usage.values()
-        if shape[5]:
+        if key[6]:
             values.append(o.metrics)
-        if shape[6]:
+        if key[7]:
             values += (o.progress, o.message)
-        values += (o.item_id, o.attempt)
-        groups.setdefault(shape, []).append(values)
-    return [(_update_sql(shape), orjson.dumps(rows).decode()) for shape, rows in groups.items()]
+        values.append(o.item_id)
+        rows = groups.get(key)
+        if rows is None:
+            groups[key] = [values]
+        else:
+            rows.append(values)
+    return [
+        (
+            # An earlier attempt may have left an error, metrics, a suspect flag.
+            _update_sql((state.is_terminal, *carried, attempt > 1)),
+            orjson.dumps(rows).decode(),
+            state.value,
+            attempt,
+        )
+        for (state, attempt, *carried), rows in groups.items()
+    ]
 
 
 # Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
@@ -173,9 +193,9 @@ _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
 @functools.cache
 def _update_sql(shape: tuple[bool, ...]) -> str:
     """The UPDATE for outcomes of one shape: ``?1`` the cursor, ``?2`` the JSON array of
-    their values (see ``_outcome_updates``)."""
+    their values (see ``_outcome_updates``), ``?3`` their state, ``?4`` their attempt."""
     *carried, later = shape
-    sets = ["state = {}", "seq = ?1", "duration = {}"]
+    sets = ["state = ?3", "seq = ?1", "duration = {}"]
     for has, (present, cleared) in zip(carried, _OPTIONAL_SETS, strict=True):
         if has:
             sets.append(present)
@@ -185,7 +205,7 @@ def _update_sql(shape: tuple[bool, ...]) -> str:
         sets.append("suspect = 0")
     template = (
         f"UPDATE items SET {', '.join(sets)} FROM json_each(?2) AS o "
-        f"WHERE items.id = {{}} AND items.attempts = {{}} AND items.state = '{S.RUNNING}'"
+        f"WHERE items.id = {{}} AND items.attempts = ?4 AND items.state = '{S.RUNNING}'"
     )
     places = template.count("{}")
     return template.format(*(f"json_extract(o.value, '$[{i}]')" for i in range(places)))
