@@ -166,33 +166,23 @@ def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str, str, i
     groups: dict[tuple[Any, ...], list[list[Any]]] = {}
     for o in outcomes:
         state = o.state
-        has_error = o.error is not None or o.signature is not None
-        key = (
-            state,
-            o.attempt,
-            o.result is not None,
-            has_error,
-            o.run_after is not None,
-            o.usage is not NO_USAGE and not o.usage.is_zero,
-            o.metrics is not None,
-            o.progress is not None or o.message is not None,
-        )
-        values: list[Any] = [o.finished_at - o.started_at]
-        if state.is_terminal:
-            values.append(o.finished_at)
-        if key[2]:
-            values.append(o.result)
-        if has_error:
-            values += (o.error, o.error_type, failure_sig(o))
-        if key[4]:
-            values += (o.run_after, o.finished_at)
-        if key[5]:
-            values += o.usage.values()
-        if key[6]:
-            values.append(o.metrics)
-        if key[7]:
-            values += (o.progress, o.message)
-        values.append(o.item_id)
+        if (  # the usual outcome, a success or failure with nothing more: its group at once
+            o.result is None
+            and o.error is None
+            and o.signature is None
+            and o.run_after is None
+            and o.usage is NO_USAGE
+            and o.metrics is None
+            and o.progress is None
+            and o.message is None
+        ):
+            key: tuple[Any, ...] = (state, o.attempt, _NOTHING_MORE)
+            if state.is_terminal:
+                values = [o.finished_at - o.started_at, o.finished_at, o.item_id]
+            else:
+                values = [o.finished_at - o.started_at, o.item_id]
+        else:
+            key, values = _group_of(o)
         rows = groups.get(key)
         if rows is None:
             groups[key] = [values]
@@ -206,8 +196,44 @@ def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str, str, i
             state.value,
             attempt,
         )
-        for (state, attempt, *carried), rows in groups.items()
+        for (state, attempt, carried), rows in groups.items()
     ]
+
+
+#: What an outcome carries besides its state and times, in ``_OPTIONAL_SETS``' order after
+#: ``finished_at``: nothing.
+_NOTHING_MORE = (False,) * 6
+
+
+def _group_of(o: Outcome) -> tuple[tuple[Any, ...], list[Any]]:
+    """An outcome's group (state, attempt, what it carries) and its values, in the order
+    of ``_OPTIONAL_SETS``, its item id last."""
+    has_error = o.error is not None or o.signature is not None
+    carried = (
+        o.result is not None,
+        has_error,
+        o.run_after is not None,
+        not o.usage.is_zero,
+        o.metrics is not None,
+        o.progress is not None or o.message is not None,
+    )
+    values: list[Any] = [o.finished_at - o.started_at]
+    if o.state.is_terminal:
+        values.append(o.finished_at)
+    if carried[0]:
+        values.append(o.result)
+    if has_error:
+        values += (o.error, o.error_type, failure_sig(o))
+    if carried[2]:
+        values += (o.run_after, o.finished_at)
+    if carried[3]:
+        values += o.usage.values()
+    if carried[4]:
+        values.append(o.metrics)
+    if carried[5]:
+        values += (o.progress, o.message)
+    values.append(o.item_id)
+    return (o.state, o.attempt, carried), values
 
 
 # Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
