@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install lint types check bench bench-postgres bench-llm bench-datasets clean
+.PHONY: demo test install lint types check bench bench-postgres bench-llm bench-datasets bench-instructions clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-llm: install
 
 bench-datasets: install
 	$(PY) bench/datasets.py
+
+bench-instructions: install
+	$(PY) bench/instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

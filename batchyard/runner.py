@@ -22,6 +22,7 @@ from batchyard.clock import Clock
 from batchyard.clusters import Signature, of_exception
 from batchyard.context import TaskContext
 from batchyard.errors import Cancelled, Fail, PauseBatch, Retry
+from batchyard.models import NO_USAGE
 from batchyard.services import Hub, Services
 from batchyard.states import ItemState
 from batchyard.store.base import Claim, Outcome
@@ -45,9 +46,10 @@ class Job:
     """An attempt in flight: its claim, its task, its context and why it may be stopped."""
 
     __slots__ = (
+        "_ctx",
+        "_hub",
         "cancel_reason",
         "claim",
-        "ctx",
         "deadline",
         "lane",
         "pause_reason",
@@ -67,17 +69,8 @@ class Job:
         self.spec = spec
         self.started_at = claimed_at
         self.renewed_at = claimed_at
-        services = None
-        if hub is not None:
-            services = partial(Services, hub, claim.batch.pk, claim.item_id, claim.attempt)
-        self.ctx = TaskContext(
-            claim.batch.id,
-            claim.key,
-            claim.attempt,
-            claim.max_attempt,
-            claim.batch.params,
-            services,
-        )
+        self._hub = hub
+        self._ctx: TaskContext | None = None
         self.cancel_reason: str | None = None
         #: Set when the task raised PauseBatch: the worker pauses the batch and gives the
         #: item back.
@@ -86,6 +79,31 @@ class Job:
         self.ran = False
         self.lane: asyncio.Task[None] | None = None
 
+    @property
+    def ctx(self) -> TaskContext:
+        """The attempt's context, made the first time anyone asks for it: a task that takes
+        none, and never fails, never needs one (made per item, it cost the event loop more
+        than such a task)."""
+        ctx = self._ctx
+        if ctx is None:
+            claim = self.claim
+            services = None
+            if self._hub is not None:
+                services = partial(
+                    Services, self._hub, claim.batch.pk, claim.item_id, claim.attempt
+                )
+            ctx = self._ctx = TaskContext(
+                claim.batch.id,
+                claim.key,
+                claim.attempt,
+                claim.max_attempt,
+                claim.batch.params,
+                services,
+            )
+            if self.cancel_reason is not None:
+                ctx.cancel()
+        return ctx
+
     def stop(self, reason: str) -> None:
         """Ask this attempt to stop: an async one is cancelled, a sync one told to through
         ``ctx.cancelled``. On a timeout or a shutdown the worker also stops waiting for a
@@ -93,7 +111,8 @@ class Job:
         if self.cancel_reason is not None:
             return
         self.cancel_reason = reason
-        self.ctx.cancel()
+        if self._ctx is not None:  # one made later starts cancelled
+            self._ctx.cancel()
         if self.lane is not None and (self.spec.is_async or reason in _ABANDON):
             self.lane.cancel()
 
@@ -346,8 +365,29 @@ class Runner:
         run_after: float | None = None,
         signature: Signature | None = None,
     ) -> Outcome:
-        ctx, claim = job.ctx, job.claim
+        ctx, claim = job._ctx, job.claim
         # Positional: made once per item on the event loop, where keywords cost.
+        if ctx is None:  # nothing was reported: no context was made
+            return Outcome(
+                claim.item_id,
+                claim.batch.pk,
+                claim.key,
+                claim.attempt,
+                state,
+                job.started_at,
+                self._clock.now(),
+                result,
+                error,
+                error_type,
+                run_after,
+                NO_USAGE,
+                None,
+                None,
+                None,
+                [],
+                self._worker_id,
+                signature,
+            )
         return Outcome(
             claim.item_id,
             claim.batch.pk,

@@ -43,11 +43,16 @@ _CLAIMABLE_BATCHES = (
 # Lease up to N items of one batch; ``{where}`` picks requeued or fresh ones, ``{lock}``
 # passes over rows other transactions hold (PostgreSQL). RETURNING gives rows in no set
 # order: the caller sorts them.
+#: What a claim sets on an item it leases; its parameters are ``lease_args`` (see
+#: ``_claim_from``). A requeued item also loses an earlier attempt's progress (CLEAR).
+LEASE_SETS = (
+    f"state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, lease_expires = ?, "
+    "lease_for = ?, started_at = ?, seq = ?"
+)
+CLEAR_PROGRESS = ", progress = NULL, message = NULL"
 _TAKE = (
     "WITH picked AS (SELECT id FROM items WHERE {where} LIMIT ?{lock}) "
-    f"UPDATE items SET state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, "
-    "lease_expires = ?, lease_for = ?, started_at = ?, seq = ?{clear} "
-    "WHERE id IN (SELECT id FROM picked) "
+    f"UPDATE items SET {LEASE_SETS}{{clear}} WHERE id IN (SELECT id FROM picked) "
     f"RETURNING {', '.join(TakenRow._fields)}"
 )
 _REQUEUED = (
@@ -283,8 +288,11 @@ class Working(Recording):
         *,
         requeued: bool,
     ) -> list[TakenRow]:
+        """Lease up to the last of ``pick`` items matching ``where`` (its other parameters
+        the rest of ``pick``); the rows taken, in no set order. SQLite takes them its own
+        way (``SqliteStore._take``)."""
         # A requeued item may carry an earlier attempt's progress; a fresh one has none.
-        clear = ", progress = NULL, message = NULL" if requeued else ""
+        clear = CLEAR_PROGRESS if requeued else ""
         query = _TAKE.format(where=where, lock=self.dialect.skip_locked, clear=clear)
         return [TakenRow._make(row) for row in tx.all(query, (*pick, *lease_args))]
 

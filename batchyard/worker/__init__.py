@@ -15,6 +15,7 @@ The parts, one module each:
   a patience limit, never a name no worker may import).
 - ``callbacks.py``: batch-end callbacks (``on_complete``, ``on_success``, ``on_failure``).
 - ``shared.py``: the store thread and what every part shares.
+- ``collector.py``: the garbage collector's young threshold, raised while any worker runs.
 """
 
 from batchyard.worker.config import WorkerConfig, WorkerStats

@@ -15,13 +15,19 @@ class WorkerConfig:
     is renewed every ``lease / 3``; a worker that stops answering loses its items to others
     ``lease`` seconds later. ``grace`` is how long a stopping worker lets running items
     finish before it gives them back.
+
+    ``claim_chunk`` bounds one claim. Only short items fill it (a worker holds no more than
+    its lanes start within 50 ms: ``InFlight.prefetch``); for them a bigger claim means
+    fewer round trips between the event loop and the store thread, each of which waits for
+    the other thread to be scheduled (2048 instead of 512: a quarter more no-op items a
+    second on a busy machine).
     """
 
     concurrency: int = 64
     lease: float = 30.0
     poll_interval: float = 0.5
     flush_interval: float = 0.02
-    claim_chunk: int = 512
+    claim_chunk: int = 2048
     prefetch: int | None = None
     grace: float = 30.0
     progress_interval: float = 1.0

@@ -17,6 +17,7 @@ from batchyard.waits import Waits
 from batchyard.worker.callbacks import Callbacks
 from batchyard.worker.chores import Chores, every
 from batchyard.worker.claims import ClaimLoop
+from batchyard.worker.collector import larger_young_generation
 from batchyard.worker.config import WorkerConfig, WorkerStats
 from batchyard.worker.discovery import Discovery
 from batchyard.worker.inflight import InFlight
@@ -93,7 +94,13 @@ class Worker:
     # -- running ----------------------------------------------------------------------
 
     async def run(self, *, until_idle: bool = False) -> WorkerStats:
-        """Work until stopped, or, with ``until_idle``, until nothing is left to run."""
+        """Work until stopped, or, with ``until_idle``, until nothing is left to run. While
+        it runs, the process's garbage collector scans its young objects less often
+        (``collector.larger_young_generation``)."""
+        with larger_young_generation():
+            return await self._run(until_idle)
+
+    async def _run(self, until_idle: bool) -> WorkerStats:
         self._loop = asyncio.get_running_loop()
         self._claims.open()
         self._discovery.open()

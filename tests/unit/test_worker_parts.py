@@ -4,12 +4,15 @@ their results back to the loop, and how lanes start a wave of jobs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from batchyard import Yard
 from batchyard.clock import SystemClock
 from batchyard.models import NO_USAGE, Usage
 from batchyard.runner import DaemonThreads, Job, Runner
@@ -18,6 +21,7 @@ from batchyard.store.base import Claim, ClaimedBatch, Outcome
 from batchyard.store.limits import Limits, Rate, Wait, WaitRow
 from batchyard.tasks import TaskRegistry
 from batchyard.waits import Waits
+from batchyard.worker import collector
 from batchyard.worker.config import WorkerConfig
 from batchyard.worker.inflight import InFlight
 from batchyard.worker.lanes import Lanes
@@ -193,3 +197,39 @@ def test_jobs_pushed_together_all_start_in_one_pass_of_the_loop(together: bool) 
         assert sorted(_Wave.started) == ["k0", "k1", "k2"]
 
     asyncio.run(main())
+
+
+def test_workers_raise_the_young_threshold_while_any_runs_then_give_it_back() -> None:
+    # NOTE: from the thresholds as found (CPython's 700 unless a worker runs in this
+    # process), so the checks hold either way.
+    before = gc.get_threshold()
+    try:
+        with collector.larger_young_generation():
+            assert gc.get_threshold()[0] >= collector.YOUNG_THRESHOLD
+            with collector.larger_young_generation():  # a second worker, on another thread
+                assert gc.get_threshold()[0] >= collector.YOUNG_THRESHOLD
+            assert gc.get_threshold()[0] >= collector.YOUNG_THRESHOLD  # the first still runs
+        assert gc.get_threshold() == before
+        gc.set_threshold(50_000, before[1], before[2])  # higher already: never lowered
+        with collector.larger_young_generation():
+            assert gc.get_threshold()[0] == 50_000
+        assert gc.get_threshold()[0] == 50_000
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_worker_run_tunes_the_collector_and_restores_it(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def look(item: Any) -> None:
+        seen.append(gc.get_threshold()[0])
+
+    before = gc.get_threshold()
+    yard = Yard(tmp_path / "gc.db")
+    try:
+        yard.submit(yard.task(name="look")(look), [{"id": 1}])
+        yard.run_until_idle()
+    finally:
+        yard.close()
+    assert seen == [collector.YOUNG_THRESHOLD]
+    assert gc.get_threshold() == before

@@ -14,13 +14,15 @@ from typing import Any
 
 import orjson
 
-from batchyard.models import USAGE_FIELDS
+from batchyard.models import NO_USAGE, USAGE_FIELDS
 from batchyard.store.base import LeaseUpdate, Outcome
 from batchyard.store.clustering import failure_sig
+from batchyard.store.rows import TakenRow
 from batchyard.store.rules import S
 from batchyard.store.sqlite.connection import SQLITE, Connections
 from batchyard.store.sqlstore import SqlStore
 from batchyard.store.tx import Params, Tx
+from batchyard.store.working import CLEAR_PROGRESS, LEASE_SETS
 
 
 def _nothing() -> None:
@@ -83,7 +85,10 @@ class SqliteStore(SqlStore):
     def _apply_outcomes(
         self, tx: Tx, outcomes: Sequence[Outcome], seq: int
     ) -> set[tuple[int, int]]:
-        changed = sum(tx.run(query, (seq, rows)) for query, rows in _outcome_updates(outcomes))
+        changed = sum(
+            tx.run(query, (seq, rows, state, attempt))
+            for query, rows, state, attempt in _outcome_updates(outcomes)
+        )
         if changed == len(outcomes):
             return {(o.item_id, o.attempt) for o in outcomes}
         # Some were fenced off: the ones written are those stamped with this cursor.
@@ -94,6 +99,30 @@ class SqliteStore(SqlStore):
                 f"SELECT id, attempts FROM items WHERE {where} AND seq = ?", (ids, seq)
             )
         }
+
+    def _take(
+        self,
+        tx: Tx,
+        where: str,
+        pick: tuple[Any, ...],
+        lease_args: tuple[Any, ...],
+        *,
+        requeued: bool,
+    ) -> list[TakenRow]:
+        # Three statements that each come back as one row, where UPDATE ... RETURNING
+        # comes back a row at a time: Python's sqlite3 lets go of the GIL for every row
+        # and must take it back from the event loop each time (a claim of 512 items waited
+        # for it as often), and converting 512 rows cost more than parsing one JSON text.
+        ids = tx.one(_PICK.format(where=where), pick)[0]
+        if ids == "[]":
+            return []
+        clear = CLEAR_PROGRESS if requeued else ""
+        tx.run(_LEASE.format(clear=clear), (*lease_args, ids))
+        try:
+            rows = orjson.loads(tx.one(_TAKEN_JSON, (ids,))[0])
+        except sqlite3.DataError:  # over SQLite's longest string (1e9 bytes): row by row
+            rows = tx.all(_TAKEN_ROWS, (ids,))
+        return [TakenRow._make(row) for row in rows]
 
     def _renew_leases(
         self, tx: Tx, leases: Sequence[LeaseUpdate], expires: float, seq: int | None
@@ -112,45 +141,99 @@ class SqliteStore(SqlStore):
         return self._not_holding(tx, [(u.item_id, u.attempt) for u in leases])
 
 
-def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str]]:
-    """UPDATE statements for outcomes, one per shape, each with its outcomes as one JSON
-    array: each sets only the columns its outcomes carry (every column set costs SQLite
-    time on every row), and one statement runs in one call into SQLite, which lets go of
-    the GIL for all of it (``executemany`` takes it back after every row, and waits for
-    it while the event loop runs). The WHERE clause is the fence: the item must still be
-    running this attempt. At most one outcome per attempt is given, so no item row is
-    matched twice."""
-    groups: dict[tuple[bool, ...], list[list[Any]]] = {}
+_PICK = "SELECT json_group_array(id) FROM (SELECT id FROM items WHERE {where} LIMIT ?)"
+_LEASE = f"UPDATE items SET {LEASE_SETS}{{clear}} WHERE id IN (SELECT value FROM json_each(?))"
+_TAKEN_ROWS = (
+    f"SELECT {', '.join(TakenRow._fields)} FROM items WHERE id IN (SELECT value FROM json_each(?))"
+)
+_TAKEN_JSON = (
+    f"SELECT json_group_array(json_array({', '.join(TakenRow._fields)})) FROM items "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+
+
+def _outcome_updates(outcomes: Sequence[Outcome]) -> list[tuple[str, str, str, int]]:
+    """UPDATE statements for outcomes, one per group, each with its outcomes as one JSON
+    array, and the group's state and attempt number (parameters 3 and 4). A group is the
+    outcomes of one state and attempt number that carry the same columns: each statement
+    sets only those (every column set costs SQLite time on every row), and what the whole
+    group shares is bound once rather than read from each row's JSON (SQLite parses a row's
+    array again for every value it extracts). One statement runs in one call into SQLite,
+    which lets go of the GIL for all of it (``executemany`` takes it back after every row,
+    and waits for it while the event loop runs). The WHERE clause is the fence: the item
+    must still be running this attempt. At most one outcome per attempt is given, so no
+    item row is matched twice."""
+    groups: dict[tuple[Any, ...], list[list[Any]]] = {}
     for o in outcomes:
-        later = o.attempt > 1  # an earlier attempt may have left an error, metrics, a flag
-        shape = (
-            o.state.is_terminal,
-            o.result is not None,
-            o.error is not None or o.signature is not None,
-            o.run_after is not None,
-            not o.usage.is_zero,
-            o.metrics is not None,
-            o.progress is not None or o.message is not None,
-            later,
+        state = o.state
+        if (  # the usual outcome, a success or failure with nothing more: its group at once
+            o.result is None
+            and o.error is None
+            and o.signature is None
+            and o.run_after is None
+            and o.usage is NO_USAGE
+            and o.metrics is None
+            and o.progress is None
+            and o.message is None
+        ):
+            key: tuple[Any, ...] = (state, o.attempt, _NOTHING_MORE)
+            if state.is_terminal:
+                values = [o.finished_at - o.started_at, o.finished_at, o.item_id]
+            else:
+                values = [o.finished_at - o.started_at, o.item_id]
+        else:
+            key, values = _group_of(o)
+        rows = groups.get(key)
+        if rows is None:
+            groups[key] = [values]
+        else:
+            rows.append(values)
+    return [
+        (
+            # An earlier attempt may have left an error, metrics, a suspect flag.
+            _update_sql((state.is_terminal, *carried, attempt > 1)),
+            orjson.dumps(rows).decode(),
+            state.value,
+            attempt,
         )
-        values: list[Any] = [o.state, o.finished_at - o.started_at]
-        if shape[0]:
-            values.append(o.finished_at)
-        if shape[1]:
-            values.append(o.result)
-        if shape[2]:
-            values += (o.error, o.error_type, failure_sig(o))
-        if shape[3]:
-            values += (o.run_after, o.finished_at)
-        if shape[4]:
-            values += o.usage.values()
-        if shape[5]:
-            values.append(o.metrics)
-        if shape[6]:
-            values += (o.progress, o.message)
-        values += (o.item_id, o.attempt)
-        groups.setdefault(shape, []).append(values)
-    return [(_update_sql(shape), orjson.dumps(rows).decode()) for shape, rows in groups.items()]
+        for (state, attempt, carried), rows in groups.items()
+    ]
+
+
+#: What an outcome carries besides its state and times, in ``_OPTIONAL_SETS``' order after
+#: ``finished_at``: nothing.
+_NOTHING_MORE = (False,) * 6
+
+
+def _group_of(o: Outcome) -> tuple[tuple[Any, ...], list[Any]]:
+    """An outcome's group (state, attempt, what it carries) and its values, in the order
+    of ``_OPTIONAL_SETS``, its item id last."""
+    has_error = o.error is not None or o.signature is not None
+    carried = (
+        o.result is not None,
+        has_error,
+        o.run_after is not None,
+        not o.usage.is_zero,
+        o.metrics is not None,
+        o.progress is not None or o.message is not None,
+    )
+    values: list[Any] = [o.finished_at - o.started_at]
+    if o.state.is_terminal:
+        values.append(o.finished_at)
+    if carried[0]:
+        values.append(o.result)
+    if has_error:
+        values += (o.error, o.error_type, failure_sig(o))
+    if carried[2]:
+        values += (o.run_after, o.finished_at)
+    if carried[3]:
+        values += o.usage.values()
+    if carried[4]:
+        values.append(o.metrics)
+    if carried[5]:
+        values += (o.progress, o.message)
+    values.append(o.item_id)
+    return (o.state, o.attempt, carried), values
 
 
 # Per optional part of an outcome, in _outcome_updates' shape order: what to set when the
@@ -173,9 +256,9 @@ _OPTIONAL_SETS: tuple[tuple[str, str | None], ...] = (
 @functools.cache
 def _update_sql(shape: tuple[bool, ...]) -> str:
     """The UPDATE for outcomes of one shape: ``?1`` the cursor, ``?2`` the JSON array of
-    their values (see ``_outcome_updates``)."""
+    their values (see ``_outcome_updates``), ``?3`` their state, ``?4`` their attempt."""
     *carried, later = shape
-    sets = ["state = {}", "seq = ?1", "duration = {}"]
+    sets = ["state = ?3", "seq = ?1", "duration = {}"]
     for has, (present, cleared) in zip(carried, _OPTIONAL_SETS, strict=True):
         if has:
             sets.append(present)
@@ -185,7 +268,7 @@ def _update_sql(shape: tuple[bool, ...]) -> str:
         sets.append("suspect = 0")
     template = (
         f"UPDATE items SET {', '.join(sets)} FROM json_each(?2) AS o "
-        f"WHERE items.id = {{}} AND items.attempts = {{}} AND items.state = '{S.RUNNING}'"
+        f"WHERE items.id = {{}} AND items.attempts = ?4 AND items.state = '{S.RUNNING}'"
     )
     places = template.count("{}")
     return template.format(*(f"json_extract(o.value, '$[{i}]')" for i in range(places)))
