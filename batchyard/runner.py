@@ -366,28 +366,17 @@ class Runner:
         signature: Signature | None = None,
     ) -> Outcome:
         ctx, claim = job._ctx, job.claim
-        # Positional: made once per item on the event loop, where keywords cost.
         if ctx is None:  # nothing was reported: no context was made
-            return Outcome(
-                claim.item_id,
-                claim.batch.pk,
-                claim.key,
-                claim.attempt,
-                state,
-                job.started_at,
-                self._clock.now(),
-                result,
-                error,
-                error_type,
-                run_after,
-                NO_USAGE,
-                None,
-                None,
-                None,
-                [],
-                self._worker_id,
-                signature,
+            usage, metrics, progress, message, logs = NO_USAGE, None, None, None, []
+        else:
+            usage, progress, message, logs = (
+                ctx.usage_total,
+                ctx.progress_value,
+                ctx.message,
+                ctx.take_logs(),
             )
+            metrics = codec.dumps(ctx.metrics) if ctx.metrics else None
+        # Positional: made once per item on the event loop, where keywords cost.
         return Outcome(
             claim.item_id,
             claim.batch.pk,
@@ -400,11 +389,11 @@ class Runner:
             error,
             error_type,
             run_after,
-            ctx.usage_total,
-            codec.dumps(ctx.metrics) if ctx.metrics else None,
-            ctx.progress_value,
-            ctx.message,
-            ctx.take_logs(),
+            usage,
+            metrics,
+            progress,
+            message,
+            logs,
             self._worker_id,
             signature,
         )
