@@ -22,6 +22,7 @@ from batchyard import (
 )
 from batchyard.retry import RetryPolicy
 from batchyard.store.base import Claim, ClaimedBatch
+from batchyard.worker.claims import ClaimLoop
 from tests.conftest import FAST
 
 
@@ -477,3 +478,58 @@ def test_an_item_stopped_mid_run_counts_as_run_and_runs_again_released(yard: Yar
     item = batch.item("slow")
     assert (item.state, item.runs, item.attempts) == (ItemState.SUCCEEDED, 2, 2)
     assert batch.status().reruns.released == 1
+
+
+def test_a_short_claim_waits_for_a_finished_item_before_asking_again(yard: Yard) -> None:
+    """A claim that came back short (here: the batch at its cap) is not followed at once by
+    another: it would find nothing and hold up the next commit. Every round after the first
+    carries the outcomes it makes room with."""
+    rounds: list[tuple[int, int]] = []
+    store = yard.store
+    record_and_claim = store.record_and_claim
+
+    def counted(outcomes: Any, *args: Any, **kwargs: Any) -> Any:
+        done, claims = record_and_claim(outcomes, *args, **kwargs)
+        rounds.append((len(outcomes), len(claims)))
+        return done, claims
+
+    store.record_and_claim = counted  # type: ignore[method-assign]
+
+    @yard.task
+    async def nap(item: dict[str, Any]) -> None:
+        await asyncio.sleep(0.005)
+
+    batch = yard.submit(nap, [{} for _ in range(12)], concurrency=3)
+    run(yard, concurrency=10, poll_interval=0.5)  # no round for want of news, only for outcomes
+    assert batch.status().counts.succeeded == 12
+    assert rounds[0] == (0, 3)
+    assert all(outcomes > 0 for outcomes, _ in rounds[1:]), rounds
+    assert sum(claimed for _, claimed in rounds) == 12
+
+
+def test_a_full_claim_sends_the_next_round_before_its_items_are_handed_out(
+    yard: Yard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store thread is the slower side on short items: after a full claim it gets the
+    next round (the outcomes gathered meanwhile, and room for more) at once, while the loop
+    makes the claimed items' jobs, rather than after."""
+    handed_out: list[tuple[int, bool]] = []
+    dispatch = ClaimLoop._dispatch
+
+    def watched(self: ClaimLoop, claims: list[Claim]) -> None:
+        handed_out.append((len(claims), self._next is not None))
+        dispatch(self, claims)
+
+    monkeypatch.setattr(ClaimLoop, "_dispatch", watched)
+
+    @yard.task
+    async def noop(item: dict[str, Any]) -> None:
+        return None
+
+    batch = yard.submit(noop, [{} for _ in range(400)])
+    run(yard, concurrency=16, claim_chunk=16, prefetch=16)  # room for two claims
+    assert batch.status().counts.succeeded == 400
+    full = [ahead for claimed, ahead in handed_out if claimed == 16]
+    # The first claim is made alone (it may take a suspect item) and the last come short;
+    # a full claim whose round finished before its forerunner's items leaves no room.
+    assert len(full) >= 5 and sum(full) >= len(full) // 2, handed_out
