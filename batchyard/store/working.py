@@ -45,6 +45,7 @@ _CLAIMABLE_BATCHES = (
 # order: the caller sorts them.
 #: What a claim sets on an item it leases; its parameters are ``lease_args`` (see
 #: ``_claim_from``). A requeued item also loses an earlier attempt's progress (CLEAR).
+_new = tuple.__new__
 LEASE_SETS = (
     f"state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, lease_expires = ?, "
     "lease_for = ?, started_at = ?, seq = ?"
@@ -266,17 +267,10 @@ class Working(Recording):
             None if row.limits is None else json.loads(row.limits),
             row.max_attempts,
         )
+        # tuple.__new__ skips the named tuple's Python-level __new__ (one per item).
         return [
-            Claim(
-                taken.id,
-                batch,
-                taken.key,
-                taken.payload,
-                taken.attempts,
-                taken.max_attempt,
-                suspect,
-            )
-            for taken in got
+            _new(Claim, (t.id, batch, t.key, t.payload, t.attempts, t.max_attempt, suspect))
+            for t in got
         ]
 
     def _take(

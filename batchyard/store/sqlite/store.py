@@ -122,7 +122,7 @@ class SqliteStore(SqlStore):
             rows = orjson.loads(tx.one(_TAKEN_JSON, (ids,))[0])
         except sqlite3.DataError:  # over SQLite's longest string (1e9 bytes): row by row
             rows = tx.all(_TAKEN_ROWS, (ids,))
-        return [TakenRow._make(row) for row in rows]
+        return [_row(TakenRow, row) for row in rows]
 
     def _renew_leases(
         self, tx: Tx, leases: Sequence[LeaseUpdate], expires: float, seq: int | None
@@ -141,6 +141,8 @@ class SqliteStore(SqlStore):
         return self._not_holding(tx, [(u.item_id, u.attempt) for u in leases])
 
 
+#: A named tuple made without its Python-level __new__ (one per claimed item).
+_row = tuple.__new__
 _PICK = "SELECT json_group_array(id) FROM (SELECT id FROM items WHERE {where} LIMIT ?)"
 _LEASE = f"UPDATE items SET {LEASE_SETS}{{clear}} WHERE id IN (SELECT value FROM json_each(?))"
 _TAKEN_ROWS = (
