@@ -35,6 +35,7 @@ N_ITEMS = 20_000
 HERE = Path(__file__).resolve()
 SIDES = {
     "floor": "bench/floor.py, 512 per round",
+    "guarded": "bench/floor.py --guarded: keys, leases, feed, counters",
     "async": "batchyard, concurrency 512",
     "sync": "batchyard, concurrency 64",
 }
@@ -44,9 +45,9 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 def child(side: str, db: str, items_file: str, skip: str) -> None:
     """In the child: load the items, open the store, and (unless ``skip``) run them."""
     items = json.loads(Path(items_file).read_text())
-    if side == "floor":
+    if side in ("floor", "guarded"):
         if skip != "skip":
-            floor.run(Path(db), items)
+            floor.run(Path(db), items, guarded=side == "guarded")
         return
     yard = open_yard(Path(db))
     try:
