@@ -20,6 +20,9 @@ CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
 TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
 #: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
 CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
+#: The same in a URL's query (``GET /datasets/{name}/rows``), its value shorter: the
+#: longest query that route's schema allows fits in ``limits.MAX_TARGET``.
+QUERY_CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,200}$"
 #: A webhook: an absolute http(s) URL with a host.
 WEBHOOK_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
 #: Tokens per minute: a number, or a rate.
