@@ -20,7 +20,7 @@ from batchyard.records import Dataset
 from batchyard.web import uploads
 from batchyard.web.auth import Caller, admin, caller, operator, yard_of
 from batchyard.web.problems import Problem, responses
-from batchyard.web.schemas import NAME, QUERY_CONDITION
+from batchyard.web.schemas import KEY_FIELD, NAME, QUERY_CONDITION
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["datasets"])
@@ -56,7 +56,10 @@ _UPLOAD_BODY = {
                             "pattern": rf"^{_CSV_TYPE}(,{_CSV_TYPE})*$",
                             "description": "CSV column types: employees=int,score=float",
                         },
-                        "key_field": {"type": "string", "description": "default: id"},
+                        "key_field": {
+                            "type": "string",
+                            "description": f"{KEY_FIELD} (default: id)",
+                        },
                         "mode": {
                             "type": "string",
                             "enum": ["create", "append", "replace"],
