@@ -97,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from batchyard.web import ServerSettings, create_app
+    from batchyard.web.limits import HEAD_LIMIT
 
     _Server = _server_class()
     from batchyard.yard import Yard
@@ -126,6 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
             ssl_keyfile=settings.ssl_keyfile,
             log_level="warning",
             ws_ping_interval=None,  # the app pings its WebSockets itself
+            h11_max_incomplete_event_size=HEAD_LIMIT,
         )
         server = _Server(config)
         _announce(server, settings, yard)

@@ -18,6 +18,7 @@ from batchyard.web import (
     datasets,
     items,
     library,
+    limits,
     meta,
     metrics,
     openapi,
@@ -100,6 +101,7 @@ def create_app(yard: Yard, settings: ServerSettings | None = None) -> FastAPI:
     app.state.metrics = metrics.ServerMetrics(yard, streams=lambda: _open_streams(app))
     problems.install(app)
     app.add_middleware(uploads.BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(limits.TargetLimit)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(problems.ClientGone)
     if settings.cors_origin:

@@ -23,6 +23,15 @@ from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn
 router = APIRouter(tags=["batches"])
 _READ = responses(401, 404, 422, 503)
 _WRITE = responses(401, 403, 404, 409, 422, 503)
+#: The 422 of a request adding items: a body its schema refuses, or an item whose key field
+#: holds no key (``schemas.KEY_FIELD``: no schema can say it).
+_ITEMS_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        **responses(422)[422],
+        "description": "a body its schema refuses, or an item whose key_field holds no key "
+        "(a string of 1 to 512 characters or an integer): the problem names the item",
+    }
+}
 _REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"description": "an earlier submission with this Idempotency-Key"}
 }
@@ -36,7 +45,7 @@ def view(status: BatchStatus, finishes: Finishes | None = None, **extra: Any) ->
     "/batches",
     status_code=201,
     openapi_extra=uploads.BODY,
-    responses=_REPLAYED | responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+    responses=_REPLAYED | responses(400, 401, 403, 404, 409, 413, 415, 503) | _ITEMS_REFUSED,
 )
 async def create_batch(
     request: Request,
@@ -108,7 +117,7 @@ def get_batch(batch_id: str, request: Request, who: Caller = Depends(caller)) ->
     return view(status, finishes, error_clusters=[c.as_dict() for c in clusters])
 
 
-@router.post("/batches/{batch_id}/items", responses=_WRITE | responses(413))
+@router.post("/batches/{batch_id}/items", responses=_WRITE | responses(413) | _ITEMS_REFUSED)
 def add_items(
     batch_id: str,
     body: ItemsIn,

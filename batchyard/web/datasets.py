@@ -20,7 +20,7 @@ from batchyard.records import Dataset
 from batchyard.web import uploads
 from batchyard.web.auth import Caller, admin, caller, operator, yard_of
 from batchyard.web.problems import Problem, responses
-from batchyard.web.schemas import CONDITION, NAME
+from batchyard.web.schemas import KEY_FIELD, NAME, QUERY_CONDITION
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["datasets"])
@@ -56,7 +56,10 @@ _UPLOAD_BODY = {
                             "pattern": rf"^{_CSV_TYPE}(,{_CSV_TYPE})*$",
                             "description": "CSV column types: employees=int,score=float",
                         },
-                        "key_field": {"type": "string", "description": "default: id"},
+                        "key_field": {
+                            "type": "string",
+                            "description": f"{KEY_FIELD} (default: id)",
+                        },
                         "mode": {
                             "type": "string",
                             "enum": ["create", "append", "replace"],
@@ -86,13 +89,15 @@ def get_dataset(request: Request, name: str = _NAME, _: Caller = Depends(caller)
 def dataset_rows(
     request: Request,
     name: str = _NAME,
-    # Patterns say what the selection's parser takes (schemathesis met its 422s).
-    where: list[Annotated[str, StringConstraints(pattern=CONDITION)]] = Query(
-        [], max_length=100, description="FIELD=V, FIELD!=V, FIELD<V, FIELD>=V, FIELD~TEXT, F=A|B"
+    # Patterns say what the selection's parser takes (schemathesis met its 422s). The
+    # lengths keep the longest query in a URL (limits.MAX_TARGET; 61.5 KiB with every
+    # character encoded at its longest): a longer selection goes in a batch's JSON body.
+    where: list[Annotated[str, StringConstraints(pattern=QUERY_CONDITION)]] = Query(
+        [], max_length=20, description="FIELD=V, FIELD!=V, FIELD<V, FIELD>=V, FIELD~TEXT, F=A|B"
     ),
     keys: str | None = Query(
         None,
-        max_length=100_000,
+        max_length=3000,
         pattern=r"^[A-Za-z0-9_.@:-]+(,[A-Za-z0-9_.@:-]+)*$",
         description="only these keys: K1,K2",
     ),
@@ -100,7 +105,9 @@ def dataset_rows(
         None, pattern=r"^[A-Za-z0-9_.-]{1,100}(:(asc|desc))?$", description="FIELD or FIELD:desc"
     ),
     limit: int = Query(20, ge=1, le=1000),
-    cursor: str | None = Query(None, max_length=2000, description="the previous page's next"),
+    cursor: str | None = Query(
+        None, max_length=2000, pattern=r"^[A-Za-z0-9_-]+$", description="the previous page's next"
+    ),
     _: Caller = Depends(caller),
 ) -> dict[str, Any]:
     """A page of the rows every ``where`` condition holds for, with the count of all that

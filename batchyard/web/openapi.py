@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from batchyard.catalog import TaskEntry
-from batchyard.web import problems, tasks, uploads
+from batchyard.web import limits, problems, tasks, uploads
 from batchyard.web.schemas import BatchIn
 from batchyard.web.settings import ServerSettings
 from batchyard.web.stream_events import Kind
@@ -151,11 +151,16 @@ def _only(source: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def _malformed_requests(schema: dict[str, Any]) -> None:
     """Every operation may answer 400: uvicorn's answer to a request that is not HTTP, and
-    FastAPI's to a body that does not parse (schemathesis found both undocumented)."""
+    FastAPI's to a body that does not parse (schemathesis found both undocumented); and
+    414, to a URL over ``limits.MAX_TARGET`` (schemathesis met uvicorn's plain-text 400 for
+    one, before the app had a limit of its own)."""
     bad_request = problems.responses(400)[400]
+    too_long = problems.responses(414)[414]
+    too_long["description"] = f"the URL is over {limits.MAX_TARGET:,} bytes"
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             operation["responses"].setdefault("400", bad_request)
+            operation["responses"].setdefault("414", too_long)
 
 
 def _parameters_never_null(schema: dict[str, Any]) -> None:

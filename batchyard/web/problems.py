@@ -54,6 +54,7 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Content too large",
+    414: "URI too long",
     415: "Unsupported media type",
     422: "Unprocessable content",
     429: "Too many requests",
@@ -91,6 +92,19 @@ class Problem(Exception):
             **self.extra,
         }
         return JSONResponse(body, self.status, headers=self.headers, media_type=MEDIA)
+
+
+async def answer(send: Send, problem: Problem) -> None:
+    """Send ``problem`` as the whole answer, from an ASGI middleware (before any route)."""
+    response = problem.response()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def of_error(exc: E.BatchyardError) -> Problem:

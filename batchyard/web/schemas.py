@@ -20,6 +20,16 @@ CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
 TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
 #: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
 CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
+#: The same in a URL's query (``GET /datasets/{name}/rows``), its value shorter: the
+#: longest query that route's schema allows fits in ``limits.MAX_TARGET``.
+QUERY_CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,200}$"
+#: What ``key_field`` names. A rule over the items' own values, which no schema can say
+#: (the field is named beside them), so the document says it in words.
+KEY_FIELD = (
+    "the field of each item that holds its key: a string of 1 to 512 characters or an "
+    "integer (an item without it is keyed by its place); any other value is a 422 naming "
+    "the item"
+)
 #: A webhook: an absolute http(s) URL with a host.
 WEBHOOK_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
 #: Tokens per minute: a number, or a rate.
@@ -54,7 +64,7 @@ class Options(_Strict):
     rate_limit: str | None = Field(None, pattern=RATE, description='e.g. "25/min"')
     tokens_per_minute: str | None = Field(None, pattern=TOKEN_RATE, description='e.g. "90000"')
     max_result_bytes: int | None = Field(None, ge=1)
-    key_field: str | None = Field("id", max_length=200)
+    key_field: str | None = Field("id", max_length=200, description=KEY_FIELD)
     open: bool = False
     #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
     # The URL rule of deliveries.py as a pattern (schemathesis met its 422 for any text).
@@ -84,7 +94,7 @@ class ItemsIn(_Strict):
     """Items for an open batch."""
 
     items: list[Json] = Field(min_length=1)
-    key_field: str | None = Field("id", max_length=200)
+    key_field: str | None = Field("id", max_length=200, description=KEY_FIELD)
 
 
 def _failed() -> list[Literal["failed", "cancelled"]]:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from batchyard.columns import ColumnTypes
 from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import FORMATS, Input, detect_format, open_input
-from batchyard.web.problems import Problem
+from batchyard.web.problems import Problem, answer
 from batchyard.web.schemas import TEMPLATE_REF, BatchIn
 
 #: The form fields of an upload (beside ``file``); ``options`` is the JSON of ``Options``.
@@ -74,7 +74,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _answer(send, self._too_large())
+            await answer(send, self._too_large())
             return
         seen = 0
 
@@ -90,18 +90,6 @@ class BodyLimit:
 
     def _too_large(self) -> Problem:
         return Problem(413, f"the body is over this server's limit of {self.limit:,} bytes")
-
-
-async def _answer(send: Send, problem: Problem) -> None:
-    response = problem.response()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
 
 
 @contextlib.asynccontextmanager

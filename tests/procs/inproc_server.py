@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from batchyard.web.app import create_app
+from batchyard.web.limits import HEAD_LIMIT
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 
@@ -23,7 +24,12 @@ class ServerThread:
     def __init__(self, yard: Yard, **settings: Any) -> None:
         self.app = create_app(yard, ServerSettings(workers=0, **settings))
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            ws="websockets-sansio",
+            h11_max_incomplete_event_size=HEAD_LIMIT,  # as `batchyard serve` has it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
