@@ -132,7 +132,7 @@ def _encoded(items: list[Any], start: int, key_field: str | None) -> Chunk:
     if keys is None or members is None:
         encoded = _encode_each(items, start, key_field)
         keys = [it.key for it in encoded]
-        members = ",".join(f"{_quote(it.key)}:{it.payload}" for it in encoded)
+        members = ",".join(_member(it.key, it.payload) for it in encoded)
     return Chunk(keys, start, f"{{{members}}}")
 
 
@@ -153,8 +153,9 @@ def _plain_keys(items: list[Any], start: int, key_field: str | None) -> list[str
 def _members(keys: list[str], items: list[Any]) -> str | None:
     """The members ``"key":item,...`` of a chunk's JSON object, orjson encoding a group of
     items at a time; None when the items must be encoded one by one: a key used twice in a
-    group, a group orjson does not encode as ``codec.dumps`` would each item, or one too
-    large to be sure that each item is within MAX_ITEM_BYTES."""
+    group, a group orjson does not encode as ``codec.dumps`` would each item, one too large
+    to be sure that each item is within MAX_ITEM_BYTES, or one with a \\u0000 escape
+    (see ``_member``)."""
     parts: list[str] = []
     group = FIRST_GROUP
     done = 0
@@ -166,7 +167,10 @@ def _members(keys: list[str], items: list[Any]) -> str | None:
         data = codec.dumps_plain(members)
         if data is None or len(data) > MAX_ITEM_BYTES:
             return None
-        parts.append(data.decode()[1:-1])
+        text = data.decode()
+        if _NUL in text:
+            return None
+        parts.append(text[1:-1])
         done += len(taken)
         group = max(1, min(YIELD_EVERY, len(taken) * (MAX_ITEM_BYTES // 2) // len(data)))
         # Let a writer thread that waits for the GIL have it now, not at the end of a
@@ -182,6 +186,16 @@ def _encode_each(items: list[Any], start: int, key_field: str | None) -> list[Ne
         if not position % YIELD_EVERY:
             time.sleep(0)
     return encoded
+
+
+def _member(key: str, payload: str) -> str:
+    # PostgreSQL's JSON functions refuse a \u0000 escape wherever they read one: an item
+    # with one goes as a JSON string holding its text.
+    value = _quote(payload) if _NUL in payload else payload
+    return f"{_quote(key)}:{value}"
+
+
+_NUL = "\\u0000"
 
 
 def _quote(text: str) -> str:
