@@ -51,5 +51,10 @@ def dumps_plain(value: Any) -> bytes | None:
     return data
 
 
+def quote(text: str) -> str:
+    """A string as a JSON string."""
+    return orjson.dumps(text).decode()
+
+
 #: Decode JSON text (orjson itself, not a wrapper: the worker decodes every payload).
 loads: Callable[[str | bytes], Any] = orjson.loads

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar, cast
 
-import orjson
-
 from batchyard import codec
 from batchyard.errors import InputError, InvalidItem, ItemTooLarge, NotSerializable
 from batchyard.store.base import Chunk, NewItem
@@ -191,15 +189,11 @@ def _encode_each(items: list[Any], start: int, key_field: str | None) -> list[Ne
 def _member(key: str, payload: str) -> str:
     # PostgreSQL's JSON functions refuse a \u0000 escape wherever they read one: an item
     # with one goes as a JSON string holding its text.
-    value = _quote(payload) if _NUL in payload else payload
-    return f"{_quote(key)}:{value}"
+    value = codec.quote(payload) if _NUL in payload else payload
+    return f"{codec.quote(key)}:{value}"
 
 
 _NUL = "\\u0000"
-
-
-def _quote(text: str) -> str:
-    return orjson.dumps(text).decode()
 
 
 _DONE: Any = object()

@@ -11,11 +11,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeAlias
 
-import orjson
-
 from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
+from batchyard.codec import quote
 from batchyard.deliveries import Attempt, Delivery, DeliveryState
 from batchyard.errors import ConfigError, StoreError
 from batchyard.models import (
@@ -104,7 +103,7 @@ class Chunk:
         start = items[0].position
         if items[-1].position - start != len(items) - 1:
             raise StoreError("a chunk's positions must follow each other")
-        members = ",".join(f"{_quote(key)}:{_quote(payload)}" for key, _, payload in items)
+        members = ",".join(f"{quote(key)}:{quote(payload)}" for key, _, payload in items)
         return cls([it.key for it in items], start, f"{{{members}}}")
 
     def __len__(self) -> int:
@@ -114,10 +113,6 @@ class Chunk:
     def end(self) -> int:
         """The position of the last item."""
         return self.start + len(self.keys) - 1
-
-
-def _quote(text: str) -> str:
-    return orjson.dumps(text).decode()
 
 
 #: Items as a store takes them: a Chunk, or a plain list of NewItem (tests, tools).

@@ -22,7 +22,7 @@ class Color(enum.StrEnum):
     RED = "red"
 
 
-def tricky() -> list[dict[str, Any]]:
+def tricky() -> list[dict[Any, Any]]:
     """Items that test the encoding: escapes, characters beyond ASCII, numbers as orjson
     writes them, and items only the standard library encodes (an int dict key, a StrEnum,
     an int past 64 bits), so that some chunks go item by item."""
@@ -45,7 +45,7 @@ def stored(store: Store, table: str, column: str) -> list[tuple[str, str]]:
     return [(str(key), str(payload)) for key, payload in rows]
 
 
-def expected(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def expected(items: list[dict[Any, Any]]) -> list[tuple[str, str]]:
     keys = [str(item.get("id", position)) for position, item in enumerate(items, 1)]
     return list(zip(keys, [codec.dumps(item) for item in items], strict=True))
 
