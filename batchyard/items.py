@@ -104,14 +104,15 @@ def chunks(
 ) -> Iterator[Chunk]:
     """Encoded items in chunks of ``size``; positions count from ``start``.
 
-    A chunk's items are read before they are encoded, so an item must not change after
-    the iterable yields it. A bad item raises (the first of a chunk) before anything the
-    iterable raises after yielding it."""
+    A chunk's items are read before they are encoded, each dict copied as it is read (its
+    top level: a generator that changes one dict and yields it again has every state
+    stored; what is nested in an item must not change once it is yielded). A bad item
+    raises (the first of a chunk) before anything the iterable raises after yielding it."""
     source = iter(items)
     while True:
         taken: list[Any] = []
         try:
-            taken.extend(islice(source, size))  # (keeps what it took if the iterable raises)
+            _read(taken, islice(source, size))  # (keeps what it took if the iterable raises)
         except BaseException:
             _encode_each(taken, start, key_field)
             raise
@@ -119,6 +120,12 @@ def chunks(
             return
         yield _encoded(taken, start, key_field)
         start += len(taken)
+
+
+def _read(taken: list[Any], items: Iterator[Any]) -> None:
+    append = taken.append
+    for item in items:
+        append(item.copy() if type(item) is dict else item)
 
 
 def _encoded(items: list[Any], start: int, key_field: str | None) -> Chunk:

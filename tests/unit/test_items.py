@@ -54,3 +54,24 @@ def test_a_chunk_holds_the_same_text_whichever_way_it_was_encoded() -> None:
     members = [f'"{n}":{codec.dumps(item)}' for n, item in enumerate(plain)]
     assert fast.json == "{" + ",".join(members) + "}"
     assert (fast.start, len(fast), slow.keys[-1]) == (1, 40, "40")
+
+
+@pytest.mark.parametrize("key_field", ["id", None])
+def test_a_dict_filled_anew_and_yielded_again_has_every_state_stored(
+    key_field: str | None,
+) -> None:
+    """A generator may fill one dict for each item and yield it again: each item is kept as
+    it was when it was yielded, though a chunk is read before it is encoded."""
+
+    def rows() -> Iterator[dict[str, Any]]:
+        row: dict[str, Any] = {}
+        for n in range(1, 301):
+            row["id"], row["text"] = n, f"row {n}"
+            yield row
+
+    stored = [
+        item
+        for chunk in chunks(rows(), key_field=key_field, size=128)
+        for item in codec.loads(chunk.json).values()
+    ]
+    assert stored == [{"id": n, "text": f"row {n}"} for n in range(1, 301)]
