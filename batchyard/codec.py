@@ -35,5 +35,26 @@ def dumps(value: Any) -> str:
     return text
 
 
+def dumps_plain(value: Any) -> bytes | None:
+    """``value`` as compact JSON in UTF-8 when orjson encodes all of it as ``dumps`` would
+    (nothing passed on to the standard library, no NaN or Infinity); None otherwise. One
+    call for many items is several times cheaper than ``dumps`` for each."""
+    try:
+        data = orjson.dumps(value, option=_PLAIN)
+    except orjson.JSONEncodeError:
+        return None
+    if b"null" in data:
+        try:
+            _STRICT.encode(value)
+        except (TypeError, ValueError):
+            return None
+    return data
+
+
+def quote(text: str) -> str:
+    """A string as a JSON string."""
+    return orjson.dumps(text).decode()
+
+
 #: Decode JSON text (orjson itself, not a wrapper: the worker decodes every payload).
 loads: Callable[[str | bytes], Any] = orjson.loads

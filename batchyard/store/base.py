@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
-
-import orjson
+from typing import NamedTuple, Protocol, TypeAlias
 
 from batchyard.access import Session, Token
 from batchyard.clock import Clock
 from batchyard.clusters import ErrorCluster, Signature
+from batchyard.codec import quote
 from batchyard.deliveries import Attempt, Delivery, DeliveryState
-from batchyard.errors import ConfigError
+from batchyard.errors import ConfigError, StoreError
 from batchyard.models import (
     JSON,
     BatchOptions,
@@ -78,14 +77,51 @@ class Idempotency:
         return cls(key, now + ttl)
 
 
-class Chunk(list[NewItem]):
-    """Items of one insert, with their ``[[key, payload], ...]`` JSON array made in advance
-    by whoever made the chunk (a store may insert a chunk from that array in one statement;
-    a plain list of NewItem works too)."""
+class Chunk:
+    """Items of one insert: their keys, the position of the first, and ``json``, one JSON
+    object with a member ``"key": payload`` per item in position order. A store inserts a
+    chunk in one statement over that object, the database numbering its members, so no
+    row is bound one by one.
 
-    def __init__(self, items: list[NewItem]) -> None:
-        super().__init__(items)
-        self.rows_json = orjson.dumps([[key, payload] for key, _, payload in items]).decode()
+    A payload is the item's own JSON object (``items.chunks``: nothing is encoded twice)
+    or a JSON string holding its text (``Chunk.of``: the text kept exactly as given);
+    either way the store writes that text. Two items may share a key: the insert then
+    fails, and the store reports them from ``keys``."""
+
+    __slots__ = ("json", "keys", "start")
+
+    def __init__(self, keys: list[str], start: int, json: str) -> None:
+        self.keys = keys
+        self.start = start
+        self.json = json
+
+    @classmethod
+    def of(cls, items: Sequence[NewItem]) -> Chunk:
+        """A chunk of items given one by one, each payload kept as its text."""
+        if not items:
+            return cls([], 1, "{}")
+        start = items[0].position
+        if items[-1].position - start != len(items) - 1:
+            raise StoreError("a chunk's positions must follow each other")
+        members = ",".join(f"{quote(key)}:{quote(payload)}" for key, _, payload in items)
+        return cls([it.key for it in items], start, f"{{{members}}}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def end(self) -> int:
+        """The position of the last item."""
+        return self.start + len(self.keys) - 1
+
+
+#: Items as a store takes them: a Chunk, or a plain list of NewItem (tests, tools).
+NewItems: TypeAlias = Chunk | list[NewItem]
+
+
+def as_chunk(items: NewItems) -> Chunk:
+    """``items`` as a Chunk."""
+    return items if isinstance(items, Chunk) else Chunk.of(items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +241,7 @@ class DatasetStore(Protocol):
         name: str,
         mode: LoadMode,
         key_field: str | None,
-        chunks: Callable[[int, str | None], Iterable[list[NewItem]]],
+        chunks: Callable[[int, str | None], Iterable[NewItems]],
         tally: FieldTally,
         now: float,
     ) -> Dataset:
@@ -314,7 +350,7 @@ class Store(DatasetStore, WebhookStore, Protocol):
         self,
         batch_id: str,
         options: BatchOptions,
-        chunks: Iterable[list[NewItem]],
+        chunks: Iterable[NewItems],
         now: float,
         idempotency: Idempotency | None = None,
     ) -> BatchStatus:
@@ -328,7 +364,7 @@ class Store(DatasetStore, WebhookStore, Protocol):
         ...
 
     def append_items(
-        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+        self, batch_id: str, chunks: Callable[[int], Iterable[NewItems]], now: float
     ) -> int:
         """Add items to an open batch in one transaction; returns how many were added.
         ``chunks(start)`` yields them with positions from ``start``, which the store picks

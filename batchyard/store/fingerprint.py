@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from batchyard.models import BatchOptions
-from batchyard.store.base import NewItem
+from batchyard.store.base import Chunk, NewItems, as_chunk
 
 
 class Fingerprint:
@@ -21,13 +21,12 @@ class Fingerprint:
             json.dumps(dataclasses.asdict(options), sort_keys=True, default=str).encode()
         )
 
-    def add(self, chunk: list[NewItem]) -> None:
-        update = self._hash.update
-        for key, _, payload in chunk:
-            # Lengths first: no two different item lists hash the same bytes.
-            update(b"%d:%d:" % (len(key), len(payload)))
-            update(key.encode())
-            update(payload.encode())
+    def add(self, chunk: Chunk) -> None:
+        # The chunk's members, each followed by a comma, whatever chunks they came in: the
+        # same text for the same items, and (being JSON) never for other items.
+        if chunk:
+            self._hash.update(chunk.json[1:-1].encode())
+            self._hash.update(b",")
 
     def note(self, text: str) -> None:
         """Add what else makes the submission (a dataset batch's selection)."""
@@ -37,19 +36,19 @@ class Fingerprint:
     def digest(self) -> str:
         return self._hash.hexdigest()
 
-    def over(self, chunks: Iterable[list[NewItem]]) -> Fingerprinted:
+    def over(self, chunks: Iterable[NewItems]) -> Fingerprinted:
         return Fingerprinted(self, iter(chunks))
 
 
-class Fingerprinted(Iterator[list[NewItem]]):
-    """Chunks passed through unchanged, each added to the fingerprint as it goes by."""
+class Fingerprinted(Iterator[Chunk]):
+    """Chunks passed through as Chunks, each added to the fingerprint as it goes by."""
 
-    def __init__(self, fingerprint: Fingerprint, chunks: Iterator[list[NewItem]]) -> None:
+    def __init__(self, fingerprint: Fingerprint, chunks: Iterator[NewItems]) -> None:
         self.fingerprint = fingerprint
         self._chunks = chunks
 
-    def __next__(self) -> list[NewItem]:
-        chunk = next(self._chunks)
+    def __next__(self) -> Chunk:
+        chunk = as_chunk(next(self._chunks))
         self.fingerprint.add(chunk)
         return chunk
 

@@ -1,5 +1,5 @@
 """Loading rows into a dataset: one transaction, all or nothing (a new dataset, rows added,
-or rows replaced), each chunk inserted in one statement from its JSON array, and the fields
+or rows replaced), each chunk inserted in one statement from its JSON object, and the fields
 the rows had merged into ``dataset_fields``."""
 
 from __future__ import annotations
@@ -9,27 +9,26 @@ from collections.abc import Callable, Iterable
 
 from batchyard.errors import ConfigError, DatasetNotFound, DuplicateKey, InputError, StoreError
 from batchyard.records import JSON_TYPES, Dataset, FieldTally, LoadMode
-from batchyard.store.base import Chunk, NewItem
+from batchyard.store.base import Chunk, NewItems, as_chunk
 from batchyard.store.rules import span
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.tx import Tx
 
 #: Makes a load's chunks: (first position, key field) -> lists of encoded rows.
-RowChunks = Callable[[int, "str | None"], Iterable[list[NewItem]]]
+RowChunks = Callable[[int, "str | None"], Iterable[NewItems]]
 
-# Inserts one chunk of rows from its JSON array of [key, payload] pairs (parameters: the
-# first row's id, the dataset pk, the array). It differs by database like
-# SqlBase.INSERT_CHUNK; kept here by dialect name so that datasets stay in their own modules.
+# Inserts one chunk of rows from its JSON object (``Chunk.json``; parameters: the first
+# row's id, the dataset pk, the object). It differs by database like SqlBase.INSERT_CHUNK;
+# kept here by dialect name so that datasets stay in their own modules.
 _INSERT = {
     "sqlite": (
         "INSERT INTO dataset_rows (id, dataset_pk, key, payload) "
-        "SELECT ? + key, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-        "FROM json_each(?)"
+        "SELECT ? + rowid, ?, key, value FROM json_each(?)"
     ),
     "postgres": (
         "INSERT INTO dataset_rows (id, dataset_pk, key, payload, doc) "
-        "SELECT ? + o - 1, ?, e->>0, e->>1, (e->>1)::jsonb "
-        "FROM json_array_elements(?::json) WITH ORDINALITY AS t(e, o)"
+        "SELECT ? + o - 1, ?, k, v, v::jsonb "
+        "FROM json_each_text(?::json) WITH ORDINALITY AS t(k, v, o)"
     ),
 }
 
@@ -101,33 +100,33 @@ class Loading(SqlBase):
         )
         return pk, key_field, 1
 
-    def _insert_dataset_rows(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
-        if not chunk:
+    def _insert_dataset_rows(self, tx: Tx, pk: int, rows: NewItems) -> None:
+        if not rows:
             return
+        chunk = as_chunk(rows)
         low, high = span(pk)
-        if low + chunk[-1].position >= high:
+        if low + chunk.end >= high:
             raise StoreError(f"a dataset holds at most {high - low - 1:,} rows")
-        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
         try:
             with tx.savepoint():
-                tx.run(_INSERT[self.dialect.name], (low + chunk[0].position, pk, rows))
+                tx.run(_INSERT[self.dialect.name], (low + chunk.start, pk, chunk.json))
         except tx.UniqueViolation:
             self._raise_duplicate_row(tx, pk, chunk)
 
-    def _raise_duplicate_row(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+    def _raise_duplicate_row(self, tx: Tx, pk: int, chunk: Chunk) -> None:
         seen: dict[str, int] = {}
-        for row in chunk:
-            if row.key in seen:
-                _duplicate(seen[row.key], row)
-            seen[row.key] = row.position
+        for position, key in enumerate(chunk.keys, chunk.start):
+            if key in seen:
+                _duplicate(seen[key], position, key)
+            seen[key] = position
         where, keys = self._any("key", seen)
         query = f"SELECT key, id FROM dataset_rows WHERE dataset_pk = ? AND {where}"
         found = tx.all(query, (pk, keys))
         low = span(pk)[0]
         earlier = {key: row_id - low for key, row_id in found}
-        for row in chunk:
-            if row.key in earlier:
-                _duplicate(earlier[row.key], row)
+        for position, key in enumerate(chunk.keys, chunk.start):
+            if key in earlier:
+                _duplicate(earlier[key], position, key)
         raise StoreError("a row insert failed for no reason found")  # pragma: no cover
 
     @staticmethod
@@ -163,10 +162,10 @@ def _types(types: set[str]) -> str:
     return ",".join(t for t in JSON_TYPES if t in types)
 
 
-def _duplicate(first_position: int, row: NewItem) -> None:
+def _duplicate(first_position: int, position: int, key: str) -> None:
     raise DuplicateKey(
         f"duplicate key (first used by row {first_position})",
         first_position=first_position,
-        position=row.position,
-        key=row.key,
+        position=position,
+        key=key,
     )

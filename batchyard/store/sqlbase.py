@@ -25,8 +25,8 @@ class SqlBase(ABC):
     """Reads, transactions and the per-database operations the store's rules use."""
 
     dialect: ClassVar[Dialect]
-    #: Inserts one chunk of items from its JSON array of [key, payload] pairs. Parameters:
-    #: the first item's id, the batch pk, the first position, max_attempt, the array.
+    #: Inserts one chunk of items from its JSON object (``Chunk.json``). Parameters: the
+    #: first item's id, the batch pk, the first position, max_attempt, the object.
     INSERT_CHUNK: ClassVar[str]
     url: str
     _clock: Clock | None = None

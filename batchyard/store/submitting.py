@@ -10,7 +10,7 @@ from itertools import chain
 from batchyard.errors import Conflict, DuplicateKey, IdempotencyConflict, StoreError
 from batchyard.models import BatchOptions, BatchStatus
 from batchyard.states import BatchState
-from batchyard.store.base import UPLOAD_LEASE, Chunk, Idempotency, NewItem
+from batchyard.store.base import UPLOAD_LEASE, Chunk, Idempotency, NewItems, as_chunk
 from batchyard.store.fingerprint import Fingerprint
 from batchyard.store.rules import COMMIT_ITEMS, MAX_POSITION, POSITION_BITS, B, readiness, span
 from batchyard.store.sqlbase import SqlBase
@@ -35,13 +35,13 @@ class Submitting(SqlBase):
         self,
         batch_id: str,
         options: BatchOptions,
-        chunks: Iterable[list[NewItem]],
+        chunks: Iterable[NewItems],
         now: float,
         idempotency: Idempotency | None = None,
     ) -> BatchStatus:
         fingerprint = Fingerprint(options) if idempotency else None
         it = iter(chunks) if fingerprint is None else fingerprint.over(chunks)
-        first = next(it, [])
+        first: NewItems = next(it, [])
         second = next(it, None)
         while True:
             try:
@@ -60,7 +60,7 @@ class Submitting(SqlBase):
         self,
         batch_id: str,
         options: BatchOptions,
-        items: tuple[list[NewItem], list[NewItem] | None, Iterator[list[NewItem]]],
+        items: tuple[NewItems, NewItems | None, Iterator[NewItems]],
         now: float,
         idempotency: Idempotency | None,
         fingerprint: Fingerprint | None,
@@ -128,7 +128,7 @@ class Submitting(SqlBase):
     def _upload(
         self,
         pk: int,
-        chunks: Iterator[list[NewItem]],
+        chunks: Iterator[NewItems],
         ready: Callable[[], bool],
         options: BatchOptions,
         now: float,
@@ -208,44 +208,41 @@ class Submitting(SqlBase):
         return pk
 
     def _insert_items(
-        self, tx: Tx, pk: int, chunk: list[NewItem], max_attempts: int, now: float
+        self, tx: Tx, pk: int, items: NewItems, max_attempts: int, now: float
     ) -> None:
-        if not chunk:
+        if not items:
             return
-        if chunk[-1].position > MAX_POSITION:
+        chunk = as_chunk(items)
+        if chunk.end > MAX_POSITION:
             raise StoreError(f"a batch holds at most {MAX_POSITION:,} items")
-        start = chunk[0].position
-        if chunk[-1].position - start != len(chunk) - 1:
-            raise StoreError("a chunk's positions must follow each other")  # pragma: no cover
-        # One statement per chunk over a JSON array: the database unpacks the whole chunk
+        # One statement per chunk over its JSON object: the database unpacks the whole chunk
         # (SQLite without the GIL, so the caller encodes the next chunk meanwhile) and no
         # row is bound one by one. A duplicate key fails the statement, and with it the
         # submission; the savepoint keeps the transaction usable to say which key.
-        rows = chunk.rows_json if isinstance(chunk, Chunk) else Chunk(chunk).rows_json
-        first_id = (pk << POSITION_BITS) + start
+        first_id = (pk << POSITION_BITS) + chunk.start
         try:
             with tx.savepoint():
-                tx.run(self.INSERT_CHUNK, (first_id, pk, start, max_attempts, rows))
+                tx.run(self.INSERT_CHUNK, (first_id, pk, chunk.start, max_attempts, chunk.json))
         except tx.UniqueViolation:
             self._raise_duplicate(tx, pk, chunk)
         tx.move_counts(pk, {"n_pending": len(chunk)}, now)
 
-    def _raise_duplicate(self, tx: Tx, pk: int, chunk: list[NewItem]) -> None:
+    def _raise_duplicate(self, tx: Tx, pk: int, chunk: Chunk) -> None:
         seen: dict[str, int] = {}
-        for it in chunk:
-            if it.key in seen:
-                _duplicate(seen[it.key], it)
-            seen[it.key] = it.position
+        for position, key in enumerate(chunk.keys, chunk.start):
+            if key in seen:
+                _duplicate(seen[key], position, key)
+            seen[key] = position
         where, keys = self._any("key", seen)
         query = f"SELECT key, position FROM items WHERE batch_pk = ? AND {where}"
         found = dict(tx.all(query, (pk, keys)))
-        for it in chunk:
-            if it.key in found:
-                _duplicate(found[it.key], it)
+        for position, key in enumerate(chunk.keys, chunk.start):
+            if key in found:
+                _duplicate(found[key], position, key)
         raise StoreError("an item insert failed for no reason found")  # pragma: no cover
 
     def append_items(
-        self, batch_id: str, chunks: Callable[[int], Iterable[list[NewItem]]], now: float
+        self, batch_id: str, chunks: Callable[[int], Iterable[NewItems]], now: float
     ) -> int:
         added = 0
         with self._write() as tx:
@@ -298,19 +295,19 @@ def stamp_key(tx: Tx, idempotency: Idempotency | None, fingerprint: Fingerprint 
         )
 
 
-def _drained(rest: Iterator[list[NewItem]], fingerprint: Fingerprint) -> str:
+def _drained(rest: Iterator[NewItems], fingerprint: Fingerprint) -> str:
     """The fingerprint of a submission once the rest of its items went into it."""
     for _ in rest:
         pass
     return fingerprint.digest()
 
 
-def _duplicate(first_position: int, it: NewItem) -> None:
+def _duplicate(first_position: int, position: int, key: str) -> None:
     raise DuplicateKey(
         f"duplicate key (first used by item {first_position})",
         first_position=first_position,
-        position=it.position,
-        key=it.key,
+        position=position,
+        key=key,
     )
 
 

@@ -101,8 +101,8 @@ class PostgresStore(SqlStore):
     dialect = POSTGRES
     INSERT_CHUNK = (
         "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
-        f"SELECT ? + o - 1, ?, e->>0, ? + o - 1, '{S.PENDING}', e->>1, ?, 0 "
-        "FROM json_array_elements(?::json) WITH ORDINALITY AS t(e, o)"
+        f"SELECT ? + o - 1, ?, k, ? + o - 1, '{S.PENDING}', v, ?, 0 "
+        "FROM json_each_text(?::json) WITH ORDINALITY AS t(k, v, o)"
     )
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:

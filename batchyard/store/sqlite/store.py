@@ -33,10 +33,11 @@ class SqliteStore(SqlStore):
     """The embedded store. ``path`` is a file, created with its schema on first use."""
 
     dialect = SQLITE
+    # An object's members have no index in json_each; its rowid counts them from 0, in order
+    # (dataset loads in store/loading.py number rows the same way).
     INSERT_CHUNK = (
         "INSERT INTO items (id, batch_pk, key, position, state, payload, max_attempt, seq) "
-        f"SELECT ?1 + key, ?2, json_extract(value, '$[0]'), ?3 + key, '{S.PENDING}', "
-        "json_extract(value, '$[1]'), ?4, 0 FROM json_each(?5)"
+        f"SELECT ?1 + rowid, ?2, key, ?3 + rowid, '{S.PENDING}', value, ?4, 0 FROM json_each(?5)"
     )
 
     def __init__(
