@@ -118,7 +118,7 @@ class ClaimLoop:
                 if self._inflight.jobs or self._inflight.outcomes:
                     timeout = self._busy_wait()
                 else:
-                    quiet_since = quiet_since or self._shared.now()
+                    quiet_since = quiet_since or self._shared.timer()
                     wait = await self._when_idle(until_idle, quiet_since)
                     if wait is None:
                         return
@@ -153,11 +153,13 @@ class ClaimLoop:
         return self._idle_wait(outlook.next_due, quiet_since)
 
     def _idle_wait(self, next_due: float | None, quiet_since: float) -> float:
-        # Poll often just after work stops (a new batch often follows), then back off.
-        cfg, now = self._shared.config, self._shared.now()
-        wait = min(cfg.poll_interval, max(0.01, (now - quiet_since) / 4))
-        if next_due is not None:
-            wait = min(wait, max(0.0, next_due - now))
+        # Poll often just after work stops (a new batch often follows), then back off. How
+        # long it has been quiet is a length of time (Shared.timer): on the wall clock, a
+        # clock stepped back would keep the worker polling at its fastest for as long.
+        cfg = self._shared.config
+        wait = min(cfg.poll_interval, max(0.01, (self._shared.timer() - quiet_since) / 4))
+        if next_due is not None:  # a time the store keeps: on the wall clock
+            wait = min(wait, max(0.0, next_due - self._shared.now()))
         return wait
 
     async def _flush_and_claim(self, free: int) -> list[Claim]:

@@ -22,6 +22,7 @@ from batchyard import (
 )
 from batchyard.retry import RetryPolicy
 from batchyard.store.base import Claim, ClaimedBatch
+from batchyard.worker import Worker, WorkerConfig
 from batchyard.worker.claims import ClaimLoop
 from tests.conftest import FAST
 
@@ -533,3 +534,29 @@ def test_a_full_claim_sends_the_next_round_before_its_items_are_handed_out(
     # The first claim is made alone (it may take a suspect item) and the last come short;
     # a full claim whose round finished before its forerunner's items leaves no room.
     assert len(full) >= 5 and sum(full) >= len(full) // 2, handed_out
+
+
+def test_how_long_a_worker_was_quiet_is_not_moved_by_a_clock_step(
+    yard: Yard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker polls often just after work stops, then backs off to poll_interval.
+    Its quiet time is a length of time: a wall clock stepped back two hours must not make it
+    poll at its fastest for two hours."""
+    clock, steady = FakeClock(), [1000.0]
+    monkeypatch.setattr("batchyard.worker.shared.time.monotonic", lambda: steady[0])
+    worker = Worker(yard.store, yard.registry, WorkerConfig(poll_interval=0.5), clock=clock)
+    worker._shared.steady = True  # lengths of time on the monotonic clock, as by default
+    waits: list[float] = []
+    idle_wait = worker._claims._idle_wait
+
+    def watched(next_due: float | None, quiet_since: float) -> float:
+        waits.append(idle_wait(next_due, quiet_since))
+        steady[0] += 40.0  # quiet for 40 s more,
+        clock.advance(-2 * 3600)  # and the wall clock steps back two hours
+        if len(waits) == 2:
+            worker.stop()
+        return 0.0
+
+    monkeypatch.setattr(worker._claims, "_idle_wait", watched)
+    asyncio.run(worker.run())
+    assert waits == [0.01, 0.5]  # just quiet: poll soon; quiet for 40 s: back off
