@@ -111,12 +111,11 @@ class InFlight:
         claim at once so no lane goes idle."""
         return waiting <= self._prefetch // 2 or len(self.outcomes) >= self._config.claim_chunk
 
-    def room(self, spec: TaskSpec, free: int, also: int = 0) -> int:
-        """How many items of ``spec``'s task fit in ``free`` places, within its concurrency,
-        with ``also`` more of them held than counted yet."""
+    def room(self, spec: TaskSpec, free: int) -> int:
+        """How many items of ``spec``'s task fit in ``free`` places, within its concurrency."""
         if spec.concurrency is None:
             return free
-        return min(free, spec.concurrency - self.by_task[spec.name] - also)
+        return min(free, spec.concurrency - self.by_task[spec.name])
 
     def batch_pks(self) -> set[int]:
         return {job.claim.batch.pk for job in self.jobs.values()}

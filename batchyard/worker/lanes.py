@@ -11,8 +11,6 @@ from batchyard.clock import Clock
 from batchyard.runner import GIVE_BACK, Job, Runner
 from batchyard.store.base import Outcome
 
-#: A lane running jobs back to back lets the event loop run others after this many.
-YIELD_EVERY = 64
 #: What a lane hands a finished job to, with its outcome (None: nothing to record).
 Settle = Callable[[Job, Outcome | None], None]
 #: What a lane awaits first when the job's task asked to pause its batch.
@@ -80,16 +78,10 @@ class Lanes:
         task = asyncio.current_task()
         assert task is not None  # a lane is always a task (see start)
         while True:
-            ran = 0
             while self.waiting:
                 job = self.waiting.popleft()
                 self._wake_one()
                 await self._run(job, task)
-                ran += 1
-                if not ran % YIELD_EVERY:
-                    # Jobs that never suspend would otherwise run the whole queue in one
-                    # go, and the claim loop (the store's next round) would wait for it.
-                    await asyncio.sleep(0)
             idle = loop.create_future()
             self._idle.append(idle)
             await idle

@@ -63,14 +63,9 @@ class StoreThread:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the store thread. Raises whatever ``fn`` raises, and
         RuntimeError when called outside ``open`` ... ``close``."""
-        return await self.start(fn, *args)
-
-    def start(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue ``fn(*args)`` for the store thread now, before the caller goes on; the
-        future gives its result (see ``call``)."""
         if self._executor is None:
             raise RuntimeError("the worker's store thread is not running")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
 
 @dataclass(slots=True)
