@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from typing import NamedTuple
 
 from batchyard.errors import StoreUnavailable
 from batchyard.runner import SHUTDOWN, Job
@@ -31,16 +29,6 @@ from batchyard.worker.shared import Shared
 log = logging.getLogger("batchyard.worker")
 #: The longest wait between tries while the store is unreachable (seconds).
 OUTAGE_BACKOFF_MAX = 5.0
-
-
-class _Round(NamedTuple):
-    """One commit of outcomes and claim of items, on its way through the store thread."""
-
-    done: asyncio.Future[list[Claim]]
-    outcomes: list[Outcome]
-    limit: int
-    #: Whether the claim may take a suspect item to run alone (the worker held nothing).
-    alone: bool
 
 
 class ClaimLoop:
@@ -64,8 +52,6 @@ class ClaimLoop:
         self._specs: dict[str, TaskSpec] = {}
         self._journal = Journal()
         self._wake = asyncio.Event()
-        #: A round sent ahead (see ``_ask_ahead``), awaited by the next look for work.
-        self._next: _Round | None = None
         self.stopping = False
         self._hard_stop = False
 
@@ -74,7 +60,6 @@ class ClaimLoop:
     def open(self) -> None:
         """Get ready to run on the running loop (a worker may run more than once)."""
         self._wake = asyncio.Event()
-        self._next = None
 
     def stop(self, *, immediately: bool = False) -> None:
         """Stop claiming; running items get ``grace`` seconds (none if ``immediately``, or
@@ -104,13 +89,12 @@ class ClaimLoop:
             self._wake.clear()
             try:
                 free = self._inflight.free()
-                ahead = self._next is not None
-                claims = await self._flush_and_claim(free) if free > 0 or ahead else []
+                claims = await self._flush_and_claim(free) if free > 0 else []
                 outage = 0.0
                 self._shared.outage.up()
                 if claims:
                     quiet_since = None
-                    if self._next or len(claims) >= min(free, self._shared.config.claim_chunk):
+                    if len(claims) >= min(free, self._shared.config.claim_chunk):
                         continue  # a full claim: there may be more to take at once
                     # A short one: the store had no more for us now (a batch at its cap,
                     # a task at its concurrency, nothing left), so asking again at once
@@ -163,53 +147,22 @@ class ClaimLoop:
         return wait
 
     async def _flush_and_claim(self, free: int) -> list[Claim]:
-        # The round asked for ahead (see _ask_ahead) goes first: it is already under way.
         # Outcomes also gather by themselves while the store thread is busy with the
         # previous commit (see done() for when the loop is woken to come here).
-        round_ = self._next or self._begin(free, self._capacity(free), not self._inflight.jobs)
-        self._next = None
-        claims = await self._finish(round_)
-        if len(claims) >= round_.limit and not round_.alone and not self.stopping:
-            self._ask_ahead(claims)
-        self._dispatch(claims)
-        return claims
-
-    def _begin(self, free: int, capacity: dict[str, int], alone: bool) -> _Round:
-        """Send the buffered outcomes and a claim of up to ``free`` items to the store
-        thread now; the round's future gives the claims."""
+        capacity = self._capacity(free)
         outcomes = self._inflight.take_outcomes()
         limit = min(free, self._shared.config.claim_chunk)
-        done = self._shared.db.start(self._flush_then_claim, outcomes, capacity, limit, alone)
-        return _Round(done, outcomes, limit, alone)
-
-    async def _finish(self, round_: _Round) -> list[Claim]:
+        # Decided here, on the loop: the store thread must not read what the loop changes.
+        alone = not self._inflight.jobs
         try:
-            return await round_.done
+            claims = await self._shared.db.call(
+                self._flush_then_claim, outcomes, capacity, limit, alone
+            )
         except StoreUnavailable:
-            self._inflight.put_back(round_.outcomes)  # not recorded (or not known to be)
+            self._inflight.put_back(outcomes)  # not recorded (or not known to be): try again
             raise
-
-    def _ask_ahead(self, claims: list[Claim]) -> None:
-        """A full claim, so there may be more: send the next round now, before these are
-        handed out, so that the store thread commits the outcomes gathered meanwhile while
-        the loop makes their jobs (the store thread is the slower side on short items: it
-        should never wait for the loop). Room is counted as if ``claims`` were held."""
-        free = self._inflight.free() - len(claims)
-        if free <= 0:
-            return
-        claimed = Counter(claim.batch.task for claim in claims)
-        self._next = self._begin(free, self._capacity(free, claimed), False)
-
-    async def _collect_ahead(self) -> None:
-        """Hold the claims of a round asked for ahead that nobody awaited (the worker is
-        stopping): drain() gives them back with the rest."""
-        round_, self._next = self._next, None
-        if round_ is None:
-            return
-        try:
-            self._dispatch(await self._finish(round_))
-        except StoreUnavailable as exc:  # not claimed, or its leases expire and come back
-            log.warning("store unavailable while stopping: %s", exc)
+        self._dispatch(claims)
+        return claims
 
     def _flush_then_claim(
         self, outcomes: list[Outcome], capacity: dict[str, int], limit: int, alone: bool
@@ -249,13 +202,11 @@ class ClaimLoop:
                 outcome.attempt,
             )
 
-    def _capacity(self, free: int, claimed: Counter[str] | None = None) -> dict[str, int]:
-        """Room per task in ``free`` places, ``claimed`` (items not held yet) counted."""
+    def _capacity(self, free: int) -> dict[str, int]:
         capacity = {}
         for name in self._shared.known_tasks():
             spec = self._shared.registry.get(name)
-            also = claimed[name] if claimed else 0
-            room = 0 if spec is None else self._inflight.room(spec, free, also)
+            room = 0 if spec is None else self._inflight.room(spec, free)
             if room > 0:
                 capacity[name] = room
         return capacity
@@ -280,7 +231,6 @@ class ClaimLoop:
     async def drain(self) -> None:
         """Let running items finish within the grace period, then give back the rest."""
         cfg = self._shared.config
-        await self._collect_ahead()
         deadline = self._shared.now() + (0.0 if self._hard_stop else cfg.grace)
         while self._inflight.jobs and self._shared.now() < deadline and not self._hard_stop:
             await self._give_back_unstarted()

@@ -23,7 +23,6 @@ from batchyard import (
 from batchyard.retry import RetryPolicy
 from batchyard.store.base import Claim, ClaimedBatch
 from batchyard.worker import Worker, WorkerConfig
-from batchyard.worker.claims import ClaimLoop
 from tests.conftest import FAST
 
 
@@ -506,34 +505,6 @@ def test_a_short_claim_waits_for_a_finished_item_before_asking_again(yard: Yard)
     assert rounds[0] == (0, 3)
     assert all(outcomes > 0 for outcomes, _ in rounds[1:]), rounds
     assert sum(claimed for _, claimed in rounds) == 12
-
-
-def test_a_full_claim_sends_the_next_round_before_its_items_are_handed_out(
-    yard: Yard, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The store thread is the slower side on short items: after a full claim it gets the
-    next round (the outcomes gathered meanwhile, and room for more) at once, while the loop
-    makes the claimed items' jobs, rather than after."""
-    handed_out: list[tuple[int, bool]] = []
-    dispatch = ClaimLoop._dispatch
-
-    def watched(self: ClaimLoop, claims: list[Claim]) -> None:
-        handed_out.append((len(claims), self._next is not None))
-        dispatch(self, claims)
-
-    monkeypatch.setattr(ClaimLoop, "_dispatch", watched)
-
-    @yard.task
-    async def noop(item: dict[str, Any]) -> None:
-        return None
-
-    batch = yard.submit(noop, [{} for _ in range(400)])
-    run(yard, concurrency=16, claim_chunk=16, prefetch=16)  # room for two claims
-    assert batch.status().counts.succeeded == 400
-    full = [ahead for claimed, ahead in handed_out if claimed == 16]
-    # The first claim is made alone (it may take a suspect item) and the last come short;
-    # a full claim whose round finished before its forerunner's items leaves no room.
-    assert len(full) >= 5 and sum(full) >= len(full) // 2, handed_out
 
 
 def test_how_long_a_worker_was_quiet_is_not_moved_by_a_clock_step(

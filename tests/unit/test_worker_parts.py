@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import logging
 import threading
 from pathlib import Path
@@ -25,14 +24,10 @@ from batchyard.waits import Waits
 from batchyard.worker import collector
 from batchyard.worker.config import WorkerConfig
 from batchyard.worker.inflight import InFlight
-from batchyard.worker.lanes import YIELD_EVERY, Lanes
+from batchyard.worker.lanes import Lanes
 
 
 def _noop(item: Any) -> None:
-    return None
-
-
-async def _async_noop(item: Any) -> None:
     return None
 
 
@@ -238,43 +233,3 @@ def test_a_worker_run_tunes_the_collector_and_restores_it(tmp_path: Path) -> Non
         yard.close()
     assert seen == [collector.YOUNG_THRESHOLD]
     assert gc.get_threshold() == before
-
-
-def test_a_lane_running_jobs_back_to_back_lets_the_loop_in() -> None:
-    """Jobs that never suspend run one after another in one lane, but not all of a long
-    queue in one go: the claim loop (the store's next round) gets its turn every
-    YIELD_EVERY jobs."""
-
-    async def main() -> None:
-        spec = TaskRegistry().resolve(_async_noop)
-        batch = ClaimedBatch(1, "b", spec.name, None, {})
-        clock = SystemClock()
-        settled: list[Job] = []
-
-        async def no_pause(job: Job) -> None:
-            raise AssertionError("no job pauses here")
-
-        lanes = Lanes(
-            1,
-            Runner(clock, DaemonThreads(1)),
-            clock,
-            clock.now,
-            lambda job, outcome: settled.append(job),
-            no_pause,
-        )
-        tasks = lanes.start()
-        await asyncio.sleep(0)  # the lane waits for work
-        total = 5 * YIELD_EVERY
-        lanes.push([Job(Claim(i, batch, f"k{i}", "{}", 1, 3), spec, 0.0) for i in range(total)])
-        seen: list[int] = []
-        while len(settled) < total:
-            seen.append(len(settled))
-            await asyncio.sleep(0)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        assert len(seen) >= total // YIELD_EVERY, seen
-        steps = [later - earlier for earlier, later in itertools.pairwise(seen)]
-        assert max(steps) <= YIELD_EVERY, steps
-
-    asyncio.run(main())
