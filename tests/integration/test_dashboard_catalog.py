@@ -5,25 +5,11 @@ those of test_dashboard_pages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
-from tests.integration.test_dashboard_pages import TASK, csrf, dashboard, pick, sign_in
-
-
-@pytest.fixture
-def app(yard: Yard) -> FastAPI:
-    return dashboard(yard)
-
-
-@pytest.fixture
-def ann(app: FastAPI, yard: Yard) -> Iterator[TestClient]:
-    with sign_in(app, yard, "ann") as client:
-        yield client
+from tests.integration.test_dashboard_pages import TASK, csrf, pick, sign_in
 
 
 def test_an_admin_makes_and_revokes_tokens_and_no_one_else_can(

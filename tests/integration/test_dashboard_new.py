@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
@@ -27,17 +25,6 @@ from tests.integration.test_dashboard_pages import TASK, csrf, pick, sign_in
 
 #: An llm template priced per token (no call is made: only estimates).
 LLM = {"model": "gpt-4o", "api_key_env": "", "base_url": "http://127.0.0.1:9"}
-
-
-@pytest.fixture
-def app(yard: Yard) -> FastAPI:
-    return create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
-
-
-@pytest.fixture
-def ann(app: FastAPI, yard: Yard) -> Iterator[TestClient]:
-    with sign_in(app, yard, "ann") as client:
-        yield client
 
 
 def _leads(yard: Yard, n: int = 60) -> None:

@@ -7,7 +7,6 @@ tests/e2e/test_dashboard.py."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -27,11 +26,6 @@ def dashboard(yard: Yard) -> FastAPI:
     return create_app(yard, ServerSettings(workers=0, allow_task=[TASK]))
 
 
-@pytest.fixture
-def app(yard: Yard) -> FastAPI:
-    return dashboard(yard)
-
-
 def pick(pattern: str, text: str) -> str:
     found = re.search(pattern, text)
     assert found is not None, f"{pattern!r} not in {text[:300]!r}"
@@ -45,12 +39,6 @@ def sign_in(
     client = TestClient(app, base_url="http://127.0.0.1")
     assert client.get("/login", params={"token": secret}, follow_redirects=False).status_code == 303
     return client
-
-
-@pytest.fixture
-def ann(app: FastAPI, yard: Yard) -> Iterator[TestClient]:
-    with sign_in(app, yard, "ann") as client:
-        yield client
 
 
 def make(yard: Yard, name: str, owner: str = "ann", n: int = 3, fail: int = 0) -> Batch:

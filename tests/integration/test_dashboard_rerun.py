@@ -4,25 +4,11 @@ count (a re-run also the template version it runs with) before anything is done.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from batchyard import Yard
-from tests.integration.test_dashboard_pages import TASK, csrf, dashboard, make, sign_in
-
-
-@pytest.fixture
-def app(yard: Yard) -> FastAPI:
-    return dashboard(yard)
-
-
-@pytest.fixture
-def ann(app: FastAPI, yard: Yard) -> Iterator[TestClient]:
-    with sign_in(app, yard, "ann") as client:
-        yield client
+from tests.integration.test_dashboard_pages import TASK, csrf, make, sign_in
 
 
 def test_a_rerun_names_its_count_and_version_then_makes_the_batch(
