@@ -137,6 +137,8 @@ class ClaimedBatch:
     limits: dict[str, JSON] | None = None
     #: Attempts an item gets per round (``BatchOptions.max_attempts``).
     max_attempts: int | None = None
+    #: The batch's own cap on items running at once (``BatchOptions.concurrency``), if any.
+    concurrency: int | None = None
 
 
 class Claim(NamedTuple):
@@ -153,6 +155,9 @@ class Claim(NamedTuple):
     max_attempt: int
     #: Run this item alone: its lease expired before while its worker held others.
     alone: bool = False
+    #: Held ready beyond its batch's cap: start it only in place of an item of the same
+    #: batch that ended, and say so (``Standby.started``) in the next round.
+    standby: bool = False
 
     @property
     def tries(self) -> int:
@@ -189,6 +194,29 @@ class Outcome:
     #: What the failure is (``batchyard.clusters``), for a failed or retry-waiting outcome;
     #: without one the store makes it from ``error_type`` and ``error`` alone.
     signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Standby:
+    """What a worker's round says about items held ready beyond their batches' caps.
+
+    A batch capped at N runs at most N items at once. A worker running some of them may
+    hold more, leased but not counted against the cap (standby), and start one the moment
+    one of its own items of that batch ends: the next commit records the ending and the
+    start together, so the cap holds at every commit without a round trip between them."""
+
+    #: How many more items the worker may hold ready (0: none).
+    want: int = 0
+    #: Per batch pk, how many items the worker holds that count against the batch's cap:
+    #: it is given no more items held ready in a batch than that (each waits for one).
+    holding: Mapping[int, int] = field(default_factory=dict)
+    #: Items held ready that the worker started (item id, attempt): they count against the
+    #: cap from this commit on, before its outcomes apply.
+    started: Sequence[tuple[int, int]] = ()
+
+
+#: A round that holds nothing ready and asks for nothing.
+NO_STANDBY = Standby()
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,8 +569,15 @@ class Store(DatasetStore, WebhookStore, Protocol):
         lease: float,
         alone: bool = False,
         only: Collection[str] | None = None,
+        standby: Standby = NO_STANDBY,
     ) -> tuple[Recorded, list[Claim]]:
-        """``record`` then ``claim`` in one transaction: a worker's one round trip."""
+        """``record`` then ``claim`` in one transaction: a worker's one round trip.
+
+        ``standby``: the items held ready it started count against their caps first (one
+        no longer held so is left alone); then the claim may also lease, in a batch with a
+        cap, up to ``standby.want`` items beyond it (``Claim.standby``), no more in a batch
+        than the worker holds there counting against the cap, and in all no more than the
+        cap. Items held ready count as pending in a batch's counts."""
         ...
 
     def heartbeat(self, leases: Sequence[LeaseUpdate], now: float, lease: float) -> set[int]:

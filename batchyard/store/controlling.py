@@ -16,6 +16,10 @@ from batchyard.store.submitting import delete_rows
 from batchyard.store.tx import Tx
 
 _CANCEL = f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ? WHERE "
+_CANCEL_READY = (
+    f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ?, worker = NULL, "
+    f"lease_expires = NULL WHERE batch_pk = ? AND state = '{S.RUNNING}' AND standby = 1"
+)
 
 
 def _not_finished(row: BatchRow, doing: str) -> None:
@@ -79,10 +83,13 @@ class Controlling(SqlBase):
                 (f"batch_pk = ? AND state = '{S.RETRY_WAIT}'", (row.pk,)),
             ):
                 stopped += tx.run(_CANCEL + where, (now, tx.seq, *params))
+            # Items held ready beyond the cap never started: they end here too (a worker
+            # that starts one meanwhile has its outcome refused, as for an item cancelled).
+            ready = tx.run(_CANCEL_READY, (now, tx.seq, row.pk))
             tx.run(
                 "UPDATE batches SET n_cancelled = n_cancelled + ?, n_pending = 0, "
-                "n_retry_wait = 0 WHERE pk = ?",
-                (stopped, row.pk),
+                "n_retry_wait = 0, n_running = n_running - ?, n_standby = 0 WHERE pk = ?",
+                (stopped + ready, ready, row.pk),
             )
             tx.set_state(row.pk, batch_id, state, B.CANCELLED, now)
         return self.get_batch(batch_id)

@@ -117,12 +117,16 @@ class Reading(SqlBase):
         usage = ", ".join(f"SUM({name})" for name in USAGE_FIELDS)
         again = ", ".join(f"SUM(again_{why.value})" for why in Again)
         rows = self._read(
-            f"SELECT state, COUNT(*), {counters}, {again}, {usage} FROM batches GROUP BY state"
+            f"SELECT state, COUNT(*), {counters}, {again}, {usage}, SUM(n_standby) "
+            "FROM batches GROUP BY state"
         )
         batches, items = {}, dict.fromkeys((s.value for s in ItemState), 0)
         reruns, used = dict.fromkeys((why.value for why in Again), 0), []
-        for state, count, *sums in rows:
+        for state, count, *sums, standby in rows:
             batches[str(state)] = int(count)
+            # Items held ready beyond their batches' caps count as pending.
+            items[S.PENDING.value] += int(standby or 0)
+            items[S.RUNNING.value] -= int(standby or 0)
             for item_state, value in zip(ItemState, sums, strict=False):
                 items[item_state.value] += int(value or 0)
             for why, value in zip(Again, sums[len(ItemState) :], strict=False):
@@ -252,8 +256,11 @@ class Reading(SqlBase):
         return _WHOLE_GROUPS.format(horizon=self._feed_horizon(), table=table, where=where)
 
     def recount(self, batch_id: str) -> Counts:
+        # An item held ready beyond its batch's cap counts as pending, as in the counters.
         rows = self._read(
-            "SELECT state, COUNT(*) FROM items WHERE id >= ? AND id < ? GROUP BY state",
+            f"SELECT CASE WHEN state = '{S.RUNNING}' AND standby = 1 THEN '{S.PENDING}' "
+            "ELSE state END AS counted, COUNT(*) FROM items WHERE id >= ? AND id < ? "
+            "GROUP BY counted",
             span(self._pk(batch_id)),
         )
         return Counts(**{state: int(n) for state, n in rows})

@@ -79,6 +79,8 @@ class BatchRow(NamedTuple):
     template_version: int | None
     rerun_of: str | None
     owner: str | None
+    #: Of ``n_running``: items held ready beyond the batch's cap (see ``Working.claim``).
+    n_standby: int
 
     @property
     def batch_state(self) -> BatchState:
@@ -86,9 +88,10 @@ class BatchRow(NamedTuple):
 
     @property
     def counts(self) -> Counts:
+        # An item held ready (standby) has not started: it counts as pending.
         return Counts(
-            self.n_pending,
-            self.n_running,
+            self.n_pending + self.n_standby,
+            self.n_running - self.n_standby,
             self.n_retry_wait,
             self.n_succeeded,
             self.n_failed,
@@ -195,6 +198,7 @@ class ClaimableRow(NamedTuple):
     state: str
     concurrency: int | None
     n_running: int
+    n_standby: int
     n_pending: int
     n_retry_wait: int
     timeout: float | None
@@ -208,7 +212,9 @@ class ClaimableRow(NamedTuple):
     @property
     def room(self) -> int | None:
         """Free slots under the batch's own concurrency cap (None: no cap)."""
-        return None if self.concurrency is None else self.concurrency - self.n_running
+        if self.concurrency is None:
+            return None
+        return self.concurrency - self.n_running + self.n_standby
 
 
 class TakenRow(NamedTuple):

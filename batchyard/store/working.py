@@ -10,7 +10,15 @@ from typing import Any
 from batchyard.clusters import signature
 from batchyard.models import Again
 from batchyard.states import ItemState, check_item
-from batchyard.store.base import Claim, ClaimedBatch, LeaseUpdate, Outcome, Recorded
+from batchyard.store.base import (
+    NO_STANDBY,
+    Claim,
+    ClaimedBatch,
+    LeaseUpdate,
+    Outcome,
+    Recorded,
+    Standby,
+)
 from batchyard.store.clustering import Hit, count_failures
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
@@ -48,7 +56,7 @@ _CLAIMABLE_BATCHES = (
 _new = tuple.__new__
 LEASE_SETS = (
     f"state = '{S.RUNNING}', attempts = attempts + 1, worker = ?, lease_expires = ?, "
-    "lease_for = ?, started_at = ?, seq = ?"
+    "lease_for = ?, started_at = ?, seq = ?, standby = ?"
 )
 CLEAR_PROGRESS = ", progress = NULL, message = NULL"
 _TAKE = (
@@ -64,7 +72,12 @@ _FRESH = f"id >= ? AND id < ? AND state = '{S.PENDING}' AND attempts = 0 ORDER B
 _UNLEASE = (
     "UPDATE items SET state = ?, worker = NULL, lease_expires = NULL, "
     "max_attempt = max_attempt + ?, finished_at = ?, seq = ?{sets} "
-    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}} RETURNING again"
+    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}} RETURNING again, standby"
+)
+#: Items held ready (standby) that their worker starts: they count against the cap now.
+_PROMOTE = (
+    "UPDATE items SET standby = 0 "
+    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}' AND standby = 1"
 )
 #: What a lease taken back sets besides: a run that ended so says why it runs again; a lease
 #: given back before its task was called was no run (and its claim counted no re-run).
@@ -89,6 +102,7 @@ class Working(Recording):
         now: float,
         only: Collection[str] | None = None,
         tx: Tx | None = None,
+        standby: Standby = NO_STANDBY,
     ) -> list[ClaimableRow]:
         """Claimable batches of the given tasks (and ids, if ``only``) with something
         runnable now, best first."""
@@ -99,11 +113,17 @@ class Working(Recording):
         params = (self.dialect.array(tasks),)
         found = tx.all(query, params) if tx else self._read(query, params)
         rows = [ClaimableRow._make(row) for row in found]
-        return [row for row in rows if _runnable(row, now, only)]
+        return [row for row in rows if _runnable(row, now, only, standby)]
 
     @staticmethod
     def _hold(
-        tx: Tx, row: ClaimableRow, now: float, *, wait: bool, listed_held: bool
+        tx: Tx,
+        row: ClaimableRow,
+        now: float,
+        *,
+        wait: bool,
+        listed_held: bool,
+        standby: Standby = NO_STANDBY,
     ) -> ClaimableRow | None:
         """The batch as it is once this transaction holds its row; None when it was passed
         over (another transaction holds it) or nothing is runnable in it now. A row this
@@ -113,7 +133,7 @@ class Working(Recording):
             if fresh is None:
                 return None
             row = ClaimableRow._make(fresh)
-        return row if B(row.state).is_active and _runnable(row, now, None) else None
+        return row if B(row.state).is_active and _runnable(row, now, None, standby) else None
 
     def claim(
         self,
@@ -139,24 +159,43 @@ class Working(Recording):
         lease: float,
         alone: bool = False,
         only: Collection[str] | None = None,
+        standby: Standby = NO_STANDBY,
     ) -> tuple[Recorded, list[Claim]]:
         # Outcomes free slots under batch caps, so with outcomes the claim always looks
         # inside the transaction; without, a read first spares idle polls the write lock.
         want = (
             limit > 0
             and bool(capacity)
-            and (bool(outcomes) or bool(self._claimable(capacity, now, only)))
+            and (bool(outcomes) or bool(self._claimable(capacity, now, only, None, standby)))
         )
-        if not outcomes and not want:
+        started = standby.started
+        if not outcomes and not want and not started:
             return Recorded([], []), []
         with self._write() as tx:
+            if started:
+                # Held in pk order with the outcomes' batches, before either changes.
+                tx.lock_batches(
+                    {o.batch_pk for o in outcomes} | {i >> POSITION_BITS for i, _ in started}
+                )
+                self._start_standby(tx, started, now)
             done = self._record_in(tx, outcomes, now) if outcomes else Recorded([], [])
             claims = (
-                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone, only)
+                self._claim_in(tx, worker_id, capacity, limit, now, lease, alone, only, standby)
                 if want
                 else []
             )
         return done, claims
+
+    @staticmethod
+    def _start_standby(tx: Tx, started: Sequence[tuple[int, int]], now: float) -> None:
+        """Items held ready that their worker started count against their caps now."""
+        by_batch: dict[int, list[tuple[int, int]]] = {}
+        for lease in started:
+            by_batch.setdefault(lease[0] >> POSITION_BITS, []).append(lease)
+        for pk in sorted(by_batch):
+            moved = tx.many(_PROMOTE, by_batch[pk])
+            if moved:
+                tx.move_counts(pk, {"n_standby": -moved}, now)
 
     def _claim_in(
         self,
@@ -168,8 +207,9 @@ class Working(Recording):
         lease: float,
         alone: bool,
         only: Collection[str] | None,
+        standby: Standby = NO_STANDBY,
     ) -> list[Claim]:
-        candidates = self._claimable(capacity, now, only, tx)
+        candidates = self._claimable(capacity, now, only, tx, standby)
         held = {c.pk for c in candidates if tx.holds(c.pk)}
         if alone:
             suspect = self._claim_suspect(tx, candidates, held, worker_id, now, lease)
@@ -179,18 +219,24 @@ class Working(Recording):
         # does the claim wait for one (a worker on a single busy batch takes its turn).
         claims: list[Claim] = []
         left = dict(capacity)
+        ready = standby.want
         for wait in (False, True):
             for candidate in candidates:
                 room = min(limit - len(claims), left.get(candidate.task, 0))
                 if room <= 0:
                     continue
-                row = self._hold(tx, candidate, now, wait=wait, listed_held=candidate.pk in held)
+                row = self._hold(
+                    tx, candidate, now, wait=wait, listed_held=candidate.pk in held, standby=standby
+                )
                 if row is None:
                     continue
+                take, extra = room, 0
                 if row.room is not None:
-                    room = min(room, row.room)
-                got = self._claim_from(tx, row, worker_id, room, now, lease)
+                    take = max(0, min(room, row.room))
+                    extra = _ready_in(row, standby, min(ready, room - take), take)
+                got = self._claim_from(tx, row, worker_id, take, now, lease, ready=extra)
                 left[row.task] -= len(got)
+                ready -= sum(claim.standby for claim in got)
                 claims.extend(got)
             if claims:
                 break
@@ -224,7 +270,10 @@ class Working(Recording):
         lease: float,
         *,
         suspect: bool = False,
+        ready: int = 0,
     ) -> list[Claim]:
+        """Lease up to ``room`` items of batch ``row`` to run, then up to ``ready`` more to
+        hold ready beyond its cap (see ``Standby``)."""
         if row.n_retry_wait:
             due = tx.run(
                 f"UPDATE items SET state = '{S.PENDING}', seq = ?, again = '{A.ERROR}' "
@@ -234,24 +283,14 @@ class Working(Recording):
             if due:
                 tx.move_counts(row.pk, {"n_pending": due, "n_retry_wait": -due}, now)
         lease_args = (worker_id, now + lease, lease, now, tx.seq)
-        # Items that came back (retries, leases taken back) go first, then fresh ones.
-        got = sorted(
-            self._take(tx, _REQUEUED, (row.pk, int(suspect), room), lease_args, requeued=True),
-            key=lambda taken: (-taken.priority, taken.id),
-        )
-        if len(got) < room and not suspect:
-            low, high = span(row.pk)
-            window = (max(low, row.claim_cursor), high, room - len(got))
-            fresh = sorted(self._take(tx, _FRESH, window, lease_args, requeued=False))
-            if fresh:
-                tx.run(
-                    "UPDATE batches SET claim_cursor = ? WHERE pk = ?", (fresh[-1].id + 1, row.pk)
-                )
-                got += fresh
-        if not got:
+        got, row = self._lease(tx, row, room, (*lease_args, 0), suspect)
+        held, row = self._lease(tx, row, ready, (*lease_args, 1), suspect)
+        if not got and not held:
             return []
-        moves = {"n_pending": -len(got), "n_running": len(got)}
-        for taken in got:
+        moves = {"n_pending": -len(got) - len(held), "n_running": len(got) + len(held)}
+        if held:
+            moves["n_standby"] = len(held)
+        for taken in (*got, *held):
             if taken.again is not None:  # a re-run: counted by why, as it starts
                 column = f"again_{taken.again}"
                 moves[column] = moves.get(column, 0) + 1
@@ -266,12 +305,41 @@ class Working(Recording):
             json.loads(row.params),
             None if row.limits is None else json.loads(row.limits),
             row.max_attempts,
+            row.concurrency,
         )
         # tuple.__new__ skips the named tuple's Python-level __new__ (one per item).
-        return [
-            _new(Claim, (t.id, batch, t.key, t.payload, t.attempts, t.max_attempt, suspect))
+        claims = [
+            _new(Claim, (t.id, batch, t.key, t.payload, t.attempts, t.max_attempt, suspect, False))
             for t in got
         ]
+        claims += [
+            _new(Claim, (t.id, batch, t.key, t.payload, t.attempts, t.max_attempt, suspect, True))
+            for t in held
+        ]
+        return claims
+
+    def _lease(
+        self, tx: Tx, row: ClaimableRow, room: int, lease_args: tuple[Any, ...], suspect: bool
+    ) -> tuple[list[TakenRow], ClaimableRow]:
+        """Lease up to ``room`` items of batch ``row``: items that came back (retries,
+        leases taken back) first, highest priority first, then fresh ones in order. Returns
+        them and the batch's row as it now is (its claim cursor moved past them)."""
+        if room <= 0:
+            return [], row
+        got = sorted(
+            self._take(tx, _REQUEUED, (row.pk, int(suspect), room), lease_args, requeued=True),
+            key=lambda taken: (-taken.priority, taken.id),
+        )
+        if len(got) < room and not suspect:
+            low, high = span(row.pk)
+            window = (max(low, row.claim_cursor), high, room - len(got))
+            fresh = sorted(self._take(tx, _FRESH, window, lease_args, requeued=False))
+            if fresh:
+                cursor = fresh[-1].id + 1
+                tx.run("UPDATE batches SET claim_cursor = ? WHERE pk = ?", (cursor, row.pk))
+                row = row._replace(claim_cursor=cursor)
+                got += fresh
+        return got, row
 
     def _take(
         self,
@@ -371,6 +439,8 @@ class Working(Recording):
         if row is None:
             return 0
         moves = {"n_running": -1, COUNTER_OF[target]: 1}
+        if row[1]:  # it was held ready, not counted against the cap
+            moves["n_standby"] = -1
         if ran is None and row[0] is not None:
             # The claim counted this lease as a re-run; it never ran.
             moves[f"again_{row[0]}"] = -1
@@ -492,10 +562,23 @@ class Working(Recording):
         return rebased
 
 
-def _runnable(row: ClaimableRow, now: float, only: Collection[str] | None) -> bool:
-    """Whether a claim may take something from this batch now."""
+def _runnable(
+    row: ClaimableRow, now: float, only: Collection[str] | None, standby: Standby = NO_STANDBY
+) -> bool:
+    """Whether a claim may take something from this batch now: under its cap, or items to
+    hold ready beyond it (``_ready_in``)."""
     return (
         (only is None or row.id in only)
-        and (row.room is None or row.room > 0)
+        and (row.room is None or row.room > 0 or _ready_in(row, standby, standby.want, 0) > 0)
         and (row.n_pending > 0 or (row.next_due is not None and row.next_due <= now))
     )
+
+
+def _ready_in(row: ClaimableRow, standby: Standby, most: int, taking: int) -> int:
+    """How many items a claim taking ``taking`` under the cap of batch ``row`` may also
+    hold ready beyond it (at most ``most``): no more than the worker will hold there under
+    the cap (each waits for one of those to end), and no more than the cap in all."""
+    if row.concurrency is None or most <= 0:
+        return 0
+    holds = standby.holding.get(row.pk, 0) + taking
+    return max(0, min(most, holds, row.concurrency - row.n_standby))

@@ -17,7 +17,7 @@ import logging
 from batchyard.errors import StoreUnavailable
 from batchyard.runner import SHUTDOWN, Job
 from batchyard.services import Hub
-from batchyard.store.base import Claim, Outcome, Recorded
+from batchyard.store.base import Claim, Outcome, Recorded, Standby
 from batchyard.tasks import TaskSpec
 from batchyard.worker.callbacks import Callbacks
 from batchyard.worker.discovery import Discovery
@@ -73,9 +73,12 @@ class ClaimLoop:
         self._wake.set()
 
     def done(self, job: Job, outcome: Outcome | None) -> None:
-        """A job finished (``outcome`` None: nothing to record); wake the loop when the
-        buffered outcomes should be committed now (see ``InFlight.should_commit``)."""
-        self._inflight.finish(job, outcome)
+        """A job finished (``outcome`` None: nothing to record); a job held ready of its
+        batch starts in its place at once. Wake the loop when the buffered outcomes should
+        be committed now (see ``InFlight.should_commit``)."""
+        ready = self._inflight.finish(job, outcome, replace=not self.stopping)
+        if ready is not None:
+            self._lanes.push_first(ready)
         if self._inflight.should_commit(len(self._lanes.waiting)):
             self._wake.set()
 
@@ -88,6 +91,7 @@ class ClaimLoop:
         while not self.stopping:
             self._wake.clear()
             try:
+                await self._give_back_orphans()
                 free = self._inflight.free()
                 claims = await self._flush_and_claim(free) if free > 0 else []
                 outage = 0.0
@@ -154,18 +158,25 @@ class ClaimLoop:
         limit = min(free, self._shared.config.claim_chunk)
         # Decided here, on the loop: the store thread must not read what the loop changes.
         alone = not self._inflight.jobs
+        standby = self._inflight.standby(self._inflight.take_started())
         try:
             claims = await self._shared.db.call(
-                self._flush_then_claim, outcomes, capacity, limit, alone
+                self._flush_then_claim, outcomes, capacity, limit, alone, standby
             )
         except StoreUnavailable:
-            self._inflight.put_back(outcomes)  # not recorded (or not known to be): try again
+            # Not recorded (or not known to be): try again.
+            self._inflight.put_back(outcomes, list(standby.started))
             raise
         self._dispatch(claims)
         return claims
 
     def _flush_then_claim(
-        self, outcomes: list[Outcome], capacity: dict[str, int], limit: int, alone: bool
+        self,
+        outcomes: list[Outcome],
+        capacity: dict[str, int],
+        limit: int,
+        alone: bool,
+        standby: Standby,
     ) -> list[Claim]:
         # Runs on the store thread: one transaction for both.
         shared = self._shared
@@ -180,14 +191,16 @@ class ClaimLoop:
             shared.config.lease,
             alone=alone,
             only=shared.config.batches,
+            standby=standby,
         )
         self._note(outcomes, done)
         self._journal.claimed(shared.store, claims)
         return claims
 
-    def _record(self, outcomes: list[Outcome]) -> None:
-        if outcomes:
-            self._note(outcomes, self._shared.store.record(outcomes, self._shared.now()))
+    def _record(self, outcomes: list[Outcome], started: list[tuple[int, int]]) -> None:
+        # Started jobs held ready count against their caps before their outcomes apply.
+        if outcomes or started:
+            self._flush_then_claim(outcomes, {}, 0, False, Standby(started=started))
 
     def _note(self, outcomes: list[Outcome], done: Recorded) -> None:
         stats = self._shared.stats
@@ -224,7 +237,25 @@ class ClaimLoop:
         for job in jobs:
             self._inflight.add(job)
         self._shared.stats.claimed += len(claims)
+        # Jobs held ready beyond a cap wait in InFlight.ready for one of ours to end, or
+        # start now in place of one that ended while they were on their way.
+        ready = {claim.batch.pk for claim in claims if claim.standby}
+        if ready:
+            jobs = [job for job in jobs if not job.claim.standby]
         self._lanes.push(jobs, together=self._inflight.waits())
+        for pk in ready:
+            for job in self._inflight.start_ready(pk):
+                self._lanes.push_first(job)
+
+    async def _give_back_orphans(self) -> None:
+        """Give back the jobs held ready that cannot start here (see InFlight.orphans)."""
+        orphans = self._inflight.orphans()
+        if not orphans:
+            return
+        try:
+            await self.give_back(orphans)
+        except StoreUnavailable as exc:  # their leases will expire and bring them back
+            log.warning("could not give back %d item(s) held ready: %s", len(orphans), exc)
 
     # -- stopping ---------------------------------------------------------------------
 
@@ -245,6 +276,7 @@ class ClaimLoop:
             job.stop(SHUTDOWN)
         for job in self._lanes.take_waiting():  # claimed, never started
             self.done(job, None)
+        self._inflight.take_ready()  # held ready, never started: in ``left`` too
         await asyncio.sleep(0)  # let cancelled lanes unwind before their leases go back
         await self.flush()
         if left:
@@ -261,12 +293,13 @@ class ClaimLoop:
             if waits is not None and waits.is_waiting(job.claim.item_id)
         ]
         unstarted = self._lanes.take_waiting()
+        for job in unstarted:
+            self.done(job, None)
+        unstarted += self._inflight.take_ready()
         if not waiting and not unstarted:
             return
         for job in waiting:
             job.stop(SHUTDOWN)
-        for job in unstarted:
-            self.done(job, None)
         await asyncio.sleep(0)  # let the stopped lanes unwind before the leases go back
         try:
             released = await self.give_back([*waiting, *unstarted])
@@ -277,7 +310,8 @@ class ClaimLoop:
 
     async def flush(self) -> None:
         """Record the buffered outcomes now."""
-        await self._shared.db.call(self._record, self._inflight.take_outcomes())
+        inflight = self._inflight
+        await self._shared.db.call(self._record, inflight.take_outcomes(), inflight.take_started())
 
     async def give_back(self, jobs: list[Job]) -> int:
         """Release the leases of ``jobs`` unspent, for any worker to claim at once; returns

@@ -4,10 +4,10 @@ committed."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
 from batchyard.runner import Job
-from batchyard.store.base import Outcome
+from batchyard.store.base import Outcome, Standby
 from batchyard.tasks import TaskSpec
 from batchyard.waits import Waits
 from batchyard.worker.config import WorkerConfig
@@ -41,6 +41,18 @@ class InFlight:
         #: ``prefetch()`` as of the last ``free()``: ``should_commit`` runs once per item
         #: and need not work it out again each time.
         self._prefetch = 0
+        #: Jobs held ready beyond their batch's cap (``Claim.standby``), per batch pk,
+        #: oldest first: one starts when one of ours of that batch ends.
+        self.ready: dict[int, deque[Job]] = {}
+        #: Jobs held ready that started since the last round, as (item id, attempt): the
+        #: next round says so, before their outcomes.
+        self.started: list[tuple[int, int]] = []
+        #: Per batch pk, our items that ended with nothing held ready to start in their
+        #: place, since the last round was sent: their outcomes are not committed yet, so
+        #: jobs held ready that arrive meanwhile may still start in their place.
+        self._unreplaced: Counter[int] = Counter()
+        #: Per batch pk with a cap of its own, the jobs held of it (held ready or not).
+        self._capped: Counter[int] = Counter()
 
     def add(self, job: Job) -> None:
         """Hold a freshly claimed job."""
@@ -49,27 +61,122 @@ class InFlight:
             self.alone = job
         self.jobs[job.claim.item_id] = job
         self.by_task[job.spec.name] += 1
+        claim = job.claim
+        if claim.batch.concurrency is not None:
+            self._capped[claim.batch.pk] += 1
+            if claim.standby:
+                self.ready.setdefault(claim.batch.pk, deque()).append(job)
 
-    def finish(self, job: Job, outcome: Outcome | None) -> None:
-        """Let go of a job; its outcome (None: nothing to record) joins the buffer."""
-        self.jobs.pop(job.claim.item_id, None)
-        if self.alone is job:
-            self.alone = None
-        self.by_task[job.spec.name] -= 1
+    def finish(self, job: Job, outcome: Outcome | None, *, replace: bool = True) -> Job | None:
+        """Let go of a job; its outcome (None: nothing to record) joins the buffer. Returns
+        a job held ready of the same batch to start in its place now (it is noted for the
+        next round), if ``replace`` and the job ended with an outcome."""
+        claim = job.claim
+        held = self.jobs.pop(claim.item_id, None) is not None  # not let go of already
+        if held:
+            if self.alone is job:
+                self.alone = None
+            self.by_task[job.spec.name] -= 1
         if outcome is not None:
             self.outcomes.append(outcome)
             took = outcome.finished_at - outcome.started_at
             mean = self.mean_duration
             self.mean_duration = took if mean is None else 0.9 * mean + 0.1 * took
+        if claim.batch.concurrency is None:
+            return None
+        return self._replace(job, held, replace and outcome is not None)
+
+    def _replace(self, job: Job, held: bool, replace: bool) -> Job | None:
+        """``finish`` for a job of a batch with a cap of its own (see ``finish``)."""
+        pk = job.claim.batch.pk
+        if held:
+            self._capped[pk] -= 1
+            if not self._capped[pk]:
+                del self._capped[pk]
+        ready = self.ready.get(pk)
+        if job.claim.standby and ready and job in ready:  # held ready, never started
+            ready.remove(job)
+        if not replace:
+            return None
+        if ready:
+            for waiting in ready:
+                if waiting.cancel_reason is None:  # a stopped one goes back (``orphans``)
+                    ready.remove(waiting)
+                    self.started.append((waiting.claim.item_id, waiting.claim.attempt))
+                    return waiting
+        if self._prefetch:
+            self._unreplaced[pk] += 1  # jobs held ready may be on their way
+        return None
+
+    def start_ready(self, batch_pk: int) -> list[Job]:
+        """Jobs held ready of a batch that start now, in place of ours that ended since
+        the last round was sent (see ``_unreplaced``); they are noted for the next round."""
+        ready = self.ready.get(batch_pk)
+        starting: list[Job] = []
+        while ready and self._unreplaced[batch_pk] > 0:
+            job = ready.popleft()
+            if job.cancel_reason is not None:
+                ready.append(job)  # goes back (``orphans``)
+                if all(other.cancel_reason is not None for other in ready):
+                    break
+                continue
+            self._unreplaced[batch_pk] -= 1
+            self.started.append((job.claim.item_id, job.claim.attempt))
+            starting.append(job)
+        return starting
+
+    def standby(self, started: list[tuple[int, int]]) -> Standby:
+        """What the next round says about jobs held ready: ``started`` (see
+        ``take_started``), and how many more to hold, with how many jobs each batch has
+        here counting against its cap."""
+        ready = self.ready
+        want = self._prefetch - sum(len(jobs) for jobs in ready.values())
+        if want <= 0:
+            return Standby(0, {}, started)
+        holding = {pk: n - len(ready.get(pk, ())) for pk, n in self._capped.items()}
+        return Standby(want, holding, started)
+
+    def take_started(self) -> list[tuple[int, int]]:
+        """Empty the list of started jobs held ready: the caller sends it (or puts it
+        back with ``put_back``)."""
+        started, self.started = self.started, []
+        return started
+
+    def take_ready(self, batch_pk: int | None = None) -> list[Job]:
+        """Let go of the jobs held ready (of one batch, or all), to give them back."""
+        pks = list(self.ready) if batch_pk is None else [batch_pk]
+        taken = [job for pk in pks for job in self.ready.pop(pk, ())]
+        for job in taken:
+            self.finish(job, None)
+        return taken
+
+    def orphans(self) -> list[Job]:
+        """Let go of the jobs held ready that cannot start here, to give them back: those
+        stopped (their batch cancelled, say), and those of a batch of which this worker
+        holds nothing else (nothing of ours will end to start them)."""
+        if not any(self.ready.values()):
+            return []
+        found = [
+            job
+            for pk, ready in self.ready.items()
+            for job in ready
+            if job.cancel_reason is not None or self._capped[pk] == len(ready)
+        ]
+        for job in found:
+            self.finish(job, None)
+        return found
 
     def take_outcomes(self) -> list[Outcome]:
         """Empty the buffer: the caller records what it returns (or ``put_back`` it)."""
         outcomes, self.outcomes = self.outcomes, []
+        self._unreplaced = Counter()  # the claim of the round that commits them sees them
         return outcomes
 
-    def put_back(self, outcomes: list[Outcome]) -> None:
-        """Outcomes not recorded (or not known to be): they go first in the next commit."""
+    def put_back(self, outcomes: list[Outcome], started: list[tuple[int, int]]) -> None:
+        """Outcomes and starts not recorded (or not known to be): they go first in the
+        next commit."""
         self.outcomes[:0] = outcomes
+        self.started[:0] = started
 
     def free(self) -> int:
         """How many more items to claim now (none while a suspect runs alone)."""

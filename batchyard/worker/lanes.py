@@ -58,6 +58,11 @@ class Lanes:
                 self._waking += 1
         self._wake_one()
 
+    def push_first(self, job: Job) -> None:
+        """Queue a job to run before any other (one held ready, in place of one ended)."""
+        self.waiting.appendleft(job)
+        self._wake_one()
+
     def take_waiting(self, batch_pk: int | None = None) -> list[Job]:
         """Remove the jobs not started yet (of one batch, or all) from the queue."""
         taken = [job for job in self.waiting if batch_pk in (None, job.claim.batch.pk)]

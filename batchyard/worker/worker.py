@@ -152,6 +152,7 @@ class Worker:
         waiting = self._lanes.take_waiting(batch.pk)
         for other in waiting:
             self._claims.done(other, None)
+        waiting += self._inflight.take_ready(batch.pk)
         try:
             await self._claims.give_back([job, *waiting])
         except BatchyardError as exc:  # their leases will expire and bring them back

@@ -34,7 +34,8 @@ from batchyard.states import (
     ItemState,
     ending_state,
 )
-from batchyard.store.base import Claim, LeaseUpdate, NewItem, Outcome, Store
+from batchyard.store.base import Claim, LeaseUpdate, NewItem, Outcome, Standby, Store
+from batchyard.store.rules import POSITION_BITS
 from batchyard.store.sqlite import SqliteStore
 from tests.procs.pgdb import Databases, require_server
 
@@ -72,6 +73,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.store = self.open_store()
         self.now = T0
         self.claims: list[Claim] = []  # every lease ever handed out, live or stale
+        #: Leases held ready beyond their batch's cap, not started (item id, attempt).
+        self.ready: set[tuple[int, int]] = set()
         self.leases: dict[int, tuple[int, float]] = {}  # item id -> (attempt, expiry)
         self.batch_state: dict[str, BatchState] = {}  # followed through the event feed
         self.item_state: dict[tuple[str, str], ItemState] = {}  # through item_changes
@@ -100,6 +103,32 @@ class Lifecycle(RuleBasedStateMachine):
     def _is_live(self, claim: Claim) -> bool:
         item = self.store.item(claim.batch.id, claim.key)
         return item.state is S.RUNNING and item.attempts == claim.attempt
+
+    def _may_record(self, claim: Claim) -> bool:
+        """Whether an outcome of this lease applies: live, and started if held ready."""
+        return self._is_live(claim) and (claim.item_id, claim.attempt) not in self.ready
+
+    def _let_go(self, item_id: int) -> None:
+        """The item's lease ended (an outcome, a release, an expiry)."""
+        self.leases.pop(item_id, None)
+        self.ready = {lease for lease in self.ready if lease[0] != item_id}
+
+    def _holding(self) -> dict[int, int]:
+        """Per batch pk, the live leases that count against its cap (``leases`` holds the
+        live ones: each goes with its outcome, release or expiry)."""
+        holding: dict[int, int] = {}
+        for item_id, (attempt, _) in self.leases.items():
+            if (item_id, attempt) not in self.ready:
+                pk = item_id >> POSITION_BITS
+                holding[pk] = holding.get(pk, 0) + 1
+        return holding
+
+    def _ready_of(self, batch_pk: int) -> list[Claim]:
+        return [
+            c
+            for c in self.claims
+            if (c.item_id, c.attempt) in self.ready and c.batch.pk == batch_pk
+        ]
 
     def _refused_and_unchanged(self, batch_id: str, operation: Callable[[], object]) -> None:
         before = self.store.get_batch(batch_id)
@@ -138,6 +167,12 @@ class Lifecycle(RuleBasedStateMachine):
     @initialize(target=batches)
     def first_batch(self) -> str:
         return self._submit(2, 0, 2, None, 0, True)
+
+    @initialize(target=batches)
+    def capped_batch(self) -> str:
+        """A batch capped at 2 with more items than that: claims may hold items ready
+        beyond its cap (``Standby``)."""
+        return self._submit(4, 0, 2, 2, 0, True)
 
     @rule(
         target=batches,
@@ -212,16 +247,52 @@ class Lifecycle(RuleBasedStateMachine):
 
     # NOTE: Hypothesis favours rules with fewer arguments, so the rules that move work
     # forward (claim, record) take one argument each.
-    @rule(ask=st.tuples(st.integers(1, 4), st.sampled_from([1, 4])))
-    def claim(self, ask: tuple[int, int]) -> None:
-        limit, capacity = ask
-        got = self.store.claim("w", {TASK: capacity}, limit, self.now, LEASE)
+    @rule(ask=st.tuples(st.integers(1, 4), st.sampled_from([1, 4]), st.sampled_from([0, 3])))
+    def claim(self, ask: tuple[int, int, int]) -> None:
+        """A claim, sometimes asking for items held ready beyond batch caps."""
+        limit, capacity, want = ask
+        holding = self._holding() if want else {}
+        _, got = self.store.record_and_claim(
+            [], "w", {TASK: capacity}, limit, self.now, LEASE, standby=Standby(want, holding)
+        )
         assert len(got) <= min(limit, capacity)
+        assert sum(c.standby for c in got) <= want
         for c in got:
             assert self.store.get_batch(c.batch.id).state.is_active
             assert self.store.item(c.batch.id, c.key).attempts == c.attempt
             self.leases[c.item_id] = (c.attempt, self.now + LEASE)
+            if c.standby:
+                assert c.batch.pk in holding or any(
+                    not o.standby and o.batch.pk == c.batch.pk for o in got
+                ), "held ready in a batch with nothing of ours counting against its cap"
+                self.ready.add((c.item_id, c.attempt))
         self.claims.extend(got)
+        for pk in {c.batch.pk for c in got if c.standby}:
+            status = self.store.get_batch(next(c.batch.id for c in got if c.batch.pk == pk))
+            assert status.concurrency is not None
+            assert len(self._ready_of(pk)) <= status.concurrency
+
+    @precondition(lambda self: self.ready)
+    @rule(data=st.data())
+    def start_ready(self, data: st.DataObject) -> None:
+        """Start items held ready where their batch has room under its cap (a worker
+        starts one in place of one of its own that ended: see ``_record``)."""
+        c = data.draw(
+            st.sampled_from([c for c in self.claims if (c.item_id, c.attempt) in self.ready])
+        )
+        status = self.store.get_batch(c.batch.id)
+        assert status.concurrency is not None
+        if status.counts.running >= status.concurrency:
+            return
+        self.store.record_and_claim(
+            [], "w", {}, 0, self.now, LEASE, standby=Standby(started=[(c.item_id, c.attempt)])
+        )
+        self.ready.discard((c.item_id, c.attempt))
+        after = self.store.get_batch(c.batch.id).counts
+        assert (after.running, after.pending) == (
+            status.counts.running + 1,
+            status.counts.pending - 1,
+        )
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
@@ -230,14 +301,20 @@ class Lifecycle(RuleBasedStateMachine):
         attempt, or a stale attempt beside its live one)."""
         live = [c for c in self.claims if self._is_live(c)]
         pool = live + self.claims[-6:] if live else self.claims
-        self._record(data, data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4)))
+        picked = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4))
+        self._record(data, picked)
 
     @rule(data=st.data())
     def claim_and_record(self, data: st.DataObject) -> None:
         """A worker's whole round trip in one step, so batches get to their ends."""
-        got = self.store.claim("w", {TASK: 4}, data.draw(st.integers(1, 3)), self.now, LEASE)
+        standby = Standby(2, self._holding())  # as a worker whose items are short asks
+        _, got = self.store.record_and_claim(
+            [], "w", {TASK: 4}, data.draw(st.integers(1, 3)), self.now, LEASE, standby=standby
+        )
         for c in got:
             self.leases[c.item_id] = (c.attempt, self.now + LEASE)
+            if c.standby:
+                self.ready.add((c.item_id, c.attempt))
         self.claims.extend(got)
         self.item_moves_follow_the_table()  # see the items running before they finish
         if got:
@@ -247,7 +324,7 @@ class Lifecycle(RuleBasedStateMachine):
         kinds = [S.SUCCEEDED, S.FAILED, S.RETRY_WAIT, S.CANCELLED]
         delay = data.draw(st.integers(0, 20))
         before = {c.item_id: self.store.item(c.batch.id, c.key) for c in picked}
-        live = {(c.item_id, c.attempt) for c in picked if self._is_live(c)}
+        live = {(c.item_id, c.attempt) for c in picked if self._may_record(c)}
         outcomes = []
         for c in picked:
             kind = data.draw(st.sampled_from(kinds))
@@ -269,8 +346,24 @@ class Lifecycle(RuleBasedStateMachine):
         cancelled = {
             c.item_id for c in picked if self.store.get_batch(c.batch.id).state is B.CANCELLED
         }
-        done = self.store.record(outcomes, self.now)
+        # A worker starts an item held ready in place of each of its own of that batch that
+        # ends, and says so in the commit of the outcome; one started and ended since is
+        # started first, so its own outcome applies too.
+        started: list[tuple[int, int]] = []
+        if data.draw(st.booleans()):
+            for n in _outcomes_that_apply(outcomes, live):
+                spare = [
+                    (c.item_id, c.attempt)
+                    for c in self._ready_of(outcomes[n].batch_pk)
+                    if (c.item_id, c.attempt) not in started
+                ]
+                started += spare[:1]
+        live |= {(c.item_id, c.attempt) for c in picked if (c.item_id, c.attempt) in started}
         applied = _outcomes_that_apply(outcomes, live)
+        done, _ = self.store.record_and_claim(
+            outcomes, "w", {}, 0, self.now, LEASE, standby=Standby(started=started)
+        )
+        self.ready -= set(started)
         refused = [n for n in range(len(outcomes)) if n not in applied]
         assert [(o.item_id, o.attempt) for o in done.rejected] == [
             (outcomes[n].item_id, outcomes[n].attempt) for n in refused
@@ -285,7 +378,7 @@ class Lifecycle(RuleBasedStateMachine):
             if expected in (S.FAILED, S.RETRY_WAIT):
                 batch_id = before[o.item_id].batch_id
                 self.failures[batch_id] = self.failures.get(batch_id, 0) + 1
-            self.leases.pop(o.item_id, None)
+            self._let_go(o.item_id)
         for item_id in set(before) - {outcomes[n].item_id for n in applied}:
             # A refused outcome changes nothing.
             assert self.store.item(before[item_id].batch_id, before[item_id].key) == before[item_id]
@@ -297,7 +390,7 @@ class Lifecycle(RuleBasedStateMachine):
         expired = {i for i, (_, until) in self.leases.items() if until < self.now}
         assert self.store.reclaim_expired(self.now) == len(expired)
         for item_id in expired:
-            del self.leases[item_id]
+            self._let_go(item_id)
         self._clusters_agree({c.batch.id for c in self.claims if c.item_id in expired})
 
     @precondition(lambda self: self.claims)
@@ -319,7 +412,7 @@ class Lifecycle(RuleBasedStateMachine):
         live = self._is_live(c)
         assert self.store.release([(c.item_id, c.attempt)], self.now) == int(live)
         if live:
-            self.leases.pop(c.item_id, None)
+            self._let_go(c.item_id)
             cancelled = self.store.get_batch(c.batch.id).state is B.CANCELLED
             expected = S.CANCELLED if cancelled else S.PENDING
             assert self.store.item(c.batch.id, c.key).state is expected
@@ -348,9 +441,14 @@ class Lifecycle(RuleBasedStateMachine):
         if state.is_terminal and state is not B.CANCELLED:
             self._refused_and_unchanged(batch_id, lambda: self.store.cancel(batch_id, self.now))
             return
+        ready = [c for c in self.claims if (c.item_id, c.attempt) in self.ready]
         status = self.store.cancel(batch_id, self.now)
         assert status.state is B.CANCELLED
         assert (status.counts.pending, status.counts.retry_wait) == (0, 0)
+        for c in ready:  # never started: cancelled with the batch's waiting items
+            if c.batch.id == batch_id:
+                assert self.store.item(batch_id, c.key).state is S.CANCELLED
+                self._let_go(c.item_id)
 
     @rule(batch_id=batches)
     def retry_failed(self, batch_id: str) -> None:

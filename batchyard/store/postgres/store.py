@@ -60,7 +60,7 @@ FROM unnest(
 ) AS u(id, attempt, state, duration, terminal, finished_at, result, error, error_type,
     run_after, metrics, progress, message, later, {", ".join(USAGE_FIELDS)},
     error_sig)
-WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}'
+WHERE i.id = u.id AND i.attempts = u.attempt AND i.state = '{S.RUNNING}' AND i.standby = 0
 RETURNING i.id, i.attempts
 """
 _HEARTBEAT = (

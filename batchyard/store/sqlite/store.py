@@ -271,7 +271,9 @@ def _update_sql(shape: tuple[bool, ...]) -> str:
         sets.append("suspect = 0")
     template = (
         f"UPDATE items SET {', '.join(sets)} FROM json_each(?2) AS o "
-        f"WHERE items.id = {{}} AND items.attempts = ?4 AND items.state = '{S.RUNNING}'"
+        f"WHERE items.id = {{}} AND items.attempts = ?4 AND items.state = '{S.RUNNING}' "
+        # An item held ready beyond its batch's cap that was never started records nothing.
+        "AND items.standby = 0"
     )
     places = template.count("{}")
     return template.format(*(f"json_extract(o.value, '$[{i}]')" for i in range(places)))
