@@ -16,8 +16,13 @@ Json = dict[str, Any]
 RATE = r"^[1-9][0-9]{0,8}/(s|min|h|day)$"
 #: An error cluster's id, or the start of one (``batchyard errors`` shows them).
 CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
+#: The longest dataset or template name: 1 to 100 characters (``records.check_name``,
+#: ``templates.library``).
+MAX_NAME = 100
+#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
+NAME = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$"
 #: A template version: NAME or NAME@VERSION.
-TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
+TEMPLATE_REF = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}(@[1-9][0-9]{{0,8}})?$"
 #: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
 CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
 #: The same in a URL's query (``GET /datasets/{name}/rows``), its value shorter: the
@@ -134,14 +139,10 @@ class RerunIn(_Strict):
     name: str | None = Field(None, max_length=200)
 
 
-#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
 class TemplateIn(_Strict):
     """Version 1 of a new template: its task (one this server allows) and parameters."""
 
-    name: str = Field(pattern=NAME)
+    name: str = Field(max_length=MAX_NAME, pattern=NAME)
     task: str = Field(max_length=300)
     params: Json = Field(default_factory=dict)
     description: str | None = Field(None, max_length=2000)
