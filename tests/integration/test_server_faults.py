@@ -387,6 +387,10 @@ def test_a_path_parameter_over_its_limit_is_a_422_problem_naming_it(tmp_path: Pa
                     problem = answer.json()
                     assert problem["field"] == name, problem
                     assert f"at most {limits[name]} characters" in problem["detail"], problem
+        # No batch id or item key holds a NUL character (PostgreSQL's text has none).
+        for path, name in (("/batches/a%00b", "batch_id"), ("/batches/b/items/a%00", "key")):
+            answer = client.get(f"{server.api}{path}")
+            assert (answer.status_code, answer.json()["field"]) == (422, name), answer.text
         document = client.get(f"{server.api}/openapi.json").json()
         for route, operations in document["paths"].items():
             for operation in operations.values():
