@@ -71,6 +71,12 @@ def encode(item: Any, position: int, key_field: str | None) -> NewItem:
             f"an item must be a JSON object (a dict), not {type(item).__name__}", position=position
         )
     key = item_key(item, key_field, position)
+    if "\x00" in key:  # (a chunk with one comes here: its JSON holds a \u0000 escape)
+        raise InvalidItem(
+            f"field {key_field!r} holds a NUL character (U+0000); a key cannot "
+            "(PostgreSQL's text has none)",
+            position=position,
+        )
     try:
         payload = codec.dumps(item)
     except (TypeError, ValueError) as exc:

@@ -23,6 +23,12 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
+#: The longest batch id the server takes in a URL (``web/paths.py``): ``new_batch_id`` makes
+#: 25 characters (26 from the year 2286), so no batch has a longer one; the room above that
+#: is for ids made by hand (the store itself takes any text).
+MAX_BATCH_ID = 64
+
+
 def new_batch_id(now: float | None = None) -> str:
     """A batch id such as ``batch_1728556800_a1b2c3d4``: unix seconds, then 8 random hex."""
     seconds = int(time.time() if now is None else now)

@@ -58,6 +58,9 @@ class Field:
 
     name: str
     types: tuple[str, ...]
+    #: Some row holds text with a NUL character (U+0000) here; filters and sorts read each
+    #: one as U+0001 (``store/datasql.py``, ``without_nul``).
+    holds_nul: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,10 @@ class Condition:
                 "FIELD=A|B|C (one of)"
             )
         field, op, raw = match.group(1).strip(), match.group(2), match.group(3).strip()
+        if "\x00" in raw or "\x01" in raw:
+            # PostgreSQL's text holds no U+0000, and a row's is read as U+0001 on either
+            # store (store/datasql.py): a value with neither is answered exactly.
+            raise ConfigError(f"{text!r}: a value cannot hold U+0000 or U+0001")
         if op in ("=", "!="):
             values = tuple(part.strip().replace("\\|", "|") for part in _SPLIT.split(raw))
         else:
@@ -106,6 +110,9 @@ class Selection:
             keys = tuple(dict.fromkeys(str(k) for k in keys))
             if not keys:
                 raise ConfigError("keys: name at least one key")
+            for key in keys:
+                if "\x00" in key:
+                    raise ConfigError(f"keys: {key!r}: a key cannot hold U+0000")
         return cls(conditions, keys)
 
     def describe(self) -> str:

@@ -21,7 +21,7 @@ from batchyard.selection import Selection, Sort, decode_cursor, encode_cursor, s
 from batchyard.store.base import Idempotency
 from batchyard.store.datasql import JsonSql, Sql, plain
 from batchyard.store.fingerprint import Fingerprint
-from batchyard.store.loading import Loading
+from batchyard.store.loading import NUL_MARK, Loading
 from batchyard.store.rules import B, S, span
 from batchyard.store.submitting import KeyTaken, Submitting, stamp_key
 from batchyard.store.tx import Tx
@@ -85,7 +85,7 @@ class DatasetTables(Loading):
         pk, dataset = self._dataset(name)
         where = self._rows_where(pk, dataset, selection or Selection())
         kind = None if sort is None else sort_kind(dataset, sort)
-        json_sql = JsonSql(self.dialect.name)
+        json_sql = _json_sql(self.dialect.name, dataset)
         # One pass over the dataset: the matching rows' ids (and sort values) are kept
         # aside, then counted and paged; only the page's rows are read whole.
         query = Sql().add("WITH m AS MATERIALIZED (SELECT r.id AS rid")
@@ -125,7 +125,7 @@ class DatasetTables(Loading):
         """The rows of dataset ``pk`` a selection picks, as a WHERE clause over ``r``."""
         low, high = span(pk)
         where = Sql().add("r.id > ? AND r.id < ?", low, high)
-        json_sql = JsonSql(self.dialect.name)
+        json_sql = _json_sql(self.dialect.name, dataset)
         for condition in selection.where:
             where.add(" AND ").extend(json_sql.condition(typed(dataset, condition)))
         if selection.keys is not None:
@@ -217,6 +217,10 @@ class DatasetTables(Loading):
             raise InputError(f"{name!r} has no row with key {shown}")
 
 
+def _json_sql(dialect: str, dataset: Dataset) -> JsonSql:
+    return JsonSql(dialect, frozenset(f.name for f in dataset.fields if f.holds_nul))
+
+
 def _fingerprint(options: BatchOptions, name: str, selection: Selection) -> Fingerprint:
     """What makes two batches of a dataset the same: their options and the selection (the
     rows are read in the store, so the same selection at the same time is the same input)."""
@@ -233,13 +237,17 @@ def _source(name: str, selection: Selection) -> dict[str, Any]:
     return source
 
 
+def _field(name: str, types: list[str]) -> Field:
+    return Field(name, tuple(t for t in types if t != NUL_MARK), holds_nul=NUL_MARK in types)
+
+
 def _dataset(row: Any, fields: Iterable[Any]) -> Dataset:
     name, key_field, rows, created_at, updated_at = row
     return Dataset(
         name=name,
         key_field=key_field,
         rows=int(rows),
-        fields=tuple(Field(field, tuple(types.split(","))) for field, types in fields),
+        fields=tuple(_field(name, types.split(",")) for name, types in fields),
         created_at=float(created_at),
         updated_at=float(updated_at),
     )

@@ -6,6 +6,11 @@ character a path cannot quote; PostgreSQL: as the key of ``->``).
 Each database reads a field as a number, text or a boolean only when the row's JSON value
 has that type (else NULL), so a comparison never mixes types and both order alike: numbers
 by value, text by code point (``COLLATE "C"``), false before true.
+
+Text holding a NUL character (U+0000) is read with U+0001 in its place on both (see
+``without_nul``): PostgreSQL's jsonb and text hold none, and SQLite's JSON functions end the
+text there. A condition's value holds neither character (``selection.Condition``), so
+conditions answer as over the text itself; only a sort may put a NUL after a U+0001.
 """
 
 from __future__ import annotations
@@ -43,24 +48,37 @@ class Sql:
         return "".join(self.text)
 
 
-class JsonSql:
-    """How a database reads a field of a row (``r``) as a typed value."""
+def without_nul(text: str, sqlite: bool) -> str:
+    """SQL for the JSON text ``text`` with each ``\\u0000`` escape (a NUL character) made
+    ``\\u0001``: every escaped backslash is set aside first (as U+0001, which JSON text
+    never holds raw), so ``\\\\u0000``, a backslash and then "u0000", stays as it is."""
+    soh = "char(1)" if sqlite else "chr(1)"
+    aside = f"replace({text}, '\\\\', {soh})"
+    return f"replace(replace({aside}, '\\u0000', '\\u0001'), {soh}, '\\\\')"
 
-    def __init__(self, dialect: str) -> None:
+
+class JsonSql:
+    """How a database reads a field of a row (``r``) as a typed value. ``holding_nul``
+    names the fields whose text holds a NUL character in some row: SQLite reads those from
+    the row's JSON ``without_nul`` (PostgreSQL's ``doc`` is kept so)."""
+
+    def __init__(self, dialect: str, holding_nul: frozenset[str] = frozenset()) -> None:
         self.sqlite = dialect == "sqlite"
+        self.holding_nul = holding_nul
 
     def _parts(self, name: str) -> tuple[Sql, Sql]:
         """(the field's JSON type, its value as SQL) of row ``r``."""
         if not self.sqlite:
             return Sql().add("jsonb_typeof(r.doc -> ?)", name), Sql().add("(r.doc ->> ?)", name)
+        doc = without_nul("r.payload", True) if name in self.holding_nul else "r.payload"
         if '"' in name or "\\" in name or not name.isprintable():
             # A JSON path cannot name this key; json_each compares keys as decoded text.
-            each = "(SELECT {} FROM json_each(r.payload) WHERE key = ?)"
+            each = f"(SELECT {{}} FROM json_each({doc}) WHERE key = ?)"
             return Sql().add(each.format("type"), name), Sql().add(each.format("atom"), name)
         path = f'$."{name}"'
         return (
-            Sql().add("json_type(r.payload, ?)", path),
-            Sql().add("json_extract(r.payload, ?)", path),
+            Sql().add(f"json_type({doc}, ?)", path),
+            Sql().add(f"json_extract({doc}, ?)", path),
         )
 
     def value(self, name: str, kind: Kind) -> Sql:

@@ -1,15 +1,30 @@
 """Loading rows into a dataset: one transaction, all or nothing (a new dataset, rows added,
 or rows replaced), each chunk inserted in one statement from its JSON object, and the fields
-the rows had merged into ``dataset_fields``."""
+the rows had merged into ``dataset_fields``.
+
+A row whose JSON holds a NUL character (``\\u0000``) is kept whole, as an item is; its
+fields holding such text are marked (``Field.holds_nul``) so that filters read them the way
+PostgreSQL's ``doc`` keeps them (``datasql.without_nul``). A NUL in a top-level field's name
+is refused: ``dataset_fields`` keeps the names, and PostgreSQL's text holds no NUL."""
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from batchyard.errors import ConfigError, DatasetNotFound, DuplicateKey, InputError, StoreError
+from batchyard.errors import (
+    ConfigError,
+    DatasetNotFound,
+    DuplicateKey,
+    InputError,
+    InvalidItem,
+    StoreError,
+)
 from batchyard.records import JSON_TYPES, Dataset, FieldTally, LoadMode
 from batchyard.store.base import Chunk, NewItems, as_chunk
+from batchyard.store.datasql import without_nul
 from batchyard.store.rules import span
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.tx import Tx
@@ -31,6 +46,16 @@ _INSERT = {
         "FROM json_each_text(?::json) WITH ORDINALITY AS t(k, v, o)"
     ),
 }
+# PostgreSQL's, for a chunk holding a \u0000 escape: jsonb refuses it, so ``doc`` has
+# U+0001 in its place (the payload is kept as given).
+_INSERT_NUL = (
+    "INSERT INTO dataset_rows (id, dataset_pk, key, payload, doc) "
+    f"SELECT ? + o - 1, ?, k, v, {without_nul('v', sqlite=False)}::jsonb "
+    "FROM json_each_text(?::json) WITH ORDINALITY AS t(k, v, o)"
+)
+_NUL = "\\u0000"
+#: Stored in ``dataset_fields.types`` after a field's JSON types: ``Field.holds_nul``.
+NUL_MARK = "nul"
 
 
 class Loading(SqlBase):
@@ -52,12 +77,17 @@ class Loading(SqlBase):
         with self._write() as tx:
             pk, key_field, start = self._open_for_load(tx, name, mode, key_field, now)
             added = 0
+            holding_nul: set[str] = set()
             for chunk in chunks(start, key_field):
-                self._insert_dataset_rows(tx, pk, chunk)
+                holding_nul |= self._insert_dataset_rows(tx, pk, chunk)
                 added += len(chunk)
             if not added:
                 raise InputError("no rows: the input is empty")
-            self._merge_dataset_fields(tx, pk, tally.types)
+            seen = {
+                name: types | {NUL_MARK} if name in holding_nul else types
+                for name, types in tally.types.items()
+            }
+            self._merge_dataset_fields(tx, pk, seen)
             tx.run(
                 "UPDATE datasets SET n_rows = n_rows + ?, updated_at = ? WHERE pk = ?",
                 (added, now, pk),
@@ -100,18 +130,24 @@ class Loading(SqlBase):
         )
         return pk, key_field, 1
 
-    def _insert_dataset_rows(self, tx: Tx, pk: int, rows: NewItems) -> None:
+    def _insert_dataset_rows(self, tx: Tx, pk: int, rows: NewItems) -> set[str]:
+        """Inserts a chunk of rows; returns the fields holding text with a NUL character."""
         if not rows:
-            return
+            return set()
         chunk = as_chunk(rows)
         low, high = span(pk)
         if low + chunk.end >= high:
             raise StoreError(f"a dataset holds at most {high - low - 1:,} rows")
+        holding_nul = _holding_nul(chunk) if _NUL in chunk.json else set()
+        insert = _INSERT[self.dialect.name]
+        if _NUL in chunk.json and self.dialect.name == "postgres":
+            insert = _INSERT_NUL
         try:
             with tx.savepoint():
-                tx.run(_INSERT[self.dialect.name], (low + chunk.start, pk, chunk.json))
+                tx.run(insert, (low + chunk.start, pk, chunk.json))
         except tx.UniqueViolation:
             self._raise_duplicate_row(tx, pk, chunk)
+        return holding_nul
 
     def _raise_duplicate_row(self, tx: Tx, pk: int, chunk: Chunk) -> None:
         seen: dict[str, int] = {}
@@ -159,7 +195,32 @@ class Loading(SqlBase):
 
 
 def _types(types: set[str]) -> str:
-    return ",".join(t for t in JSON_TYPES if t in types)
+    return ",".join(t for t in (*JSON_TYPES, NUL_MARK) if t in types)
+
+
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members in order, a name used twice kept twice."""
+
+
+def _holding_nul(chunk: Chunk) -> set[str]:
+    """The top-level fields of a chunk's rows that hold text with a NUL character; raises
+    InvalidItem for a row with one in a field's name. (Only for a chunk holding a
+    ``\\u0000`` escape: such a row's member is a JSON string holding its text.)"""
+    found: set[str] = set()
+    rows = json.loads(chunk.json, object_pairs_hook=_Members)
+    for position, (key, row) in enumerate(rows, chunk.start):
+        members = json.loads(row, object_pairs_hook=_Members) if isinstance(row, str) else row
+        for name, value in members if isinstance(members, _Members) else ():
+            if "\x00" in name:
+                raise InvalidItem(
+                    f"field name {name!r} holds a NUL character (U+0000); a dataset's field "
+                    "names cannot (PostgreSQL's text has none)",
+                    position=position,
+                    key=key,
+                )
+            if isinstance(value, str) and "\x00" in value:
+                found.add(name)
+    return found
 
 
 def _duplicate(first_position: int, position: int, key: str) -> None:

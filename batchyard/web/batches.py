@@ -17,6 +17,7 @@ from batchyard.store.base import MAX_IDEMPOTENCY_KEY
 from batchyard.views import status_view
 from batchyard.web import submissions, uploads
 from batchyard.web.auth import Caller, caller, operator, visible, yard_of
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import responses
 from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn
 
@@ -106,7 +107,7 @@ def list_batches(
 
 
 @router.get("/batches/{batch_id}", responses=_READ)
-def get_batch(batch_id: str, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
+def get_batch(batch_id: BatchId, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
     """A batch's status (``batchyard status --json``): counts, progress, throughput, ETA,
     usage, budget, pause reason, rate-limit wait, the ETA range and whether it has stalled
     (read from ``Store.finishes``), top error clusters."""
@@ -119,7 +120,7 @@ def get_batch(batch_id: str, request: Request, who: Caller = Depends(caller)) ->
 
 @router.post("/batches/{batch_id}/items", responses=_WRITE | responses(413) | _ITEMS_REFUSED)
 def add_items(
-    batch_id: str,
+    batch_id: BatchId,
     body: ItemsIn,
     request: Request,
     who: Caller = Depends(operator),
@@ -132,7 +133,9 @@ def add_items(
 
 
 def _control(action: str, doc: str) -> None:
-    def control(batch_id: str, request: Request, who: Caller = Depends(operator)) -> dict[str, Any]:
+    def control(
+        batch_id: BatchId, request: Request, who: Caller = Depends(operator)
+    ) -> dict[str, Any]:
         yard = yard_of(request)
         visible(yard, who, batch_id)
         batch = yard.batch(batch_id)
@@ -157,7 +160,7 @@ _control("seal", "Close an open batch to new items: it ends once they are done."
 
 @router.post("/batches/{batch_id}/retry", responses=_WRITE)
 def retry_batch(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     body: RetryIn | None = None,
     who: Caller = Depends(operator),
@@ -173,7 +176,7 @@ def retry_batch(
 
 @router.post("/batches/{batch_id}/rerun", status_code=201, responses=_WRITE)
 def rerun_batch(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     body: RerunIn | None = None,
     who: Caller = Depends(operator),
@@ -190,7 +193,7 @@ def rerun_batch(
 
 
 @router.delete("/batches/{batch_id}", status_code=204, responses=_WRITE)
-def delete_batch(batch_id: str, request: Request, who: Caller = Depends(operator)) -> Response:
+def delete_batch(batch_id: BatchId, request: Request, who: Caller = Depends(operator)) -> Response:
     """Delete a batch and everything recorded about it (a running one: cancel it first)."""
     yard = yard_of(request)
     visible(yard, who, batch_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import StringConstraints
 
@@ -19,13 +19,13 @@ from batchyard.inputs import FORMATS
 from batchyard.records import Dataset
 from batchyard.web import uploads
 from batchyard.web.auth import Caller, admin, caller, operator, yard_of
+from batchyard.web.paths import DatasetName
 from batchyard.web.problems import Problem, responses
 from batchyard.web.schemas import KEY_FIELD, NAME, QUERY_CONDITION
 from batchyard.yard import Yard
 
 router = APIRouter(tags=["datasets"])
 _READ = responses(401, 404, 422, 503)
-_NAME = Path(pattern=NAME, description="the dataset's name")
 _LOADED: dict[int | str, dict[str, Any]] = {
     200: {"description": "rows appended, or the rows replaced"}
 }
@@ -80,7 +80,7 @@ def list_datasets(request: Request, _: Caller = Depends(caller)) -> list[dict[st
 
 
 @router.get("/datasets/{name}", responses=_READ)
-def get_dataset(request: Request, name: str = _NAME, _: Caller = Depends(caller)) -> dict[str, Any]:
+def get_dataset(request: Request, name: DatasetName, _: Caller = Depends(caller)) -> dict[str, Any]:
     """A dataset: its key field, number of rows, and fields with the JSON types they hold."""
     return yard_of(request).datasets.get(name).as_dict()
 
@@ -88,7 +88,7 @@ def get_dataset(request: Request, name: str = _NAME, _: Caller = Depends(caller)
 @router.get("/datasets/{name}/rows", responses=_READ)
 def dataset_rows(
     request: Request,
-    name: str = _NAME,
+    name: DatasetName,
     # Patterns say what the selection's parser takes (schemathesis met its 422s). The
     # lengths keep the longest query in a URL (limits.MAX_TARGET; 61.5 KiB with every
     # character encoded at its longest): a longer selection goes in a batch's JSON body.
@@ -192,7 +192,7 @@ def _existing(yard: Yard, name: str) -> Dataset | None:
 
 @router.delete("/datasets/{name}", responses=_READ | responses(403))
 def delete_dataset(
-    request: Request, name: str = _NAME, _: Caller = Depends(admin)
+    request: Request, name: DatasetName, _: Caller = Depends(admin)
 ) -> dict[str, Any]:
     """Delete a dataset (admins only: datasets have no owner). Batches made from it keep
     their items. Answers the number of rows it had."""

@@ -17,6 +17,7 @@ from batchyard.report import build_report
 from batchyard.states import ItemState
 from batchyard.views import item_view
 from batchyard.web.auth import Caller, caller, visible, yard_of
+from batchyard.web.paths import BatchId, ItemKey
 from batchyard.web.problems import responses
 from batchyard.web.schemas import CLUSTER
 
@@ -33,7 +34,7 @@ _MEDIA = {
 
 @router.get("/batches/{batch_id}/items", responses=_READ)
 def list_items(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(caller),
     state: ItemState | None = None,
@@ -72,7 +73,7 @@ def list_items(
 
 @router.get("/batches/{batch_id}/items/{key}", responses=_READ)
 def get_item(
-    batch_id: str, key: str, request: Request, who: Caller = Depends(caller)
+    batch_id: BatchId, key: ItemKey, request: Request, who: Caller = Depends(caller)
 ) -> dict[str, Any]:
     """One item whole (``batchyard item --json``): payload, result, every attempt with its
     error and log lines."""
@@ -89,7 +90,7 @@ def get_item(
     response_class=StreamingResponse,
 )
 def results(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(caller),
     format: Literal["jsonl", "csv", "parquet"] = "jsonl",
@@ -109,7 +110,7 @@ def results(
 
 
 @router.get("/batches/{batch_id}/report", responses=_READ)
-def report(batch_id: str, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
+def report(batch_id: BatchId, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
     """The batch's report (``batchyard report --json``)."""
     yard = yard_of(request)
     visible(yard, who, batch_id)
@@ -118,7 +119,7 @@ def report(batch_id: str, request: Request, who: Caller = Depends(caller)) -> di
 
 @router.get("/batches/{batch_id}/errors", responses=_READ)
 def errors(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(caller),
     limit: int | None = Query(None, ge=1, le=1000),

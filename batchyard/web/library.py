@@ -13,14 +13,14 @@ from batchyard.models import UNSET, TemplateRef
 from batchyard.views import template_view
 from batchyard.web import tasks
 from batchyard.web.auth import Caller, caller, operator, yard_of
+from batchyard.web.paths import TemplateName
 from batchyard.web.problems import responses
-from batchyard.web.schemas import NAME, TemplateIn, TemplateUpdate
+from batchyard.web.schemas import TemplateIn, TemplateUpdate
 
 router = APIRouter(tags=["templates"])
 _READ = responses(401, 404, 422, 503)
 _WRITE = responses(401, 403, 404, 409, 422, 503)
 _BODY = _WRITE | responses(400)  # a body that is not JSON
-_NAME = Path(pattern=NAME, description="the template's name")
 _VERSION = Path(ge=1, le=2**31, description="a version number")
 
 
@@ -36,7 +36,7 @@ def list_templates(
 
 @router.get("/templates/{name}", responses=_READ)
 def get_template(
-    request: Request, name: str = _NAME, _: Caller = Depends(caller)
+    request: Request, name: TemplateName, _: Caller = Depends(caller)
 ) -> dict[str, Any]:
     """The latest version (not archived), and every version with what its batches did:
     items, success rate, tokens and cost per item (``template show --json``)."""
@@ -48,7 +48,7 @@ def get_template(
 @router.get("/templates/{name}/versions/{version}", responses=_READ)
 def get_version(
     request: Request,
-    name: str = _NAME,
+    name: TemplateName,
     version: int = _VERSION,
     _: Caller = Depends(caller),
 ) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def update_template(
     body: TemplateUpdate,
     request: Request,
     response: Response,
-    name: str = _NAME,
+    name: TemplateName,
     who: Caller = Depends(operator),
 ) -> dict[str, Any]:
     """The next version: the newest version's parameters with ``params`` set and
@@ -103,7 +103,7 @@ def update_template(
 @router.get("/templates/{name}/diff", responses=_READ)
 def diff_template(
     request: Request,
-    name: str = _NAME,
+    name: TemplateName,
     old: int = Query(alias="from", ge=1, le=2**31, description="the older version"),
     new: int = Query(alias="to", ge=1, le=2**31, description="the newer version"),
     _: Caller = Depends(caller),
@@ -116,7 +116,7 @@ def diff_template(
 @router.post("/templates/{name}/versions/{version}/archive", responses=_WRITE)
 def archive_version(
     request: Request,
-    name: str = _NAME,
+    name: TemplateName,
     version: int = _VERSION,
     _: Caller = Depends(operator),
 ) -> dict[str, Any]:

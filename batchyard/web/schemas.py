@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from batchyard.clusters import ID_LENGTH
+from batchyard.items import MAX_KEY_LENGTH
 
 Json = dict[str, Any]
 
@@ -16,13 +17,25 @@ Json = dict[str, Any]
 RATE = r"^[1-9][0-9]{0,8}/(s|min|h|day)$"
 #: An error cluster's id, or the start of one (``batchyard errors`` shows them).
 CLUSTER = rf"^[0-9a-fA-F]{{1,{ID_LENGTH}}}$"
+#: The longest dataset or template name: 1 to 100 characters (``records.check_name``,
+#: ``templates.library``).
+MAX_NAME = 100
+#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
+NAME = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}$"
 #: A template version: NAME or NAME@VERSION.
-TEMPLATE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[1-9][0-9]{0,8})?$"
+TEMPLATE_REF = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}(@[1-9][0-9]{{0,8}})?$"
 #: A dataset condition: FIELD=V, FIELD!=V, FIELD<V, FIELD<=V, FIELD>V, FIELD>=V, FIELD~TEXT.
-CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,1000}$"
+#: Its value holds no U+0000 or U+0001 (``selection.Condition``: filters read a row's NUL
+#: character as U+0001).
+CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n\x00\x01]{0,1000}$"
 #: The same in a URL's query (``GET /datasets/{name}/rows``), its value shorter: the
 #: longest query that route's schema allows fits in ``limits.MAX_TARGET``.
-QUERY_CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n]{0,200}$"
+QUERY_CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n\x00\x01]{0,200}$"
+#: Text without a NUL character (U+0000): PostgreSQL's text holds none, so no batch id or
+#: key has one (``items.encode``).
+NO_NUL = r"^[^\x00]+$"
+#: A key as the core takes one (``items.item_key``): 1 to 512 characters, no NUL.
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=NO_NUL)]
 #: What ``key_field`` names. A rule over the items' own values, which no schema can say
 #: (the field is named beside them), so the document says it in words.
 KEY_FIELD = (
@@ -85,7 +98,8 @@ class BatchIn(_Strict):
     where: list[Annotated[str, Field(pattern=CONDITION)]] = Field(
         default_factory=list, max_length=100
     )
-    keys: list[str] | None = None
+    # At least one: the core refuses an empty list (schemathesis sent one and met its 422).
+    keys: list[Key] | None = Field(None, min_length=1)
     count: int | None = Field(None, ge=1, le=10_000_000)
     options: Options = Field(default_factory=Options)
 
@@ -134,14 +148,10 @@ class RerunIn(_Strict):
     name: str | None = Field(None, max_length=200)
 
 
-#: A template's or a dataset's name (the core's ``check_name`` of each), for paths and bodies.
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
 class TemplateIn(_Strict):
     """Version 1 of a new template: its task (one this server allows) and parameters."""
 
-    name: str = Field(pattern=NAME)
+    name: str = Field(max_length=MAX_NAME, pattern=NAME)
     task: str = Field(max_length=300)
     params: Json = Field(default_factory=dict)
     description: str | None = Field(None, max_length=2000)

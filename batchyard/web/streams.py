@@ -21,6 +21,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from batchyard.models import BatchStatus
 from batchyard.web.auth import Caller, caller, visible, yard_of
 from batchyard.web.feed import FeedFollower
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem, responses
 from batchyard.web.replay import Replay, named_since, replay
 from batchyard.web.settings import ServerSettings
@@ -29,7 +30,7 @@ from batchyard.web.subscriber import Subscriber
 
 log = logging.getLogger("batchyard.web.streams")
 router = APIRouter(tags=["streams"])
-_DOC = responses(400, 401, 404, 503)
+_DOC = responses(400, 401, 404, 422, 503)
 
 
 class _EventStream(StreamingResponse):
@@ -62,7 +63,9 @@ def _since(
         raise Problem(400, f"Last-Event-ID: {exc}", field="Last-Event-ID") from None
 
 
-async def _watched(batch_id: str, request: Request, who: Caller = Depends(caller)) -> BatchStatus:
+async def _watched(
+    batch_id: BatchId, request: Request, who: Caller = Depends(caller)
+) -> BatchStatus:
     """The batch, if the caller may see it (404 otherwise), checked before the stream
     starts: once it has, its status code is sent."""
     return await follower_of(request).call(visible, yard_of(request), who, batch_id)

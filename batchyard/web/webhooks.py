@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from batchyard.web.auth import Caller, caller, visible, yard_of
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import responses
 from batchyard.yard import Yard
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["webhooks"])
 
 @router.get("/batches/{batch_id}/webhooks", responses=responses(401, 404, 422, 503))
 def batch_webhooks(
-    batch_id: str, request: Request, who: Caller = Depends(caller)
+    batch_id: BatchId, request: Request, who: Caller = Depends(caller)
 ) -> dict[str, Any]:
     """The batch's webhook deliveries, oldest first (``{"batch", "deliveries"}``, each
     delivery as ``batchyard webhooks ID --json`` shows it: event, URL, state, attempts, the

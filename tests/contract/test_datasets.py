@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from batchyard import items as item_codec
-from batchyard.errors import ConfigError, DatasetNotFound, DuplicateKey, InputError
+from batchyard.errors import (
+    ConfigError,
+    DatasetNotFound,
+    DuplicateKey,
+    InputError,
+    InvalidItem,
+)
 from batchyard.models import BatchOptions
 from batchyard.records import Dataset, FieldTally, LoadMode
 from batchyard.selection import Selection, Sort
@@ -178,6 +184,58 @@ def test_a_condition_the_fields_cannot_answer_is_refused(store: Store) -> None:
         store.dataset_rows("leads", Selection.of(["tags=x"]))
     with pytest.raises(DatasetNotFound):
         store.dataset_rows("nope")
+
+
+def test_rows_holding_nul_characters_round_trip_and_filter_alike(store: Store) -> None:
+    # A NUL character is JSON's \u0000, which PostgreSQL's jsonb refuses: the row is kept
+    # whole all the same, and filters and sorts answer as they do without one.
+    rows: list[dict[str, Any]] = [
+        {"id": "a", "v": "a", "n": 1},
+        {
+            "id": "z",
+            "v": "a\x00z",
+            "n": 2,
+            "deep": {"k\x00": ["\x00\x00", "\\u0000 as text", "\\\x00", "\\\\u0000"]},
+            'say "hi"': "\x00hi",
+        },
+        {"id": "b", "v": "ab", "n": 3, "w": "\\u0000"},
+    ]
+    dataset = load(store, "nul", rows, size=2)
+    assert [(f.name, f.types) for f in dataset.fields][:3] == [
+        ("id", ("string",)),
+        ("v", ("string",)),
+        ("n", ("number",)),
+    ]
+    assert [f.name for f in dataset.fields if f.holds_nul] == ["v", 'say "hi"']
+    assert [r.data for r in store.dataset_rows("nul").rows] == rows
+    assert keys(store, "nul", "n>=2") == ["z", "b"]
+    assert keys(store, "nul", "v~z") == ["z"]
+    assert keys(store, "nul", "v=a") == ["a"]
+    assert keys(store, "nul", "v!=a") == ["z", "b"]
+    assert keys(store, "nul", "v>a") == ["z", "b"]
+    assert keys(store, "nul", "v<ab") == ["a", "z"]
+    assert keys(store, "nul", "w~u0000") == ["b"]
+    assert keys(store, "nul", 'say "hi"~hi') == ["z"]
+    assert keys(store, "nul", sort=Sort("v")) == ["a", "z", "b"]
+    assert keys(store, "nul", sort=Sort("v", descending=True)) == ["b", "z", "a"]
+    # Page by page, the cursor carries the sort value of a row with a NUL character.
+    first = store.dataset_rows("nul", sort=Sort("v"), limit=2)
+    after = store.dataset_rows("nul", sort=Sort("v"), limit=2, cursor=first.next)
+    assert [r.key for r in [*first.rows, *after.rows]] == ["a", "z", "b"]
+    store.create_batch_from_dataset("b1", BatchOptions(task="t"), "nul", Selection.of(["v~z"]), T0)
+    assert [item.payload for item in store.items("b1")] == [rows[1]]
+
+
+def test_a_nul_character_in_a_key_or_a_field_name_is_refused(store: Store) -> None:
+    # PostgreSQL's text holds no NUL character, and keys and field names are text there.
+    with pytest.raises(InvalidItem, match="field 'id' holds a NUL character") as caught:
+        load(store, "nul", [{"id": "a"}, {"id": "b\x00"}])
+    assert caught.value.position == 2
+    with pytest.raises(InvalidItem, match="field name 'f\\\\x00g' holds a NUL") as caught:
+        load(store, "nul", [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d", "f\x00g": 1}])
+    assert (caught.value.position, caught.value.key) == (4, "d")
+    with pytest.raises(DatasetNotFound):
+        store.get_dataset("nul")
 
 
 def test_sorted_keyset_pages(store: Store) -> None:

@@ -136,6 +136,9 @@ def test_bad_input_writes_nothing(cli: CLI) -> None:
     )
     error = cli.fails(2, "dataset", "add", "leads", "leads.csv", "--csv-types", "employees=bool")
     assert "leads.csv:2" in error and "employees" in error
+    nul = jsonl(cli.folder, "nul.jsonl", [{"id": "a"}, {"id": "b", "f\x00": 1}])
+    error = cli.fails(2, "dataset", "add", "leads", nul)
+    assert "nul.jsonl:2, key 'b': field name 'f\\x00' holds a NUL character (U+0000)" in error
     assert not (cli.folder / "yard.db").exists()  # nothing written, not even the file
     add_leads(cli)
     # An append that fails on its second row leaves the dataset as it was.

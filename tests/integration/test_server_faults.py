@@ -354,6 +354,53 @@ def test_a_long_url_is_a_414_problem_and_the_longest_rows_query_is_taken(tmp_pat
         assert all("414" in op["responses"] for ops in paths.values() for op in ops.values())
 
 
+def test_a_path_parameter_over_its_limit_is_a_422_problem_naming_it(tmp_path: Path) -> None:
+    """A batch id, an item key, a dataset's or a template's name longer than any the core
+    makes or takes is refused by the route's schema (maxLength in the document): a 422
+    problem naming the parameter and its limit, not a 414 only past 64 KiB. One at the
+    limit reaches the route (404: there is no such thing)."""
+    limits = {"batch_id": 64, "key": 512, "name": 100}
+    routes = [
+        ("GET", "/batches/{batch_id}", "batch_id"),
+        ("POST", "/batches/{batch_id}/pause", "batch_id"),
+        ("GET", "/batches/{batch_id}/events", "batch_id"),
+        ("GET", "/batches/{batch_id}/webhooks", "batch_id"),
+        ("GET", "/batches/{batch_id}/items/{key}", "key"),
+        ("GET", "/datasets/{name}/rows", "name"),
+        ("GET", "/templates/{name}/versions/{version}", "name"),
+    ]
+    with (
+        _yard_and_token(f"sqlite:///{tmp_path / 'yard.db'}") as (yard, auth),
+        serving(yard) as server,
+        httpx.Client(headers=auth, timeout=30) as client,
+    ):
+        for method, route, name in routes:
+            for length, status in ((limits[name], 404), (limits[name] + 1, 422)):
+                values = {"batch_id": "b", "key": "k", "name": "n", "version": "1"}
+                # Characters, not bytes (a name is ASCII: letters, digits, "_", "." and "-").
+                values[name] = ("n" if name == "name" else "é") * length
+                path = route.format(**{k: quote(v, safe="") for k, v in values.items()})
+                answer = client.request(method, f"{server.api}{path}")
+                assert answer.status_code == status, (route, length, answer.text)
+                assert answer.headers["content-type"] == "application/problem+json"
+                if status == 422:
+                    problem = answer.json()
+                    assert problem["field"] == name, problem
+                    assert f"at most {limits[name]} characters" in problem["detail"], problem
+        # No batch id or item key holds a NUL character (PostgreSQL's text has none).
+        for path, name in (("/batches/a%00b", "batch_id"), ("/batches/b/items/a%00", "key")):
+            answer = client.get(f"{server.api}{path}")
+            assert (answer.status_code, answer.json()["field"]) == (422, name), answer.text
+        document = client.get(f"{server.api}/openapi.json").json()
+        for route, operations in document["paths"].items():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["in"] == "path" and parameter["schema"]["type"] == "string":
+                        maximum = limits[parameter["name"]]
+                        assert parameter["schema"]["maxLength"] == maximum, (route, parameter)
+                        assert "422" in operation["responses"], route
+
+
 def _get(base: str, target: str, headers: dict[str, str]) -> tuple[int, str, str]:
     """GET ``target`` from the server at ``base``: status, media type and body."""
     parts = urlsplit(base)

@@ -5,7 +5,8 @@ check:
 - Batches to act on. Half the cases of a route with ``{batch_id}`` keep their generated id
   (a 404), the other half name a real batch: a seeded one for the routes that read it or
   leave it usable, a fresh one (made over HTTP) for those that end it (cancel, seal,
-  delete), so every case has something to act on whatever ran before it.
+  delete), so every case has something to act on whatever ran before it. A case whose id
+  or item key is over its limit keeps them: its schema refuses it for that.
 - What an upload holds. For a file (``format: binary``) schemathesis sends image samples or
   random bytes; a positive case gets a small file in the ``format`` it names, and
   ``options`` that are the JSON of the options its task takes (the JSON body's cases fuzz
@@ -22,6 +23,9 @@ from typing import Any
 import httpx
 import schemathesis
 from schemathesis import GenerationMode
+
+from batchyard.items import MAX_KEY_LENGTH
+from batchyard.models import MAX_BATCH_ID
 
 API = os.environ.get("BATCHYARD_ST_API", "")
 TOKEN = os.environ.get("BATCHYARD_ST_TOKEN", "")
@@ -52,6 +56,9 @@ def _with_batch(case: Any) -> None:
     params = case.path_parameters
     if _pick(params["batch_id"], 2):
         return  # keep the generated id: an unknown batch
+    too_long = len(str(params["batch_id"])) > MAX_BATCH_ID
+    if too_long or len(str(params.get("key", ""))) > MAX_KEY_LENGTH:
+        return  # a negative case, made so by its id or key: it must stay so
     method, last = case.method.upper(), case.path.rsplit("/", 1)[-1]
     ends = (method, last) in ENDING
     params["batch_id"] = _fresh_batch() if ends else SEEDED[_pick(params, len(SEEDED))]

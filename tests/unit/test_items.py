@@ -45,6 +45,15 @@ def test_an_integer_key_is_its_digits() -> None:
         list(chunks([{"id": 10**MAX_KEY_LENGTH}]))
 
 
+def test_a_key_with_a_nul_character_is_refused() -> None:
+    # PostgreSQL's text holds no NUL character: such a key would be stored on SQLite only.
+    with pytest.raises(InvalidItem, match="field 'id' holds a NUL character") as caught:
+        list(chunks([{"id": "a"}, {"id": "b\x00c"}]))
+    assert caught.value.position == 2
+    (chunk,) = chunks([{"id": "a", "v": "b\x00c"}])  # in a value it is kept
+    assert chunk.keys == ["a"]
+
+
 def test_a_chunk_holds_the_same_text_whichever_way_it_was_encoded() -> None:
     plain = [{"id": n, "s": "é\n", "n": None} for n in range(40)]
     (fast,) = chunks(plain)
