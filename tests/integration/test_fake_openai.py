@@ -146,7 +146,9 @@ def test_requests_per_window_are_enforced_and_retry_after_is_honest() -> None:
 def test_tokens_per_window_count_prompt_plus_max_tokens() -> None:
     prompt = count_prompt_tokens(chat()["messages"])
     reservation = prompt + 100
-    with FakeOpenAI(rpm=1000, tpm=2 * reservation + 20, window=1.0, **INSTANT) as server:
+    # A window long enough for five requests on a loaded machine (at 1 s, CI saw the window
+    # pass before the third): the test's last request waits for it to empty anyway.
+    with FakeOpenAI(rpm=1000, tpm=2 * reservation + 20, window=3.0, **INSTANT) as server:
         with httpx.Client(base_url=server.base_url, timeout=5.0) as client:
             first = client.post("/chat/completions", json=chat())
             assert int(first.headers["x-ratelimit-remaining-tokens"]) == reservation + 20
