@@ -84,12 +84,16 @@ def _roll_back(conn: sqlite3.Connection) -> None:
 
 
 class _Owned:
-    """A thread's connection; closed when its thread (and so its thread-local) goes."""
+    """A thread's connection; closed when its thread (and so its thread-local) goes. Its
+    thread holds ``busy`` while it uses it: ``Connections.close`` (from any thread) waits
+    for that, since closing a connection in the middle of a statement crashes the process
+    (seen: a server thread still reading the feed while a test closed its yard)."""
 
-    __slots__ = ("__weakref__", "conn")
+    __slots__ = ("__weakref__", "busy", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.busy = threading.RLock()
 
     def __del__(self) -> None:
         self.conn.close()
@@ -117,9 +121,12 @@ class Connections:
             raise StoreUnavailable(f"cannot create {path}: folder {parent} does not exist")
 
     def get(self) -> sqlite3.Connection:
+        return self._owned().conn
+
+    def _owned(self) -> _Owned:
         owned: _Owned | None = getattr(self._local, "conn", None)
         if owned is not None:
-            return owned.conn
+            return owned
         if self._closed:
             raise StoreError("the store is closed")
         try:
@@ -136,27 +143,29 @@ class Connections:
         self._local.conn = owned
         with self._lock:
             self._conns.add(owned)
-        return conn
+        return owned
 
     @contextmanager
     def write(self) -> Iterator[SqliteTx]:
-        conn = self.get()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"{self.path} is locked or unreadable: {exc}") from exc
-        try:
-            yield SqliteTx(conn)
-        except BaseException as exc:
-            _roll_back(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise self._fault(exc, "write") from exc
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _roll_back(conn)
-            raise self._fault(exc, "commit") from exc
+        owned = self._owned()
+        conn = owned.conn
+        with owned.busy:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"{self.path} is locked or unreadable: {exc}") from exc
+            try:
+                yield SqliteTx(conn)
+            except BaseException as exc:
+                _roll_back(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._fault(exc, "write") from exc
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _roll_back(conn)
+                raise self._fault(exc, "commit") from exc
 
     def _fault(self, exc: sqlite3.Error, doing: str) -> StoreError:
         """The store error for a failed write: a full disk is an outage (DiskFull)."""
@@ -168,8 +177,10 @@ class Connections:
         return StoreError(f"{doing} failed on {self.path}: {exc}")
 
     def read(self, query: str, params: Params = ()) -> list[Any]:
+        owned = self._owned()
         try:
-            return self.get().execute(query, params).fetchall()
+            with owned.busy:
+                return owned.conn.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"read failed on {self.path}: {exc}") from exc
 
@@ -182,6 +193,7 @@ class Connections:
         with self._lock:
             self._closed = True
             for owned in list(self._conns):
-                owned.conn.close()
+                with owned.busy:  # not in the middle of another thread's statement
+                    owned.conn.close()
             self._conns.clear()
         self._local = threading.local()
