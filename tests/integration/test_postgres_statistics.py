@@ -42,7 +42,7 @@ def test_a_big_fresh_batch_is_claimed_through_the_primary_key(pg_url: str) -> No
             # The claim of fresh items exactly as the store sends it (placeholders aside).
             claim = _TAKE.format(where=_FRESH, lock=" FOR UPDATE SKIP LOCKED", clear="")
             explain = "EXPLAIN (FORMAT JSON) " + claim.replace("?", "%s")
-            params = (low, high, 512, "worker", 2e9, 30.0, 1e9, 1)
+            params = (low, high, 512, "worker", 2e9, 30.0, 1e9, 1, 0)
             plan = conn.execute(explain, params).fetchone()[0]
             reltuples = conn.execute(
                 "SELECT reltuples FROM pg_class WHERE relname = 'items'"
