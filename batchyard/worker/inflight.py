@@ -98,32 +98,29 @@ class InFlight:
             ready.remove(job)
         if not replace:
             return None
-        if ready:
-            for waiting in ready:
-                if waiting.cancel_reason is None:  # a stopped one goes back (``orphans``)
-                    ready.remove(waiting)
-                    self.started.append((waiting.claim.item_id, waiting.claim.attempt))
-                    return waiting
-        if self._prefetch:
+        starting = self._start(pk)
+        if starting is None and self._prefetch:
             self._unreplaced[pk] += 1  # jobs held ready may be on their way
-        return None
+        return starting
 
     def start_ready(self, batch_pk: int) -> list[Job]:
         """Jobs held ready of a batch that start now, in place of ours that ended since
         the last round was sent (see ``_unreplaced``); they are noted for the next round."""
-        ready = self.ready.get(batch_pk)
         starting: list[Job] = []
-        while ready and self._unreplaced[batch_pk] > 0:
-            job = ready.popleft()
-            if job.cancel_reason is not None:
-                ready.append(job)  # goes back (``orphans``)
-                if all(other.cancel_reason is not None for other in ready):
-                    break
-                continue
+        while self._unreplaced[batch_pk] > 0 and (job := self._start(batch_pk)) is not None:
             self._unreplaced[batch_pk] -= 1
-            self.started.append((job.claim.item_id, job.claim.attempt))
             starting.append(job)
         return starting
+
+    def _start(self, batch_pk: int) -> Job | None:
+        """The oldest job held ready of a batch that may start, taken out and noted for the
+        next round; None if there is none (a stopped one goes back: see ``orphans``)."""
+        ready = self.ready.get(batch_pk, ())
+        job = next((job for job in ready if job.cancel_reason is None), None)
+        if job is not None:
+            self.ready[batch_pk].remove(job)
+            self.started.append((job.claim.item_id, job.claim.attempt))
+        return job
 
     def standby(self, started: list[tuple[int, int]]) -> Standby:
         """What the next round says about jobs held ready: ``started`` (see
