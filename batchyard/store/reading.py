@@ -30,6 +30,7 @@ from batchyard.store.rows import (
     BatchRow,
     ItemRow,
     item_columns,
+    shown_state,
 )
 from batchyard.store.rules import CLAIMABLE, B, S, page_key, span, spread
 from batchyard.store.sqlbase import SqlBase
@@ -43,6 +44,11 @@ _WHOLE_GROUPS = (
 )
 #: Item states with a partial index of their own (see the schema).
 _INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
+#: Filters by a state that items held ready beyond a cap (standby) read as or hide.
+_STATE_IS = {
+    S.PENDING: f" AND (state = ? OR (state = '{S.RUNNING}' AND standby = 1))",
+    S.RUNNING: " AND state = ? AND standby = 0",
+}
 #: A batch's first and last item ids. NOTE: two subqueries, not MIN and MAX in one: SQLite
 #: answers a lone MIN or MAX from the primary key, both together by a scan of the batch.
 FIRST_LAST = (
@@ -157,7 +163,8 @@ class Reading(SqlBase):
         low, high = span(pk)
         where, params = "id > ? AND id < ?", list[object]([low + max(0, after), high])
         if state is not None:
-            where += " AND state = ?"
+            # As items read (``shown_state``): one held ready beyond its cap is pending.
+            where += _STATE_IS.get(state, " AND state = ?")
             params.append(state.value)
         if cluster is not None:
             where += " AND error_sig = ?"
@@ -258,8 +265,7 @@ class Reading(SqlBase):
     def recount(self, batch_id: str) -> Counts:
         # An item held ready beyond its batch's cap counts as pending, as in the counters.
         rows = self._read(
-            f"SELECT CASE WHEN state = '{S.RUNNING}' AND standby = 1 THEN '{S.PENDING}' "
-            "ELSE state END AS counted, COUNT(*) FROM items WHERE id >= ? AND id < ? "
+            f"SELECT {shown_state()} AS counted, COUNT(*) FROM items WHERE id >= ? AND id < ? "
             "GROUP BY counted",
             span(self._pk(batch_id)),
         )
@@ -270,9 +276,9 @@ class Reading(SqlBase):
     ) -> dict[tuple[ItemState, ItemState], int]:
         first, second = self._pk(first_id), self._pk(second_id)
         rows = self._read(
-            "SELECT a.state, b.state, COUNT(*) FROM items a "
+            f"SELECT {shown_state('a')}, {shown_state('b')}, COUNT(*) FROM items a "
             "JOIN items b ON b.batch_pk = ? AND b.key = a.key "
-            "WHERE a.id >= ? AND a.id < ? GROUP BY a.state, b.state",
+            "WHERE a.id >= ? AND a.id < ? GROUP BY 1, 2",
             (second, *span(first)),
         )
         return {(S(a), S(b)): int(n) for a, b, n in rows}

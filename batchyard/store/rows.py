@@ -245,16 +245,39 @@ class ExpiredRow(NamedTuple):
 
 
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
-ITEM_COLUMNS = ", ".join(ItemRow._fields)
+
+
+def shown_state(table: str = "") -> str:
+    """An item's state as readers see it: one held ready beyond its batch's cap (leased as
+    running, ``standby``) has not started, so it reads as pending, as the counters count it.
+    ``table``: the alias of ``items`` in the query, if any."""
+    of = f"{table}." if table else ""
+    return f"CASE WHEN {_HELD_READY.format(of=of)} THEN '{ItemState.PENDING}' ELSE {of}state END"
+
+
+#: An item held ready: leased as running, not started (a cancelled one keeps the flag).
+_HELD_READY = f"{{of}}state = '{ItemState.RUNNING}' AND {{of}}standby = 1"
+
+
+#: What ItemRow's fields read that is not the column of the same name: an item held ready
+#: reads as pending and not started (see ``shown_state``).
+_SHOWN = {
+    "state": f"{shown_state()} AS state",
+    "started_at": f"CASE WHEN {_HELD_READY.format(of='')} THEN NULL ELSE started_at END "
+    "AS started_at",
+}
 
 
 @functools.cache
-def item_columns(payloads: bool, results: bool) -> str:
-    """ITEM_COLUMNS, with payload and/or result read as NULL when not wanted: the two
-    columns that may be megabytes."""
+def item_columns(payloads: bool = True, results: bool = True) -> str:
+    """The columns of ItemRow, with payload and/or result read as NULL when not wanted:
+    the two columns that may be megabytes."""
     left = {"payload"} if not payloads else set()
     left |= {"result"} if not results else set()
-    return ", ".join("NULL" if name in left else name for name in ItemRow._fields)
+    return ", ".join("NULL" if name in left else _SHOWN.get(name, name) for name in ItemRow._fields)
+
+
+ITEM_COLUMNS = item_columns()
 
 
 COUNTER_OF: dict[ItemState, str] = {state: f"n_{state.value}" for state in ItemState}

@@ -74,9 +74,10 @@ _UNLEASE = (
     "max_attempt = max_attempt + ?, finished_at = ?, seq = ?{sets} "
     f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}'{{where}} RETURNING again, standby"
 )
-#: Items held ready (standby) that their worker starts: they count against the cap now.
+#: Items held ready (standby) that their worker starts: they count against the cap now,
+#: and read as running from now on (a change in the feed).
 _PROMOTE = (
-    "UPDATE items SET standby = 0 "
+    "UPDATE items SET standby = 0, seq = ?, started_at = ? "
     f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}' AND standby = 1"
 )
 #: What a lease taken back sets besides: a run that ended so says why it runs again; a lease
@@ -189,9 +190,10 @@ class Working(Recording):
     @staticmethod
     def _start_standby(tx: Tx, started: Sequence[tuple[int, int]], now: float) -> None:
         """Items held ready that their worker started count against their caps now."""
-        by_batch: dict[int, list[tuple[int, int]]] = {}
-        for lease in started:
-            by_batch.setdefault(lease[0] >> POSITION_BITS, []).append(lease)
+        by_batch: dict[int, list[tuple[int, int, int, float]]] = {}
+        for item_id, attempt in started:
+            row = (tx.seq, now, item_id, attempt)
+            by_batch.setdefault(item_id >> POSITION_BITS, []).append(row)
         for pk in sorted(by_batch):
             moved = tx.many(_PROMOTE, by_batch[pk])
             if moved:

@@ -76,6 +76,9 @@ class Lifecycle(RuleBasedStateMachine):
         self.claims: list[Claim] = []  # every lease ever handed out, live or stale
         #: Leases held ready beyond their batch's cap, not started (item id, attempt).
         self.ready: set[tuple[int, int]] = set()
+        #: Items held ready that started since the feed was last followed: they may move
+        #: from pending as if from running (started and ended in one commit).
+        self.started: set[tuple[str, str]] = set()
         self.leases: dict[int, tuple[int, float]] = {}  # item id -> (attempt, expiry)
         self.batch_state: dict[str, BatchState] = {}  # followed through the event feed
         self.item_state: dict[tuple[str, str], ItemState] = {}  # through item_changes
@@ -110,7 +113,9 @@ class Lifecycle(RuleBasedStateMachine):
 
     def _is_live(self, claim: Claim) -> bool:
         item = self.store.item(claim.batch.id, claim.key)
-        return item.state is S.RUNNING and item.attempts == claim.attempt
+        # One held ready beyond its cap reads as pending until it starts (shown_state).
+        leased_as = S.PENDING if (claim.item_id, claim.attempt) in self.ready else S.RUNNING
+        return item.state is leased_as and item.attempts == claim.attempt
 
     def _may_record(self, claim: Claim) -> bool:
         """Whether an outcome of this lease applies: live, and started if held ready."""
@@ -296,6 +301,8 @@ class Lifecycle(RuleBasedStateMachine):
             [], "w", {}, 0, self.now, LEASE, standby=Standby(started=[(c.item_id, c.attempt)])
         )
         self.ready.discard((c.item_id, c.attempt))
+        self.started.add((c.batch.id, c.key))
+        assert self.store.item(c.batch.id, c.key).state is S.RUNNING
         after = self.store.get_batch(c.batch.id).counts
         assert (after.running, after.pending) == (
             status.counts.running + 1,
@@ -372,6 +379,8 @@ class Lifecycle(RuleBasedStateMachine):
             outcomes, "w", {}, 0, self.now, LEASE, standby=Standby(started=started)
         )
         self.ready -= set(started)
+        promoted = {c.item_id for c in self.claims if (c.item_id, c.attempt) in started}
+        self.started |= {(c.batch.id, c.key) for c in self.claims if c.item_id in promoted}
         refused = [n for n in range(len(outcomes)) if n not in applied]
         assert [(o.item_id, o.attempt) for o in done.rejected] == [
             (outcomes[n].item_id, outcomes[n].attempt) for n in refused
@@ -388,8 +397,9 @@ class Lifecycle(RuleBasedStateMachine):
                 self.failures[batch_id] = self.failures.get(batch_id, 0) + 1
             self._let_go(o.item_id)
         for item_id in set(before) - {outcomes[n].item_id for n in applied}:
-            # A refused outcome changes nothing.
-            assert self.store.item(before[item_id].batch_id, before[item_id].key) == before[item_id]
+            # A refused outcome changes nothing (the start of one held ready still counts).
+            now = self.store.item(before[item_id].batch_id, before[item_id].key)
+            assert now.state is S.RUNNING if item_id in promoted else now == before[item_id]
         self._clusters_agree({c.batch.id for c in picked})
 
     @rule(seconds=st.sampled_from([1, 3, 10, LEASE + 1]))
@@ -518,12 +528,15 @@ class Lifecycle(RuleBasedStateMachine):
             for item in self.store.item_changes(batch_id, since=since, limit=100_000):
                 assert since < item.seq <= cursor
                 old = self.item_state[(batch_id, item.key)]
+                if (batch_id, item.key) in self.started and old is S.PENDING:
+                    old = S.RUNNING  # held ready, then started and maybe ended in one commit
                 assert _item_move_allowed(old, item.state), (batch_id, item.key, old, item.state)
                 self.item_state[(batch_id, item.key)] = item.state
             self.item_cursor[batch_id] = cursor
             # Every change showed up in the feed: the followed states are the real ones.
             for item in self.store.items(batch_id):
                 assert self.item_state[(batch_id, item.key)] is item.state, item
+        self.started = set()
 
     def _counters_agree_and_batches_end(self, statuses: dict[str, BatchStatus]) -> None:
         for batch_id, status in statuses.items():

@@ -46,9 +46,17 @@ def test_a_claim_holds_items_ready_beyond_the_cap_and_counts_them_pending(store:
     ready = [c for c in got if c.standby]
     # Three under the cap, and as many held ready as it holds there (each waits for one).
     assert (len(running), len(ready)) == (3, 3)
-    assert all(store.item(batch_id, c.key).state is S.RUNNING for c in got)
     counts = store.get_batch(batch_id).counts
     assert (counts.running, counts.pending) == (3, 7)
+    # Items read as the counters count them: those held ready have not started.
+    assert all(store.item(batch_id, c.key).state is S.RUNNING for c in running)
+    for c in ready:
+        item = store.item(batch_id, c.key)
+        assert (item.state, item.started_at, item.worker) == (S.PENDING, None, W1)
+    listed = {s: {i.key for i in store.items(batch_id, state=s)} for s in (S.RUNNING, S.PENDING)}
+    assert listed[S.RUNNING] == {c.key for c in running}
+    assert {c.key for c in ready} < listed[S.PENDING]
+    assert (len(listed[S.RUNNING]), len(listed[S.PENDING])) == (counts.running, counts.pending)
     # Another worker finds the cap full: items held ready do not make room.
     assert round_trip(store, W2, want=5) == []
 
@@ -78,10 +86,26 @@ def test_a_started_item_takes_the_place_of_one_that_ended_in_the_same_commit(
     assert (len(running), len(ready)) == (2, 2)
     # The first ended; the worker started one held ready in its place, and it ended too.
     round_trip(store, W1, outcomes=[running[0], ready[0]], started=[ready[0]], limit=0)
+    assert store.item(batch_id, ready[0].key).state is S.SUCCEEDED
     counts = store.get_batch(batch_id).counts
     assert (counts.succeeded, counts.running, counts.pending) == (2, 1, 3)
     # One of the two under the cap is free again: another worker may take one now.
     assert len(round_trip(store, W2)) == 1
+
+
+def test_starting_an_item_held_ready_is_a_change_in_the_feed(store: Store) -> None:
+    batch_id = submit(store, "b", 4, concurrency=1)
+    (first, held) = round_trip(store, W1, want=1)
+    round_trip(store, W1, outcomes=[first], limit=0)
+    before = store.cursor()
+    # A round that only starts an item held ready (it arrived after its place was free).
+    round_trip(store, W1, started=[held], limit=0, now=T0 + 5)
+    assert store.cursor() > before
+    (changed,) = store.item_changes(batch_id, since=before)
+    assert (changed.key, changed.state, changed.started_at) == (held.key, S.RUNNING, T0 + 5)
+    counts = store.get_batch(batch_id).counts
+    assert (counts.running, counts.pending, counts.succeeded) == (1, 2, 1)
+    assert counts == store.recount(batch_id)
 
 
 def test_an_outcome_of_an_item_held_ready_that_was_not_started_is_refused(
@@ -92,7 +116,7 @@ def test_an_outcome_of_an_item_held_ready_that_was_not_started_is_refused(
     assert held.standby
     done, _ = store.record_and_claim([outcome(held)], W1, {}, 0, T0, LEASE)
     assert [(o.item_id, o.attempt) for o in done.rejected] == [(held.item_id, held.attempt)]
-    assert store.item(batch_id, held.key).state is S.RUNNING
+    assert store.item(batch_id, held.key).state is S.PENDING  # still held ready
     counts = store.get_batch(batch_id).counts
     assert (counts.running, counts.pending, counts.succeeded) == (1, 3, 0)
 
