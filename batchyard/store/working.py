@@ -190,7 +190,7 @@ class Working(Recording):
     @staticmethod
     def _start_standby(tx: Tx, started: Sequence[tuple[int, int]], now: float) -> None:
         """Items held ready that their worker started count against their caps now."""
-        by_batch: dict[int, list[tuple[int, int, int, float]]] = {}
+        by_batch: dict[int, list[tuple[int, float, int, int]]] = {}
         for item_id, attempt in started:
             row = (tx.seq, now, item_id, attempt)
             by_batch.setdefault(item_id >> POSITION_BITS, []).append(row)
