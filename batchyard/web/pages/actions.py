@@ -19,6 +19,7 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: The controls that ask for the batch's name to be typed.
@@ -117,7 +118,7 @@ def confirm_page(
     control: Control,
     request: Request,
     who: Caller = Depends(signed_in),
-    cluster: str | None = Query(None, max_length=64),
+    cluster: Text | None = Query(None, max_length=64),
 ) -> HTMLResponse:
     if not can_operate(who):
         raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
@@ -132,7 +133,7 @@ def act(
     request: Request,
     who: Caller = Depends(operating),
     confirm_name: str = Form("", max_length=300),
-    cluster: str | None = Form(None, max_length=64),
+    cluster: Text | None = Form(None, max_length=64),
 ) -> Response:
     yard = yard_of(request)
     status = visible(yard, who, batch_id)

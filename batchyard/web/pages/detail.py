@@ -24,6 +24,7 @@ from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: Items shown on one page of a batch's table.
@@ -169,7 +170,7 @@ def batch_page(
     request: Request,
     who: Caller = Depends(signed_in),
     state: ItemState | None = None,
-    cluster: str | None = Query(None, max_length=64),
+    cluster: Text | None = Query(None, max_length=64),
     cursor: int = Query(0, ge=0, le=2**31),
     done: Control | None = None,
 ) -> HTMLResponse:

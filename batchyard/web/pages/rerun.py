@@ -7,7 +7,7 @@ goes to it; a version archived meanwhile is said on the page, nothing made."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -22,7 +22,7 @@ from batchyard.web.pages.guard import operating, signed_in
 from batchyard.web.pages.new import operator_only, template_choices
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
-from batchyard.web.schemas import TEMPLATE_REF
+from batchyard.web.schemas import TEMPLATE_REF, Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Which = Literal["all", "failed", "succeeded", "cancelled"]
@@ -80,7 +80,7 @@ def confirm_rerun(
     request: Request,
     who: Caller = Depends(signed_in),
     items: Which = Query("all"),
-    template: str = Query("", max_length=120),
+    template: Annotated[Text, Query(max_length=120)] = "",
 ) -> HTMLResponse:
     """What a re-run of these items with this version makes, before it is made."""
     operator_only(who)
@@ -95,7 +95,7 @@ def rerun(
     who: Caller = Depends(operating),
     items: Which = Form("all"),
     template: str = Form("", max_length=120, pattern=f"({TEMPLATE_REF})|^$"),
-    name: str = Form("", max_length=200),
+    name: Annotated[Text, Form(max_length=200)] = "",
 ) -> Response:
     """The new batch, then its page; the confirm page again, saying why, if none."""
     yard = yard_of(request)
