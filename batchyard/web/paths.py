@@ -12,13 +12,14 @@ from fastapi import Path
 
 from batchyard.items import MAX_KEY_LENGTH
 from batchyard.models import MAX_BATCH_ID
-from batchyard.web.schemas import MAX_NAME, NAME, NO_NUL
+from batchyard.web.schemas import MAX_NAME, NAME, Text
 
-BatchId = Annotated[
-    str, Path(max_length=MAX_BATCH_ID, pattern=NO_NUL, description="the batch's id")
-]
+BatchId = Annotated[Text, Path(max_length=MAX_BATCH_ID, description="the batch's id")]
+#: A route takes it as ``{key:path}``: a key may hold "/" (sent as is or as %2F, which the
+#: server decodes before routing). A route with parts after the key must come before it,
+#: as ``:path`` would take those parts too.
 ItemKey = Annotated[
-    str, Path(max_length=MAX_KEY_LENGTH, pattern=NO_NUL, description="the item's key")
+    Text, Path(min_length=1, max_length=MAX_KEY_LENGTH, description="the item's key")
 ]
 DatasetName = Annotated[
     str, Path(max_length=MAX_NAME, pattern=NAME, description="the dataset's name")

@@ -1,6 +1,6 @@
 """What the server takes in, over real HTTP: text with a NUL character (which PostgreSQL's
 text cannot hold) is a 422 naming where it is, from the API and from the dashboard, on
-either store."""
+either store; an item whose key holds "/" is read through the API."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import pytest
 
 from batchyard import Yard
 from tests.procs.inproc_server import ServerThread, serving
@@ -102,3 +104,25 @@ def test_text_with_a_nul_is_a_422_naming_it(store_url: str) -> None:
             page = client.post(f"/batches/{done}/actions/rerun", data=form)
             assert page.status_code == 422 and "name: String should match" in page.text
             assert [b.name for b in yard.batches(limit=10).rows] == ["done"]
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["slash", "percent-2F"])
+def test_an_item_whose_key_holds_a_slash_is_read_through_the_api(
+    store_url: str, encoded: bool
+) -> None:
+    """Keys are free text: one holding "/" (sent as is, or as %2F) reaches the item, not a
+    404 for a path with parts the route had not."""
+    keys = ["docs/a.txt", "a/b/c", "/lead", "trail/", "x%2Fy", "plain"]
+    with _served(store_url) as (yard, server, secret):
+        batch = yard.submit(TASK, [{"id": k, "n": n} for n, k in enumerate(keys)])
+        auth = {"Authorization": f"Bearer {secret}"}
+        with httpx.Client(base_url=server.api, headers=auth, timeout=30) as client:
+            for n, key in enumerate(keys):
+                part = quote(key, safe="" if encoded else "/")
+                answer = client.get(f"/batches/{batch.id}/items/{part}")
+                assert answer.status_code == 200, (key, answer.text)
+                assert (answer.json()["key"], answer.json()["payload"]["n"]) == (key, n)
+            missing = client.get(f"/batches/{batch.id}/items/docs/b.txt")
+            assert missing.status_code == 404, missing.text
+            listing = client.get(f"/batches/{batch.id}/items")
+            assert [i["key"] for i in listing.json()["items"]] == keys
