@@ -1,8 +1,9 @@
-"""The free-text path parameters of the API's routes, each no longer than the core makes or
-takes one: a longer one (or an id or key with a NUL character, which none has) is a 422
-problem naming it and its limit (the route's schema says ``maxLength``), before the route
-reads the store. Without a limit only a URL over 64 KiB
-was refused (``limits.py``, a 414)."""
+"""The free-text path parameters of the API's routes and the dashboard's pages, each no
+longer than the core makes or takes one: a longer one (or one with a NUL character, which
+none has) is a 422 naming it and its limit, before the route reads the store: a problem
+from the API (the route's schema says ``maxLength``), an error page from the dashboard
+(``pages.route``). Without a limit only a URL over 64 KiB was refused (``limits.py``, a
+414)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Path
 
+from batchyard import access
 from batchyard.items import MAX_KEY_LENGTH
 from batchyard.models import MAX_BATCH_ID
 from batchyard.web.schemas import MAX_NAME, NAME, Text
@@ -27,3 +29,4 @@ DatasetName = Annotated[
 TemplateName = Annotated[
     str, Path(max_length=MAX_NAME, pattern=NAME, description="the template's name")
 ]
+TokenName = Annotated[Text, Path(max_length=access.MAX_NAME, description="the token's name")]

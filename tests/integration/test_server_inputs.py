@@ -1,12 +1,14 @@
 """What the server takes in, over real HTTP: text with a NUL character (which PostgreSQL's
 text cannot hold) is a 422 naming where it is, from the API and from the dashboard, on
-either store; an item whose key holds "/" is read through the API."""
+either store; an item whose key holds "/" is read through the API; the dashboard's path
+parameters keep the API's limits and answer an over-long one with its error page."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +16,10 @@ import httpx
 import pytest
 
 from batchyard import Yard
+from batchyard.access import MAX_NAME as MAX_TOKEN_NAME
+from batchyard.items import MAX_KEY_LENGTH
+from batchyard.models import MAX_BATCH_ID
+from batchyard.web.schemas import MAX_NAME
 from tests.procs.inproc_server import ServerThread, serving
 
 TASK = "tests.procs.tasks:square"
@@ -99,10 +105,12 @@ def test_text_with_a_nul_is_a_422_naming_it(store_url: str) -> None:
                 page = client.get(path, params=params)
                 assert page.status_code == 422, (path, params, page.text)
                 assert page.headers["content-type"].startswith("text/html")
-                assert f"{field}: String should match pattern" in page.text, page.text
+                said = f'<p class="notice bad">{field}: String should match pattern'
+                assert said in page.text, page.text
             form = {"csrf": csrf, "name": NUL}
             page = client.post(f"/batches/{done}/actions/rerun", data=form)
-            assert page.status_code == 422 and "name: String should match" in page.text
+            said = '<p class="notice bad">name: String should match pattern'
+            assert page.status_code == 422 and said in page.text, page.text
             assert [b.name for b in yard.batches(limit=10).rows] == ["done"]
 
 
@@ -126,3 +134,47 @@ def test_an_item_whose_key_holds_a_slash_is_read_through_the_api(
             assert missing.status_code == 404, missing.text
             listing = client.get(f"/batches/{batch.id}/items")
             assert [i["key"] for i in listing.json()["items"]] == keys
+
+
+def test_a_page_path_parameter_over_its_limit_is_the_error_page(tmp_path: Path) -> None:
+    """The dashboard's path parameters have the API's limits: one over is the dashboard's
+    error page, a 422 naming it and its limit (not a JSON body); one at the limit reaches
+    the route, which finds nothing (its 404 page)."""
+    limits = {"batch_id": MAX_BATCH_ID, "key": MAX_KEY_LENGTH, "name": MAX_NAME}
+    routes = [
+        ("/batches/{batch_id}", "batch_id"),
+        ("/batches/{batch_id}/live", "batch_id"),
+        ("/batches/{batch_id}/live/events", "batch_id"),
+        ("/batches/{batch_id}/actions/cancel", "batch_id"),
+        ("/batches/{batch_id}/actions/rerun", "batch_id"),
+        ("/batches/{batch_id}/items/{key}", "batch_id"),
+        ("/batches/{batch_id}/items/{key}", "key"),
+        ("/batches/{batch_id}/items/{key}/live", "key"),
+        ("/templates/{name}", "name"),
+        ("/datasets/{name}", "name"),
+        ("/tokens/{token}/revoke", "token"),
+    ]
+    with (
+        _served(f"sqlite:///{tmp_path / 'yard.db'}") as (yard, server, secret),
+        _signed_in(server, secret) as (client, csrf),
+    ):
+        batch = yard.submit(TASK, [{"id": "k", "n": 1}])
+        for route, name in routes:
+            maximum = MAX_TOKEN_NAME if name == "token" else limits[name]
+            for length, status in ((maximum, 404), (maximum + 1, 422)):
+                values = {"batch_id": batch.id, "key": "k", "name": "n", "token": "t"}
+                values[name] = ("é" if name == "key" else "n") * length
+                path = route.format(**{k: quote(v, safe="") for k, v in values.items()})
+                page = client.get(path)
+                assert page.status_code == status, (route, length, page.text[:500])
+                assert page.headers["content-type"].startswith("text/html"), route
+                assert 'href="/">Back to the batches</a>' in page.text, route
+                if status == 422:
+                    field = "name" if name == "token" else name
+                    said = f"{field}: String should have at most {maximum} characters"
+                    assert f'<p class="notice bad">{said}' in page.text, page.text
+        # A form post too (its CSRF token checked first).
+        long = "t" * (MAX_TOKEN_NAME + 1)
+        page = client.post(f"/tokens/{long}/revoke", data={"csrf": csrf, "confirm_name": "t"})
+        said = f"name: String should have at most {MAX_TOKEN_NAME} characters"
+        assert page.status_code == 422 and f'<p class="notice bad">{said}' in page.text

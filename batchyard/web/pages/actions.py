@@ -18,6 +18,7 @@ from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem
 from batchyard.web.schemas import Text
 
@@ -114,7 +115,7 @@ def _confirm(
 
 @router.get("/batches/{batch_id}/actions/{control}", response_class=HTMLResponse)
 def confirm_page(
-    batch_id: str,
+    batch_id: BatchId,
     control: Control,
     request: Request,
     who: Caller = Depends(signed_in),
@@ -128,7 +129,7 @@ def confirm_page(
 
 @router.post("/batches/{batch_id}/actions/{control}")
 def act(
-    batch_id: str,
+    batch_id: BatchId,
     control: Control,
     request: Request,
     who: Caller = Depends(operating),

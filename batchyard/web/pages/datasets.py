@@ -21,6 +21,7 @@ from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render, rows
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import DatasetName
 from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import BatchIn, Text
 
@@ -65,7 +66,7 @@ def _rows_page(
 
 @router.get("/datasets/{name}", response_class=HTMLResponse)
 def dataset_page(
-    name: str,
+    name: DatasetName,
     request: Request,
     who: Caller = Depends(signed_in),
     where: Annotated[Text, Query(max_length=4000)] = "",
@@ -80,7 +81,7 @@ def dataset_page(
 
 @router.post("/datasets/{name}/batch")
 def start_batch(
-    name: str,
+    name: DatasetName,
     request: Request,
     who: Caller = Depends(operating),
     scope: str = Form("ticked", pattern="^(ticked|all)$"),

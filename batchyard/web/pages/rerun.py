@@ -21,6 +21,7 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import operating, signed_in
 from batchyard.web.pages.new import operator_only, template_choices
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem, of_error
 from batchyard.web.schemas import TEMPLATE_REF, Text
 
@@ -76,7 +77,7 @@ def _page(
 
 @router.get(URL, response_class=HTMLResponse)
 def confirm_rerun(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(signed_in),
     items: Which = Query("all"),
@@ -90,7 +91,7 @@ def confirm_rerun(
 
 @router.post(URL)
 def rerun(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(operating),
     items: Which = Form("all"),
