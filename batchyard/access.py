@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 SESSION_TTL = 7 * 24 * 3600.0
 #: A token's last use is written at most this often (a request must not be a write).
 TOUCH_EVERY = 60.0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+#: The longest token name (an owner is one too).
+MAX_NAME = 64
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@-]{{0,{MAX_NAME - 1}}}")
 
 
 class Role(StrEnum):
@@ -92,7 +94,7 @@ def digest(secret: str) -> str:
 def check_name(name: str, what: str = "token name") -> str:
     if not _NAME.fullmatch(name):
         raise ConfigError(
-            f"{what} {name!r} is not usable: 1-64 letters, digits, '_', '.', '@' or '-', "
+            f"{what} {name!r} is not usable: 1-{MAX_NAME} letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit"
         )
     return name

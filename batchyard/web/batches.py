@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from batchyard import report
+from batchyard import access, report
 from batchyard.clusters import TOP_CLUSTERS
 from batchyard.models import BatchStatus, Finishes
 from batchyard.states import BatchState
@@ -19,7 +19,7 @@ from batchyard.web import submissions, uploads
 from batchyard.web.auth import Caller, caller, operator, visible, yard_of
 from batchyard.web.paths import BatchId
 from batchyard.web.problems import responses
-from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn
+from batchyard.web.schemas import ItemsIn, RerunIn, RetryIn, Text
 
 router = APIRouter(tags=["batches"])
 _READ = responses(401, 404, 422, 503)
@@ -81,12 +81,14 @@ def list_batches(
     request: Request,
     who: Caller = Depends(caller),
     state: BatchState | None = None,
-    task: str | None = Query(None, max_length=300),
-    template: str | None = Query(None, max_length=300),
-    q: str | None = Query(None, max_length=200, description="text in the name or id"),
+    task: Text | None = Query(None, max_length=300),
+    template: Text | None = Query(None, max_length=300),
+    q: Text | None = Query(None, max_length=200, description="text in the name or id"),
     created_after: float | None = None,
     created_before: float | None = None,
-    owner: str | None = Query(None, max_length=64, description="admins only: one owner's"),
+    owner: Text | None = Query(
+        None, max_length=access.MAX_NAME, description="admins only: one owner's"
+    ),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=40, pattern=r"^p\d{1,19}$"),
 ) -> dict[str, Any]:

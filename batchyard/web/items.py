@@ -71,7 +71,8 @@ def list_items(
     return {"items": items, "next_cursor": rows[-1].position if more else None}
 
 
-@router.get("/batches/{batch_id}/items/{key}", responses=_READ)
+# ``:path``: a key may hold "/" (paths.ItemKey).
+@router.get("/batches/{batch_id}/items/{key:path}", responses=_READ)
 def get_item(
     batch_id: BatchId, key: ItemKey, request: Request, who: Caller = Depends(caller)
 ) -> dict[str, Any]:

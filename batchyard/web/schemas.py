@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from batchyard.clusters import ID_LENGTH
 from batchyard.items import MAX_KEY_LENGTH
@@ -33,9 +40,15 @@ CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n\x00\x01]{0,1000}$"
 QUERY_CONDITION = r"^[A-Za-z0-9_.-]{1,100}(>=|<=|!=|=|<|>|~)[^\n\x00\x01]{0,200}$"
 #: Text without a NUL character (U+0000): PostgreSQL's text holds none, so no batch id or
 #: key has one (``items.encode``).
-NO_NUL = r"^[^\x00]+$"
+NO_NUL = r"^[^\x00]*$"
+#: Free text of a request (a body's field, a query or form parameter, a path's part) that
+#: the store keeps or looks up: one with a NUL is a 422 naming it, where PostgreSQL would
+#: refuse it (a 503). A parameter that defaults to text takes it as
+#: ``Annotated[Text, Query(...)] = ""``: FastAPI drops the pattern of ``Text = Query("")``
+#: (not of ``Text | None = Query(None)``).
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 #: A key as the core takes one (``items.item_key``): 1 to 512 characters, no NUL.
-Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=NO_NUL)]
+Key = Annotated[Text, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
 #: What ``key_field`` names. A rule over the items' own values, which no schema can say
 #: (the field is named beside them), so the document says it in words.
 KEY_FIELD = (
@@ -66,7 +79,7 @@ class _Strict(BaseModel):
 class Options(_Strict):
     """A submission's options (those of ``batchyard submit``)."""
 
-    name: str | None = Field(None, max_length=200)
+    name: Text | None = Field(None, max_length=200)
     concurrency: int | None = Field(None, ge=1, le=100_000)
     max_attempts: int | None = Field(None, ge=1, le=1000)
     timeout: float | None = Field(None, gt=0)
@@ -77,7 +90,7 @@ class Options(_Strict):
     rate_limit: str | None = Field(None, pattern=RATE, description='e.g. "25/min"')
     tokens_per_minute: str | None = Field(None, pattern=TOKEN_RATE, description='e.g. "90000"')
     max_result_bytes: int | None = Field(None, ge=1)
-    key_field: str | None = Field("id", max_length=200, description=KEY_FIELD)
+    key_field: Text | None = Field("id", max_length=200, description=KEY_FIELD)
     open: bool = False
     #: URLs to POST the batch's status to, signed, when it ends, pauses or needs attention.
     # The URL rule of deliveries.py as a pattern (schemathesis met its 422 for any text).
@@ -91,10 +104,10 @@ class BatchIn(_Strict):
     items: ``items``, a ``dataset`` (with ``where`` conditions and ``keys``), or ``count``
     (a generation batch). ``options.open`` makes a batch that takes items later."""
 
-    task: str | None = Field(None, max_length=300)
+    task: Text | None = Field(None, max_length=300)
     template: str | None = Field(None, pattern=TEMPLATE_REF, description="NAME or NAME@VERSION")
     items: list[Json] | None = Field(None, min_length=1)
-    dataset: str | None = Field(None, max_length=200)
+    dataset: Text | None = Field(None, max_length=200)
     where: list[Annotated[str, Field(pattern=CONDITION)]] = Field(
         default_factory=list, max_length=100
     )
@@ -108,7 +121,7 @@ class ItemsIn(_Strict):
     """Items for an open batch."""
 
     items: list[Json] = Field(min_length=1)
-    key_field: str | None = Field("id", max_length=200, description=KEY_FIELD)
+    key_field: Text | None = Field("id", max_length=200, description=KEY_FIELD)
 
 
 def _failed() -> list[Literal["failed", "cancelled"]]:
@@ -135,7 +148,7 @@ class RetryIn(_Strict):
     )
 
     states: list[Literal["failed", "cancelled"]] = Field(default_factory=_failed, min_length=1)
-    keys: list[str] | None = None
+    keys: list[Key] | None = None
     cluster: str | None = Field(None, pattern=CLUSTER)
 
 
@@ -145,16 +158,16 @@ class RerunIn(_Strict):
 
     template: str | None = Field(None, pattern=TEMPLATE_REF)
     state: Literal["all", "failed", "succeeded", "cancelled"] = "all"
-    name: str | None = Field(None, max_length=200)
+    name: Text | None = Field(None, max_length=200)
 
 
 class TemplateIn(_Strict):
     """Version 1 of a new template: its task (one this server allows) and parameters."""
 
     name: str = Field(max_length=MAX_NAME, pattern=NAME)
-    task: str = Field(max_length=300)
+    task: Text = Field(max_length=300)
     params: Json = Field(default_factory=dict)
-    description: str | None = Field(None, max_length=2000)
+    description: Text | None = Field(None, max_length=2000)
 
 
 class TemplateUpdate(_Strict):
@@ -163,5 +176,5 @@ class TemplateUpdate(_Strict):
     version's (null clears it)."""
 
     params: Json = Field(default_factory=dict)
-    unset: list[str] = Field(default_factory=list, max_length=100)
-    description: str | None = Field(None, max_length=2000)
+    unset: list[Text] = Field(default_factory=list, max_length=100)
+    description: Text | None = Field(None, max_length=2000)

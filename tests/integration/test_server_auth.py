@@ -98,7 +98,7 @@ def _routes(world: World) -> list[tuple[str, str, APIRoute | None]]:
 
 def _url(world: World, path: str) -> str:
     name = "d1" if path.startswith("/api/v1/datasets/") else "t1"
-    url = path.replace("{batch_id}", world.batch_id).replace("{key}", "1")
+    url = path.replace("{batch_id}", world.batch_id).replace("{key:path}", "1")
     url = url.replace("{name}", name).replace("{version}", "1")
     assert "{" not in url, f"the matrix does not know how to fill {path}"
     if path == "/api/v1/compare":

@@ -18,7 +18,9 @@ from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: The controls that ask for the batch's name to be typed.
@@ -113,11 +115,11 @@ def _confirm(
 
 @router.get("/batches/{batch_id}/actions/{control}", response_class=HTMLResponse)
 def confirm_page(
-    batch_id: str,
+    batch_id: BatchId,
     control: Control,
     request: Request,
     who: Caller = Depends(signed_in),
-    cluster: str | None = Query(None, max_length=64),
+    cluster: Text | None = Query(None, max_length=64),
 ) -> HTMLResponse:
     if not can_operate(who):
         raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
@@ -127,12 +129,12 @@ def confirm_page(
 
 @router.post("/batches/{batch_id}/actions/{control}")
 def act(
-    batch_id: str,
+    batch_id: BatchId,
     control: Control,
     request: Request,
     who: Caller = Depends(operating),
     confirm_name: str = Form("", max_length=300),
-    cluster: str | None = Form(None, max_length=64),
+    cluster: Text | None = Form(None, max_length=64),
 ) -> Response:
     yard = yard_of(request)
     status = visible(yard, who, batch_id)

@@ -17,6 +17,7 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: As many batches as ``GET /api/v1/compare`` takes.
@@ -45,7 +46,7 @@ def _grid(matrix: dict[str, Any]) -> dict[str, Any]:
 def compare_page(
     request: Request,
     who: Caller = Depends(signed_in),
-    ids: list[str] = Query([], max_length=MOST),
+    ids: list[Text] = Query([], max_length=MOST),
 ) -> HTMLResponse:
     wanted = list(dict.fromkeys(part.strip() for part in ids if part.strip()))
     if not 2 <= len(wanted) <= MOST:

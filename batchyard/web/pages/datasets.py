@@ -7,6 +7,7 @@ batch of them with a task or a template (operators). The rows come from
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
@@ -20,8 +21,9 @@ from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render, rows
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import DatasetName
 from batchyard.web.problems import Problem, of_error
-from batchyard.web.schemas import BatchIn
+from batchyard.web.schemas import BatchIn, Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -64,13 +66,13 @@ def _rows_page(
 
 @router.get("/datasets/{name}", response_class=HTMLResponse)
 def dataset_page(
-    name: str,
+    name: DatasetName,
     request: Request,
     who: Caller = Depends(signed_in),
-    where: str = Query("", max_length=4000),
-    sort: str = Query("", max_length=200),
+    where: Annotated[Text, Query(max_length=4000)] = "",
+    sort: Annotated[Text, Query(max_length=200)] = "",
     limit: int = Query(25),
-    cursor: str | None = Query(None, max_length=200),
+    cursor: Text | None = Query(None, max_length=200),
 ) -> HTMLResponse:
     rows.check_limit(limit)
     dataset = yard_of(request).datasets.get(name)
@@ -79,15 +81,15 @@ def dataset_page(
 
 @router.post("/datasets/{name}/batch")
 def start_batch(
-    name: str,
+    name: DatasetName,
     request: Request,
     who: Caller = Depends(operating),
     scope: str = Form("ticked", pattern="^(ticked|all)$"),
-    where: str = Form("", max_length=4000),
-    task: str = Form("", max_length=300),
-    template: str = Form("", max_length=300),
-    batch_name: str = Form("", max_length=200),
-    ticked: list[str] = Form([], alias="keys", max_length=1000),
+    where: Annotated[Text, Form(max_length=4000)] = "",
+    task: Annotated[Text, Form(max_length=300)] = "",
+    template: Annotated[Text, Form(max_length=300)] = "",
+    batch_name: Annotated[Text, Form(max_length=200)] = "",
+    ticked: list[Text] = Form([], alias="keys", max_length=1000),
 ) -> Response:
     """A batch of the ticked rows (``scope=ticked``) or of every row ``where`` picks."""
     keys = ticked if scope == "ticked" else None

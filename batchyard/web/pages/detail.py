@@ -24,6 +24,8 @@ from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: Items shown on one page of a batch's table.
@@ -165,11 +167,11 @@ def live_query(state: ItemState | None, seen: int | None) -> str:
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
 def batch_page(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(signed_in),
     state: ItemState | None = None,
-    cluster: str | None = Query(None, max_length=64),
+    cluster: Text | None = Query(None, max_length=64),
     cursor: int = Query(0, ge=0, le=2**31),
     done: Control | None = None,
 ) -> HTMLResponse:
@@ -209,7 +211,7 @@ def batch_page(
 
 @router.get("/batches/{batch_id}/live", response_class=HTMLResponse)
 def live_region(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(signed_in),
     state: ItemState | None = None,

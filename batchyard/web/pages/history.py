@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,6 +21,7 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem
+from batchyard.web.schemas import Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 PAGE_SIZES = (25, 50, 100)
@@ -84,9 +86,9 @@ def history(
     request: Request,
     who: Caller = Depends(signed_in),
     state: str = Query("", max_length=40),
-    task: str = Query("", max_length=300),
-    template: str = Query("", max_length=300),
-    q: str = Query("", max_length=200),
+    task: Annotated[Text, Query(max_length=300)] = "",
+    template: Annotated[Text, Query(max_length=300)] = "",
+    q: Annotated[Text, Query(max_length=200)] = "",
     since: str = Query("", max_length=10),
     until: str = Query("", max_length=10),
     limit: int = Query(25),

@@ -20,6 +20,7 @@ from batchyard.web.auth import Caller, visible, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId, ItemKey
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -55,13 +56,13 @@ def _context(request: Request, who: Caller, batch_id: str, key: str) -> dict[str
 
 @router.get("/batches/{batch_id}/items/{key:path}/live", response_class=HTMLResponse)
 def item_live(
-    batch_id: str, key: str, request: Request, who: Caller = Depends(signed_in)
+    batch_id: BatchId, key: ItemKey, request: Request, who: Caller = Depends(signed_in)
 ) -> HTMLResponse:
     return render.fragment("_item_live.html", **_context(request, who, batch_id, key))
 
 
 @router.get("/batches/{batch_id}/items/{key:path}", response_class=HTMLResponse)
 def item_page(
-    batch_id: str, key: str, request: Request, who: Caller = Depends(signed_in)
+    batch_id: BatchId, key: ItemKey, request: Request, who: Caller = Depends(signed_in)
 ) -> HTMLResponse:
     return render.page(request, "item.html", who, **_context(request, who, batch_id, key))

@@ -23,6 +23,7 @@ from batchyard.web.feed import FeedFollower
 from batchyard.web.pages import detail, render
 from batchyard.web.pages.guard import signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem
 from batchyard.web.settings import ServerSettings
 
@@ -56,7 +57,7 @@ def _paint(
     return ServerSentEvent(event="live", raw_data=html, id=str(cursor))
 
 
-async def _watched(batch_id: str, request: Request, who: Caller = Depends(signed_in)) -> Caller:
+async def _watched(batch_id: BatchId, request: Request, who: Caller = Depends(signed_in)) -> Caller:
     """The caller, once it is known to see the batch (404 otherwise): checked before the
     stream starts, while its status code can still be sent."""
     feed: FeedFollower | None = getattr(request.app.state, "feed", None)
@@ -68,7 +69,7 @@ async def _watched(batch_id: str, request: Request, who: Caller = Depends(signed
 
 @router.get("/batches/{batch_id}/live/events", response_class=EventSourceResponse)
 async def live_events(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(_watched),
     state: ItemState | None = None,

@@ -14,7 +14,7 @@ import hmac
 import secrets
 from collections import OrderedDict
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -30,7 +30,7 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
-from batchyard.web.schemas import BatchIn
+from batchyard.web.schemas import BatchIn, Text
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
 
@@ -127,7 +127,7 @@ def _note(yard: Yard, chosen: str) -> dict[str, Any]:
 def template_note(
     request: Request,
     who: Caller = Depends(signed_in),
-    template: str = Query("", max_length=120),
+    template: Annotated[Text, Query(max_length=120)] = "",
 ) -> HTMLResponse:
     """The note under the template picker (htmx asks for it when the choice changes)."""
     operator_only(who)
@@ -138,7 +138,7 @@ def template_note(
 def new_page(
     request: Request,
     who: Caller = Depends(signed_in),
-    template: str = Query("", max_length=120),
+    template: Annotated[Text, Query(max_length=120)] = "",
 ) -> HTMLResponse:
     """The form (``template``: the template chosen at first)."""
     operator_only(who)

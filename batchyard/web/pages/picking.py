@@ -13,7 +13,7 @@ ticked on the page left are kept, and the session's token never enters a URL."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -38,7 +38,7 @@ from batchyard.web.pages.new import (
 )
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.problems import Problem, of_error
-from batchyard.web.schemas import BatchIn
+from batchyard.web.schemas import BatchIn, Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 #: The longest page address a move leads to: the picks travel in it, and a server keeps
@@ -154,16 +154,16 @@ def _page(  # reads the store: called on a thread
 def dataset_page(
     request: Request,
     who: Caller = Depends(signed_in),
-    dataset: str = Query("", max_length=200),
-    where: str = Query("", max_length=4000),
-    sort: str = Query("", max_length=200),
+    dataset: Annotated[Text, Query(max_length=200)] = "",
+    where: Annotated[Text, Query(max_length=4000)] = "",
+    sort: Annotated[Text, Query(max_length=200)] = "",
     limit: int = Query(rows.PAGE_SIZES[0]),
-    cursor: str | None = Query(None, max_length=200),
-    picked: list[str] = Query([], max_length=MAX_PICKED),
+    cursor: Text | None = Query(None, max_length=200),
+    picked: list[Text] = Query([], max_length=MAX_PICKED),
     every: bool = Query(False, alias="all"),
-    template: str = Query("", max_length=120),
-    task: str = Query("", max_length=300),
-    name: str = Query("", max_length=200),
+    template: Annotated[Text, Query(max_length=120)] = "",
+    task: Annotated[Text, Query(max_length=300)] = "",
+    name: Annotated[Text, Query(max_length=200)] = "",
 ) -> HTMLResponse:
     """The form, as its URL says: the dataset's rows filtered, the page, what is picked."""
     operator_only(who)

@@ -7,7 +7,7 @@ goes to it; a version archived meanwhile is said on the page, nothing made."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -21,8 +21,9 @@ from batchyard.web.pages import render
 from batchyard.web.pages.guard import operating, signed_in
 from batchyard.web.pages.new import operator_only, template_choices
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import BatchId
 from batchyard.web.problems import Problem, of_error
-from batchyard.web.schemas import TEMPLATE_REF
+from batchyard.web.schemas import TEMPLATE_REF, Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Which = Literal["all", "failed", "succeeded", "cancelled"]
@@ -76,11 +77,11 @@ def _page(
 
 @router.get(URL, response_class=HTMLResponse)
 def confirm_rerun(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(signed_in),
     items: Which = Query("all"),
-    template: str = Query("", max_length=120),
+    template: Annotated[Text, Query(max_length=120)] = "",
 ) -> HTMLResponse:
     """What a re-run of these items with this version makes, before it is made."""
     operator_only(who)
@@ -90,12 +91,12 @@ def confirm_rerun(
 
 @router.post(URL)
 def rerun(
-    batch_id: str,
+    batch_id: BatchId,
     request: Request,
     who: Caller = Depends(operating),
     items: Which = Form("all"),
     template: str = Form("", max_length=120, pattern=f"({TEMPLATE_REF})|^$"),
-    name: str = Form("", max_length=200),
+    name: Annotated[Text, Form(max_length=200)] = "",
 ) -> Response:
     """The new batch, then its page; the confirm page again, saying why, if none."""
     yard = yard_of(request)

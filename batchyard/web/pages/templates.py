@@ -13,6 +13,7 @@ from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import TemplateName
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -25,7 +26,7 @@ def templates_page(request: Request, who: Caller = Depends(signed_in)) -> HTMLRe
 
 @router.get("/templates/{name}", response_class=HTMLResponse)
 def template_page(
-    name: str,
+    name: TemplateName,
     request: Request,
     who: Caller = Depends(signed_in),
     old: int | None = Query(None, ge=1),

@@ -8,12 +8,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from batchyard import access
 from batchyard.access import Role, Token
 from batchyard.errors import BatchyardError
 from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import administering, must_be_admin, signed_in
 from batchyard.web.pages.route import PageRoute
+from batchyard.web.paths import TokenName
 from batchyard.web.problems import Problem, of_error
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -59,9 +61,9 @@ def tokens_page(request: Request, who: Caller = Depends(signed_in)) -> HTMLRespo
 def create_token(
     request: Request,
     who: Caller = Depends(administering),
-    name: str = Form(..., max_length=64),
+    name: str = Form(..., max_length=access.MAX_NAME),
     role: Role = Form(Role.VIEWER),
-    owner: str = Form("", max_length=64),
+    owner: str = Form("", max_length=access.MAX_NAME),
 ) -> HTMLResponse:
     try:
         made = yard_of(request).tokens.create(name.strip(), role, owner.strip() or None)
@@ -72,7 +74,9 @@ def create_token(
 
 
 @router.get("/tokens/{name}/revoke", response_class=HTMLResponse)
-def revoke_page(name: str, request: Request, who: Caller = Depends(signed_in)) -> HTMLResponse:
+def revoke_page(
+    name: TokenName, request: Request, who: Caller = Depends(signed_in)
+) -> HTMLResponse:
     must_be_admin(who)
     token = _live(request, name)
     return render.page(request, "revoke.html", who, token=token, error=None)
@@ -80,10 +84,10 @@ def revoke_page(name: str, request: Request, who: Caller = Depends(signed_in)) -
 
 @router.post("/tokens/{name}/revoke")
 def revoke_token(
-    name: str,
+    name: TokenName,
     request: Request,
     who: Caller = Depends(administering),
-    confirm_name: str = Form("", max_length=64),
+    confirm_name: str = Form("", max_length=access.MAX_NAME),
 ) -> Response:
     token = _live(request, name)
     if confirm_name.strip() != name:
