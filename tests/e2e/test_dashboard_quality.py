@@ -325,6 +325,10 @@ def test_wide_tables_reflow_or_scroll_in_a_bounded_region_at_320_px(
         assert len(lines) == 13 * len(names) and all(line["inside"] for line in lines)
         if width == 320:
             assert {line["label"] for line in lines} == {f'"{n}" / ""' for n in names}
+            # Still a table to a screen reader, its labels left out of each cell's text.
+            table = tab.locator(".compare-table")
+            assert table.get_by_role("rowheader").count() == 13
+            assert table.get_by_role("cell", name="4", exact=True).count() == len(names)
         tab.goto(rows_url)
         _start_axe(tab)
         if bad := _check(tab, width, f"dataset-wide-{width}-{scheme}", shots):
