@@ -175,13 +175,48 @@ def _open(tab: Any, site: Site, name: str, url: str) -> None:
     _start_axe(tab)
 
 
+#: Every box in ``main`` that scrolls sideways (its content wider than it): whether it can be
+#: reached by Tab (tabindex 0), its role and accessible name (aria-label, or the text of what
+#: aria-labelledby names), and whether it shows its edge (a solid border left and right) so
+#: a reader sees that the table goes on past it.
+SCROLLERS = """() => [...document.querySelectorAll('main *')].filter((box) => {
+  const overflow = getComputedStyle(box).overflowX;
+  return (overflow === 'auto' || overflow === 'scroll') && box.scrollWidth > box.clientWidth + 1;
+}).map((box) => {
+  const style = getComputedStyle(box);
+  const side = (s) => parseFloat(style[`border${s}Width`]) >= 1
+    && style[`border${s}Style`] !== 'none' && style[`border${s}Color`] !== 'rgba(0, 0, 0, 0)';
+  const named = (box.getAttribute('aria-labelledby') || '').split(' ').filter(Boolean)
+    .map((id) => (document.getElementById(id) || {}).textContent || '').join(' ');
+  return {
+    box: box.tagName + '.' + box.className,
+    tabindex: box.getAttribute('tabindex'),
+    role: box.getAttribute('role') || box.tagName.toLowerCase(),
+    name: (box.getAttribute('aria-label') || named).trim(),
+    edge: side('Left') && side('Right'),
+  };
+})"""
+
+
+def _scroll_regions_are_bounded(tab: Any, where: str) -> list[dict[str, Any]]:
+    """The page's sideways scrollers, each asserted focusable, named and with a visible edge."""
+    scrollers: list[dict[str, Any]] = tab.evaluate(SCROLLERS)
+    for box in scrollers:
+        assert box["tabindex"] == "0" and box["name"], f"{where}: {box} is not a named stop"
+        assert box["role"] in ("region", "pre"), f"{where}: {box} is no region"
+        assert box["edge"], f"{where}: {box} hides content sideways with no visible edge"
+    return scrollers
+
+
 def _check(tab: Any, width: int, where: str, shots: Path | None) -> list[str]:
     """The violations axe found on the tab's page; at 320 px, that nothing scrolls
-    sideways; a full-page screenshot into ``shots`` when it is given."""
+    sideways; that what scrolls sideways inside the page is a bounded, named region; a
+    full-page screenshot into ``shots`` when it is given."""
     bad = _axe_found(tab)
     if width == 320:
         overflow = tab.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{where} scrolls sideways by {overflow}px at 320 px"
+    _scroll_regions_are_bounded(tab, where)
     if shots is not None:
         tab.screenshot(path=str(shots / f"{where}.png"), full_page=True)
     return bad
@@ -219,6 +254,102 @@ def test_every_page_passes_axe_and_fits_320_px(site: Site, browser: Any, scheme:
     finally:
         for tab in tabs.values():
             tab.context.close()
+    assert found == {}
+
+
+#: Each compare card's lines: the batch each value is of (the label a narrow screen shows
+#: before it) and whether the value is inside the viewport.
+COMPARE_LINES = """() => [...document.querySelectorAll('.compare-table tbody td')].map((td) => {
+  const box = td.getBoundingClientRect();
+  return {
+    label: getComputedStyle(td, '::before').content,
+    inside: box.left >= 0 && box.right <= window.innerWidth,
+  };
+})"""
+
+
+def _wide_pages(site: Site) -> tuple[list[str], str, str]:
+    """Three batches with long names, and a dataset of eight fields with long values: the
+    names, the compare page's and the dataset page's URLs."""
+    names = [f"lead scoring run {n} with a long descriptive name" for n in range(3)]
+    if not any(d.name == "wide" for d in site.yard.datasets.list()):
+        for name in names:
+            submit(site, name, [{"id": f"w{i}", "fail": "boom" * (i % 2)} for i in range(4)])
+        site.yard.run_until_idle(poll_interval=0.01)
+        rows = [
+            {
+                "id": f"lead-{n}",
+                "company": f"Acme Widgets International {n}",
+                "industry": "SaaS",
+                "employees": 100 + n,
+                "country": "Germany",
+                "website": f"https://www.acme-widgets-international-{n}.example.com/about",
+                "email": f"first.last{n}@acme-widgets-international.example.com",
+                "notes": "Met at the trade fair; follow up in Q3",
+            }
+            for n in range(12)
+        ]
+        site.yard.datasets.add("wide", rows)
+    ids = {b.name: b.id for b in site.yard.batches(limit=500).rows}
+    query = "&".join(f"ids={ids[name]}" for name in names)
+    return names, f"{site.url}/compare?{query}", f"{site.url}/datasets/wide"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_wide_tables_reflow_or_scroll_in_a_bounded_region_at_320_px(
+    site: Site, browser: Any, scheme: str
+) -> None:
+    """Realistic data, wider than the phone: the compare page reflows to a card per figure
+    with a line per batch (nothing of it hidden sideways), and a dataset's rows scroll in
+    their own bordered, named region that the keyboard scrolls, the row's key kept in view;
+    the page itself never scrolls sideways; axe passes at both widths."""
+    names, compare_url, rows_url = _wide_pages(site)
+    kept = os.environ.get("BATCHYARD_SCREENSHOTS")
+    shots = Path(kept) if kept else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    found: dict[str, list[str]] = {}
+    for width in (320, 1280):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+        context.add_init_script(script=axe_module.Axe().axe_script)
+        tab = context.new_page()
+        tab.goto(site.login("ann"))
+        tab.goto(compare_url)
+        _start_axe(tab)
+        if bad := _check(tab, width, f"compare-wide-{width}-{scheme}", shots):
+            found[f"compare {width}px"] = bad
+        # Nothing of the compare page is hidden sideways: no region of it scrolls, and every
+        # value is on screen, with its batch's name before it on a narrow screen.
+        assert _scroll_regions_are_bounded(tab, "compare") == []
+        lines = tab.evaluate(COMPARE_LINES)
+        assert len(lines) == 13 * len(names) and all(line["inside"] for line in lines)
+        if width == 320:
+            assert {line["label"] for line in lines} == {f'"{n}" / ""' for n in names}
+            # Still a table to a screen reader, its labels left out of each cell's text.
+            table = tab.locator(".compare-table")
+            assert table.get_by_role("rowheader").count() == 13
+            assert table.get_by_role("cell", name="4", exact=True).count() == len(names)
+        tab.goto(rows_url)
+        _start_axe(tab)
+        if bad := _check(tab, width, f"dataset-wide-{width}-{scheme}", shots):
+            found[f"dataset {width}px"] = bad
+        region = tab.locator("main .scroll")
+        if width == 320:
+            (box,) = _scroll_regions_are_bounded(tab, "dataset")
+            assert box["name"] == "12 matching rows"
+            # The keyboard scrolls it, and the key of each row stays in view as it does.
+            region.focus()
+            for _ in range(8):
+                tab.keyboard.press("ArrowRight")
+            # (Chromium scrolls by key smoothly: wait until it is well past the key's width.)
+            scrolled = "() => document.querySelector('main .scroll').scrollLeft >= 200"
+            tab.wait_for_function(scrolled)
+            key = tab.locator("main .scroll td.key").first.bounding_box()
+            edge = region.bounding_box()
+            assert key is not None and edge is not None
+            assert edge["x"] <= key["x"] and key["x"] + key["width"] <= edge["x"] + edge["width"]
+            assert tab.locator("main .scroll td.key").first.inner_text() == "lead-0"
+        context.close()
     assert found == {}
 
 

@@ -308,7 +308,8 @@ def test_compare_shows_batches_side_by_side_with_new_and_resolved_clusters(
     page = ann.get("/compare", params={"ids": [before.id, after.id]})
     assert page.status_code == 200
     assert "Compare 2 batches" in page.text
-    assert '<td class="num">50.0%</td>' in page.text
+    # Each value labelled with its batch (the label a narrow screen shows before it).
+    assert '<td class="num" data-label="before">50.0%</td>' in page.text
     assert "new</span> 1 \u00d7 <code>PageFailure: a new way to fail" in page.text
     assert "resolved</span> <code>PageFailure: boom" in page.text
     assert ann.get("/compare", params={"ids": [before.id]}).status_code == 400
@@ -331,12 +332,14 @@ def test_compare_counts_the_items_two_batches_share_by_their_state_in_each(
     assert page.status_code == 200
     assert f"Items in both {before.id} and {again.id}" in page.text
     assert "3 items share a key" in page.text
-    table = page.text[page.text.index('<table class="outcomes">') :]
+    table = page.text[page.text.index('<table class="outcomes') :]
     table = table[: table.index("</table>")]
-    rows = [re.findall(r"<td class=\"num\">(\d+)</td>", row) for row in table.split("<tr>")[2:]]
+    cell = r'<td class="num" data-label="→ (\w+)">(\d+)</td>'
+    rows = [re.findall(cell, row) for row in table.split("<tr>")[2:]]
     columns = re.findall(r'<th scope="col"><span class="badge st-(\w+)"', table)
     assert columns == ["succeeded", "failed"]
-    assert rows == [["1", "1"], ["1", "0"]]  # rows: succeeded, failed in "before"
+    # rows: succeeded, failed in "before"; each count labelled with its column's state
+    assert rows == [[("succeeded", "1"), ("failed", "1")], [("succeeded", "1"), ("failed", "0")]]
     api = ann.get("/api/v1/compare", params={"ids": f"{before.id},{again.id}"})
     assert api.json()["outcomes"] == [
         {
