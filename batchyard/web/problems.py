@@ -5,6 +5,7 @@ URL or a token."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batchyard import errors as E
+from batchyard.web.schemas import NO_NUL
 
 log = logging.getLogger("batchyard.web")
 
@@ -146,14 +148,12 @@ def install(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        where = [str(part) for part in first.get("loc", ())]
-        field = ".".join(where[1:]) or None
-        detail = f"{field or 'request'}: {first.get('msg', 'invalid')}"
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
+            {"field": ".".join(str(p) for p in e["loc"][1:]), "message": plainly(e)}
             for e in exc.errors()
         ]
-        return Problem(422, detail, field=field, errors=errors).response()
+        return Problem(422, field_error(first), field=field, errors=errors).response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # One line, no traceback (it could show a URL or a payload); the class says where.
@@ -165,6 +165,24 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
+
+
+#: What a rule means, for the rules whose own message would show a regular expression.
+_PLAINLY = {NO_NUL: "must not contain a NUL character (U+0000)"}
+
+
+def plainly(error: Mapping[str, Any]) -> str:
+    """What is wrong with one invalid value (an error of pydantic's), in words."""
+    pattern = (error.get("ctx") or {}).get("pattern")
+    return _PLAINLY.get(str(pattern), str(error.get("msg", "invalid")))
+
+
+def field_error(error: Mapping[str, Any], where: int = 1, whole: str = "request") -> str:
+    """One invalid value as "field: what is wrong" (``whole`` if it is no one field).
+    ``where``: how many parts of its place say where in the request it was (a query, a
+    body), not which field."""
+    field = ".".join(str(part) for part in error.get("loc", ())[where:]) or whole
+    return f"{field}: {plainly(error)}"
 
 
 def hung_up(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from batchyard.columns import ColumnTypes
 from batchyard.errors import ConfigError, InputError
 from batchyard.inputs import FORMATS, Input, detect_format, open_input
-from batchyard.web.problems import Problem, answer
+from batchyard.web.problems import Problem, answer, field_error
 from batchyard.web.schemas import TEMPLATE_REF, BatchIn
 
 #: The form fields of an upload (beside ``file``); ``options`` is the JSON of ``Options``.
@@ -143,7 +143,7 @@ def _parsed(raw: bytes | str) -> BatchIn:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        raise Problem(422, f"{field or 'body'}: {first['msg']}", field=field) from None
+        raise Problem(422, field_error(first, where=0, whole="body"), field=field) from None
 
 
 def _from_form(fields: dict[str, str]) -> BatchIn:

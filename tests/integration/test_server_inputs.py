@@ -24,6 +24,8 @@ from tests.procs.inproc_server import ServerThread, serving
 
 TASK = "tests.procs.tasks:square"
 NUL = "a\x00b"
+#: What a 422 says of text with a NUL: in words, not the pattern that refused it.
+NO_NUL_SAID = "must not contain a NUL character (U+0000)"
 
 
 @contextmanager
@@ -87,6 +89,7 @@ def test_text_with_a_nul_is_a_422_naming_it(store_url: str) -> None:
                 answer = client.request(method, path, **request)
                 assert answer.status_code == 422, (path, request, answer.text)
                 assert answer.json()["field"] == field, (path, answer.text)
+                assert answer.json()["detail"] == f"{field}: {NO_NUL_SAID}", answer.text
             assert yard.batch(done).status().counts.failed == 1  # nothing was retried
             assert [b.name for b in yard.batches(limit=10).rows] == ["done"]
             assert [t.version for t in yard.templates.versions("tpl")] == [1]
@@ -105,11 +108,11 @@ def test_text_with_a_nul_is_a_422_naming_it(store_url: str) -> None:
                 page = client.get(path, params=params)
                 assert page.status_code == 422, (path, params, page.text)
                 assert page.headers["content-type"].startswith("text/html")
-                said = f'<p class="notice bad">{field}: String should match pattern'
+                said = f'<p class="notice bad">{field}: {NO_NUL_SAID}</p>'
                 assert said in page.text, page.text
             form = {"csrf": csrf, "name": NUL}
             page = client.post(f"/batches/{done}/actions/rerun", data=form)
-            said = '<p class="notice bad">name: String should match pattern'
+            said = f'<p class="notice bad">name: {NO_NUL_SAID}</p>'
             assert page.status_code == 422 and said in page.text, page.text
             assert [b.name for b in yard.batches(limit=10).rows] == ["done"]
 

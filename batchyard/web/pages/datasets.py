@@ -22,7 +22,7 @@ from batchyard.web.pages import render, rows
 from batchyard.web.pages.guard import can_operate, operating, signed_in
 from batchyard.web.pages.route import PageRoute
 from batchyard.web.paths import DatasetName
-from batchyard.web.problems import Problem, of_error
+from batchyard.web.problems import Problem, field_error, of_error
 from batchyard.web.schemas import BatchIn, Text
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -123,5 +123,4 @@ def _body(
             }
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise Problem(422, field_error(exc.errors()[0], where=0)) from None

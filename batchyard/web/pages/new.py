@@ -29,7 +29,7 @@ from batchyard.web.auth import Caller, yard_of
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import can_operate, signed_in
 from batchyard.web.pages.route import PageRoute
-from batchyard.web.problems import Problem, of_error
+from batchyard.web.problems import Problem, field_error, of_error
 from batchyard.web.schemas import BatchIn, Text
 from batchyard.web.settings import ServerSettings
 from batchyard.yard import Yard
@@ -158,8 +158,7 @@ def body_of(fields: dict[str, str], **source: Any) -> BatchIn:
             }
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise Problem(422, f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise Problem(422, field_error(exc.errors()[0], where=0)) from None
 
 
 def found_out(request: Request, body: BatchIn, rows: Input | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from batchyard.errors import BatchyardError
 from batchyard.web.pages import render
 from batchyard.web.pages.guard import SignInNeeded
-from batchyard.web.problems import Problem, of_error
+from batchyard.web.problems import Problem, field_error, of_error
 
 SIGN_IN = "/signin"
 
@@ -42,9 +42,7 @@ def error_page(request: Request, problem: Problem) -> Response:
 
 
 def _invalid(exc: RequestValidationError) -> Problem:
-    first = exc.errors()[0] if exc.errors() else {}
-    field = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
-    return Problem(422, f"{field}: {first.get('msg', 'invalid')}")
+    return Problem(422, field_error(exc.errors()[0] if exc.errors() else {}))
 
 
 class PageRoute(APIRoute):
