@@ -140,6 +140,7 @@ def open_input(
     stdin: IO[bytes] | None = None,
     csv_types: ColumnTypes | Mapping[str, str] | None = None,
     name: str | None = None,
+    key_field: str | None = None,
 ) -> Input:
     """A reader over ``path`` (``-`` for stdin) in ``format`` (see :func:`detect_format`),
     called ``name`` in errors (default: the path; an upload spooled to a file gives its own).
@@ -151,7 +152,9 @@ def open_input(
     "int"}``; types: str, int, float, bool, json; see :mod:`batchyard.columns`): an empty
     cell there is None, and a value that does not parse is an InputError naming the line
     and column. Parquet: one item per row (not from stdin). ``csv_types`` for an input that
-    is not CSV, or with an unknown type, raises ConfigError.
+    is not CSV, or with an unknown type, raises ConfigError. ``key_field`` is a key field
+    chosen on purpose (``--key-field``): a CSV header that lacks it is an InputError, since
+    no row could have it and every item would be keyed by its position.
     """
     fmt = detect_format(path, format)
     name = name or (STDIN_NAME if path == STDIN else path)
@@ -161,7 +164,10 @@ def open_input(
     if fmt == "parquet":
         return _open_parquet(path, name)
     stream = _open_binary(path, name, stdin)
-    rows = _jsonl_rows(stream, name) if fmt == "jsonl" else _csv_rows(stream, name, types)
+    if fmt == "jsonl":
+        rows = _jsonl_rows(stream, name)
+    else:
+        rows = _csv_rows(stream, name, types, key_field)
     return Input(name, rows, stream.close if path != STDIN else lambda: None)
 
 
@@ -240,7 +246,7 @@ def _json_kind(value: Any) -> str:
 
 
 def _csv_rows(
-    stream: IO[bytes], name: str, types: ColumnTypes
+    stream: IO[bytes], name: str, types: ColumnTypes, key_field: str | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     import csv
 
@@ -262,7 +268,7 @@ def _csv_rows(
         if not record:  # a blank line
             continue
         if header is None:
-            header = _check_header(record, name, lines.first, types)
+            header = _check_header(record, name, lines.first, types, key_field)
             continue
         if len(record) != len(header):
             raise InputError(
@@ -279,7 +285,9 @@ def _csv_rows(
         yield lines.first, row
 
 
-def _check_header(record: list[str], name: str, line: int, types: ColumnTypes) -> list[str]:
+def _check_header(
+    record: list[str], name: str, line: int, types: ColumnTypes, key_field: str | None
+) -> list[str]:
     seen: set[str] = set()
     for column in record:
         if not column:
@@ -291,6 +299,13 @@ def _check_header(record: list[str], name: str, line: int, types: ColumnTypes) -
     if missing:
         raise InputError(
             f"--csv-types names {', '.join(map(repr, missing))}, not a column of the header",
+            source=name,
+            line=line,
+        )
+    if key_field is not None and key_field not in seen:
+        raise InputError(
+            f"--key-field {key_field!r} is not a column of the header "
+            f"(its columns: {', '.join(record)})",
             source=name,
             line=line,
         )

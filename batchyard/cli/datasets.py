@@ -77,7 +77,8 @@ def _register_add(actions: Any) -> None:
         "--key-field",
         metavar="FIELD",
         help="the field that gives each row its key (default: id; a row without it is keyed "
-        "by its position); appended rows use the dataset's own",
+        "by its position; a CSV whose header lacks a field named here is refused); appended "
+        "rows use the dataset's own",
     )
     mode = add.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add the rows to the dataset")

@@ -93,6 +93,7 @@ def check_source(args: argparse.Namespace) -> None:
             ("--format", args.input_format),
             ("--csv-types", args.csv_types or None),
             ("--open", args.open if flag == "--dataset" else None),
+            ("--key-field", args.key_field),
         )
         if value
     ]

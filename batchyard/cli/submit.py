@@ -90,10 +90,10 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--key-field",
-        default="id",
         metavar="FIELD",
         help="the field that gives each item its key (default: id; an item without it is "
-        "keyed by its line's item number)",
+        "keyed by its line's item number; a CSV whose header lacks a field named here is "
+        "refused)",
     )
     parser.add_argument(
         "--open",
@@ -232,7 +232,9 @@ def read_input(args: argparse.Namespace) -> Input:
             if column in types:
                 raise CommandError(f"--csv-types gives column {column!r} a type twice")
             types[column] = kind
-    return open_input(args.input, args.input_format, csv_types=types)
+    # Only a key field given on purpose must be a CSV column: the default, id, may be absent.
+    key_field = getattr(args, "key_field", None)
+    return open_input(args.input, args.input_format, csv_types=types, key_field=key_field)
 
 
 def _csv_types(text: str) -> dict[str, str]:
@@ -277,6 +279,11 @@ def submit_from_args(yard: Yard, args: argparse.Namespace) -> tuple[Batch, int]:
             raise _located(exc, items, args.open) from exc.__cause__
 
 
+def _key_field(args: argparse.Namespace) -> str:
+    """The field that keys the items: --key-field, else ``id``."""
+    return "id" if args.key_field is None else str(args.key_field)
+
+
 def _shift_positionals(args: argparse.Namespace) -> None:
     """With --template, TASK may be left out: then the one word given is INPUT (unless
     --dataset or --count make the items, when it is TASK)."""
@@ -292,7 +299,7 @@ def _submit_options(args: argparse.Namespace, params: dict[str, Any]) -> dict[st
         "priority": args.priority or 0,
         "params": params,
         "open": args.open,
-        "key_field": args.key_field,
+        "key_field": _key_field(args),
         "budget": args.budget,
         "idempotency_key": args.idempotency_key,
         "max_result_bytes": args.max_result_bytes,
@@ -346,7 +353,7 @@ def _append(yard: Yard, args: argparse.Namespace, items: Input) -> tuple[Batch, 
     # would only shift the line numbers this error path reports, never the items written.
     first = status.counts.total + 1
     try:
-        added = batch.add(items, key_field=args.key_field)
+        added = batch.add(items, key_field=_key_field(args))
     except InputError as exc:
         raise items.locate(exc, first) from exc.__cause__
     if not added:

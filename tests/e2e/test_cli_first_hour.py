@@ -278,3 +278,31 @@ def test_items_json_with_payload_adds_each_input(worked: tuple[CLI, str]) -> Non
     assert [{k: v for k, v in row.items() if k != "payload"} for row in rows] == plain
     err = cli.fails(2, "items", batch_id, "--payload")
     assert "--payload goes with --json" in err
+
+
+# -- a key field that no row can have ------------------------------------------------------
+
+
+def test_key_field_missing_from_a_csv_header_is_refused_and_creates_nothing(cli: CLI) -> None:
+    (cli.folder / "orders.csv").write_text("order_id,qty\no1,2\no2,3\n")
+    err = cli.fails(2, "submit", "e2etasks:work", "orders.csv", "--key-field", "orderid")
+    assert (
+        "orders.csv:1: --key-field 'orderid' is not a column of the header "
+        "(its columns: order_id, qty)"
+    ) in err
+    assert cli.batches() == []
+    err = cli.fails(2, "dataset", "add", "orders", "orders.csv", "--key-field", "orderid")
+    assert "orders.csv:1: --key-field 'orderid' is not a column" in err
+    # The default key field, id, may be absent: then items are keyed by their position.
+    batch_id = cli.ok("submit", "e2etasks:work", "orders.csv").strip()
+    assert [row["key"] for row in cli.json("items", batch_id)] == ["1", "2"]
+    batch_id = cli.ok("submit", "e2etasks:work", "orders.csv", "--key-field", "order_id").strip()
+    assert [row["key"] for row in cli.json("items", batch_id)] == ["o1", "o2"]
+
+
+def test_key_field_with_count_or_dataset_is_refused_not_ignored(cli: CLI) -> None:
+    err = cli.fails(2, "submit", "e2etasks:work", "--count", "3", "--key-field", "x")
+    assert "--key-field cannot be used with --count" in err
+    err = cli.fails(2, "submit", "e2etasks:work", "--dataset", "d", "--key-field", "x")
+    assert "--key-field cannot be used with --dataset" in err
+    assert cli.batches() == []
