@@ -75,8 +75,9 @@ def register(commands: Any) -> None:
         type=parse_duration,
         default=30.0,
         metavar="S",
-        help="lease per item, renewed while it runs; a silent worker's items go to others "
-        "after this long (default 30s)",
+        help="lease per item, renewed every third of it while the item runs (default 30s); "
+        "a worker that died loses its items to others once a running worker has seen its "
+        "lease run out and stay unrenewed for one more lease: about two leases after it died",
     )
     worker.add_argument(
         "--grace",

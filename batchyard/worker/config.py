@@ -13,8 +13,9 @@ class WorkerConfig:
 
     ``concurrency`` items run at once in this process. A lease lasts ``lease`` seconds and
     is renewed every ``lease / 3``; a worker that stops answering loses its items to others
-    ``lease`` seconds later. ``grace`` is how long a stopping worker lets running items
-    finish before it gives them back.
+    once a sweep has seen its lease run out and stay unrenewed for one more ``lease``
+    (``rules.LeaseWatch``): about two leases after it stopped. ``grace`` is how long a
+    stopping worker lets running items finish before it gives them back.
 
     ``claim_chunk`` bounds one claim. Only short items fill it (a worker holds no more than
     its lanes start within 50 ms: ``InFlight.prefetch``); for them a bigger claim means
