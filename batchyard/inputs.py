@@ -12,6 +12,8 @@ Limits: a JSONL line (its end of line aside), or a CSV record, may be at most
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from array import array
 from bisect import bisect_right
@@ -156,8 +158,10 @@ def open_input(
     chosen on purpose (``--key-field``): a CSV header that lacks it is an InputError, since
     no row could have it and every item would be keyed by its position.
     """
-    fmt = detect_format(path, format)
     name = name or (STDIN_NAME if path == STDIN else path)
+    if path != STDIN:
+        _check_file(path, name)
+    fmt = detect_format(path, format)
     types = csv_types if isinstance(csv_types, ColumnTypes) else ColumnTypes(csv_types or {})
     if types and fmt != "csv":
         raise ConfigError(f"column types (--csv-types) apply to CSV input; {name} is read as {fmt}")
@@ -169,6 +173,17 @@ def open_input(
     else:
         rows = _csv_rows(stream, name, types, key_field)
     return Input(name, rows, stream.close if path != STDIN else lambda: None)
+
+
+def _check_file(path: str, name: str) -> None:
+    # Before the format is read off the extension: a misspelt name ("leads.jsnol") is a
+    # file that is not there, not a format to name.
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", source=name) from exc
+    if is_dir:
+        raise InputError("cannot open: it is a folder, not a file", source=name)
 
 
 def _open_binary(path: str, name: str, stdin: IO[bytes] | None) -> IO[bytes]:

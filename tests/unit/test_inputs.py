@@ -323,6 +323,19 @@ def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
     assert "cannot open: No such file or directory" in str(error)
 
 
+def test_a_misspelt_or_missing_file_is_missing_before_its_extension_is_judged(
+    tmp_path: Path,
+) -> None:
+    # "leads.jsnol" is a typo of a file name, not a format to name with --format.
+    for name in ("leads.jsnol", "nope.parquet", "notes"):
+        error = rejected(tmp_path / name)
+        assert str(error) == f"{tmp_path / name}: cannot open: No such file or directory"
+    error = rejected(tmp_path)
+    assert str(error) == f"{tmp_path}: cannot open: it is a folder, not a file"
+    # A file that is there with an unknown extension still asks for --format.
+    assert "cannot tell the format" in str(rejected(write(tmp_path, "data.txt", "{}\n")))
+
+
 # -- Parquet -------------------------------------------------------------------------------
 
 
@@ -370,7 +383,7 @@ def test_parquet_without_pyarrow_names_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    error = rejected(tmp_path / "a.parquet")
+    error = rejected(write(tmp_path, "a.parquet", b"PAR1"))
     assert "pip install 'batchyard[parquet]'" in str(error)
 
 
