@@ -147,7 +147,7 @@ def run_run(args: argparse.Namespace) -> int:
         out.flush()
     if args.json:
         print_json(status_view(final, time.time()))
-    return _ending(final)
+    return _ending(final, _cli(args))
 
 
 def _cli(args: argparse.Namespace) -> str:
@@ -218,7 +218,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 
     with open_yard(args, create=False) as yard:
         yard.batch(args.batch)  # BatchNotFound before the screen is taken over
-        return _ending(asyncio.run(follow(yard.store, args.batch)))
+        return _ending(asyncio.run(follow(yard.store, args.batch)), _cli(args))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -233,22 +233,23 @@ def run_demo(args: argparse.Namespace) -> int:
     )
 
 
-def _ending(status: BatchStatus) -> int:
-    """The exit status for a batch as a command left it."""
+def _ending(status: BatchStatus, cli: str) -> int:
+    """The exit status for a batch as a command left it; ``cli`` is the command that reaches
+    its store again (see ``_cli``), for the commands it suggests."""
     from batchyard.states import BatchState
 
     if status.pause_reason is not None and not status.is_finished:
         print(
             f"paused: batch {status.id}: {status.pause_reason}\n"
-            f"{status.counts.remaining:,} item(s) left; after 'batchyard resume {status.id}', "
-            f"'batchyard worker --batch {status.id}' goes on with it",
+            f"{status.counts.remaining:,} item(s) left; after '{cli} resume {status.id}', "
+            f"'{cli} worker --batch {status.id}' goes on with it",
             file=sys.stderr,
         )
         return 1
     if not status.is_finished:
         print(
             f"stopped: batch {status.id} is {status.state.value} with "
-            f"{status.counts.remaining:,} item(s) left; 'batchyard worker --batch {status.id}' "
+            f"{status.counts.remaining:,} item(s) left; '{cli} worker --batch {status.id}' "
             "goes on with it",
             file=sys.stderr,
         )

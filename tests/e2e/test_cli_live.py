@@ -196,6 +196,10 @@ def test_run_stops_on_ctrl_c_twice_and_leaves_the_rest_queued(
     terminal.keys("C-c")
     terminal.wait_for(r"EXIT=130")
     assert "goes on with it" in terminal.screen()
+    # The command it suggests reaches this store (the screen wraps lines: compare without
+    # whitespace), as the "look further" commands above it do.
+    screen = "".join(terminal.screen().split())
+    assert f"'batchyard--db{db_url(folder)}worker--batchbatch_" in screen
     with Yard(db_url(folder)) as yard:
         (batch,) = yard.batches().rows
     assert batch.counts.pending == 4 and batch.state is BatchState.PROCESSING
