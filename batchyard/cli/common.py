@@ -30,6 +30,12 @@ def db_url(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("BATCHYARD_DB") or DEFAULT_DB)
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command a user types to reach this store again (``batchyard --db URL`` when the
+    store was given with --db), for the commands a command suggests."""
+    return "batchyard" if args.db is None else f"batchyard --db {args.db}"
+
+
 @contextmanager
 def open_yard(
     args: argparse.Namespace, *, create: bool = True, only_reads: bool = False

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from batchyard.cli.common import (
     RAW,
     add_json,
+    command,
     console,
     open_yard,
     positive_int,
@@ -65,11 +66,13 @@ def run_errors(args: argparse.Namespace) -> int:
             {"batch": args.batch, "failed": failed, "clusters": [c.as_dict() for c in clusters]}
         )
     else:
-        print_clusters(args.batch, failed, clusters)
+        print_clusters(args.batch, failed, clusters, command(args))
     return 0
 
 
-def print_clusters(batch_id: str, failed: int, clusters: list[ErrorCluster]) -> None:
+def print_clusters(
+    batch_id: str, failed: int, clusters: list[ErrorCluster], cli: str = "batchyard"
+) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -104,7 +107,7 @@ def print_clusters(batch_id: str, failed: int, clusters: list[ErrorCluster]) -> 
         out.print(Text(f"  {c.id}  {c.sample_key}: {first_line(c.sample)}"))
     failing = [c for c in clusters if c.items]
     if failing:
-        out.print(f"retry one: batchyard retry {batch_id} --cluster {failing[0].id}")
+        out.print(f"retry one: {cli} retry {batch_id} --cluster {failing[0].id}")
 
 
 def first_line(text: str | None) -> str:

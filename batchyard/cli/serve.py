@@ -12,7 +12,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from batchyard.cli.common import RAW, add_json, console, db_url, open_yard, print_json, when, wrap
+from batchyard.cli.common import (
+    RAW,
+    add_json,
+    command,
+    console,
+    db_url,
+    open_yard,
+    print_json,
+    when,
+    wrap,
+)
 
 if TYPE_CHECKING:
     from batchyard.web.settings import ServerSettings
@@ -239,7 +249,9 @@ def run_token_list(args: argparse.Namespace) -> int:
         print_json([t.as_dict() for t in tokens])
         return 0
     if not tokens:
-        print(f"no tokens in {db_url(args)} yet: 'batchyard token create NAME --role operator'")
+        print(
+            f"no tokens in {db_url(args)} yet: '{command(args)} token create NAME --role operator'"
+        )
         return 0
     from rich.table import Table
 

@@ -11,7 +11,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from batchyard.cli.common import db_url, open_yard, parse_duration, positive_int, print_json
+from batchyard.cli.common import (
+    command,
+    db_url,
+    open_yard,
+    parse_duration,
+    positive_int,
+    print_json,
+)
 from batchyard.cli.submit import INPUT_HELP, add_submit_options, submit_from_args
 
 if TYPE_CHECKING:
@@ -143,16 +150,11 @@ def run_run(args: argparse.Namespace) -> int:
             )
         finally:
             stop_deliveries(drain=DRAIN)
-        out.write(f"\n{ending(batch.report(), _cli(args))}\n")
+        out.write(f"\n{ending(batch.report(), command(args))}\n")
         out.flush()
     if args.json:
         print_json(status_view(final, time.time()))
-    return _ending(final, _cli(args))
-
-
-def _cli(args: argparse.Namespace) -> str:
-    """The command a user types to reach this store again."""
-    return "batchyard" if args.db is None else f"batchyard --db {args.db}"
+    return _ending(final, command(args))
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -218,7 +220,7 @@ def run_monitor(args: argparse.Namespace) -> int:
 
     with open_yard(args, create=False) as yard:
         yard.batch(args.batch)  # BatchNotFound before the screen is taken over
-        return _ending(asyncio.run(follow(yard.store, args.batch)), _cli(args))
+        return _ending(asyncio.run(follow(yard.store, args.batch)), command(args))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -229,13 +231,13 @@ def run_demo(args: argparse.Namespace) -> int:
         items=args.items,
         concurrency=args.concurrency,
         seed=args.seed,
-        cli=_cli(args),
+        cli=command(args),
     )
 
 
 def _ending(status: BatchStatus, cli: str) -> int:
     """The exit status for a batch as a command left it; ``cli`` is the command that reaches
-    its store again (see ``_cli``), for the commands it suggests."""
+    its store again (see ``common.command``), for the commands it suggests."""
     from batchyard.states import BatchState
 
     if status.pause_reason is not None and not status.is_finished:

@@ -85,7 +85,8 @@ def test_errors_lists_the_clusters_of_a_batch(cli: CLI) -> None:
     assert f"{batch_id}: 5 failed items, 10 failed attempts in 3 clusters" in table
     assert re.search(rf"{price['id']} +3 +60% +6 .*{re.escape(PRICE)}", table), table
     assert f"  {price['id']}  {price['sample_key']}: ValueError: price " in table
-    assert f"retry one: batchyard retry {batch_id} --cluster {price['id']}" in table
+    # The command to copy reaches this store: the --db the command was given.
+    assert f"retry one: batchyard --db {cli.db} retry {batch_id} --cluster {price['id']}" in table
     assert len(cli.json("errors", batch_id, "--limit", "1")["clusters"]) == 1
 
     status = cli.json("status", batch_id)

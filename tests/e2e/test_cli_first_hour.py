@@ -306,3 +306,11 @@ def test_key_field_with_count_or_dataset_is_refused_not_ignored(cli: CLI) -> Non
     err = cli.fails(2, "submit", "e2etasks:work", "--dataset", "d", "--key-field", "x")
     assert "--key-field cannot be used with --dataset" in err
     assert cli.batches() == []
+
+
+def test_token_list_of_an_empty_store_suggests_a_command_for_that_store(cli: CLI) -> None:
+    cli.ok("submit", "e2etasks:work", jsonl(cli.folder, "a.jsonl", rows(1)))
+    said = cli.ok("token", "list")
+    assert said.strip() == (
+        f"no tokens in {cli.db} yet: 'batchyard --db {cli.db} token create NAME --role operator'"
+    )
