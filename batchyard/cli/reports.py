@@ -49,7 +49,9 @@ def _register_report(commands: Any) -> None:
     )
     report.add_argument("batch", metavar="ID", help="the batch id (batch_...)")
     report.add_argument(
-        "--format", choices=("text", "json", "csv"), default="text", help="default: text"
+        "--format",
+        choices=("text", "json", "csv"),
+        help="default: by -o FILE's extension (.json, .csv), else text",
     )
     add_json(report)
     report.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
@@ -77,7 +79,9 @@ def _register_results(commands: Any) -> None:
     )
     results.add_argument("batch", metavar="ID", help="the batch id (batch_...)")
     results.add_argument(
-        "--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="default: jsonl"
+        "--format",
+        choices=("jsonl", "csv", "parquet"),
+        help="default: by -o FILE's extension (.csv, .parquet, .pq), else jsonl",
     )
     results.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
     results.add_argument(
@@ -109,11 +113,25 @@ def _register_compare(commands: Any) -> None:
 
 # -- report -------------------------------------------------------------------------------
 
+#: The format an output file's extension names, when --format does not say.
+_REPORT_SUFFIXES = {".json": "json", ".csv": "csv"}
+_RESULT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _format_for(args: argparse.Namespace, suffixes: dict[str, str], default: str) -> str:
+    """--format, else the one -o FILE's extension names (results.csv: csv), else ``default``:
+    a file named .csv holds CSV, as INPUT files are read by their extension."""
+    if args.format is not None:
+        return str(args.format)
+    if args.output is None:
+        return default
+    return suffixes.get(Path(args.output).suffix.lower(), default)
+
 
 def run_report(args: argparse.Namespace) -> int:
     from batchyard.report import build_report, report_path, write_csv
 
-    fmt = "json" if args.json else args.format
+    fmt = "json" if args.json else _format_for(args, _REPORT_SUFFIXES, "text")
     with open_yard(args, create=False) as yard:
         report = build_report(yard.batch(args.batch), max_failed=args.max_failed)
     document = report.as_dict()
@@ -145,7 +163,7 @@ def run_results(args: argparse.Namespace) -> int:
     from batchyard.exports import check_format, write_results
 
     try:
-        fmt = check_format(args.format)
+        fmt = check_format(_format_for(args, _RESULT_SUFFIXES, "jsonl"))
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
     if fmt == "parquet" and args.output is None and sys.stdout.isatty():

@@ -252,6 +252,35 @@ def test_results_parquet_round_trips(batches: Batches) -> None:
     assert rows[2]["result"] is None and rows[2]["state"] == "failed"
 
 
+def test_results_and_report_take_the_format_of_their_file_by_default(batches: Batches) -> None:
+    # results.csv holds CSV without --format, as an INPUT file is read by its extension.
+    done = batches.run("results", batches.mixed, "-o", str(batches.cwd / "results.csv"))
+    assert done.returncode == 0, done.stderr
+    with (batches.cwd / "results.csv").open(newline="", encoding="utf-8") as f:
+        assert csv.DictReader(f).fieldnames == COLUMNS
+    done = batches.run("results", batches.mixed, "-o", str(batches.cwd / "results.txt"))
+    assert done.returncode == 0, done.stderr
+    first = (batches.cwd / "results.txt").read_text(encoding="utf-8").splitlines()[0]
+    assert json.loads(first)["key"] == "k1"  # any other name: JSONL, as before
+    done = batches.run(
+        "results", batches.mixed, "--format", "jsonl", "-o", str(batches.cwd / "r.csv")
+    )
+    assert json.loads((batches.cwd / "r.csv").read_text().splitlines()[0])["key"] == "k1"
+
+    done = batches.run("report", batches.mixed, "--no-save", "-o", str(batches.cwd / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((batches.cwd / "r.json").read_text())["counts"]["failed"] == 1
+
+
+def test_results_to_a_parquet_file_is_parquet_without_format(batches: Batches) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    target = batches.cwd / "results.parquet"
+    done = batches.run("results", batches.mixed, "-o", str(target))
+
+    assert done.returncode == 0, done.stderr
+    assert [row["key"] for row in pq.read_table(target).to_pylist()] == ["k1", "k2", "k3", "k4"]
+
+
 def test_results_of_one_state(batches: Batches) -> None:
     done = batches.run("results", batches.mixed, "--state", "failed")
 
