@@ -142,6 +142,13 @@ def run_run(args: argparse.Namespace) -> int:
         batch, _ = submit_from_args(yard, args)
         status = batch.status()
         out.write(f"batch {batch.id}: {status.counts.total:,} items of {status.task}\n")
+        if not status.sealed:
+            # Otherwise run sits at 100% with no word of why it does not end.
+            cli = command(args)
+            out.write(
+                f"the batch is open: run waits for more items ('{cli} submit ... --batch "
+                f"{batch.id}') until '{cli} seal {batch.id}'\n"
+            )
         out.flush()
         stop_deliveries = start_deliveries(yard.store)
         try:

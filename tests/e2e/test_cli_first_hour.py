@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,31 @@ def test_token_list_of_an_empty_store_suggests_a_command_for_that_store(cli: CLI
     assert said.strip() == (
         f"no tokens in {cli.db} yet: 'batchyard --db {cli.db} token create NAME --role operator'"
     )
+
+
+def test_run_of_an_open_batch_says_it_waits_for_a_seal_and_ends_after_one(cli: CLI) -> None:
+    jsonl(cli.folder, "a.jsonl", rows(2))
+    run = subprocess.Popen(
+        [str(BATCHYARD), "--db", cli.db, "run", "e2etasks:work", "a.jsonl", "--open"],
+        cwd=cli.folder,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        first = run.stdout.readline()
+        assert first.startswith("batch batch_"), first
+        batch_id = first.split()[1].rstrip(":")
+        said = run.stdout.readline().strip()
+        assert said == (
+            f"the batch is open: run waits for more items ('batchyard --db {cli.db} submit ... "
+            f"--batch {batch_id}') until 'batchyard --db {cli.db} seal {batch_id}'"
+        )
+        cli.ok("seal", batch_id)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    assert re.search(r"^items +2: 2 succeeded", out, re.M), out
