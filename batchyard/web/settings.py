@@ -3,6 +3,7 @@ over a ``batchyard.toml`` over the defaults (pydantic-settings)."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,15 +94,20 @@ class ServerSettings(BaseSettings):
                 bound(**{k: v for k, v in given.items() if v is not None}).model_dump()
             )
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, source)) from None
+            raise ConfigError(_explain(exc, source, list(cls.model_fields))) from None
         except ValueError as exc:  # a toml file that does not parse
             raise ConfigError(f"{source}: {exc}") from None
 
 
-def _explain(exc: ValidationError, source: Path | None) -> str:
+def _explain(exc: ValidationError, source: Path | None, names: list[str]) -> str:
     where = f" ({source}, the environment or the flags)" if source else ""
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "settings"
-        lines.append(f"{field}: {error['msg']}")
+        if error["type"] == "extra_forbidden":  # only a toml file can name one
+            close = difflib.get_close_matches(field, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the settings: {', '.join(names)}"
+            lines.append(f"{field}: not a setting; {hint}")
+        else:
+            lines.append(f"{field}: {error['msg']}")
     return f"bad setting{where}: " + "; ".join(lines)
