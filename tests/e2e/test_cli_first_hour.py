@@ -343,3 +343,10 @@ def test_run_of_an_open_batch_says_it_waits_for_a_seal_and_ends_after_one(cli: C
         run.kill()
     assert run.returncode == 0, err
     assert re.search(r"^items +2: 2 succeeded", out, re.M), out
+
+
+def test_validate_of_a_task_without_a_row_check_does_not_say_rows_render(cli: CLI) -> None:
+    said = cli.ok("validate", "e2etasks:work", jsonl(cli.folder, "a.jsonl", rows(3)))
+    assert said.strip() == (
+        "3 rows read: every row is valid input; e2etasks:work has no check of its own for a row"
+    )
