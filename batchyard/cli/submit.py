@@ -103,7 +103,9 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch",
         metavar="ID",
-        help="add INPUT's items to this open batch instead of creating one",
+        help="add INPUT's items to this open batch instead of creating one (with the "
+        "--key-field it was opened with: the batch does not keep it, and items without it "
+        "are keyed by their position)",
     )
     parser.add_argument(
         "--max-result-size",
