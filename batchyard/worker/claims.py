@@ -210,7 +210,9 @@ class ClaimLoop:
         self._journal.ended(self._shared.store, done.ended)
         for outcome in done.rejected:
             log.warning(
-                "outcome of item %s (attempt %d) refused: its lease was taken over",
+                "outcome of item %s (attempt %d) not recorded: the store had moved the item on "
+                "meanwhile (its batch was cancelled, or its lease ran out and it went back "
+                "to the queue)",
                 outcome.key,
                 outcome.attempt,
             )
