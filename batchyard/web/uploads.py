@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -123,7 +124,10 @@ async def upload(
         if unknown:
             raise Problem(422, f"unknown form field {unknown[0]!r}", field=unknown[0])
         texts = {k: v for k, v in form.items() if isinstance(v, str)}
-        with _items(file, texts.get("format"), _column_types(texts.get("csv_types"))) as rows:
+        items = _items(file, texts.get("format"), _column_types(texts.get("csv_types")))
+        with contextlib.ExitStack() as stack:
+            # Opened on a thread: a Parquet upload is first copied whole to a file.
+            rows = await run_in_threadpool(stack.enter_context, items)
             yield texts, rows
 
 

@@ -56,7 +56,7 @@ def operator_only(who: Caller) -> None:
         raise Problem(403, f"this needs the operator role; token {who.name!r} is a viewer")
 
 
-def _form(
+def _form(  # reads the store (the template picker): called on a thread
     request: Request,
     who: Caller,
     code: int = 200,
@@ -275,18 +275,21 @@ async def create(request: Request, who: Caller = Depends(signed_in)) -> Response
                 found = await run_in_threadpool(estimate_first, yard, settings, body, rows)
                 if found is not None and over(found, settings):
                     held(request).hold(key, found)
-                    return _form(request, who, 200, None, given, confirm=found, nonce=key)
+                    return await run_in_threadpool(
+                        _form, request, who, 200, None, given, confirm=found, nonce=key
+                    )
                 body = with_estimate(body, found)
                 if found is not None:
                     # The estimate read the file: read it again from the start (spooled).
                     upload = (await request.form()).get("file")
                     assert isinstance(upload, UploadFile)  # uploads.upload found it
                     await upload.seek(0)
-                    rows = stack.enter_context(uploads.items_of(upload, fields.get("format")))
+                    again = uploads.items_of(upload, fields.get("format"))
+                    rows = await run_in_threadpool(stack.enter_context, again)
                 status, _ = await run_in_threadpool(
                     submissions.submit, yard, settings, who, body, rows, key
                 )
     except (Problem, BatchyardError) as exc:
         problem = exc if isinstance(exc, Problem) else of_error(exc)
-        return _form(request, who, problem.status, problem.detail, given)
+        return await run_in_threadpool(_form, request, who, problem.status, problem.detail, given)
     return RedirectResponse(f"/batches/{status.id}", status_code=303)
