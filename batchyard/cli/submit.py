@@ -35,8 +35,10 @@ INPUT_HELP = (
     "A line, and an item as compact JSON, may be at most 1 MiB (1,048,576 bytes). "
     "Any bad line (not JSON, not an object, not UTF-8, too "
     "long, a duplicate key) rejects the whole input with FILE:LINE and the reason, exit "
-    "status 2, and creates no batch. Empty input is an error unless --open."
+    "status 2, and writes nothing."
 )
+#: INPUT_HELP for the commands that make a batch of INPUT (they take --open).
+BATCH_INPUT_HELP = INPUT_HELP + " Empty input is an error unless --open."
 
 SOURCES_HELP = (
     "Instead of INPUT: --dataset NAME takes the rows of a stored dataset ('batchyard "
@@ -455,7 +457,7 @@ def register(commands: Any) -> None:
         help="create a batch from a file (or stdin) and queue it",
         description=wrap(
             "Create a batch of TASK over INPUT's items and queue it for workers "
-            "('batchyard worker'). Prints the batch id. " + INPUT_HELP + " " + SOURCES_HELP
+            "('batchyard worker'). Prints the batch id. " + BATCH_INPUT_HELP + " " + SOURCES_HELP
         ),
         epilog=STATUS_JSON.replace("--json prints", "--json prints, once queued,"),
         formatter_class=RAW,

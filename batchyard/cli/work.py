@@ -19,7 +19,7 @@ from batchyard.cli.common import (
     positive_int,
     print_json,
 )
-from batchyard.cli.submit import INPUT_HELP, add_submit_options, submit_from_args
+from batchyard.cli.submit import BATCH_INPUT_HELP, add_submit_options, submit_from_args
 
 if TYPE_CHECKING:
     from batchyard.models import BatchStatus
@@ -40,7 +40,7 @@ def register(commands: Any) -> None:
         "look further. Exit status 0 when it completed, 1 when it ended with failures or was "
         "cancelled, 130 when Ctrl-C stopped it first (its unfinished items wait for a "
         "worker; a second Ctrl-C stops without waiting for running items).",
-        epilog=INPUT_HELP,
+        epilog=BATCH_INPUT_HELP,
     )
     add_submit_options(run)
     run.add_argument(

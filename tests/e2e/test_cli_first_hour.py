@@ -350,3 +350,14 @@ def test_validate_of_a_task_without_a_row_check_does_not_say_rows_render(cli: CL
     assert said.strip() == (
         "3 rows read: every row is valid input; e2etasks:work has no check of its own for a row"
     )
+
+
+def test_help_names_open_only_for_the_commands_that_take_it(tmp_path: Path) -> None:
+    for command in (("submit",), ("run",)):
+        text = " ".join(bare(tmp_path, *command, "--help").stdout.split())
+        assert "Empty input is an error unless --open." in text, command
+    for command in (("validate",), ("estimate",), ("dataset", "add")):
+        done = bare(tmp_path, *command, "--help")
+        assert done.returncode == 0
+        assert "--open" not in done.stdout, command
+        assert "creates no batch" not in " ".join(done.stdout.split()), command
