@@ -353,10 +353,11 @@ def test_validate_of_a_task_without_a_row_check_does_not_say_rows_render(cli: CL
 
 
 def test_help_names_open_only_for_the_commands_that_take_it(tmp_path: Path) -> None:
-    for command in (("submit",), ("run",)):
-        text = " ".join(bare(tmp_path, *command, "--help").stdout.split())
-        assert "Empty input is an error unless --open." in text, command
-    for command in (("validate",), ("estimate",), ("dataset", "add")):
+    for name in ("submit", "run"):
+        text = " ".join(bare(tmp_path, name, "--help").stdout.split())
+        assert "Empty input is an error unless --open." in text, name
+    commands: list[tuple[str, ...]] = [("validate",), ("estimate",), ("dataset", "add")]
+    for command in commands:
         done = bare(tmp_path, *command, "--help")
         assert done.returncode == 0
         assert "--open" not in done.stdout, command
