@@ -4,7 +4,9 @@ real stores (a SQLite file; a PostgreSQL database, see conftest.py).
 1. Four worker processes (the ``batchyard worker`` command, started warm by
    ``tests.procs.llm_worker``) share one limit: the server enforces the very limits the batch
    declares, over a short window (6 s, so the test takes seconds rather than minutes), and
-   never has to answer 429, while the workers still use most of the limit.
+   never has to answer 429, while the workers still use most of the limit. The limit is low
+   (a call every 0.3 s) and each answer slow (0.9 s), so the limit, not the machine's speed,
+   bounds the rate, and only calls overlapped across the processes can use most of it.
 2. A 429 storm is ridden out: the batch sets no limit and the server allows 10 requests a
    second; every 429 pauses the limiter key for the ``retry-after`` it carries, the call
    tries again, and every item still ends succeeded.
@@ -13,7 +15,8 @@ real stores (a SQLite file; a PostgreSQL database, see conftest.py).
    runs (no more than the limiter admits) apart from what waits, and names the key.
 
 The tests wait only on files the workers create and on their exit, each with a deadline;
-the one assertion about time is a loose share of the limit used.
+the one assertion about time is a loose share of the limit used (70%; the limiter allows
+93%, and calls made one at a time would get at most a third).
 """
 
 from __future__ import annotations
@@ -45,18 +48,30 @@ MAX_TOKENS = 40
 #: The server's latency: about what a small model takes for a short answer, shortened.
 LATENCY: dict[str, Any] = {"latency": 0.05, "latency_per_token": 0.001}
 
-# -- 1. shared limits: the server's limits over a 6 s window, and the batch's, are the same
+# -- 1. shared limits: the server's limits over a 6 s window, and the batch's, are the same.
+# The limit is low (20 a window: a call every 0.3 s) so that what bounds the rate is the limit,
+# not the machine: a worker busy or descheduled for a few tens of milliseconds on a loaded
+# machine still meets its turn. Forty items span two windows, so the server's limit bites
+# (it refuses the 21st request of any 6 s) and the run takes about as long as a window twice.
 WINDOW = 6.0
-RPW = 60  # requests per window: 10/s
+RPW = 20  # requests per window: about 3.3/s
 #: What every request reserves against the token limit: a prompt of 23, max_tokens 40.
 RESERVE = 63
-#: Tokens per window: 61 requests' worth, so both limits bind at about the same rate. (The
-#: window-safe bucket, which holds a sixtieth of the limit, holds a whole request too.)
-TPW = 3840
+#: Tokens per window: 21 requests' worth, so both limits bind at about the same rate. (The
+#: window-safe token bucket holds a sixtieth of it, 22, less than a request: each call waits
+#: for a full bucket and leaves it in debt, as calls larger than a sixtieth of a TPM do.)
+TPW = 21 * RESERVE
 WORKERS = 4
-CONCURRENCY = 16  # per worker: far more than the limit needs, so all of it is used
-SHARED_ITEMS = 120  # two windows' worth: about 12 s at the limit
-#: The least share of the limit the workers must use between them (loose: a shared machine).
+#: Per worker: 32 callers against a limit that needs three in flight, so all of it is used;
+#: fewer than the items, so each worker holds some from the start.
+CONCURRENCY = 8
+SHARED_ITEMS = 40  # two windows' worth: about 12.5 s at the limit
+#: Each answer takes 0.9 s, three admissions' worth: calls made one at a time (serialised
+#: across the processes) could use at most a third of the limit.
+SHARED_LATENCY: dict[str, Any] = {"latency": 0.9, "latency_per_token": 0.0}
+#: The least share of the limit the workers must use between them. The window-safe limiter
+#: admits at most 93% of it (19 a window, plus its bucket of one); 70% leaves each admission
+#: about 0.1 s to be late by on a loaded machine (at 10 a second it had 0.05 s).
 MIN_SHARE = 0.70
 
 # -- 2. the storm: the server allows 10 requests a second, the batch sets no limit at all
@@ -206,7 +221,7 @@ def test_four_processes_share_the_limit_without_a_429(store_url: str, workers: W
     # request half a second, during which the calls admitted meanwhile would pile up.
     count_prompt_tokens([{"role": "user", "content": "warm up"}], MODEL)
     workers.start(WORKERS, concurrency=CONCURRENCY)
-    with FakeOpenAI(rpm=RPW, tpm=TPW, window=WINDOW, **LATENCY) as server:
+    with FakeOpenAI(rpm=RPW, tpm=TPW, window=WINDOW, **SHARED_LATENCY) as server:
         with Yard(store_url) as yard:
             batch = yard.submit(
                 "llm",
