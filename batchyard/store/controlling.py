@@ -9,7 +9,7 @@ from batchyard.errors import ConfigError, Conflict, ItemNotFound
 from batchyard.models import Again, BatchStatus
 from batchyard.states import ItemState, check_item
 from batchyard.store.clustering import resolve, uncount_failed
-from batchyard.store.rows import BATCH_COLUMNS, COUNTER_OF, BatchRow, batch_from_row
+from batchyard.store.rows import BATCH_COLUMNS, COUNTER_OF, BatchRow, batch_from_row, held_ready
 from batchyard.store.rules import FINISHED, B, S, span
 from batchyard.store.sqlbase import SqlBase
 from batchyard.store.submitting import delete_rows
@@ -18,7 +18,7 @@ from batchyard.store.tx import Tx
 _CANCEL = f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ? WHERE "
 _CANCEL_READY = (
     f"UPDATE items SET state = '{S.CANCELLED}', finished_at = ?, seq = ?, worker = NULL, "
-    f"lease_expires = NULL WHERE batch_pk = ? AND state = '{S.RUNNING}' AND standby = 1"
+    f"lease_expires = NULL WHERE batch_pk = ? AND {held_ready()}"
 )
 
 

@@ -29,6 +29,7 @@ from batchyard.store.rows import (
     ITEM_COLUMNS,
     BatchRow,
     ItemRow,
+    held_ready,
     item_columns,
     shown_state,
 )
@@ -46,7 +47,7 @@ _WHOLE_GROUPS = (
 _INDEXED_STATES = frozenset({S.RUNNING, S.RETRY_WAIT, S.FAILED})
 #: Filters by a state that items held ready beyond a cap (standby) read as or hide.
 _STATE_IS = {
-    S.PENDING: f" AND (state = ? OR (state = '{S.RUNNING}' AND standby = 1))",
+    S.PENDING: f" AND (state = ? OR ({held_ready()}))",
     S.RUNNING: " AND state = ? AND standby = 0",
 }
 #: A batch's first and last item ids. NOTE: two subqueries, not MIN and MAX in one: SQLite

@@ -247,24 +247,26 @@ class ExpiredRow(NamedTuple):
 BATCH_COLUMNS = ", ".join(BatchRow._fields)
 
 
-def shown_state(table: str = "") -> str:
-    """An item's state as readers see it: one held ready beyond its batch's cap (leased as
-    running, ``standby``) has not started, so it reads as pending, as the counters count it.
-    ``table``: the alias of ``items`` in the query, if any."""
+def held_ready(table: str = "") -> str:
+    """The condition of an item held ready beyond its batch's cap: leased as running, not
+    started (a cancelled one keeps its ``standby`` flag). ``table``: the alias of ``items``
+    in the query, if any."""
     of = f"{table}." if table else ""
-    return f"CASE WHEN {_HELD_READY.format(of=of)} THEN '{ItemState.PENDING}' ELSE {of}state END"
+    return f"{of}state = '{ItemState.RUNNING}' AND {of}standby = 1"
 
 
-#: An item held ready: leased as running, not started (a cancelled one keeps the flag).
-_HELD_READY = f"{{of}}state = '{ItemState.RUNNING}' AND {{of}}standby = 1"
+def shown_state(table: str = "") -> str:
+    """An item's state as readers see it: one held ready (``held_ready``) has not started,
+    so it reads as pending, as the counters count it."""
+    of = f"{table}." if table else ""
+    return f"CASE WHEN {held_ready(table)} THEN '{ItemState.PENDING}' ELSE {of}state END"
 
 
 #: What ItemRow's fields read that is not the column of the same name: an item held ready
 #: reads as pending and not started (see ``shown_state``).
 _SHOWN = {
     "state": f"{shown_state()} AS state",
-    "started_at": f"CASE WHEN {_HELD_READY.format(of='')} THEN NULL ELSE started_at END "
-    "AS started_at",
+    "started_at": f"CASE WHEN {held_ready()} THEN NULL ELSE started_at END AS started_at",
 }
 
 

@@ -22,7 +22,7 @@ from batchyard.store.base import (
 from batchyard.store.clustering import Hit, count_failures
 from batchyard.store.reading import NEXT_DUE
 from batchyard.store.recording import Recording
-from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow
+from batchyard.store.rows import COUNTER_OF, ClaimableRow, ExpiredRow, TakenRow, held_ready
 from batchyard.store.rules import (
     CLAIMABLE,
     CLOCK_STEP,
@@ -78,7 +78,7 @@ _UNLEASE = (
 #: and read as running from now on (a change in the feed).
 _PROMOTE = (
     "UPDATE items SET standby = 0, seq = ?, started_at = ? "
-    f"WHERE id = ? AND attempts = ? AND state = '{S.RUNNING}' AND standby = 1"
+    f"WHERE id = ? AND attempts = ? AND {held_ready()}"
 )
 #: What a lease taken back sets besides: a run that ended so says why it runs again; a lease
 #: given back before its task was called was no run (and its claim counted no re-run).
